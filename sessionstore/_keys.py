@@ -1,0 +1,246 @@
+"""The only place that builds Redis key names.
+
+Every key starts with the configured prefix (default ``ss``). All keys of one
+session, and its shard's expiry index, stats and event stream, carry the hash
+tag ``{<shard>}``, so every transition of a session is one Lua script that is
+atomic on Redis Cluster too. ``docs/keys.md`` documents each key for operators;
+`describe_layout` prints the same table.
+
+Lua scripts never build key names themselves, with one documented exception:
+the batch sweep script is handed key *prefixes* built here (`SessionKeys.prefixes`)
+and appends session ids read from the expiry index of the same shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._ids import check_name, session_shard
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """The keys of one session; all share the shard's hash tag."""
+
+    session_id: str
+    shard: int
+    #: hash: the session record (fields documented in docs/keys.md)
+    record: str
+    #: hash: tombstone of an expired, closed or rotated id
+    tombstone: str
+    #: sorted set: request leases, member request id, score deadline (ms)
+    requests: str
+    #: sorted set: connection leases, member connection id, score deadline (ms)
+    connections: str
+    #: hash: the session's lock (owner, fence)
+    lock: str
+    #: hash: upstream connection records, one field (JSON) per upstream name
+    upstreams: str
+    #: the shard's keys
+    expiry: str
+    stats: str
+    events: str
+
+    def ordered(self) -> list[str]:
+        """The nine keys in the order every single-session script takes them."""
+        return [
+            self.record,
+            self.tombstone,
+            self.requests,
+            self.connections,
+            self.lock,
+            self.upstreams,
+            self.expiry,
+            self.stats,
+            self.events,
+        ]
+
+
+class KeySpace:
+    """Key names for one prefix and shard count.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.prefix = prefix
+        self.shards = shards
+
+    # -- per shard -------------------------------------------------------------
+
+    def shard_tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{{shard}}}"
+
+    def expiry(self, shard: int) -> str:
+        """Sorted set: session ids of the shard scored by their next deadline (ms)."""
+        return f"{self.shard_tag(shard)}:expiry"
+
+    def stats(self, shard: int) -> str:
+        """Hash: monotonic counters of the shard (created, expired, closed, ...)."""
+        return f"{self.shard_tag(shard)}:stats"
+
+    def events(self, shard: int) -> str:
+        """Stream: the shard's session events, capped near `events_maxlen`."""
+        return f"{self.shard_tag(shard)}:events"
+
+    def session_prefixes(self, shard: int) -> dict[str, str]:
+        """Key prefixes of the shard's per-session keys, for the batch sweep script."""
+        tag = self.shard_tag(shard)
+        return {
+            name: f"{tag}:{name}:"
+            for name in ("session", "tomb", "requests", "conns", "lock", "upstreams")
+        }
+
+    # -- per session -----------------------------------------------------------
+
+    def session(self, session_id: str) -> SessionKeys:
+        """All keys of `session_id`.
+
+        Raises:
+            InvalidSessionId: the id is malformed; nothing reaches Redis.
+        """
+        shard = session_shard(session_id, self.shards)
+        tag = self.shard_tag(shard)
+        return SessionKeys(
+            session_id=session_id,
+            shard=shard,
+            record=f"{tag}:session:{session_id}",
+            tombstone=f"{tag}:tomb:{session_id}",
+            requests=f"{tag}:requests:{session_id}",
+            connections=f"{tag}:conns:{session_id}",
+            lock=f"{tag}:lock:{session_id}",
+            upstreams=f"{tag}:upstreams:{session_id}",
+            expiry=self.expiry(shard),
+            stats=self.stats(shard),
+            events=self.events(shard),
+        )
+
+    # -- not slot-bound --------------------------------------------------------
+
+    def user_index(self, user_id: str) -> str:
+        """Sorted set: a user's session ids scored by absolute deadline; pruned on read."""
+        return f"{self.prefix}:user:{check_name(user_id, 'user_id')}"
+
+    def user_index_pattern(self) -> str:
+        """SCAN pattern of all user indexes (used only by the repair job)."""
+        return f"{self.prefix}:user:*"
+
+    def global_requests(self) -> str:
+        """Sorted set: every request lease in the fleet, for the global limit."""
+        return f"{self.prefix}:{{global}}:requests"
+
+    def session_pattern(self, shard: int) -> str:
+        """SCAN pattern of the shard's session records (used only by the repair job)."""
+        return f"{self.shard_tag(shard)}:session:*"
+
+    # -- upstream breakers (one hash tag per breaker) --------------------------
+
+    def breaker_tag(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{{{check_name(name, 'breaker name')}}}"
+
+    def breaker_index(self) -> str:
+        """Sorted set: known breaker names scored by last use (ms); pruned by age."""
+        return f"{self.prefix}:breakers"
+
+    def breaker_channel(self) -> str:
+        """Pub/sub channel where breaker transitions are announced."""
+        return f"{self.prefix}:breaker-transitions"
+
+    # -- workers ---------------------------------------------------------------
+
+    def worker(self, worker_id: str) -> str:
+        """Hash with a TTL: one worker's heartbeat."""
+        return f"{self.prefix}:worker:{check_name(worker_id, 'worker id')}"
+
+    def worker_index(self) -> str:
+        """Sorted set: worker ids scored by last heartbeat (ms); pruned by age."""
+        return f"{self.prefix}:workers"
+
+
+def describe_layout(prefix: str) -> list[dict[str, str]]:
+    """The key layout as rows (pattern, type, ttl, what, redis_cli) for docs and the CLI.
+
+    ``docs/keys.md`` holds the same table; a test keeps the two in step.
+    """
+    p = prefix
+    rows = [
+        (
+            f"{p}:{{N}}:session:<id>",
+            "hash",
+            "deadline + sweep_grace",
+            "session record: plain fields, one a:<name> field per state attribute",
+            f"HGETALL {p}:{{N}}:session:<id>",
+        ),
+        (
+            f"{p}:{{N}}:tomb:<id>",
+            "hash",
+            "expired_retention",
+            "tombstone of an expired/closed/rotated id (status, reason, superseded_by)",
+            f"HGETALL {p}:{{N}}:tomb:<id>",
+        ),
+        (
+            f"{p}:{{N}}:requests:<id>",
+            "zset",
+            "longest lease",
+            "request leases: member lease id, score deadline ms",
+            f"ZRANGE {p}:{{N}}:requests:<id> 0 -1 WITHSCORES",
+        ),
+        (
+            f"{p}:{{N}}:conns:<id>",
+            "zset",
+            "longest lease",
+            "connection leases: member lease id, score deadline ms",
+            f"ZRANGE {p}:{{N}}:conns:<id> 0 -1 WITHSCORES",
+        ),
+        (
+            f"{p}:{{N}}:lock:<id>",
+            "hash",
+            "lock_ttl",
+            "session lock: owner token, fence",
+            f"HGETALL {p}:{{N}}:lock:<id>",
+        ),
+        (
+            f"{p}:{{N}}:upstreams:<id>",
+            "hash",
+            "session's deadline",
+            "upstream connection records, one JSON field per upstream",
+            f"HGETALL {p}:{{N}}:upstreams:<id>",
+        ),
+        (
+            f"{p}:{{N}}:expiry",
+            "zset",
+            "bounded by live sessions of shard N",
+            "expiry index: session id scored by next deadline ms",
+            f"ZRANGE {p}:{{N}}:expiry 0 9 WITHSCORES",
+        ),
+        (
+            f"{p}:{{N}}:stats",
+            "hash",
+            "fixed fields",
+            "lifetime counters: created, expired, closed, rotated, resumed",
+            f"HGETALL {p}:{{N}}:stats",
+        ),
+        (
+            f"{p}:{{N}}:events",
+            "stream",
+            "~events_maxlen entries",
+            "session events: created, expired, deleted, rotated, resumed",
+            f"XREVRANGE {p}:{{N}}:events + - COUNT 10",
+        ),
+        (
+            f"{p}:user:<user_id>",
+            "zset",
+            "latest absolute deadline",
+            "user index (a hint, pruned on read): session id scored by absolute deadline",
+            f"ZRANGE {p}:user:<user_id> 0 -1 WITHSCORES",
+        ),
+        (
+            f"{p}:{{global}}:requests",
+            "zset",
+            "longest lease",
+            "fleet-wide request leases (only with max_requests_global)",
+            f"ZCARD {p}:{{global}}:requests",
+        ),
+    ]
+    names = ("pattern", "type", "ttl", "what", "redis_cli")
+    return [dict(zip(names, row, strict=True)) for row in rows]

@@ -1,0 +1,126 @@
+"""Locks on a session: leases with an owner token and a fencing number.
+
+A lock is granted for `lock_ttl` and must be renewed by its owner. Each new
+grant takes the next fence from the session record, so a holder whose lease
+lapsed (a GC pause, a partition) carries a smaller fence than the newer holder,
+and writes that pass ``fence=`` are refused with `StaleFence`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._replies import raise_refusal
+from ._scripts import Arg, call, script
+from .exceptions import InvalidInput, LockNotAcquired, LockNotOwned
+
+if TYPE_CHECKING:
+    from ._store import SessionStore
+
+
+class SessionLock:
+    """A leased lock on one session.
+
+    Use as ``async with SessionLock(store, session_id) as fence:`` or call
+    `acquire`, `renew` and `release` directly.
+
+    Args:
+        store: the store the session lives in.
+        session_id: the session to lock.
+        ttl: lease length; defaults to the store's `lock_ttl`.
+        owner: a token naming the holder; random by default.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str,
+        *,
+        ttl: timedelta | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.keys = store.keys.session(session_id)
+        self.session_id = session_id
+        self.ttl = ttl or store.settings.lock_ttl
+        if self.ttl <= timedelta(0):
+            raise InvalidInput("lock ttl must be positive")
+        self.owner = owner or secrets.token_hex(16)
+        #: The fence of the current grant (None until acquired).
+        self.fence: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"session {self.session_id}"
+
+    async def acquire(self, *, blocking: bool = True, timeout: timedelta | None = None) -> int:
+        """Take the lock; returns its fence. One round trip per attempt.
+
+        Args:
+            blocking: wait for the lock; if False, fail at once when it is held.
+            timeout: how long to wait (default: one lease period).
+
+        Raises:
+            LockNotAcquired: held by another owner (after `timeout` when blocking).
+            SessionGone / SessionNotFound: the session cannot be used.
+        """
+        wait = (timeout or self.ttl).total_seconds() if blocking else 0.0
+        deadline = asyncio.get_running_loop().time() + wait
+        delay = 0.005
+        while True:
+            reply = await self._do("acquire")
+            if reply[0] == "ok":
+                self.fence = int(reply[1])
+                return self.fence
+            if reply[0] != "held":
+                raise_refusal(self.session_id, reply)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise LockNotAcquired(self.name, "held by another owner")
+            # Poll with capped exponential backoff and jitter (each poll is one round trip).
+            await asyncio.sleep(min(remaining, random.uniform(0, delay)))
+            delay = min(delay * 2, 0.2)
+
+    async def renew(self) -> None:
+        """Extend the lease by `ttl`.
+
+        Raises:
+            LockNotOwned: not held by this owner (never acquired, or lapsed).
+        """
+        if (await self._do("renew"))[0] != "ok":
+            raise LockNotOwned(self.name, "not held by this owner")
+
+    async def release(self) -> None:
+        """Release the lock. One round trip.
+
+        Raises:
+            LockNotOwned: not held by this owner (never acquired, or lapsed).
+        """
+        reply = await self._do("release")
+        self.fence = None
+        if reply[0] != "ok":
+            raise LockNotOwned(self.name, "not held by this owner")
+
+    async def _do(self, mode: str) -> list[Any]:
+        ttl_ms = max(1, int(self.ttl.total_seconds() * 1000))
+        args: list[Arg] = [self.session_id, mode, self.owner, ttl_ms]
+        reply: list[Any] = await call(self.store.redis, script("lock"), self.keys.ordered(), args)
+        return reply
+
+    async def __aenter__(self) -> int:
+        return await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()

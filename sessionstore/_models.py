@@ -1,0 +1,198 @@
+"""Value objects the store returns: sessions, tombstones, counts, leases.
+
+All are frozen pydantic models. Redis holds times as epoch milliseconds (so
+Lua can compare them); these models hold aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+
+class SessionStatus(StrEnum):
+    """Where a session id stands. Derived in one place: `status_of`."""
+
+    #: The session can be used.
+    ACTIVE = "active"
+    #: A deadline passed (idle or absolute); `resume` issues a successor.
+    EXPIRED = "expired"
+    #: Deleted by a client or operator; cannot be resumed.
+    CLOSED = "closed"
+    #: The id was rotated; the session lives on under `superseded_by`.
+    ROTATED = "rotated"
+
+
+def ms_to_datetime(value: str | int) -> datetime:
+    """Epoch milliseconds (as Redis returns them) to an aware UTC datetime."""
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def from_ms(value: str | int | None) -> datetime | None:
+    """Like `ms_to_datetime`, with None and "" (an unset field) giving None."""
+    if value is None or value == "":
+        return None
+    return ms_to_datetime(value)
+
+
+def _opt(value: str | None) -> str | None:
+    return value or None
+
+
+class Session(BaseModel):
+    """A live or overdue session as read from its Redis hash.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    status: SessionStatus
+    user_id: str | None = None
+    conversation_id: str | None = None
+    created_at: datetime
+    last_activity: datetime
+    idle_timeout: timedelta
+    idle_deadline: datetime
+    absolute_deadline: datetime
+    metadata: dict[str, JsonValue]
+    state: dict[str, JsonValue]
+    #: Grows by one with every state or metadata write (compare-and-set target).
+    version: int
+    #: The newest lock fence granted on this session.
+    fence: int
+    #: Live connection leases (long-lived streams) across the fleet.
+    connection_count: int
+    #: Live request leases across the fleet.
+    active_requests: int
+    resumed_from: str | None = None
+    rotated_from: str | None = None
+
+    @property
+    def expires_at(self) -> datetime:
+        """The earlier of the idle and absolute deadlines."""
+        return min(self.idle_deadline, self.absolute_deadline)
+
+    @classmethod
+    def from_record(
+        cls, fields: dict[str, str], *, now_ms: int, requests: int, connections: int
+    ) -> Session:
+        """Build from a session hash (``HGETALL``) read at Redis time `now_ms`."""
+        idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
+        overdue = now_ms >= min(idle_ms, absolute_ms)
+        return cls(
+            id=fields["id"],
+            status=SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE,
+            user_id=_opt(fields.get("user_id")),
+            conversation_id=_opt(fields.get("conversation_id")),
+            created_at=ms_to_datetime(fields["created_at"]),
+            last_activity=ms_to_datetime(fields["last_activity"]),
+            idle_timeout=timedelta(milliseconds=int(fields["idle_timeout_ms"])),
+            idle_deadline=ms_to_datetime(idle_ms),
+            absolute_deadline=ms_to_datetime(absolute_ms),
+            metadata=json.loads(fields.get("metadata") or "{}"),
+            state={k[2:]: json.loads(v) for k, v in fields.items() if k.startswith("a:")},
+            version=int(fields["version"]),
+            fence=int(fields["fence"]),
+            connection_count=connections,
+            active_requests=requests,
+            resumed_from=_opt(fields.get("resumed_from")),
+            rotated_from=_opt(fields.get("rotated_from")),
+        )
+
+
+class Tombstone(BaseModel):
+    """What an ended id answers with during the retention period.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    status: SessionStatus
+    #: 'idle', 'lifetime', 'lost', 'manual', 'deleted' or 'rotated'.
+    reason: str
+    ended_at: datetime
+    user_id: str | None = None
+    conversation_id: str | None = None
+    created_at: datetime | None = None
+    superseded_by: str | None = None
+
+    @classmethod
+    def from_record(cls, session_id: str, fields: dict[str, str]) -> Tombstone:
+        """Build from a tombstone hash."""
+        return cls(
+            id=session_id,
+            status=SessionStatus(fields["status"]),
+            reason=fields.get("reason", ""),
+            ended_at=ms_to_datetime(fields["ended_at"]),
+            user_id=_opt(fields.get("user_id")),
+            conversation_id=_opt(fields.get("conversation_id")),
+            created_at=from_ms(fields.get("created_at")),
+            superseded_by=_opt(fields.get("superseded_by")),
+        )
+
+
+class ShardCounts(BaseModel):
+    """Counts of one expiry shard (see `SessionCounts`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shard: int
+    live: int
+    overdue: int
+    oldest_overdue: datetime | None
+    totals: dict[str, int]
+
+
+class SessionCounts(BaseModel):
+    """Fleet-wide session counts, read in O(shards) without SCAN.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    #: Sessions whose deadlines are still ahead.
+    active: int
+    #: Sessions past a deadline that the sweeper has not expired yet.
+    overdue: int
+    #: The oldest overdue deadline: how far the sweeper lags (None if none overdue).
+    oldest_overdue: datetime | None
+    #: Lifetime counters: created, expired, closed, rotated, resumed.
+    totals: dict[str, int]
+    shards: list[ShardCounts]
+
+    @property
+    def sweeper_lag(self) -> timedelta:
+        """How long the oldest overdue session has waited (zero when none)."""
+        if self.oldest_overdue is None:
+            return timedelta(0)
+        return max(self.at - self.oldest_overdue, timedelta(0))
+
+
+class SweepResult(BaseModel):
+    """What one sweep batch of one shard did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shard: int
+    expired: int
+    #: Of `expired`: records Redis had already dropped after the sweep grace.
+    lost: int
+    #: Index entries that lagged behind a touch and were moved to the right deadline.
+    rescheduled: int
+    #: Due sessions left in the shard after this batch.
+    still_due: int
+
+
+def parse_pairs(flat: list[Any]) -> dict[str, str]:
+    """A flat ``[field, value, ...]`` reply to a dict."""
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}

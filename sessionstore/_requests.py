@@ -1,0 +1,243 @@
+"""Request and connection tracking as leases with deadlines.
+
+A lease is a member of a sorted set scored by its deadline. Taking one
+reclaims lapsed leases first, so a crashed replica's requests stop counting
+after `request_lease_ttl`. A holder renews its lease in the background while
+it runs. With a global limit, the fleet-wide lease is taken in the same round
+trip (pipelined); if one of the two is refused the other is given back, so
+limits are never exceeded, though a refused request may briefly hold a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from ._replies import raise_refusal
+from ._scripts import Arg, Batch, call, script
+from .exceptions import (
+    GlobalLimitExceeded,
+    LockNotOwned,
+    SessionLimitExceeded,
+    SessionStoreError,
+)
+
+if TYPE_CHECKING:
+    from ._store import SessionStore
+
+logger = logging.getLogger("sessionstore.requests")
+
+LeaseKind = Literal["requests", "conns"]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+@dataclass
+class Lease:
+    """One held request or connection lease.
+
+    .. versionadded:: 0.1
+    """
+
+    session_id: str
+    lease_id: str
+    kind: LeaseKind
+    #: Live leases of this kind on the session when this one was taken.
+    live: int
+    #: True when a fleet-wide lease was taken as well.
+    global_lease: bool = False
+    _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def global_member(self) -> str:
+        return f"{self.session_id}:{self.lease_id}"
+
+
+class LeaseTracker:
+    """Takes, renews and returns leases for one store.
+
+    Use `SessionStore`-level helpers: ``store_requests(store).track(session_id)``.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        cfg = store.settings
+        self.lease_seconds = cfg.request_lease_ttl.total_seconds()
+        self.grace_ms = _ms(cfg.sweep_grace.total_seconds())
+
+    def _limit(self, kind: LeaseKind) -> int:
+        return self.store.settings.max_requests_per_session if kind == "requests" else 0
+
+    def _uses_global(self, kind: LeaseKind) -> bool:
+        return kind == "requests" and self.store.settings.max_requests_global > 0
+
+    async def take(self, session_id: str, kind: LeaseKind = "requests") -> Lease:
+        """Take a lease: one round trip (two pipelined scripts with a global limit).
+
+        Raises:
+            SessionLimitExceeded: the session is at `max_requests_per_session`.
+            GlobalLimitExceeded: the fleet is at `max_requests_global`.
+            SessionGone / SessionNotFound: the session cannot be used.
+        """
+        keys = self.store.keys.session(session_id)
+        lease = Lease(session_id, secrets.token_hex(8), kind, live=0)
+        lease.global_lease = self._uses_global(kind)
+        lease_ms = _ms(self.lease_seconds)
+        batch = Batch(self.store.redis)
+        args: list[Arg] = [
+            session_id,
+            kind,
+            lease.lease_id,
+            lease_ms,
+            self._limit(kind),
+            self.grace_ms,
+            "take",
+        ]
+        batch.script(script("lease"), keys.ordered(), args)
+        if lease.global_lease:
+            limit = self.store.settings.max_requests_global
+            batch.script(
+                script("global_lease"),
+                [self.store.keys.global_requests()],
+                ["take", lease.global_member, lease_ms, limit],
+            )
+        replies = await batch.execute()
+        local = replies[0]
+        global_ok = not lease.global_lease or replies[1][0] == "ok"
+        if local[0] == "ok" and global_ok:
+            lease.live = int(local[1])
+            return lease
+        # Give back whichever half was granted, then say why.
+        if local[0] == "ok":
+            lease.global_lease = False
+            await self.release(lease)
+            raise GlobalLimitExceeded(self.store.settings.max_requests_global)
+        if lease.global_lease and global_ok:
+            await self._release_global(lease)
+        if local[0] == "limit":
+            raise SessionLimitExceeded(session_id, self._limit(kind))
+        raise_refusal(session_id, local)
+
+    async def renew(self, lease: Lease) -> None:
+        """Push the lease's deadline out by another lease period.
+
+        Raises:
+            LockNotOwned: the lease lapsed and was reclaimed.
+            SessionGone / SessionNotFound: the session ended meanwhile.
+        """
+        keys = self.store.keys.session(lease.session_id)
+        lease_ms = _ms(self.lease_seconds)
+        batch = Batch(self.store.redis)
+        args: list[Arg] = [
+            lease.session_id,
+            lease.kind,
+            lease.lease_id,
+            lease_ms,
+            0,
+            self.grace_ms,
+            "renew",
+        ]
+        batch.script(script("lease"), keys.ordered(), args)
+        if lease.global_lease:
+            batch.script(
+                script("global_lease"),
+                [self.store.keys.global_requests()],
+                ["renew", lease.global_member, lease_ms, 0],
+            )
+        reply = (await batch.execute())[0]
+        if reply[0] == "lost":
+            raise LockNotOwned(f"lease {lease.lease_id}", "lapsed and was reclaimed")
+        if reply[0] != "ok":
+            raise_refusal(lease.session_id, reply)
+
+    async def release(self, lease: Lease) -> None:
+        """Return the lease: one round trip. Returning it twice is harmless."""
+        keys = self.store.keys.session(lease.session_id)
+        batch = Batch(self.store.redis)
+        args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id, self.grace_ms]
+        batch.script(script("lease_release"), keys.ordered(), args)
+        if lease.global_lease:
+            batch.script(
+                script("global_lease"),
+                [self.store.keys.global_requests()],
+                ["release", lease.global_member],
+            )
+        await batch.execute()
+
+    async def _release_global(self, lease: Lease) -> None:
+        await call(
+            self.store.redis,
+            script("global_lease"),
+            [self.store.keys.global_requests()],
+            ["release", lease.global_member],
+        )
+
+    def track(self, session_id: str, kind: LeaseKind = "requests") -> TrackedLease:
+        """An async context manager holding a lease for its body; see `TrackedLease`."""
+        return TrackedLease(self, session_id, kind)
+
+
+class TrackedLease:
+    """``async with``: take a lease on entry, renew it while the body runs, return it on exit.
+
+    If returning the lease fails after the body raised, the body's error wins
+    and the lease lapses by itself at its deadline (logged).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, tracker: LeaseTracker, session_id: str, kind: LeaseKind) -> None:
+        self._tracker = tracker
+        self._session_id = session_id
+        self._kind = kind
+        self.lease: Lease | None = None
+
+    async def __aenter__(self) -> Lease:
+        lease = await self._tracker.take(self._session_id, self._kind)
+        lease._renewer = asyncio.create_task(self._renew_forever(lease))
+        self.lease = lease
+        return lease
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease = self.lease
+        if lease is None:
+            return
+        if lease._renewer is not None:
+            lease._renewer.cancel()
+        try:
+            await self._tracker.release(lease)
+        except SessionStoreError:
+            if exc is None:
+                raise
+            logger.warning(
+                "could not return lease %s of session %s; it lapses at its deadline",
+                lease.lease_id,
+                lease.session_id,
+                exc_info=True,
+            )
+
+    async def _renew_forever(self, lease: Lease) -> None:
+        period = self._tracker.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._tracker.renew(lease)
+            except SessionStoreError:
+                logger.warning(
+                    "lease %s of session %s could not be renewed",
+                    lease.lease_id,
+                    lease.session_id,
+                    exc_info=True,
+                )
+                return

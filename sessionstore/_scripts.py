@@ -1,0 +1,100 @@
+"""Lua scripts: loading, calling by SHA, and batching several calls into one round trip.
+
+Each script lives in ``sessionstore/lua/<name>.lua`` with a header that states
+its KEYS, ARGV and reply. ``lua/_prelude.lua`` (clock, event and tombstone
+helpers) is prepended to every script, so a script is self-contained on the
+server. Scripts are called with EVALSHA; on NOSCRIPT (a restarted or
+failed-over Redis) the same call is re-sent as EVAL, which also caches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.exceptions as rex
+
+from ._redis import RedisClient, backend_errors
+
+Arg = str | int | float | bytes
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """One Lua script and its SHA1.
+
+    .. versionadded:: 0.1
+    """
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        object.__setattr__(self, "sha", digest)
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@cache
+def script(name: str) -> LuaScript:
+    """The script ``lua/<name>.lua`` with the prelude prepended (loaded once)."""
+    return LuaScript(name, _read("_prelude") + "\n" + _read(name))
+
+
+async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[Arg]) -> Any:
+    """Run `lua` in one round trip (two only after a NOSCRIPT)."""
+    with backend_errors(lua.name):
+        try:
+            return await client.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            return await client.execute_command("EVAL", lua.source, len(keys), *keys, *args)
+
+
+class Batch:
+    """Several script calls and commands sent together: one round trip per node.
+
+    On a single Redis that is one round trip; on a cluster the commands for
+    different nodes are sent concurrently. The calls are not atomic together:
+    each script is atomic on its own.
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client = client
+        self._calls: list[tuple[LuaScript | None, tuple[Any, ...]]] = []
+
+    def script(self, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
+        """Queue a script call; returns its index in `execute`'s reply."""
+        self._calls.append((lua, ("EVALSHA", lua.sha, len(keys), *keys, *args)))
+        return len(self._calls) - 1
+
+    def command(self, *args: Any) -> int:
+        """Queue a plain command; returns its index in `execute`'s reply."""
+        self._calls.append((None, args))
+        return len(self._calls) - 1
+
+    async def execute(self) -> list[Any]:
+        """Send everything; raise the first error other than NOSCRIPT."""
+        if not self._calls:
+            return []
+        names = ",".join(sorted({lua.name for lua, _ in self._calls if lua}) or ["commands"])
+        with backend_errors(names):
+            pipe = self._client.pipeline(transaction=False)
+            for _, args in self._calls:
+                pipe.execute_command(*args)
+            replies = await pipe.execute(raise_on_error=False)
+            for index, reply in enumerate(replies):
+                lua, args = self._calls[index]
+                if isinstance(reply, rex.NoScriptError) and lua is not None:
+                    replies[index] = await self._client.execute_command(
+                        "EVAL", lua.source, *args[2:]
+                    )
+                elif isinstance(reply, Exception):
+                    raise reply
+        return list(replies)

@@ -1,0 +1,247 @@
+"""Typed settings, built once at the edge and passed down.
+
+`Settings` reads the environment (``SESSIONSTORE_*``) and is only ever built
+by the command line, the server lifespan or ``workers/settings.py``. It hands
+out the frozen per-concept objects (`RedisSettings`, `SessionSettings`) that
+library code takes as arguments. Library code never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import InvalidInput
+
+RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+_SCHEMES: dict[str, RedisMode] = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "standalone",
+    "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
+}
+
+
+class RedisSettings(BaseModel):
+    """Where a Redis is and how long to wait for it.
+
+    Build it with `RedisSettings.from_dsn`. Accepted forms::
+
+        redis://[user:password@]host:port/db        standalone
+        rediss://...                                 standalone over TLS
+        unix:///path/to/redis.sock?db=0              standalone over a socket
+        redis+sentinel://[user:pw@]h1:p1,h2:p2/mymaster?db=0
+        redis+cluster://[user:pw@]h1:p1,h2:p2        Redis Cluster
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: RedisMode = "standalone"
+    hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 6379),)
+    unix_socket_path: str | None = None
+    database: int = 0
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    sentinel_master: str = "mymaster"
+    #: Connecting must fail fast when Redis is down (guarantee 11).
+    connect_timeout: timedelta = timedelta(seconds=1)
+    #: A command that gets no answer in this time fails with a backend error.
+    socket_timeout: timedelta = timedelta(seconds=2)
+    max_connections: int = 64
+
+    @classmethod
+    def from_dsn(cls, dsn: str, **overrides: object) -> RedisSettings:
+        """Parse a Redis URL into settings; see the class docstring for the forms.
+
+        Raises:
+            InvalidInput: the URL has an unknown scheme or a bad host list.
+        """
+        url = urlparse(dsn)
+        mode = _SCHEMES.get(url.scheme)
+        if mode is None:
+            raise InvalidInput(f"unsupported Redis URL scheme {url.scheme!r}")
+        query = parse_qs(url.query)
+        database = int(query["db"][0]) if "db" in query else 0
+        fields: dict[str, object] = {
+            "mode": mode,
+            "tls": url.scheme.startswith("rediss"),
+            "username": unquote(url.username) if url.username else None,
+            "password": SecretStr(unquote(url.password)) if url.password else None,
+        }
+        if url.scheme == "unix":
+            fields["unix_socket_path"] = url.path
+        else:
+            fields["hosts"] = _parse_hosts(url.netloc.rpartition("@")[2])
+            path = url.path.strip("/")
+            if mode == "sentinel":
+                fields["sentinel_master"] = path or "mymaster"
+            elif path:
+                database = int(path)
+        fields["database"] = database
+        fields.update(overrides)
+        return cls.model_validate(fields)
+
+    def to_dsn(self) -> str:
+        """The URL form of these settings, with the password masked.
+
+        .. versionadded:: 0.1
+        """
+        scheme = {"standalone": "redis", "sentinel": "redis+sentinel", "cluster": "redis+cluster"}[
+            self.mode
+        ]
+        if self.tls:
+            scheme = scheme.replace("redis", "rediss", 1)
+        auth = ""
+        if self.username or self.password:
+            auth = f"{self.username or ''}{':***' if self.password else ''}@"
+        if self.unix_socket_path:
+            return f"unix://{auth}{self.unix_socket_path}?db={self.database}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        tail = self.sentinel_master if self.mode == "sentinel" else str(self.database)
+        return f"{scheme}://{auth}{hosts}/{tail}"
+
+
+def _parse_hosts(netloc: str) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for part in netloc.split(","):
+        host, _, port = part.rpartition(":")
+        if not host:
+            host, port = part, "6379"
+        if not port.isdigit():
+            raise InvalidInput(f"bad port in Redis URL host {part!r}")
+        hosts.append((host.strip("[]") or "127.0.0.1", int(port)))
+    return tuple(hosts)
+
+
+class SessionSettings(BaseModel):
+    """How sessions behave: lifetimes, limits and the key space.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Every key the store writes starts with this prefix and a colon.
+    key_prefix: str = Field(default="ss", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: Number of expiry-index shards. Session ids carry their shard, so this may
+    #: grow in a running deployment but must never shrink.
+    shards: int = Field(default=16, ge=1, le=1024)
+    #: A session with no activity for this long expires.
+    idle_timeout: timedelta = timedelta(minutes=30)
+    #: A session expires this long after creation, however active.
+    absolute_lifetime: timedelta = timedelta(hours=24)
+    #: Tombstones of expired, closed and rotated ids answer for this long.
+    expired_retention: timedelta = timedelta(hours=24)
+    #: An overdue session's record is kept this long for the sweeper to expire it
+    #: (and emit its event) after worker downtime; Redis drops it after that.
+    sweep_grace: timedelta = timedelta(hours=24)
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    max_attribute_bytes: int = Field(default=64 * 1024, ge=2)
+    max_state_bytes: int = Field(default=1024 * 1024, ge=2)
+    max_attributes: int = Field(default=256, ge=1)
+    #: Concurrent requests per session across the fleet (0 = unlimited).
+    max_requests_per_session: int = Field(default=32, ge=0)
+    #: Concurrent requests across the whole fleet (0 = unlimited).
+    max_requests_global: int = Field(default=0, ge=0)
+    #: A request lease lapses after this long unless renewed; a crashed
+    #: replica's leases are reclaimed after it.
+    request_lease_ttl: timedelta = timedelta(seconds=60)
+    lock_ttl: timedelta = timedelta(seconds=30)
+    #: Approximate bound on each shard's event stream.
+    events_maxlen: int = Field(default=10_000, ge=10)
+    #: Compare-and-set attempts `mutate` makes before giving up.
+    mutate_max_attempts: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _check_durations(self) -> SessionSettings:
+        for name in (
+            "idle_timeout",
+            "absolute_lifetime",
+            "expired_retention",
+            "sweep_grace",
+            "request_lease_ttl",
+            "lock_ttl",
+        ):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from ``SESSIONSTORE_*`` environment variables.
+
+    Durations accept seconds (``1800``) or ISO 8601 (``PT30M``).
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SESSIONSTORE_", extra="ignore")
+
+    #: The session store's Redis. Empty: dev and tests start an embedded server.
+    redis_url: str | None = None
+    #: The job queue's Redis (arq cannot use Redis Cluster). Defaults to
+    #: `redis_url` when that is not a cluster URL.
+    queue_redis_url: str | None = None
+    redis_connect_timeout: timedelta = timedelta(seconds=1)
+    redis_socket_timeout: timedelta = timedelta(seconds=2)
+
+    key_prefix: str = "ss"
+    shards: int = 16
+    idle_timeout: timedelta = timedelta(minutes=30)
+    absolute_lifetime: timedelta = timedelta(hours=24)
+    expired_retention: timedelta = timedelta(hours=24)
+    sweep_grace: timedelta = timedelta(hours=24)
+    max_metadata_bytes: int = 16 * 1024
+    max_attribute_bytes: int = 64 * 1024
+    max_state_bytes: int = 1024 * 1024
+    max_attributes: int = 256
+    max_requests_per_session: int = 32
+    max_requests_global: int = 0
+    request_lease_ttl: timedelta = timedelta(seconds=60)
+    lock_ttl: timedelta = timedelta(seconds=30)
+    events_maxlen: int = 10_000
+
+    @field_validator("redis_url", "queue_redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def session_settings(self) -> SessionSettings:
+        """The session behaviour part of these settings."""
+        names = SessionSettings.model_fields.keys() & type(self).model_fields.keys()
+        return SessionSettings(**{name: getattr(self, name) for name in names})
+
+    def store_redis(self, url: str) -> RedisSettings:
+        """`RedisSettings` for the session store at `url` with these timeouts."""
+        return RedisSettings.from_dsn(
+            url,
+            connect_timeout=self.redis_connect_timeout,
+            socket_timeout=self.redis_socket_timeout,
+        )
+
+    def queue_redis(self, store_url: str) -> RedisSettings:
+        """`RedisSettings` for the arq job queue.
+
+        Raises:
+            InvalidInput: the store is on a cluster and no queue URL is set.
+        """
+        url = self.queue_redis_url
+        if url is None:
+            if RedisSettings.from_dsn(store_url).mode == "cluster":
+                raise InvalidInput(
+                    "the store is on Redis Cluster, which arq cannot use: "
+                    "set SESSIONSTORE_QUEUE_REDIS_URL to a standalone or Sentinel Redis"
+                )
+            url = store_url
+        return self.store_redis(url)

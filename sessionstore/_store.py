@@ -1,0 +1,512 @@
+"""`SessionStore`: sessions in Redis, one atomic script per transition.
+
+Hot-path calls (create, get, touch, state writes) are one round trip each.
+Request leases live in ``_requests.py``, locks in ``_lock.py``, shard-wide
+counts and sweeps in ``_shards.py``; they all take a store to reach Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import _shards
+from ._ids import check_attribute, check_name, new_session_id
+from ._keys import KeySpace, SessionKeys
+from ._lock import SessionLock
+from ._models import (
+    Session,
+    SessionCounts,
+    SessionStatus,
+    SweepResult,
+    Tombstone,
+    ms_to_datetime,
+    parse_pairs,
+)
+from ._payload import encode_json, encode_metadata, encode_state
+from ._redis import RedisClient
+from ._replies import gone_error, raise_refusal
+from ._requests import LeaseTracker, TrackedLease
+from ._scripts import Arg, Batch, call, script
+from ._settings import SessionSettings
+from .exceptions import (
+    InvalidInput,
+    PayloadTooLarge,
+    SessionExpired,
+    SessionNotFound,
+    SessionStoreError,
+    StaleFence,
+    VersionConflict,
+)
+
+#: A `mutate` callback: gets a copy of the state, returns the new state (or
+#: None after changing the copy in place). May be async.
+Mutator = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
+
+#: How many successor hops `resume` follows before giving up (each is a round trip).
+_MAX_RESUME_HOPS = 8
+
+
+def _ms(delta: timedelta) -> int:
+    return max(1, int(delta.total_seconds() * 1000))
+
+
+class SessionStore:
+    """Sessions shared by every replica, kept in Redis.
+
+    The store does not own its client: whoever made the client closes it.
+
+    Args:
+        redis: an async client from `sessionstore.create_client` (``decode_responses``).
+        settings: lifetimes, limits and the key prefix.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, redis: RedisClient, settings: SessionSettings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or SessionSettings()
+        self.keys = KeySpace(self.settings.key_prefix, self.settings.shards)
+        self.leases = LeaseTracker(self)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def get(self, session_id: str) -> Session:
+        """The active session `session_id`, without side effects (no touch).
+
+        Raises:
+            InvalidSessionId: malformed id; Redis is not asked.
+            SessionExpired / SessionClosed / SessionRotated: the id has ended
+                (``superseded_by`` says what replaced it).
+            SessionNotFound: never issued, or its tombstone has lapsed.
+            BackendUnavailable: Redis did not answer.
+        """
+        found = await self.lookup(session_id)
+        if isinstance(found, Tombstone):
+            raise gone_error(session_id, found.status.value, found.superseded_by)
+        if found.status is SessionStatus.EXPIRED:
+            raise SessionExpired(session_id)
+        return found
+
+    async def lookup(self, session_id: str) -> Session | Tombstone:
+        """The session, or the tombstone of an ended id, for operators and APIs.
+
+        A session past its deadline that the sweeper has not reached yet comes
+        back with status ``expired``.
+
+        Raises:
+            SessionNotFound: no session and no tombstone.
+        """
+        keys = self.keys.session(session_id)
+        reply = await call(self.redis, script("get"), keys.ordered(), [])
+        if reply[0] == "record":
+            return Session.from_record(
+                parse_pairs(reply[4:]),
+                now_ms=int(reply[1]),
+                requests=int(reply[2]),
+                connections=int(reply[3]),
+            )
+        if reply[0] == "tomb":
+            return Tombstone.from_record(session_id, parse_pairs(reply[2:]))
+        raise SessionNotFound(session_id)
+
+    async def list_for_user(self, user_id: str, *, limit: int = 100) -> list[Session]:
+        """The user's active sessions (up to `limit`), oldest deadline first.
+
+        The user index is only a hint: every id in it is read back, and ids of
+        ended sessions are dropped from the index as they are found.
+        """
+        index = self.keys.user_index(user_id)
+        reply = await call(self.redis, script("user_index"), [index], ["list", limit])
+        ids = [str(i) for i in reply[1:]]
+        batch = Batch(self.redis)
+        for session_id in ids:
+            batch.script(script("get"), self.keys.session(session_id).ordered(), [])
+        sessions, stale = [], []
+        for session_id, got in zip(ids, await batch.execute(), strict=True):
+            session = None
+            if got[0] == "record":
+                fields = parse_pairs(got[4:])
+                session = Session.from_record(
+                    fields, now_ms=int(got[1]), requests=int(got[2]), connections=int(got[3])
+                )
+            if session is not None and session.status is SessionStatus.ACTIVE:
+                sessions.append(session)
+            else:
+                stale.append(session_id)
+        if stale:
+            await call(self.redis, script("user_index"), [index], ["remove", *stale])
+        return sessions
+
+    # -- creating --------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
+        idle_timeout: timedelta | None = None,
+        absolute_lifetime: timedelta | None = None,
+    ) -> Session:
+        """Create a session; one round trip (with the user index update pipelined).
+
+        Args:
+            user_id: owner, indexed for `list_for_user`.
+            conversation_id: the application's conversation, carried over on resume.
+            metadata: small JSON object, replaced as a whole.
+            state: initial per-attribute state.
+            idle_timeout: overrides the setting for this session.
+            absolute_lifetime: overrides the setting for this session.
+
+        Raises:
+            InvalidInput / PayloadTooLarge: bad or oversized input; nothing written.
+        """
+        cfg = self.settings
+        user = check_name(user_id, "user_id") if user_id is not None else ""
+        conversation = (
+            check_name(conversation_id, "conversation_id") if conversation_id is not None else ""
+        )
+        idle_ms = _ms(self._positive(idle_timeout, cfg.idle_timeout, "idle_timeout"))
+        lifetime_ms = _ms(
+            self._positive(absolute_lifetime, cfg.absolute_lifetime, "absolute_lifetime")
+        )
+        args: list[Arg] = [
+            idle_ms,
+            lifetime_ms,
+            _ms(cfg.sweep_grace),
+            cfg.events_maxlen,
+            user,
+            conversation,
+            encode_metadata(metadata, cfg),
+            *encode_state(state, cfg),
+        ]
+        for _ in range(3):  # a collision of 144 random bits is a cosmic accident
+            session_id = new_session_id(secrets.randbelow(cfg.shards))
+            keys = self.keys.session(session_id)
+            batch = Batch(self.redis)
+            batch.script(script("create"), keys.ordered(), [session_id, *args])
+            if user:
+                batch.script(
+                    script("user_index"),
+                    [self.keys.user_index(user)],
+                    ["add", session_id, lifetime_ms],
+                )
+            reply = (await batch.execute())[0]
+            if reply[0] == "ok":
+                now = ms_to_datetime(reply[1])
+                return self._new_session(
+                    session_id, now, user, conversation, metadata, state, idle_ms, lifetime_ms
+                )
+        raise SessionStoreError("could not draw an unused session id")
+
+    @staticmethod
+    def _positive(value: timedelta | None, default: timedelta, name: str) -> timedelta:
+        if value is None:
+            return default
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            raise InvalidInput(f"{name} must be a positive timedelta")
+        return value
+
+    @staticmethod
+    def _new_session(
+        session_id: str,
+        now: datetime,
+        user: str,
+        conversation: str,
+        metadata: Mapping[str, Any] | None,
+        state: Mapping[str, Any] | None,
+        idle_ms: int,
+        lifetime_ms: int,
+    ) -> Session:
+        idle = timedelta(milliseconds=idle_ms)
+        return Session(
+            id=session_id,
+            status=SessionStatus.ACTIVE,
+            user_id=user or None,
+            conversation_id=conversation or None,
+            created_at=now,
+            last_activity=now,
+            idle_timeout=idle,
+            idle_deadline=now + idle,
+            absolute_deadline=now + timedelta(milliseconds=lifetime_ms),
+            metadata=dict(metadata or {}),
+            state=dict(state or {}),
+            version=1,
+            fence=0,
+            connection_count=0,
+            active_requests=0,
+        )
+
+    # -- activity and state ----------------------------------------------------
+
+    async def touch(self, session_id: str) -> datetime:
+        """Slide the idle deadline; returns the new one. One round trip.
+
+        Raises:
+            SessionGone / SessionNotFound: the session cannot be used.
+        """
+        keys = self.keys.session(session_id)
+        args: list[Arg] = [session_id, _ms(self.settings.sweep_grace)]
+        reply = await call(self.redis, script("touch"), keys.ordered(), args)
+        if reply[0] != "ok":
+            raise_refusal(session_id, reply)
+        return ms_to_datetime(reply[2])
+
+    async def set_state(
+        self,
+        session_id: str,
+        values: Mapping[str, Any] | None = None,
+        *,
+        delete: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+        fence: int | None = None,
+    ) -> int:
+        """Set and delete state attributes in one atomic write; returns the new version.
+
+        Only the named attributes are written; the others are not rewritten.
+
+        Args:
+            values: attributes to set (JSON values).
+            delete: attribute names to remove.
+            metadata: replaces the metadata object when given.
+            expected_version: compare-and-set: write only if the version matches.
+            fence: a lock fence; the write is refused if a newer fence was granted.
+
+        Raises:
+            VersionConflict: `expected_version` did not match.
+            StaleFence: `fence` is older than the newest granted.
+            PayloadTooLarge: the session would exceed its state limits.
+            InvalidInput: bad names or values; nothing written.
+            SessionGone / SessionNotFound: the session cannot be used.
+        """
+        cfg = self.settings
+        deletes = [check_attribute(name) for name in delete]
+        sets = encode_state(values, cfg, deleting=deletes)
+        meta = encode_metadata(metadata, cfg) if metadata is not None else ""
+        for name, number in (("expected_version", expected_version), ("fence", fence)):
+            if number is not None and (not isinstance(number, int) or number < 0):
+                raise InvalidInput(f"{name} must be a non-negative integer")
+        keys = self.keys.session(session_id)
+        args: list[Arg] = [
+            session_id,
+            _ms(cfg.sweep_grace),
+            "" if expected_version is None else expected_version,
+            "" if fence is None else fence,
+            cfg.max_state_bytes,
+            cfg.max_attributes,
+            meta,
+            len(sets) // 2,
+            len(deletes),
+            *sets,
+            *deletes,
+        ]
+        reply = await call(self.redis, script("write_state"), keys.ordered(), args)
+        kind = reply[0]
+        if kind == "ok":
+            return int(reply[1])
+        if kind == "version":
+            raise VersionConflict(session_id, expected_version or 0, int(reply[1]))
+        if kind == "fence":
+            raise StaleFence(session_id, fence or 0, int(reply[1]))
+        if kind == "too_large":
+            raise PayloadTooLarge("state size in bytes", int(reply[1]), cfg.max_state_bytes)
+        if kind == "too_many":
+            raise PayloadTooLarge("attribute count", int(reply[1]), cfg.max_attributes)
+        raise_refusal(session_id, reply)
+
+    async def mutate(self, session_id: str, fn: Mutator, *, fence: int | None = None) -> Session:
+        """Read-modify-write the state with compare-and-set, retrying on conflict.
+
+        `fn` gets a copy of the state and returns the new state (or changes the
+        copy and returns None). It may run several times, so keep it free of
+        side effects. Only changed attributes are written.
+
+        Raises:
+            VersionConflict: still conflicting after `mutate_max_attempts` tries.
+        """
+        attempts = self.settings.mutate_max_attempts
+        for attempt in range(attempts):
+            session = await self.get(session_id)
+            working = dict(session.state)
+            result = fn(working)
+            if inspect.isawaitable(result):
+                result = await result
+            new_state = working if result is None else dict(result)
+            sets = {
+                k: v
+                for k, v in new_state.items()
+                if k not in session.state or encode_json(session.state[k], k) != encode_json(v, k)
+            }
+            deletes = [k for k in session.state if k not in new_state]
+            if not sets and not deletes:
+                return session
+            try:
+                version = await self.set_state(
+                    session_id, sets, delete=deletes, expected_version=session.version, fence=fence
+                )
+            except VersionConflict:
+                if attempt == attempts - 1:
+                    raise
+                # Spread colliding writers apart: full jitter, up to ~25 ms.
+                await asyncio.sleep(random.uniform(0, min(0.025, 0.001 * 2**attempt)))
+                continue
+            return session.model_copy(update={"state": new_state, "version": version})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- ending, resuming, rotating ------------------------------------------------
+
+    async def delete(self, session_id: str) -> bool:
+        """Close the session; its id answers ``closed`` for the retention period.
+
+        Returns:
+            True if a live session was closed, False if the id had already ended.
+
+        Raises:
+            SessionNotFound: no session and no tombstone.
+        """
+        return await self._end(session_id, "closed", "deleted", "deleted")
+
+    async def expire(self, session_id: str) -> bool:
+        """Expire the session now (as the sweeper would); it can then be resumed.
+
+        Returns:
+            True if a live session was expired, False if the id had already ended.
+        """
+        return await self._end(session_id, "expired", "expired", "manual")
+
+    async def _end(self, session_id: str, status: str, event: str, reason: str) -> bool:
+        keys = self.keys.session(session_id)
+        args: list[Arg] = [
+            session_id,
+            status,
+            event,
+            reason,
+            _ms(self.settings.expired_retention),
+            self.settings.events_maxlen,
+        ]
+        reply = await call(self.redis, script("end"), keys.ordered(), args)
+        if reply[0] == "ok":
+            return True
+        if reply[0] == "gone":
+            return False
+        raise_refusal(session_id, reply)
+
+    async def resume(self, session_id: str) -> Session:
+        """Continue after a disconnect: the same session if active, else a successor.
+
+        An active session is touched and returned (one round trip). An expired
+        one gets a new session in the same shard, linked both ways (the old id's
+        ``superseded_by``, the new session's ``resumed_from``). Carried over:
+        ``user_id``, ``conversation_id`` and ``metadata``; attribute state is
+        not, because it expired with the session. Resuming the same expired id
+        again returns the successor rather than a second new session.
+
+        Raises:
+            SessionClosed / SessionRotated: such ids are never resumed.
+            SessionNotFound: unknown, or the tombstone has lapsed.
+        """
+        current = session_id
+        for _ in range(_MAX_RESUME_HOPS):
+            old = self.keys.session(current)
+            new_id = new_session_id(old.shard)
+            new = self.keys.session(new_id)
+            cfg = self.settings
+            args: list[Arg] = [
+                current,
+                new_id,
+                _ms(cfg.sweep_grace),
+                _ms(cfg.idle_timeout),
+                _ms(cfg.absolute_lifetime),
+                _ms(cfg.expired_retention),
+                cfg.events_maxlen,
+            ]
+            reply = await call(self.redis, script("resume"), old.ordered() + new.ordered(), args)
+            if reply[0] == "active":
+                return await self.get(current)
+            if reply[0] == "superseded":
+                current = str(reply[1])
+                continue
+            if reply[0] == "resumed":
+                return await self._after_resume(new_id)
+            raise_refusal(current, reply)
+        raise SessionStoreError(f"session {session_id}: too many successors to follow")
+
+    async def _after_resume(self, new_id: str) -> Session:
+        session = await self.get(new_id)
+        if session.user_id:
+            lifetime = _ms(self.settings.absolute_lifetime)
+            index = self.keys.user_index(session.user_id)
+            await call(self.redis, script("user_index"), [index], ["add", new_id, lifetime])
+        return session
+
+    async def rotate(self, session_id: str) -> Session:
+        """Give the session a new id (session-fixation defence); returns it.
+
+        Data, leases, lock and upstream records move to the new id; the old id
+        answers ``rotated`` with ``superseded_by`` for the retention period.
+        """
+        old = self.keys.session(session_id)
+        for _ in range(3):
+            new_id = new_session_id(old.shard)
+            new = self.keys.session(new_id)
+            args: list[Arg] = [
+                session_id,
+                new_id,
+                _ms(self.settings.expired_retention),
+                self.settings.events_maxlen,
+            ]
+            reply = await call(self.redis, script("rotate"), old.ordered() + new.ordered(), args)
+            if reply[0] == "ok":
+                if reply[1]:
+                    index = self.keys.user_index(str(reply[1]))
+                    await call(
+                        self.redis, script("user_index"), [index], ["replace", session_id, new_id]
+                    )
+                return await self.get(new_id)
+            if reply[0] != "exists":
+                raise_refusal(session_id, reply)
+        raise SessionStoreError("could not draw an unused session id")
+
+    def session_keys(self, session_id: str) -> SessionKeys:
+        """The Redis keys of `session_id` (validates the id)."""
+        return self.keys.session(session_id)
+
+    # -- leases, locks, shard-wide -------------------------------------------------
+
+    def track_request(self, session_id: str) -> TrackedLease:
+        """``async with store.track_request(sid) as lease:`` holds a request lease.
+
+        Taking and returning the lease are one round trip each; the lease is
+        renewed in the background while the body runs.
+
+        Raises:
+            SessionLimitExceeded / GlobalLimitExceeded: at a concurrency limit.
+            SessionGone / SessionNotFound: the session cannot be used.
+        """
+        return self.leases.track(session_id, "requests")
+
+    def track_connection(self, session_id: str) -> TrackedLease:
+        """Like `track_request` for long-lived connections (counted, not limited)."""
+        return self.leases.track(session_id, "conns")
+
+    def lock(
+        self, session_id: str, *, ttl: timedelta | None = None, owner: str | None = None
+    ) -> SessionLock:
+        """A leased lock with a fencing number on `session_id`; see `SessionLock`."""
+        return SessionLock(self, session_id, ttl=ttl, owner=owner)
+
+    async def counts(self) -> SessionCounts:
+        """Active, overdue and lifetime counts in O(shards); see `SessionCounts`."""
+        return await _shards.counts(self)
+
+    async def sweep_shard(self, shard: int, *, batch: int = 500) -> SweepResult:
+        """Expire up to `batch` due sessions of `shard`; see `sessionstore._shards`."""
+        return await _shards.sweep_shard(self, shard, batch=batch)

@@ -1,0 +1,32 @@
+"""The ``sessionstore`` command.
+
+Each command family lives in its own module and registers itself on `app`
+here. Commands build `Settings` from the environment once, at the edge, and
+pass the pieces down. Exit codes: 0 success, 1 operation failed (not found,
+refused), 2 bad usage, 3 Redis unavailable.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import keys
+
+app = typer.Typer(
+    name="sessionstore",
+    help="Redis-backed distributed session store: serve, run workers, inspect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("keys")(keys.print_layout)
+
+
+@app.callback()
+def _root() -> None:
+    """Redis-backed distributed session store: serve, run workers, inspect."""
+
+
+def main() -> None:
+    """Entry point of the ``sessionstore`` console script."""
+    app()

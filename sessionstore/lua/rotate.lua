@@ -1,0 +1,28 @@
+-- rotate: move an active session to a new id (session-fixation defence).
+-- Same data, leases, lock and upstream records under the new id; the old id
+-- answers `rotated` (superseded_by = new id) for the retention period.
+-- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
+-- ARGV: old_id, new_id, retention_ms, events_maxlen
+-- Reply: {'ok', user_id, absolute_deadline} | {'exists'} | {'gone', ...} | {'missing'}
+local old, new = session_keys(1), session_keys(10)
+local old_id, new_id = ARGV[1], ARGV[2]
+local now = now_ms()
+local state = record_state(old, now)
+if state ~= 'active' then return gone_reply(old, state) end
+if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
+for _, name in ipairs({'record', 'requests', 'conns', 'lock', 'upstreams'}) do
+  if redis.call('EXISTS', old[name]) == 1 then redis.call('RENAME', old[name], new[name]) end
+end
+redis.call('HSET', new.record, 'id', new_id, 'rotated_from', old_id)
+local f = redis.call('HMGET', new.record, 'user_id', 'conversation_id', 'created_at',
+                     'idle_deadline', 'absolute_deadline')
+redis.call('ZREM', old.expiry, old_id)
+redis.call('ZADD', new.expiry, math.min(tonumber(f[4]), tonumber(f[5])), new_id)
+redis.call('DEL', old.tomb)
+redis.call('HSET', old.tomb, 'status', 'rotated', 'reason', 'rotated', 'ended_at', now,
+  'user_id', f[1], 'conversation_id', f[2], 'created_at', f[3], 'metadata', '{}',
+  'superseded_by', new_id)
+redis.call('PEXPIRE', old.tomb, tonumber(ARGV[3]))
+redis.call('HINCRBY', old.stats, 'rotated', 1)
+emit(old.events, ARGV[4], 'rotated', old_id, now, {'new_session_id', new_id, 'user_id', f[1]})
+return {'ok', f[1], tonumber(f[5])}
