@@ -79,6 +79,16 @@ class Session(BaseModel):
         return min(self.idle_deadline, self.absolute_deadline)
 
     @classmethod
+    def from_reply(cls, reply: list[Any]) -> Session:
+        """Build from a script's record reply: ``[tag, now, requests, conns, field, value...]``."""
+        return cls.from_record(
+            parse_pairs(reply[4:]),
+            now_ms=int(reply[1]),
+            requests=int(reply[2]),
+            connections=int(reply[3]),
+        )
+
+    @classmethod
     def from_record(
         cls, fields: dict[str, str], *, now_ms: int, requests: int, connections: int
     ) -> Session:

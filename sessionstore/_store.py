@@ -32,7 +32,7 @@ from ._payload import encode_json, encode_metadata, encode_state
 from ._redis import RedisClient
 from ._replies import gone_error, raise_refusal
 from ._requests import LeaseTracker, TrackedLease
-from ._scripts import Arg, Batch, call, script
+from ._scripts import Arg, Batch, call, load_all, script
 from ._settings import SessionSettings
 from .exceptions import (
     InvalidInput,
@@ -74,6 +74,14 @@ class SessionStore:
         self.keys = KeySpace(self.settings.key_prefix, self.settings.shards)
         self.leases = LeaseTracker(self)
 
+    async def load_scripts(self) -> int:
+        """Load every Lua script into Redis now (call once at start-up); returns how many.
+
+        Without it each script's first call costs an extra round trip (NOSCRIPT,
+        then EVAL).
+        """
+        return await load_all(self.redis)
+
     # -- reading ---------------------------------------------------------------
 
     async def get(self, session_id: str) -> Session:
@@ -105,12 +113,7 @@ class SessionStore:
         keys = self.keys.session(session_id)
         reply = await call(self.redis, script("get"), keys.ordered(), [])
         if reply[0] == "record":
-            return Session.from_record(
-                parse_pairs(reply[4:]),
-                now_ms=int(reply[1]),
-                requests=int(reply[2]),
-                connections=int(reply[3]),
-            )
+            return Session.from_reply(reply)
         if reply[0] == "tomb":
             return Tombstone.from_record(session_id, parse_pairs(reply[2:]))
         raise SessionNotFound(session_id)
@@ -129,12 +132,7 @@ class SessionStore:
             batch.script(script("get"), self.keys.session(session_id).ordered(), [])
         sessions, stale = [], []
         for session_id, got in zip(ids, await batch.execute(), strict=True):
-            session = None
-            if got[0] == "record":
-                fields = parse_pairs(got[4:])
-                session = Session.from_record(
-                    fields, now_ms=int(got[1]), requests=int(got[2]), connections=int(got[3])
-                )
+            session = Session.from_reply(got) if got[0] == "record" else None
             if session is not None and session.status is SessionStatus.ACTIVE:
                 sessions.append(session)
             else:
@@ -430,22 +428,19 @@ class SessionStore:
             ]
             reply = await call(self.redis, script("resume"), old.ordered() + new.ordered(), args)
             if reply[0] == "active":
-                return await self.get(current)
+                return Session.from_reply(reply)
             if reply[0] == "superseded":
                 current = str(reply[1])
                 continue
             if reply[0] == "resumed":
-                return await self._after_resume(new_id)
+                session = Session.from_reply(reply)
+                if session.user_id:  # the index is another slot: a second round trip
+                    lifetime = _ms(cfg.absolute_lifetime)
+                    index = self.keys.user_index(session.user_id)
+                    await call(self.redis, script("user_index"), [index], ["add", new_id, lifetime])
+                return session
             raise_refusal(current, reply)
         raise SessionStoreError(f"session {session_id}: too many successors to follow")
-
-    async def _after_resume(self, new_id: str) -> Session:
-        session = await self.get(new_id)
-        if session.user_id:
-            lifetime = _ms(self.settings.absolute_lifetime)
-            index = self.keys.user_index(session.user_id)
-            await call(self.redis, script("user_index"), [index], ["add", new_id, lifetime])
-        return session
 
     async def rotate(self, session_id: str) -> Session:
         """Give the session a new id (session-fixation defence); returns it.
