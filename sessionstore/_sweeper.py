@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ._models import ms_to_datetime
-from ._scripts import Batch, script
+from ._scripts import Arg, Batch, script
 from ._shards import sweep_call, sweep_result
 from .exceptions import InvalidInput
 
@@ -63,6 +63,60 @@ class SweepReport(BaseModel):
         return self.expired + self.rescheduled + self.removed
 
 
+class _Run:
+    """The state of one sweep run: totals, per-shard due counts, Redis times."""
+
+    def __init__(self, store: SessionStore, batch: int, overdue_ms: int) -> None:
+        self.store = store
+        self.batch = batch
+        self.overdue_ms = overdue_ms
+        self.totals = {"expired": 0, "lost": 0, "rescheduled": 0, "removed": 0}
+        self.still_due: dict[int, int] = {}
+        self.first_ms = self.last_ms = 0
+        self.rounds = 0
+
+    @property
+    def handled(self) -> int:
+        return self.totals["expired"] + self.totals["rescheduled"] + self.totals["removed"]
+
+    async def round(self, pending: list[int], budget: int) -> int:
+        """One pipelined script per pending shard, within `budget` entries; returns handled."""
+        calls = Batch(self.store.redis)
+        allotted = []
+        for shard in pending:  # split the budget so a run never handles more than it
+            size = min(self.batch, budget)
+            if size == 0:
+                break
+            allotted.append(shard)
+            budget -= size
+            calls.script(script("sweep"), *self._call(shard, size))
+        handled_before = self.handled
+        for shard, reply in zip(allotted, await calls.execute(), strict=True):
+            self._add(shard, reply)
+        self.rounds += 1
+        return self.handled - handled_before
+
+    async def count(self, shards: list[int]) -> None:
+        """Due counts of shards a budget-stopped run never reached (a zero-size batch
+        of the same script only counts), so `still_due` is exact."""
+        calls = Batch(self.store.redis)
+        for shard in shards:
+            calls.script(script("sweep"), *self._call(shard, 0))
+        for shard, reply in zip(shards, await calls.execute(), strict=True):
+            self._add(shard, reply)
+
+    def _call(self, shard: int, size: int) -> tuple[list[str], list[Arg]]:
+        return sweep_call(self.store, shard, batch=size, min_overdue_ms=self.overdue_ms)
+
+    def _add(self, shard: int, reply: list[Any]) -> None:
+        result = sweep_result(shard, reply)
+        for name in self.totals:
+            self.totals[name] += getattr(result, name)
+        self.still_due[shard] = result.still_due
+        self.first_ms = self.first_ms or int(reply[4])
+        self.last_ms = max(self.last_ms, int(reply[4]))
+
+
 async def sweep_store(
     store: SessionStore,
     *,
@@ -91,53 +145,31 @@ async def sweep_store(
     """
     if batch < 1 or max_sessions < 1 or min_overdue < timedelta(0):
         raise InvalidInput("batch and max_sessions must be positive, min_overdue not negative")
-    overdue_ms = int(min_overdue.total_seconds() * 1000)
-    started = clock()
+    run = _Run(store, batch, int(min_overdue.total_seconds() * 1000))
+    deadline = None if time_budget is None else clock() + time_budget.total_seconds()
     pending = list(range(store.keys.shards))
-    totals = {"expired": 0, "lost": 0, "rescheduled": 0, "removed": 0}
-    still_due: dict[int, int] = {}
-    first_ms = last_ms = 0
-    rounds = 0
     stopped: StopReason = "done"
     while pending:
-        remaining = max_sessions - (totals["expired"] + totals["rescheduled"] + totals["removed"])
-        if remaining <= 0:
+        if run.handled >= max_sessions:
             stopped = "max_sessions"
             break
-        if time_budget is not None and rounds and clock() - started >= time_budget.total_seconds():
+        if deadline is not None and run.rounds and clock() >= deadline:
             stopped = "time_budget"
             break
-        calls = Batch(store.redis)
-        # Split what is left of the budget among the shards, so a run never handles more.
-        allotted = []
-        for shard in pending:
-            size = min(batch, remaining)
-            if size == 0:
-                break
-            allotted.append(shard)
-            remaining -= size
-            keys, args = sweep_call(store, shard, batch=size, min_overdue_ms=overdue_ms)
-            calls.script(script("sweep"), keys, args)
-        replies = await calls.execute()
-        rounds += 1
-        handled_this_round = 0
-        for shard, reply in zip(allotted, replies, strict=True):
-            result = sweep_result(shard, reply)
-            last_ms = max(last_ms, int(reply[4]))
-            first_ms = first_ms or int(reply[4])
-            for name in totals:
-                totals[name] += getattr(result, name)
-            handled_this_round += result.expired + result.rescheduled + result.removed
-            still_due[shard] = result.still_due
-        pending = [shard for shard in pending if still_due.get(shard, 1) > 0]
-        if handled_this_round == 0:
-            break  # nothing could be taken (entries moved meanwhile): leave it to the next run
+        handled = await run.round(pending, max_sessions - run.handled)
+        before = len(pending)
+        pending = [shard for shard in pending if run.still_due.get(shard, 1) > 0]
+        if handled == 0 and len(pending) == before:
+            break  # no progress at all (cannot happen with batch >= 1): never spin
+    unvisited = [shard for shard in range(store.keys.shards) if shard not in run.still_due]
+    if unvisited:
+        await run.count(unvisited)
     return SweepReport(
-        started_at=ms_to_datetime(first_ms),
-        finished_at=ms_to_datetime(last_ms),
+        started_at=ms_to_datetime(run.first_ms),
+        finished_at=ms_to_datetime(run.last_ms),
         min_overdue=min_overdue,
-        rounds=rounds,
-        still_due=sum(still_due.values()),
+        rounds=run.rounds,
+        still_due=sum(run.still_due.values()),
         stopped=stopped,
-        **totals,
+        **run.totals,
     )

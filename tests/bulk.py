@@ -21,16 +21,20 @@ async def create_many(
     *,
     idle_timeout: timedelta | None = None,
     user_id: str = "",
+    shard: int | None = None,
     chunk: int = 2000,
 ) -> list[str]:
-    """Create `count` sessions with pipelined ``create`` scripts; returns their ids."""
+    """Create `count` sessions with pipelined ``create`` scripts; returns their ids.
+
+    Sessions go to random shards, or all to `shard`.
+    """
     cfg = store.settings
     idle_ms = int((idle_timeout or cfg.idle_timeout).total_seconds() * 1000) or 1
     ids: list[str] = []
     for start in range(0, count, chunk):
         batch = Batch(store.redis)
         for _ in range(min(chunk, count - start)):
-            session_id = new_session_id(secrets.randbelow(cfg.shards))
+            session_id = new_session_id(secrets.randbelow(cfg.shards) if shard is None else shard)
             args: list[Arg] = [
                 session_id,
                 idle_ms,

@@ -69,6 +69,23 @@ async def test_budget_stops_a_run_and_the_next_run_catches_up(store: SessionStor
     assert expired_per_session(await all_events(store.redis, store)) == dict.fromkeys(due, 1)
 
 
+async def test_a_small_budget_still_reaches_the_last_shard(store: SessionStore) -> None:
+    """A budget below one round of all shards: empty shards are skipped, unvisited ones counted."""
+    last = store.keys.shards - 1
+    due = await create_many(store, 12, idle_timeout=DUE, shard=last)
+    await _all_overdue(store, 12)
+    report = await sweep_store(store, batch=5, max_sessions=5)
+    assert (report.expired, report.still_due, report.stopped) == (5, 7, "max_sessions")
+    assert len(expired_per_session(await all_events(store.redis, store))) == 5
+    assert set(expired_per_session(await all_events(store.redis, store))) <= set(due)
+    # The other way round: the budget is spent on shard 0 before the due shard is visited.
+    first = await create_many(store, 5, idle_timeout=DUE, shard=0)
+    await _all_overdue(store, 12)
+    early = await sweep_store(store, batch=5, max_sessions=5)
+    assert (early.expired, early.still_due) == (5, 7), "the unvisited shard is still counted"
+    assert set(first) <= set(expired_per_session(await all_events(store.redis, store)))
+
+
 async def test_time_budget_ends_a_run_after_the_current_round(store: SessionStore) -> None:
     """With the injected clock past the budget after one round, the run stops there."""
     await create_many(store, 30, idle_timeout=DUE)
