@@ -36,6 +36,8 @@ class WorkerContext(TypedDict):
     store: SessionStore
     store_redis: RedisClient
     config: WorkerConfig
+    #: The arq queue this worker serves (follow-up jobs go there).
+    queue_name: str
     #: This worker's liveness record, published by ``workers/heartbeat.py``.
     heartbeat: Heartbeat
     heartbeat_task: NotRequired[asyncio.Task[None]]
@@ -120,7 +122,7 @@ async def enqueue_follow_up(
     await ctx["redis"].enqueue_job(
         name,
         _job_id=job_id,
-        _queue_name=ctx["heartbeat"].queue,
+        _queue_name=ctx["queue_name"],
         origin=first,
         chain=chain + 1,
         **kwargs,

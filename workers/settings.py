@@ -108,6 +108,7 @@ class _Fleet:
         ctx["store_redis"] = client
         ctx["store"] = SessionStore(client, self.session)
         ctx["config"] = self.config
+        ctx["queue_name"] = self.queue
         ctx["heartbeat"] = Heartbeat(
             worker_id=self.config.resolved_worker_id(),
             host=socket.gethostname(),
@@ -168,7 +169,6 @@ def build_worker_settings(settings: Settings, *, redis_url: str | None = None) -
         "cron_jobs": [job for family in families for job in family.cron_jobs],
         "redis_settings": queue_redis,
         "queue_name": queue,
-        "health_check_key": f"{queue}:health-check",
         "on_startup": fleet.on_startup,
         "on_shutdown": fleet.on_shutdown,
         "on_job_end": fleet.on_job_end,

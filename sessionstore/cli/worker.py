@@ -33,7 +33,10 @@ def run(settings: Settings, *, redis_url: str, burst: bool = False, verbose: boo
     from workers.settings import build_worker_settings
 
     worker_settings = build_worker_settings(settings, redis_url=redis_url)
-    logging.config.dictConfig(default_log_config(verbose))
+    config = default_log_config(verbose)
+    # The fleet's own loggers (sessionstore.workers.*) print beside arq's.
+    config["loggers"]["sessionstore"] = dict(config["loggers"]["arq"])
+    logging.config.dictConfig(config)
     worker = run_worker(worker_settings, burst=burst)
     return int(worker.jobs_failed)
 
@@ -53,8 +56,11 @@ def start_worker(
     except (InvalidInput, pydantic.ValidationError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    except (BackendUnavailable, rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        typer.echo(f"error: Redis unavailable: {exc}", err=True)
+    except BackendUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        typer.echo(f"error: the job queue's Redis is unavailable: {exc}", err=True)
         raise typer.Exit(3) from exc
     if failed:
         typer.echo(f"error: {failed} job(s) failed", err=True)

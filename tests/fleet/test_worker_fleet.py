@@ -25,6 +25,7 @@ from sessionstore import (
     create_client,
     list_workers,
 )
+from sessionstore._embedded import free_port
 from sessionstore._scripts import Batch
 from tests.bulk import all_events, backdate, create_many, expired_per_session
 from tests.polling import eventually
@@ -262,3 +263,16 @@ async def test_a_worker_killed_mid_sweep_loses_nothing(store: SessionStore, flee
     assert "try=2" in fleet.log("heir"), "arq re-ran the killed job"
     print(f"expired before the kill: {at_kill} of {len(due)}")
     await _check_exactly_once(store, due, live)
+
+
+async def test_a_worker_whose_store_is_down_exits_3_with_a_clear_error(
+    fleet: Fleet, redis_url: str
+) -> None:
+    """The queue answers but the store's Redis does not: the worker stops at start-up."""
+    fleet.start(
+        "orphan",
+        SESSIONSTORE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        SESSIONSTORE_QUEUE_REDIS_URL=redis_url,
+    )
+    assert await fleet.wait("orphan", timeout=60) == 3
+    assert "error: Redis unavailable during SCRIPT LOAD" in fleet.log("orphan")
