@@ -353,8 +353,8 @@ class SessionStore:
             except VersionConflict:
                 if attempt == attempts - 1:
                     raise
-                # Spread colliding writers apart: full jitter, up to ~25 ms.
-                await asyncio.sleep(random.uniform(0, min(0.025, 0.001 * 2**attempt)))
+                # Spread colliding writers apart: full jitter, growing to 50 ms.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                 continue
             return session.model_copy(update={"state": new_state, "version": version})
         raise AssertionError("unreachable")  # pragma: no cover
