@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import RedisCluster
 
 from ._keys import KeySpace
-from ._models import ms_to_datetime
+from ._models import ms_to_datetime, to_ms
 from ._redis import RedisClient, backend_errors
 from ._settings import SessionSettings
 from .exceptions import InvalidInput
@@ -106,7 +106,7 @@ class Event(BaseModel):
 def _read_timeout(redis: RedisClient, block: timedelta) -> int:
     """Block time in ms, kept under the client's socket timeout so a quiet stream
     is not mistaken for a dead Redis."""
-    block_ms = max(1, int(block.total_seconds() * 1000))
+    block_ms = to_ms(block)
     if isinstance(redis, RedisCluster):
         return block_ms
     socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
@@ -345,7 +345,7 @@ class EventConsumer:
 
     async def _claim(self) -> list[Event]:
         pipe = self._redis.pipeline()
-        idle_ms = max(1, int(self.claim_idle.total_seconds() * 1000))
+        idle_ms = to_ms(self.claim_idle)
         for shard in range(self._keys.shards):
             pipe.xautoclaim(
                 self._keys.events(shard),

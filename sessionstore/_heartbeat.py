@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from ._keys import KeySpace
-from ._models import from_ms, ms_to_datetime
+from ._models import from_ms, ms_to_datetime, to_ms
 from ._redis import RedisClient, backend_errors
 from ._scripts import Arg, Batch, script
 
@@ -87,7 +87,7 @@ async def publish_heartbeat(
 
     .. versionadded:: 0.1
     """
-    ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+    ttl_ms = to_ms(ttl)
     calls = Batch(redis)
     calls.script(
         script("heartbeat"),

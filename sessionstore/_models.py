@@ -27,6 +27,11 @@ class SessionStatus(StrEnum):
     ROTATED = "rotated"
 
 
+def to_ms(delta: timedelta) -> int:
+    """A duration as whole milliseconds (at least 1), as scripts take them."""
+    return max(1, int(delta.total_seconds() * 1000))
+
+
 def ms_to_datetime(value: str | int) -> datetime:
     """Epoch milliseconds (as Redis returns them) to an aware UTC datetime."""
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from ._ids import session_shard
+from ._models import to_ms
 from ._redis import backend_errors
 from ._scripts import Arg, Batch, call, script
 from .exceptions import InvalidInput, InvalidSessionId
@@ -202,7 +203,7 @@ async def _fix_sessions(store: SessionStore, shard: int, ids: list[str], run: _R
     cfg = store.settings
     prefixes = store.keys.session_prefixes(shard)
     args: list[Arg] = [
-        max(1, int(cfg.expired_retention.total_seconds() * 1000)),
+        to_ms(cfg.expired_retention),
         cfg.events_maxlen,
         prefixes["session"],
         prefixes["tomb"],

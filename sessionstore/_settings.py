@@ -184,7 +184,7 @@ class SessionSettings(BaseModel):
     #: Approximate bound on each shard's event stream.
     events_maxlen: int = Field(default=10_000, ge=10)
     #: Compare-and-set attempts `mutate` makes before giving up.
-    mutate_max_attempts: int = Field(default=16, ge=1)
+    mutate_max_attempts: int = Field(default=32, ge=1)
 
     @model_validator(mode="after")
     def _check_durations(self) -> SessionSettings:

@@ -1,7 +1,8 @@
-"""The sessionstore worker fleet on arq: ``arq workers.WorkerSettings``.
+"""arq workers for sessionstore: expiry sweeps, repair, reconnects (see workers.settings).
 
-Modules: ``settings`` (the arq ``WorkerSettings``), ``context`` (``ctx`` and
-job families), one module per job family: ``sweep``, ``repair``, ``heartbeat``.
+``arq workers.WorkerSettings`` starts a worker. Modules: ``settings`` (the arq
+``WorkerSettings``), ``context`` (``ctx`` and job families), and one module per
+job family: ``sweep``, ``repair``, ``heartbeat``.
 """
 
 from __future__ import annotations

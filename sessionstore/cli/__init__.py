@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import events, keys, worker, workers
+from . import demo, events, keys, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("keys")(keys.print_layout)
+app.command("demo")(demo.run_demo)
 app.command("worker")(worker.start_worker)
 app.command("workers")(workers.list_fleet)
 app.add_typer(events.app, name="events")

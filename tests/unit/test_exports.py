@@ -26,3 +26,16 @@ def test_input_errors_are_value_errors() -> None:
     """Callers that catch ValueError for bad input keep working."""
     assert issubclass(exceptions.InvalidSessionId, ValueError)
     assert issubclass(exceptions.PayloadTooLarge, ValueError)
+
+
+def test_errors_survive_pickling() -> None:
+    """Errors cross process boundaries (multiprocessing, arq job results) intact."""
+    import pickle
+
+    error = exceptions.VersionConflict("0.abc", expected=3, actual=5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is exceptions.VersionConflict
+    assert (copy.session_id, copy.expected, copy.actual) == ("0.abc", 3, 5)
+    assert str(copy) == str(error)
+    gone = pickle.loads(pickle.dumps(exceptions.SessionExpired("0.x", "0.y")))
+    assert gone.superseded_by == "0.y"
