@@ -109,5 +109,5 @@ class WorkerConfig(BaseModel):
         """`worker_id`, or ``<host>-<pid>`` of this process (made key-safe)."""
         if self.worker_id is not None:
             return self.worker_id
-        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+        host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname()[:200])
         return check_name(f"{host or 'host'}-{os.getpid()}", "worker_id")

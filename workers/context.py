@@ -1,10 +1,11 @@
 """What every job of the fleet shares: the ``ctx`` it gets, job families, cron periods.
 
 arq hands each job a plain dict as ``ctx``; `WorkerContext` declares what is
-in it (filled by ``on_startup`` in ``workers/settings.py``). Each module of
-``workers/`` contributes one `JobFamily` (its functions, cron jobs and
-start-up/shut-down hooks); ``workers/settings.py`` assembles the families, so
-a new job family is one more entry in ``FAMILIES``.
+in it (filled by ``on_startup`` in ``workers/settings.py``; a family's own
+resources go in as ``NotRequired`` keys set by its start-up hook). Each module
+of ``workers/`` contributes one `JobFamily` (its functions, cron jobs and
+hooks) from ``family(settings)``; ``workers/settings.py`` assembles them, so a
+new job family is one more entry in ``FAMILIES``.
 """
 
 from __future__ import annotations

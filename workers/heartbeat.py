@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from sessionstore import BackendUnavailable, WorkerConfig, publish_heartbeat
+from sessionstore import BackendUnavailable, Settings, publish_heartbeat
 
 from .context import JobFamily, WorkerContext
 
@@ -64,6 +64,6 @@ async def count_job(ctx: WorkerContext) -> None:
     ctx["heartbeat"].jobs_run += 1
 
 
-def family(config: WorkerConfig, prefix: str) -> JobFamily:
+def family(settings: Settings) -> JobFamily:
     """Liveness hooks (no jobs)."""
     return JobFamily("heartbeat", on_startup=[start], on_shutdown=[stop], on_job_end=[count_job])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sessionstore import WorkerConfig, repair_store
+from sessionstore import Settings, repair_store
 
 from .context import JobFamily, WorkerContext, cron_job, enqueue_follow_up, job_name
 
@@ -50,8 +50,9 @@ async def repair_indexes(
     return summary
 
 
-def family(config: WorkerConfig, prefix: str) -> JobFamily:
+def family(settings: Settings) -> JobFamily:
     """The repair cron job."""
+    config, prefix = settings.worker_config(), settings.key_prefix
     job = cron_job(
         config,
         repair_indexes,

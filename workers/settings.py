@@ -40,8 +40,9 @@ from .context import JobFamily, WorkerContext
 
 logger = logging.getLogger("sessionstore.workers")
 
-#: Every job family of the worker: ``family(config, key_prefix) -> JobFamily``.
-FAMILIES: list[Callable[[WorkerConfig, str], JobFamily]] = [
+#: Every job family of the worker: ``family(settings) -> JobFamily``. A family reads
+#: the settings it needs (``settings.worker_config()``, its own fields...).
+FAMILIES: list[Callable[[Settings], JobFamily]] = [
     sweep.family,
     repair.family,
     heartbeat.family,
@@ -161,7 +162,7 @@ def build_worker_settings(settings: Settings, *, redis_url: str | None = None) -
     config = settings.worker_config()
     queue_redis = arq_redis_settings(settings.queue_redis(url))
     queue = config.queue_name or KeySpace(session.key_prefix, session.shards).job_queue()
-    families = [make(config, session.key_prefix) for make in FAMILIES]
+    families = [make(settings) for make in FAMILIES]
     fleet = _Fleet(settings.store_redis(url), session, config, queue, families)
     attributes: dict[str, Any] = {
         "__doc__": "arq worker settings of the sessionstore fleet (see workers/settings.py).",

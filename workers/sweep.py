@@ -21,7 +21,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sessionstore import SweepReport, WorkerConfig, sweep_store
+from sessionstore import Settings, SweepReport, sweep_store
 
 from .context import JobFamily, WorkerContext, cron_job, enqueue_follow_up, job_name
 
@@ -88,8 +88,9 @@ def summarize(job: str, report: SweepReport) -> dict[str, Any]:
     }
 
 
-def family(config: WorkerConfig, prefix: str) -> JobFamily:
+def family(settings: Settings) -> JobFamily:
     """The sweep cron jobs of the configured mode."""
+    config, prefix = settings.worker_config(), settings.key_prefix
     jobs = [
         cron_job(
             config,
