@@ -54,12 +54,21 @@ async def run_burst(redis_url: str) -> AsyncIterator[RunWorker]:
 
 
 def _settings(store: SessionStore, url: str, queue_url: str, **extra: object) -> Settings:
+    """Settings of a worker for `store`; cron ticks daily, so only the jobs a test
+    queues (and the aggressive start-up pass) run in the burst."""
+    daily = timedelta(days=1)
+    fields: dict[str, object] = {
+        "sweep_interval": daily,
+        "aggressive_sweep_interval": daily,
+        "repair_interval": daily,
+        **extra,
+    }
     return Settings(
         redis_url=url,
         queue_redis_url=queue_url,
         key_prefix=store.settings.key_prefix,
         shards=store.settings.shards,
-        **extra,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 
