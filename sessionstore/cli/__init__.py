@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import keys
+from . import dev, keys, serve, sessions
 
 app = typer.Typer(
     name="sessionstore",
@@ -20,6 +20,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("keys")(keys.print_layout)
+app.command("serve")(serve.serve)
+app.command("dev")(dev.dev)
+app.add_typer(sessions.app, name="sessions")
+app.command("health")(sessions.health)
 
 
 @app.callback()
