@@ -21,7 +21,7 @@ from .._redis import create_client
 from .._settings import Settings
 from .._store import SessionStore
 from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
-from ..exceptions import InvalidInput
+from ..exceptions import BackendUnavailable, InvalidInput
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
 from ._limits import BodySizeLimit
@@ -64,8 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 inflight=inflight,
                 health_checks=list(CORE_CHECKS),
             )
-            # Redis being down at start is not fatal: requests get 503 until it is back.
             logger.info("serving sessions from %s", redis_settings.to_dsn())
+            try:
+                await store.load_scripts()
+            except BackendUnavailable:
+                # Not fatal: requests get 503 until Redis is back, and scripts
+                # missing then are loaded on first use (NOSCRIPT, then EVAL).
+                logger.warning("Redis is unreachable at start-up; serving 503s until it is back")
             yield {STATE_KEY: state, "session_store": store}
         finally:
             await client.aclose()

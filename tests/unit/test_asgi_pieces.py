@@ -32,8 +32,8 @@ from sessionstore.server.routes._common import matches_etag, parse_if_match
 SID = "3.AAAAAAAAAAAAAAAAAAAAAAAA"
 
 
-def cookie(secret: str = "s3cret") -> SessionCookie:
-    return SessionCookie(secret=SecretStr(secret), name="sid")
+def cookie(signing_key: str = "k3y") -> SessionCookie:
+    return SessionCookie(secret=SecretStr(signing_key), name="sid")
 
 
 def test_cookie_round_trip() -> None:
@@ -139,8 +139,8 @@ def test_if_none_match() -> None:
 
 def test_api_patterns_match_the_store() -> None:
     """The OpenAPI patterns say what the store accepts (kept in step by hand)."""
-    assert NAME_PATTERN == f"^{_NAME.pattern}$"
-    assert ATTRIBUTE_PATTERN == f"^{_ATTRIBUTE.pattern}$"
+    assert f"^{_NAME.pattern}$" == NAME_PATTERN
+    assert f"^{_ATTRIBUTE.pattern}$" == ATTRIBUTE_PATTERN
 
 
 def test_request_models_refuse_unknown_fields() -> None:
