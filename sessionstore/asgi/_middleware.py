@@ -284,7 +284,10 @@ class SessionMiddleware:
     def _watch_shutdown(self, receive: Receive) -> Receive:
         async def receive_and_drain() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.startup":
+                # An app object may be started again after a shutdown (test clients do).
+                self.inflight.closing = False
+            elif message["type"] == "lifespan.shutdown":
                 result = await self.inflight.drain(self.drain_timeout)
                 logger.info(
                     "drained: %d request(s) finished, %d lease(s) returned",

@@ -313,6 +313,18 @@ async def test_drain_returns_leases_of_requests_that_outlive_it(store: SessionSt
     assert leases_after_drain == 0
 
 
+async def test_app_started_again_serves_again(store: SessionStore) -> None:
+    """The same app object started after a shutdown serves session requests again
+    (test clients restart apps; found by the API fuzzer)."""
+    app = make_app(store)
+    made = await store.create()
+    async with serving(app):
+        pass
+    async with serving(app) as (http, _):
+        answer = await http.get("/whoami", headers={HEADER: made.id})
+    assert answer.status_code == 200
+
+
 async def _true(value: bool) -> bool:
     return value
 
