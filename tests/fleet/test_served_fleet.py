@@ -8,16 +8,22 @@ branches are in main.)
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import secrets
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore._embedded import free_port, wait_until
 from tests.fleet.served import ServedFleet
 from tests.polling import eventually
 
@@ -28,6 +34,7 @@ PREFIX = "fleet" + secrets.token_hex(3)
 LEASE_SECONDS = 5
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HEADER = "Mcp-Session-Id"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +270,59 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
             return answer.status_code == 200 and answer.json()["state"] == {"kept": True}
 
         await eventually(serving, timeout=30, interval=0.1)
+
+
+def _haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:
+    """deploy/haproxy.cfg with the compose names and Docker's DNS swapped for local ports."""
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    text = re.sub(r"\nresolvers docker\n(    .*\n)+", "\n", text)
+    text = text.replace(" resolvers docker", "").replace("bind :8080", f"bind 127.0.0.1:{port}")
+    text = text.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
+    for n, replica in enumerate(fleet.replicas, start=1):
+        text = text.replace(f"server-{n}:8000", f"127.0.0.1:{replica.port}")
+    return text
+
+
+@pytest.fixture
+def balancer(fleet: ServedFleet) -> Iterator[str]:
+    """HAProxy with the deploy config in front of the three replicas; yields its URL."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("haproxy not installed (apt-get install haproxy)")
+    port, stats = free_port(), free_port()
+    config = fleet.directory / "haproxy.cfg"
+    config.write_text(_haproxy_config(fleet, port, stats))
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, "haproxy", timeout=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_load_balancer_spreads_requests_and_routes_around_a_dead_replica(
+    fleet: ServedFleet, balancer: str, http: httpx.AsyncClient
+) -> None:
+    """Through deploy/haproxy.cfg: requests reach every replica, any replica serves any
+    session, and with one replica SIGKILLed every request still succeeds (retried on
+    another replica)."""
+    pids = {(await http.get(f"{balancer}/healthz")).json()["pid"] for _ in range(9)}
+    assert len(pids) == 3
+    made = await create(http, balancer, state={"via": "lb"})
+    victim = fleet.replicas[1]
+    victim.kill()
+    try:
+        answers = [await http.get(f"{balancer}/sessions/{made['id']}") for _ in range(12)]
+    finally:
+        fleet.restart(victim)
+    assert [a.status_code for a in answers] == [200] * 12
+    assert all(a.json()["state"] == {"via": "lb"} for a in answers)
