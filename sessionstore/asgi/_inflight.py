@@ -81,9 +81,8 @@ class InFlightRequests:
                 await store.leases.release(lease)
             except SessionStoreError:
                 logger.warning(
-                    "could not return lease %s of session %s; it lapses at its deadline",
+                    "could not return lease %s; it lapses at its deadline",
                     lease.lease_id,
-                    lease.session_id,
                     exc_info=True,
                 )
         return DrainResult(finished=before - len(leftover), released=len(leftover))

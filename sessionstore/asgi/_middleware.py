@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._models import Session
@@ -152,27 +152,23 @@ class SessionMiddleware:
 
     def _incoming(self, scope: Scope) -> _Incoming:
         from_header: str | None = None
-        cookie_header: str | None = None
+        cookies: list[str] = []
         for key, value in scope.get("headers", ()):
             if key == self._header_key and from_header is None:
                 from_header = value.decode("latin-1").strip()
             elif key == b"cookie" and self.cookie is not None:
-                cookie_header = value.decode("latin-1")
-        cookie_id, bad = self._read_cookie(cookie_header)
+                cookies.append(value.decode("latin-1"))
+        cookie_id, bad = self._read_cookie("; ".join(cookies))
         return _Incoming(from_header or cookie_id, cookie_id, bad, from_header=bool(from_header))
 
-    def _read_cookie(self, header: str | None) -> tuple[str | None, bool]:
+    def _read_cookie(self, header: str) -> tuple[str | None, bool]:
         if self.cookie is None or not header:
             return None, False
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(header)
-        except CookieError:
-            return None, True
-        morsel = jar.get(self.cookie.name)
-        if morsel is None:
+        # Starlette's lenient parser: one malformed cookie does not hide the others.
+        value = cookie_parser(header).get(self.cookie.name)
+        if value is None:
             return None, False
-        session_id = self.cookie.unsign(morsel.value)
+        session_id = self.cookie.unsign(value)
         return session_id, session_id is None
 
     def _store(self, scope: Scope) -> SessionStore:
@@ -195,7 +191,10 @@ class SessionMiddleware:
         successor = await store.resume(session_id)
         opened = await self._track(store, successor.id, websocket)
         opened.renewed_from = session_id
-        logger.info("expired session %s renewed as %s", session_id, successor.id)
+        # Ids are bearer credentials: they stay out of the logs.
+        logger.info(
+            "an expired session was renewed (shard %d)", store.session_keys(successor.id).shard
+        )
         return opened
 
     @staticmethod
@@ -221,9 +220,8 @@ class SessionMiddleware:
         except SessionStoreError:
             # The response is already out; the lease lapses at its deadline.
             logger.warning(
-                "could not return lease %s of session %s; it lapses at its deadline",
+                "could not return lease %s; it lapses at its deadline",
                 opened.lease.lease_id,
-                opened.lease.session_id,
                 exc_info=True,
             )
 

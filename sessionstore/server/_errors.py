@@ -17,7 +17,9 @@ async def _store_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SessionStoreError)
     problem = problem_for(exc)
     if problem.status >= 500:
-        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        # The route template, not the path: paths carry session ids (credentials).
+        route = getattr(request.scope.get("route"), "path", "?")
+        logger.warning("%s %s: %s", request.method, route, exc)
     return problem.response()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -152,8 +153,12 @@ async def test_gone_status_can_be_404_for_mcp_clients(store: SessionStore) -> No
     assert answer.json()["error"] == "session_closed"
 
 
-async def test_expired_id_is_renewed_when_configured(store: SessionStore) -> None:
-    """With renew_expired the request runs on a successor whose id comes back in the header."""
+async def test_expired_id_is_renewed_when_configured(
+    store: SessionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With renew_expired the request runs on a successor whose id comes back in the
+    header; the renewal is logged without either id (ids are credentials)."""
+    caplog.set_level(logging.INFO, logger="sessionstore")
     made = await store.create(user_id="ann", metadata={"client": "web"})
     await store.expire(made.id)
     async with serving(make_app(store, renew_expired=True)) as (http, _):
@@ -166,6 +171,8 @@ async def test_expired_id_is_renewed_when_configured(store: SessionStore) -> Non
     successor = await store.get(new_id)
     assert successor.resumed_from == made.id and successor.user_id == "ann"
     assert again.headers[HEADER] == new_id, "the same expired id renews to the same successor"
+    assert "renewed" in caplog.text
+    assert made.id not in caplog.text and new_id not in caplog.text
 
 
 async def test_closed_id_is_not_renewed(store: SessionStore) -> None:
@@ -251,6 +258,21 @@ async def test_cookie_carries_only_a_signed_id(store: SessionStore, cookie: Sess
     assert value.startswith(session_id + ".") and value != session_id
     assert "HttpOnly" in created.headers["set-cookie"]
     assert answer.json()["id"] == session_id
+
+
+async def test_cookie_is_found_among_others_and_malformed_ones(
+    store: SessionStore, cookie: SessionCookie
+) -> None:
+    """Other cookies, split Cookie headers and a malformed neighbour do not hide it."""
+    made = await store.create()
+    headers = [
+        ("cookie", 'junk="unterminated; other=1'),
+        ("cookie", f"{cookie.name}={cookie.sign(made.id)}"),
+    ]
+    async with serving(make_app(store, cookie=cookie)) as (http, _):
+        answer = await http.get("/whoami", headers=headers)
+    assert answer.json()["id"] == made.id
+    assert "set-cookie" not in answer.headers, "an unchanged cookie is not rewritten"
 
 
 async def test_tampered_cookie_is_ignored_and_cleared(

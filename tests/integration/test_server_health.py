@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -106,8 +107,16 @@ async def test_sweeper_lag_makes_it_degraded(redis_url: str, key_prefix: str) ->
     assert "sweeper" in answer.json()["sessions"]["problem"]
 
 
-async def test_redis_down_gives_503_but_liveness_stays_up(dead_http: httpx.AsyncClient) -> None:
-    """/session-health is 503 when Redis is unreachable; /healthz still answers 200."""
+async def test_redis_down_gives_503_but_liveness_stays_up(
+    dead_http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/session-health is 503 when Redis is unreachable; /healthz still answers 200; the
+    503s are logged by route, never with the session id from the path."""
+    caplog.set_level(logging.WARNING, logger="sessionstore")
+    session_id = "3.AAAAAAAAAAAAAAAAAAAAAAAA"
+    read = await dead_http.get(f"/sessions/{session_id}")
+    assert read.status_code == 503
+    assert "/sessions/{session_id}" in caplog.text and session_id not in caplog.text
     health = await dead_http.get("/session-health", headers=AUTH)
     live = await dead_http.get("/healthz")
     api = await dead_http.post("/sessions", json={})
