@@ -21,8 +21,9 @@ from ._models import (
 )
 from ._redis import RedisClient, create_client
 from ._requests import Lease, TrackedLease
-from ._settings import RedisSettings, SessionSettings, Settings
+from ._settings import BreakerSettings, RedisSettings, SessionSettings, Settings
 from ._store import Mutator, SessionStore
+from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
     BreakerOpen,
@@ -51,7 +52,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "BreakerAdmin",
     "BreakerOpen",
+    "BreakerRegistry",
+    "BreakerSettings",
+    "BreakerState",
     "ConflictError",
     "GlobalLimitExceeded",
     "InvalidInput",
