@@ -22,7 +22,6 @@ from redis.asyncio.client import PubSub
 
 from .._redis import RedisClient, is_cluster
 from ..exceptions import BackendUnavailable
-from ._health import RedisHealth
 
 logger = logging.getLogger("sessionstore.breaker")
 
@@ -40,8 +39,11 @@ class TransitionListener:
         on_message: called with each message's payload (JSON text).
         on_subscribed: awaited after each (re)subscription, to catch up on
             anything missed while not subscribed.
-        health: told about failures and successes.
         max_retry: the longest wait between reconnection attempts (seconds).
+
+    The listener does not judge Redis's health (on a cluster, one node's
+    subscription failing says nothing about a breaker's slot); the data
+    round trips of the registry do.
     """
 
     def __init__(
@@ -51,14 +53,12 @@ class TransitionListener:
         *,
         on_message: Callable[[str], None],
         on_subscribed: Callable[[], Awaitable[None]],
-        health: RedisHealth,
         max_retry: float,
     ) -> None:
         self._client = client
         self._channel = channel
         self._on_message = on_message
         self._on_subscribed = on_subscribed
-        self._health = health
         self._max_retry = max(max_retry, _FIRST_RETRY)
         self._node_index = 0
         #: True while subscribed (and caught up after subscribing).
@@ -95,14 +95,15 @@ class TransitionListener:
             try:
                 pubsub, node_client = await self._connect()
                 retry = _FIRST_RETRY
-                self._health.ok()
                 await self._on_subscribed()
                 self.live = True
                 await self._read_forever(pubsub)
-            except (rex.RedisError, OSError, BackendUnavailable) as exc:
-                self._health.failed(exc)
+            except (rex.RedisError, OSError, BackendUnavailable):
                 self._node_index += 1
                 logger.debug("breaker subscription lost; retrying in %.2f s", retry, exc_info=True)
+            except Exception:
+                # A bug, not an outage: say so loudly, but keep listening.
+                logger.exception("breaker subscription failed; retrying in %.2f s", retry)
             finally:
                 self.live = False
                 await _close(pubsub, node_client)

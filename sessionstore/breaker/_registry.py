@@ -115,7 +115,6 @@ class BreakerRegistry:
                 self.scripts.channel,
                 on_message=self._on_message,
                 on_subscribed=self.refresh,
-                health=self.redis_health,
                 max_retry=self._max_age,
             )
             self._tasks.append(asyncio.create_task(self._listener.run()))
@@ -319,7 +318,12 @@ class BreakerRegistry:
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(self._poll_every)
-            await self._poll(self._max_age)
+            try:
+                await self._poll(self._max_age)
+            except Exception:
+                # Unavailability is handled inside; anything else is a bug to see, and
+                # the poller must outlive it or views would go stale for good.
+                logger.exception("breaker poll failed")
 
     async def _flush_forever(self) -> None:
         interval = self.settings.record_flush_interval.total_seconds()
@@ -327,7 +331,10 @@ class BreakerRegistry:
             await self._flush_wanted.wait()
             await asyncio.sleep(interval)
             self._flush_wanted.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("breaker flush failed; its outcomes are dropped")
 
     def _on_message(self, payload: str) -> None:
         try:
