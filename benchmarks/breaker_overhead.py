@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import multiprocessing
 import os
 import queue
 import secrets
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -73,7 +75,8 @@ def _result(name: str, calls: int, elapsed: float, sends: int) -> dict[str, Any]
 def sync_cases(url: str, calls: int) -> list[dict[str, Any]]:
     """Unguarded sync call and pybreaker with its Redis storage."""
     host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
-    client = redis.Redis(host=host, port=int(port))  # pybreaker decodes bytes itself
+    # pybreaker decodes bytes itself; timeouts so a stalled server fails instead of hanging.
+    client = redis.Redis(host=host, port=int(port), socket_timeout=5, socket_connect_timeout=5)
     storage = pybreaker.CircuitRedisStorage(
         pybreaker.STATE_CLOSED, client, namespace="bench" + secrets.token_hex(3)
     )
@@ -86,6 +89,7 @@ def sync_cases(url: str, calls: int) -> list[dict[str, Any]]:
     for name, one in (
         ("sync unguarded", upstream),
         ("pybreaker + CircuitRedisStorage", lambda: breaker.call(upstream)),
+        ("(context) sync redis-py PING", client.ping),
     ):
         for _ in range(min(500, calls)):
             one()
@@ -120,6 +124,9 @@ async def async_cases(url: str, calls: int) -> list[dict[str, Any]]:
         return None
 
     results = [await timed("async unguarded", upstream, nothing)]
+    pinger = create_client(RedisSettings.from_dsn(url))
+    results.append(await timed("(context) async redis-py PING", pinger.ping, nothing))
+    await pinger.aclose()
     for label, flush_every in (
         ("sessionstore guard, batched 20 ms", timedelta(milliseconds=20)),
         ("sessionstore guard, inline record", timedelta(0)),
@@ -199,7 +206,9 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def run_async(url: str, calls: int, transitions: int) -> None:
+    print("measuring sync cases (pybreaker)...", flush=True)
     sync = sync_cases(url, calls)
+    print("measuring async cases (sessionstore)...", flush=True)
     results = await async_cases(url, calls)
     print(f"redis: {url}   calls per case: {calls}   one caller, trivial upstream call")
     header = f"{'case':36} {'calls/s':>10} {'us/call':>8} {'round trips/call':>17}"
@@ -236,6 +245,7 @@ async def run_async(url: str, calls: int, transitions: int) -> None:
         ("polling only, bound 200 ms", False, 200),
     ):
         delays = await propagation(url, transitions, push, bound)
+        sys.stdout.flush()
         print(
             f"{label:34} {statistics.median(delays):7.2f} {_pct(delays, 90):7.2f} "
             f"{_pct(delays, 99):7.2f} {max(delays):7.2f} {bound:9d}"
@@ -247,10 +257,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--transitions", type=int, default=200)
     args = parser.parse_args()
+    # A stall prints every thread's stack and exits rather than hanging silently.
+    faulthandler.dump_traceback_later(600, exit=True)
     url = os.environ.get("SESSIONSTORE_REDIS_URL")
     with nullcontext(url) if url else LocalRedis() as server:
         target = url or server.url  # type: ignore[union-attr]
         asyncio.run(run_async(target, args.calls, args.transitions))
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":

@@ -238,7 +238,9 @@ async def test_a_cancelled_probe_returns_its_lease_at_once(registries: Factory) 
 
     async def start_probe() -> bool:
         task = asyncio.create_task(probe_forever())
-        done, _ = await asyncio.wait([task, asyncio.create_task(probing.wait())], timeout=1)
+        waiter = asyncio.create_task(probing.wait())
+        done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         if task in done:  # refused: still open for a moment
             assert isinstance(task.exception(), BreakerOpen)
             return False
