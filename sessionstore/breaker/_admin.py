@@ -14,7 +14,8 @@ from .._keys import KeySpace
 from .._models import ms_to_datetime
 from .._redis import RedisClient
 from .._settings import BreakerSettings
-from ..exceptions import InvalidInput
+from ..exceptions import BackendUnavailable, InvalidInput
+from ._health import logger
 from ._model import AuditEntry, BreakerEvent, BreakerSnapshot, BreakerStatus
 from ._remote import BreakerScripts, ControlAction
 
@@ -113,7 +114,13 @@ class BreakerAdmin:
         self._check(name)
         check_actor(actor)
         check_reason(reason, required=required)
-        return await self.scripts.control(name, action, actor, reason)
+        snapshot = await self.scripts.control(name, action, actor, reason)
+        try:
+            # So `list` shows a breaker isolated before anyone used it. A hint only.
+            await self.scripts.touch_index([name])
+        except BackendUnavailable:
+            logger.warning("breaker %s changed, but the index could not be updated", name)
+        return snapshot
 
     async def force_open(self, name: str, *, actor: str, reason: str) -> BreakerSnapshot:
         """Isolate the upstream: every replica refuses calls until `reset` or `force_closed`.

@@ -40,15 +40,22 @@ class BreakerHost(Protocol):
     scripts: BreakerScripts
     redis_health: RedisHealth
 
-    def check_open(self) -> None: ...
+    def check_open(self) -> None:
+        """Raise unless the host still keeps its views current."""
 
-    def classify(self, exc: BaseException) -> bool: ...
+    def classify(self, exc: BaseException) -> bool:
+        """True when `exc` counts against the upstream."""
+        raise NotImplementedError
 
-    def apply(self, snapshot: BreakerSnapshot) -> None: ...
+    def apply(self, snapshot: BreakerSnapshot) -> None:
+        """Update a local view from a script reply."""
 
-    async def record(self, name: str, gen: int, *, failure: bool, slow: bool) -> None: ...
+    async def record(self, name: str, gen: int, *, failure: bool, slow: bool) -> None:
+        """Record one outcome (buffered or inline)."""
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` as a task the host waits for when it closes."""
+        raise NotImplementedError
 
 
 class AttemptKind(StrEnum):
@@ -127,6 +134,7 @@ class Guard:
         self._attempt: Attempt | None = None
 
     async def __aenter__(self) -> Attempt:
+        """Take permission; raises `BreakerOpen` when refused."""
         self._attempt = await self._breaker.acquire()
         return self._attempt
 

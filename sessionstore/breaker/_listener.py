@@ -63,6 +63,8 @@ class TransitionListener:
         self._node_index = 0
         #: True while subscribed (and caught up after subscribing).
         self.live = False
+        #: ``host:port`` of the cluster node subscribed to (None on a single Redis).
+        self.node: str | None = None
 
     async def _connect(self) -> tuple[PubSub, aioredis.Redis | None]:
         """A subscribed PubSub, and the node client to close with it (cluster only)."""
@@ -74,6 +76,7 @@ class TransitionListener:
         await cluster.initialize()
         nodes = cluster.get_nodes()
         node = nodes[self._node_index % len(nodes)]
+        self.node = f"{node.host}:{node.port}"
         pool = aioredis.ConnectionPool(
             connection_class=node.connection_class, max_connections=2, **node.connection_kwargs
         )

@@ -115,10 +115,12 @@ class BreakerStatus(BreakerSnapshot):
 
     @property
     def failure_rate(self) -> float | None:
+        """Failures / calls in the window (None before any call)."""
         return self.failures / self.calls if self.calls else None
 
     @property
     def slow_rate(self) -> float | None:
+        """Slow calls / calls in the window (None before any call)."""
         return self.slow / self.calls if self.calls else None
 
     @property

@@ -73,6 +73,8 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A verdict for one call, with a retry hint when it is a refusal."""
+
     verdict: Verdict
     #: Seconds, for REFUSE.
     retry_after: float = 0.0

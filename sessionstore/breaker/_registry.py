@@ -49,6 +49,8 @@ _INDEX_EVERY = 30.0
 
 
 class RegistryState(enum.Enum):
+    """A registry's lifecycle: it opens once and never reopens."""
+
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
@@ -136,6 +138,7 @@ class BreakerRegistry:
             await asyncio.gather(*self._spawned, return_exceptions=True)
 
     async def __aenter__(self) -> BreakerRegistry:
+        """`open` the registry."""
         return await self.open()
 
     async def __aexit__(
@@ -170,7 +173,11 @@ class BreakerRegistry:
         self.scripts.keys.breaker(name)  # raises InvalidInput before any I/O
         snapshot: BreakerSnapshot
         try:
-            snapshot = (await self.scripts.read_many([name], touch=[name]))[name]
+            # Side by side: one round trip of latency (the index may be on another node).
+            read, _ = await asyncio.gather(
+                self.scripts.read_many([name]), self._touch_index([name])
+            )
+            snapshot = read[name]
             self.redis_health.ok()
             confirmed = True
         except BackendUnavailable as exc:
@@ -299,21 +306,29 @@ class BreakerRegistry:
             for name, view in self._views.items()
             if max_age is None or view.is_stale(now, max_age)
         ]
-        touch = self.names() if now - self._last_index >= _INDEX_EVERY else []
-        if not names and not touch:
+        if now - self._last_index >= _INDEX_EVERY and self._views:
+            self._last_index = now
+            self.spawn(self._touch_index(self.names()))
+        if not names:
             return
         try:
-            statuses = await self.scripts.read_many(names, touch=touch)
+            statuses = await self.scripts.read_many(names)
         except BackendUnavailable as exc:
             self.redis_health.failed(exc)
             return
         self.redis_health.ok()
-        if touch:
-            self._last_index = now
         for status in statuses.values():
             self.apply(status)
             view = self._views[status.name]
             view.confirmed_at = max(view.confirmed_at, now)
+
+    async def _touch_index(self, names: list[str]) -> None:
+        # The index is a hint for operators (`breakers list`), on a slot of its own:
+        # its outage is not the breakers' outage. Run aside, retried next round.
+        try:
+            await self.scripts.touch_index(names)
+        except BackendUnavailable:
+            logger.debug("could not note breakers in the index", exc_info=True)
 
     async def _poll_forever(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from .._models import ms_to_datetime
 from .._redis import RedisClient, backend_errors
 from .._scripts import Arg, Batch, LuaScript, call, script
 from .._settings import BreakerSettings
+from ..exceptions import SessionStoreError
 from ._model import (
     AuditEntry,
     BreakerEvent,
@@ -115,14 +116,12 @@ class BreakerScripts:
             breaker_script("index"), [self.keys.breaker_index()], [self._retention_ms, *names]
         )
 
-    async def read_many(
-        self, names: list[str], *, touch: list[str] | None = None
-    ) -> dict[str, BreakerStatus]:
-        """The status of each of `names` in one batch; also notes `touch` in the index."""
+    async def read_many(self, names: list[str]) -> dict[str, BreakerStatus]:
+        """The status of each of `names` in one batch (one round trip per node)."""
+        if not names:
+            return {}
         batch = Batch(self.client)
         slots = {name: self.queue_read(batch, name) for name in names}
-        if touch:
-            self.queue_index(batch, touch)
         replies = await batch.execute()
         return {
             name: BreakerStatus.model_validate_json(_text(replies[i])) for name, i in slots.items()
@@ -134,8 +133,17 @@ class BreakerScripts:
 
     async def names(self) -> list[tuple[str, int]]:
         """Known breaker names with their last use (epoch ms), old ones pruned."""
+        return await self.touch_index([])
+
+    async def touch_index(self, names: list[str]) -> list[tuple[str, int]]:
+        """Note `names` as used now in the fleet-wide index; returns every known name.
+
+        The index has a slot of its own (on a cluster, maybe another node): callers
+        keep it apart from a breaker's own scripts, so that an index outage never
+        fails a breaker operation.
+        """
         batch = Batch(self.client)
-        self.queue_index(batch, [])
+        self.queue_index(batch, names)
         return _pairs((await batch.execute())[0])
 
     async def events(self, name: str, count: int) -> list[BreakerEvent]:
@@ -210,6 +218,8 @@ class BreakerScripts:
             [*args, lease_id, lease_ms, self.settings.half_open_probes],
         )
         verdict = _text(reply[0])
+        if verdict not in ("allowed", "probe", "refused"):
+            raise SessionStoreError(f"unexpected breaker_acquire reply {verdict!r}")
         retry = int(reply[2]) if len(reply) > 2 else 0
         return AcquireReply(verdict, _snapshot(reply[1]), retry)  # type: ignore[arg-type]
 
@@ -229,13 +239,12 @@ class BreakerScripts:
     async def control(
         self, name: str, action: ControlAction, actor: str, reason: str
     ) -> BreakerSnapshot:
-        """An operator's action, plus noting the name in the index: one batch."""
+        """An operator's action: one round trip (the caller notes the name in the index)."""
         keys, args = self._common(name)
-        batch = Batch(self.client)
-        batch.script(
+        reply = await call(
+            self.client,
             breaker_script("control"),
             keys,
             [*args, action, actor, reason, self.settings.audit_maxlen],
         )
-        self.queue_index(batch, [name])
-        return _snapshot((await batch.execute())[0])
+        return _snapshot(reply)

@@ -221,7 +221,15 @@ async def test_manual_actions_are_audited_announced_and_exclusive(
         ("force_open", "alice@ops", BreakerState.CLOSED, BreakerState.FORCED_OPEN),
     ]
     assert audit[2].reason == "maintenance window"
-    assert [name for name, _ in await scripts.names()] == [NAME]
+
+
+async def test_index_lists_names_noted_as_used(redis: RedisClient, key_prefix: str) -> None:
+    """Names noted in the index are listed with their last use; nothing else is."""
+    scripts = make(redis, key_prefix)
+    assert await scripts.names() == []
+    listed = await scripts.touch_index([NAME, "smtp:mail.example.com:587"])
+    assert sorted(name for name, _ in listed) == sorted([NAME, "smtp:mail.example.com:587"])
+    assert all(used > 0 for _, used in await scripts.names())
 
 
 async def test_audit_stream_is_capped(redis: RedisClient, key_prefix: str) -> None:
@@ -241,6 +249,7 @@ async def test_every_breaker_key_has_a_ttl(redis: RedisClient, key_prefix: str) 
     await trip(scripts)
     await first_probe(scripts, "p")
     await scripts.record(PendingRecord(NAME, 0, WindowCounts(1, 0, 0)))
+    await scripts.touch_index([NAME])
     keys = scripts.keys.breaker(NAME)
     for key in [*keys.ordered(), scripts.keys.breaker_index()]:
         if key == keys.window:
