@@ -8,6 +8,8 @@ state is shared in Redis so every replica agrees on which upstream is healthy.
 from __future__ import annotations
 
 from ._embedded import LocalCluster, LocalRedis, find_server_binary
+from ._events import Event, EventConsumer, EventFollower, EventKind
+from ._heartbeat import Heartbeat, WorkerInfo, WorkerState, list_workers, publish_heartbeat
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
 from ._lock import SessionLock
@@ -20,9 +22,12 @@ from ._models import (
     Tombstone,
 )
 from ._redis import RedisClient, create_client
+from ._repair import RepairReport, repair_store
 from ._requests import Lease, TrackedLease
 from ._settings import BreakerSettings, RedisSettings, SessionSettings, Settings
 from ._store import Mutator, SessionStore
+from ._sweeper import SweepReport, sweep_store
+from ._worker_config import WorkerConfig
 from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
@@ -58,7 +63,12 @@ __all__ = [
     "BreakerSettings",
     "BreakerState",
     "ConflictError",
+    "Event",
+    "EventConsumer",
+    "EventFollower",
+    "EventKind",
     "GlobalLimitExceeded",
+    "Heartbeat",
     "InvalidInput",
     "InvalidSessionId",
     "KeySpace",
@@ -73,6 +83,7 @@ __all__ = [
     "PayloadTooLarge",
     "RedisClient",
     "RedisSettings",
+    "RepairReport",
     "Session",
     "SessionClosed",
     "SessionCounts",
@@ -90,12 +101,20 @@ __all__ = [
     "Settings",
     "ShardCounts",
     "StaleFence",
+    "SweepReport",
     "SweepResult",
     "Tombstone",
     "TrackedLease",
     "UpstreamError",
     "VersionConflict",
+    "WorkerConfig",
+    "WorkerInfo",
+    "WorkerState",
     "create_client",
     "find_server_binary",
+    "list_workers",
     "new_session_id",
+    "publish_heartbeat",
+    "repair_store",
+    "sweep_store",
 ]

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._worker_config import WorkerConfig
 from .exceptions import InvalidInput
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
@@ -313,6 +314,28 @@ class Settings(BaseSettings):
     breaker_retention: Duration = timedelta(days=7)
     # -- end of circuit breakers ------------------------------------------------
 
+    # -- worker fleet (issue 3: workers/, `sessionstore worker`) ---------------
+    # Passed to the frozen `WorkerConfig` by `worker_config()`; see docs/workers.md.
+    #: SESSIONSTORE_AGGRESSIVE_CLEANUP=true: shorter sweep period, start-up pass.
+    aggressive_cleanup: bool = False
+    sweep_interval: Duration = timedelta(minutes=1)
+    aggressive_sweep_interval: Duration = timedelta(seconds=10)
+    sweep_batch_size: int = 500
+    sweep_max_per_run: int = 50_000
+    long_overdue_after: Duration = timedelta(hours=1)
+    repair_interval: Duration = timedelta(hours=1)
+    heartbeat_interval: Duration = timedelta(seconds=10)
+    heartbeat_ttl: Duration = timedelta(hours=1)
+    worker_dead_after: Duration = timedelta(seconds=30)
+    job_timeout: Duration = timedelta(seconds=30)
+    worker_id: str | None = None
+    queue_name: str | None = None
+
+    @field_validator("worker_id", "queue_name", mode="before")
+    @classmethod
+    def _unset_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("redis_url", "queue_redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -340,6 +363,15 @@ class Settings(BaseSettings):
         """The session behaviour part of these settings."""
         names = SessionSettings.model_fields.keys() & type(self).model_fields.keys()
         return SessionSettings(**{name: getattr(self, name) for name in names})
+
+    def worker_config(self) -> WorkerConfig:
+        """The worker fleet part of these settings.
+
+        Raises:
+            pydantic.ValidationError: a worker setting is out of range.
+        """
+        names = WorkerConfig.model_fields.keys() & type(self).model_fields.keys()
+        return WorkerConfig(**{name: getattr(self, name) for name in names})
 
     def store_redis(self, url: str) -> RedisSettings:
         """`RedisSettings` for the session store at `url` with these timeouts."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import breakers, demo, keys
+from . import breakers, demo, events, keys, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.command("keys")(keys.print_layout)
 app.command("demo")(demo.run_demo)
+app.command("worker")(worker.start_worker)
+app.command("workers")(workers.list_fleet)
+app.add_typer(events.app, name="events")
 app.add_typer(breakers.app, name="breakers")
 
 

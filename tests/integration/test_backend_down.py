@@ -99,3 +99,30 @@ async def test_unresponsive_redis_times_out_instead_of_hanging(
             return False
 
     await eventually(answers, timeout=HANG_GUARD)
+
+
+async def test_sessions_survive_a_restart_with_append_only_persistence() -> None:
+    """With AOF on (as deploy/redis.conf has it), a restarted Redis still has the
+    sessions, their state, their deadlines and the tombstones."""
+    server = LocalRedis(appendonly=True, extra=("--appendfsync", "always")).start()
+    client = create_client(RedisSettings.from_dsn(server.url))
+    store = SessionStore(client, SessionSettings(key_prefix="aof"))
+    try:
+        kept = await store.create(user_id="jo", state={"cart": [1]})
+        ended = await store.create()
+        await store.delete(ended.id)
+        server.stop(remove=False)
+        server.start()
+
+        async def back() -> bool:
+            try:
+                return (await store.get(kept.id)).state == {"cart": [1]}
+            except BackendUnavailable:
+                return False
+
+        await eventually(back, timeout=HANG_GUARD)
+        assert await client.pttl(store.session_keys(kept.id).record) > 0
+        assert (await store.lookup(ended.id)).status.value == "closed"
+    finally:
+        await client.aclose()
+        server.stop()
