@@ -123,7 +123,8 @@ async def test_a_killed_probers_lease_is_reclaimed(
         minimum_calls=1,
         open_duration=timedelta(milliseconds=1),
         half_open_probes=1,
-        probe_lease_ttl=timedelta(seconds=1),
+        # Long enough for the "still held" check below on a loaded machine.
+        probe_lease_ttl=timedelta(seconds=3),
         record_flush_interval=timedelta(0),
     )
     scripts = BreakerScripts(client, KeySpace(key_prefix, 1), settings)
