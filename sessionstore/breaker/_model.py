@@ -92,14 +92,19 @@ class BreakerSnapshot(BaseModel):
     def is_newer_than(self, other: BreakerSnapshot | None) -> bool:
         """True when this snapshot should replace `other` in a local view.
 
-        Snapshots of one breaker come from scripts that run one at a time on
-        one Redis, so Redis time orders them; the generation breaks ties
-        within a millisecond. Pushes and replies travel on different
-        connections, so an older one may arrive later and must lose.
+        Pushes and replies travel on different connections, so an older one
+        may arrive later and must lose. A later generation always wins (even
+        if a failover moved Redis time back); otherwise a strictly later Redis
+        time does, since the scripts of one breaker run one at a time on one
+        Redis (that also lets a breaker whose keys were lost, generation 0
+        again, be learned anew); the same generation at the same time is the
+        same news.
         """
         if other is None:
             return True
-        return (self.now_ms, self.gen) >= (other.now_ms, other.gen)
+        if self.gen > other.gen or self.now_ms > other.now_ms:
+            return True
+        return (self.gen, self.now_ms) == (other.gen, other.now_ms)
 
 
 class BreakerStatus(BreakerSnapshot):

@@ -199,6 +199,18 @@ def test_view_takes_newer_snapshots_only_and_reports_state_changes() -> None:
     assert view.refused_until == 0.0 and view.state(4.0) is BreakerState.FORCED_OPEN
 
 
+def test_a_later_generation_wins_even_with_an_earlier_redis_time() -> None:
+    """After a failover to a Redis whose clock is behind, transitions still apply; and a
+    breaker whose keys were lost (generation 0, later time) is learned anew."""
+    view = LocalView(snap(gen=5, now_ms=10_000), received=1.0, confirmed=True)
+    assert view.apply(snap("open", gen=6, now_ms=9_000, open_until_ms=39_000), received=2.0)
+    assert view.snapshot.gen == 6 and view.retry_at == 32.0
+    assert not view.apply(snap(gen=5, now_ms=8_500), received=3.0), "a stale push loses"
+    assert not view.apply(snap(gen=5, now_ms=9_000), received=3.0), "same ms, older gen loses"
+    assert view.apply(snap(gen=0, now_ms=20_000), received=4.0)
+    assert view.state(4.0) is BreakerState.CLOSED
+
+
 def test_unconfirmed_view_is_stale_at_once() -> None:
     """A placeholder view (Redis down at registration) is due for a poll immediately."""
     view = LocalView(snap(now_ms=0, gen=0), received=10.0, confirmed=False)
