@@ -331,12 +331,30 @@ class Settings(BaseSettings):
     worker_id: str | None = None
     queue_name: str | None = None
 
-    @field_validator("worker_id", "queue_name", mode="before")
-    @classmethod
-    def _unset_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+    # -- served fleet (issue 5): reference server, ASGI middleware, health -------
+    #: Bearer token for ``/session-health`` (compared in constant time). Unset:
+    #: the endpoint refuses every caller with 403.
+    health_token: SecretStr | None = None
+    #: Request header that carries the session id (MCP Streamable HTTP's name).
+    session_header: str = Field(default="Mcp-Session-Id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    #: Cookie that carries the signed session id (only with `cookie_secret`).
+    session_cookie: str = Field(default="sessionstore", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Signs the session-id cookie (itsdangerous). Unset: cookies are ignored.
+    cookie_secret: SecretStr | None = None
+    #: A request with an expired id gets a successor session (``store.resume``)
+    #: whose id comes back in the session header, instead of a 410.
+    renew_expired_sessions: bool = False
+    #: Larger request bodies are refused with 413 before they are read whole.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    #: On shutdown, in-flight requests get this long to finish; then their
+    #: request leases are returned anyway.
+    drain_timeout: Duration = timedelta(seconds=10)
+    #: ``/session-health`` says "degraded" when the sweeper lags more than this.
+    health_max_sweeper_lag: Duration = timedelta(minutes=5)
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("redis_url", "queue_redis_url", mode="before")
+    @field_validator("redis_url", "queue_redis_url", "worker_id", "queue_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import breakers, demo, events, keys, worker, workers
+from . import breakers, demo, dev, events, keys, serve, sessions, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -24,6 +24,10 @@ app.command("demo")(demo.run_demo)
 app.command("worker")(worker.start_worker)
 app.command("workers")(workers.list_fleet)
 app.add_typer(events.app, name="events")
+app.command("serve")(serve.serve)
+app.command("dev")(dev.dev)
+app.add_typer(sessions.app, name="sessions")
+app.command("health")(sessions.health)
 app.add_typer(breakers.app, name="breakers")
 
 
