@@ -176,8 +176,9 @@ async def test_aggressive_workers_sweep_the_backlog_at_start_up(
     store: SessionStore, fleet: Fleet
 ) -> None:
     """Aggressive mode after downtime: each of three workers (one started with arq's own
-    CLI) runs the long-overdue pass at start-up, at the same time; together they expire
-    the 5k sessions overdue for hours exactly once and leave the recently due ones."""
+    CLI) queues the long-overdue pass at start-up, and the passes run at the same time;
+    together they expire the 5k sessions overdue for hours exactly once and leave the
+    recently due ones."""
     live = await create_many(store, 15000)
     due = await create_many(store, 5000, idle_timeout=DUE)
     recent = await create_many(store, 50, idle_timeout=DUE)
@@ -194,17 +195,18 @@ async def test_aggressive_workers_sweep_the_backlog_at_start_up(
     await eventually(backlog_gone, timeout=90, interval=0.2)
     await _live_workers(store, {"agg-1", "agg-2", "agg-3"})
 
-    async def every_worker_reported() -> bool:
-        found = await list_workers(store.redis, store.keys, dead_after=timedelta(seconds=2))
-        reports = [w.reports.get("sweep") for w in found]
-        return len(reports) == 3 and all(isinstance(r, dict) for r in reports)
+    # Each worker queues its own start-up pass, but any worker of the shared queue may
+    # run it (arq hands a job to whoever polls first), so the passes are counted in the
+    # fleet's logs rather than expected one per worker's heartbeat.
+    finished = f"← {store.keys.prefix}:sweep_long_overdue ●"
+    names = ("agg-1", "agg-2", "agg-3")
 
-    await eventually(every_worker_reported, timeout=30, interval=0.1)
-    workers = await list_workers(store.redis, store.keys, dead_after=timedelta(seconds=2))
-    passes = [w.reports["sweep"] for w in workers]
-    assert all(p["job"] == "sweep_long_overdue" for p in passes)  # type: ignore[index,call-overload]
-    assert sum(p["expired"] for p in passes) == 5000  # type: ignore[index,call-overload,misc]
-    print("expired by each worker's start-up pass:", [p["expired"] for p in passes])  # type: ignore[index,call-overload]
+    async def three_passes_ran() -> bool:
+        # At least: a cron tick of the pass (every sweep_interval) may add one.
+        return sum(fleet.log(name).count(finished) for name in names) >= 3
+
+    await eventually(three_passes_ran, timeout=60, interval=0.1)
+    print("start-up passes run by each worker:", [fleet.log(n).count(finished) for n in names])
     expired = expired_per_session(await all_events(store.redis, store))
     assert expired == dict.fromkeys(due, 1)
     assert (await store.counts()).overdue == len(recent), "recently due: not long overdue"
