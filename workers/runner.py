@@ -70,7 +70,7 @@ class _Run:
             self.started = True
             if self.lost_at is not None:
                 waited = time.monotonic() - self.lost_at
-                logger.warning("Redis is back after %.0f s: the worker runs again", waited)
+                logger.info("Redis is back after %.0f s: the worker runs again", waited)
                 self.lost_at = None
 
         worker = create_worker(self.worker_settings, on_startup=on_startup)
