@@ -8,8 +8,9 @@ request it:
    or the signed cookie; a request without one passes through with
    ``state["session"] = None``;
 2. takes a request lease (``store.track_request``), which checks the session,
-   slides its idle deadline and enforces the fleet-wide limits, then reads the
-   session and puts it on ``scope["state"]["session"]`` (``request.state.session``);
+   slides its idle deadline, enforces the fleet-wide limits and reads the
+   session in the same round trip, and puts it on ``scope["state"]["session"]``
+   (``request.state.session``);
 3. answers refusals itself (404 unknown, 410 ended, 429/503 limits, 503 Redis
    down, all JSON with ``Retry-After`` where a retry helps), or, with
    ``renew_expired``, replaces an expired id by its successor (`SessionStore.resume`)
@@ -200,16 +201,12 @@ class SessionMiddleware:
     @staticmethod
     async def _track(store: SessionStore, session_id: str, websocket: bool) -> _Opened:
         # A websocket is a long-lived connection: counted, not limited like requests.
-        tracked = (
-            store.track_connection(session_id) if websocket else store.track_request(session_id)
-        )
+        # The lease's reply carries the session: one round trip in, one out.
+        track = store.track_connection if websocket else store.track_request
+        tracked = track(session_id, read_session=True)
         lease = await tracked.__aenter__()
-        try:
-            session = await store.get(session_id)
-        except BaseException as exc:
-            await tracked.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return _Opened(tracked, lease, session)
+        assert lease.session is not None
+        return _Opened(tracked, lease, lease.session)
 
     async def _close(self, opened: _Opened, ticket: int, exc: BaseException | None) -> None:
         self.inflight.remove(ticket)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, dev, events, keys, serve, sessions, worker, workers
+from . import breakers, demo, dev, events, keys, serve, sessions, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -28,6 +28,7 @@ app.command("serve")(serve.serve)
 app.command("dev")(dev.dev)
 app.add_typer(sessions.app, name="sessions")
 app.command("health")(sessions.health)
+app.add_typer(breakers.app, name="breakers")
 
 
 @app.callback()

@@ -365,3 +365,22 @@ def test_store_is_required(redis_url: str) -> None:
 
     with pytest.raises(RuntimeError, match="session_store"):
         asyncio.run(call())
+
+
+async def test_a_session_request_costs_two_round_trips(
+    store: SessionStore, round_trips: Any
+) -> None:
+    """Lease taken with the session in its reply, lease returned: two writes to Redis
+    per request, whatever the app does without the store."""
+    await store.load_scripts()
+    session = await store.create()
+    plain = Starlette(
+        routes=[Route("/", lambda request: JSONResponse({"id": request.state.session.id}))],
+        middleware=[Middleware(SessionMiddleware, store=store)],
+    )
+    async with serving(plain) as (http, _):
+        await http.get("/", headers={HEADER: session.id})  # warm the connection pool
+        round_trips.reset()
+        response = await http.get("/", headers={HEADER: session.id})
+    assert response.json() == {"id": session.id}
+    assert round_trips.total == 2
