@@ -353,6 +353,16 @@ class Settings(BaseSettings):
     health_max_sweeper_lag: Duration = timedelta(minutes=5)
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=8000, ge=0, le=65535)
+    # -- served fleet: breaker endpoints (docs/server.md, "Circuit breakers") ---
+    #: Bearer token of the breaker control endpoints (force open, force closed,
+    #: reset), compared in constant time. Unset: they refuse every caller with
+    #: 403. Kept apart from `health_token`: whoever may read health (a monitor)
+    #: must not be able to isolate an upstream.
+    admin_token: SecretStr | None = None
+    #: Mount ``POST /demo/upstreams/{upstream}/call``: a guarded call to a
+    #: simulated upstream (breakers ``demo:<upstream>``) for the dev fleet and
+    #: tests. Off by default; never turn it on in production.
+    demo_routes: bool = False
 
     @field_validator("redis_url", "queue_redis_url", "worker_id", "queue_name", mode="before")
     @classmethod

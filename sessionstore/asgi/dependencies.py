@@ -10,6 +10,8 @@
 
 `CurrentSession` answers 400 when the request named no session (the
 middleware has already answered unknown, ended and over-limit ids).
+`Breakers` is the `BreakerRegistry` a lifespan yielded as ``breakers``, for
+routes that guard their own upstream calls (see ``docs/server.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import Depends, HTTPException, Request
 
 from .._models import Session
 from .._store import SessionStore
+from ..breaker import BreakerRegistry
 from ._middleware import SESSION
 
 
@@ -32,6 +35,17 @@ def get_store(request: Request) -> SessionStore:
     if not isinstance(store, SessionStore):
         raise RuntimeError("no session_store in the lifespan state")
     return store
+
+
+def get_breakers(request: Request) -> BreakerRegistry:
+    """The `BreakerRegistry` the lifespan yielded as ``breakers``.
+
+    .. versionadded:: 0.1
+    """
+    breakers = getattr(request.state, "breakers", None)
+    if not isinstance(breakers, BreakerRegistry):
+        raise RuntimeError("no breakers (a BreakerRegistry) in the lifespan state")
+    return breakers
 
 
 def optional_session(request: Request) -> Session | None:
@@ -63,3 +77,5 @@ CurrentSession = Annotated[Session, Depends(require_session)]
 MaybeSession = Annotated[Session | None, Depends(optional_session)]
 #: The store from the lifespan state.
 Store = Annotated[SessionStore, Depends(get_store)]
+#: The circuit breakers from the lifespan state.
+Breakers = Annotated[BreakerRegistry, Depends(get_breakers)]

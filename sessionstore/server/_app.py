@@ -21,12 +21,14 @@ from .._redis import create_client
 from .._settings import Settings
 from .._store import SessionStore
 from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
+from ..breaker import BreakerRegistry
 from ..exceptions import BackendUnavailable, InvalidInput
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
 from ._metrics import RequestMetrics, ServerMetrics
 from ._state import STATE_KEY, ServerState
-from .routes import current, observability, sessions
+from .routes import breakers as breaker_routes
+from .routes import current, demo, observability, sessions
 
 logger = logging.getLogger("sessionstore.server")
 
@@ -35,7 +37,7 @@ UNSESSIONED_PATHS = ("/healthz", "/session-health", "/metrics", "/openapi.json",
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The reference server: session API, health, metrics.
+    """The reference server: session API, breakers, health, metrics.
 
     Args:
         settings: everything configurable; read from the environment when None
@@ -55,22 +57,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = create_client(redis_settings)
         try:
             store = SessionStore(client, settings.session_settings())
-            state = ServerState(
-                settings=settings,
-                redis=client,
-                store=store,
-                metrics=metrics,
-                inflight=inflight,
-                health_checks=list(CORE_CHECKS),
+            # No I/O when opening: a Redis that is down at start-up is waited for.
+            breakers = BreakerRegistry(
+                client, settings.breaker_settings(), key_prefix=settings.key_prefix
             )
-            logger.info("serving sessions from %s", redis_settings.to_dsn())
-            try:
-                await store.load_scripts()
-            except BackendUnavailable:
-                # Not fatal: requests get 503 until Redis is back, and scripts
-                # missing then are loaded on first use (NOSCRIPT, then EVAL).
-                logger.warning("Redis is unreachable at start-up; serving 503s until it is back")
-            yield {STATE_KEY: state, "session_store": store}
+            breakers.on_transition(metrics.breakers.observed)
+            async with breakers:  # closed (outcomes flushed) before the client
+                state = ServerState(
+                    settings=settings,
+                    redis=client,
+                    store=store,
+                    metrics=metrics,
+                    inflight=inflight,
+                    breakers=breakers,
+                    health_checks=list(CORE_CHECKS),
+                )
+                logger.info("serving sessions from %s", redis_settings.to_dsn())
+                try:
+                    await store.load_scripts()
+                except BackendUnavailable:
+                    # Not fatal: requests get 503 until Redis is back, and scripts
+                    # missing then are loaded on first use (NOSCRIPT, then EVAL).
+                    logger.warning(
+                        "Redis is unreachable at start-up; serving 503s until it is back"
+                    )
+                # "breakers": what `sessionstore.asgi.dependencies.Breakers` reads.
+                yield {STATE_KEY: state, "session_store": store, "breakers": breakers}
         finally:
             await client.aclose()
 
@@ -87,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(current.router(settings.session_header))
     app.include_router(observability.router)
+    app.include_router(breaker_routes.router)
+    if settings.demo_routes:
+        app.include_router(demo.router)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         SessionMiddleware,

@@ -10,19 +10,21 @@ makes it "degraded" (200), so a load balancer keeps the replica in rotation.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr
 
 from .._heartbeat import list_workers, summarize_workers, unswept_problem
 from .._redis import backend_errors
+from ..breaker import BreakerHealth, BreakerState, BreakerStatus
 from ..exceptions import BackendUnavailable, SessionStoreError
+from ._auth import check_bearer
 from ._state import ServerState
 
 
@@ -52,16 +54,11 @@ def check_token(
     Raises:
         HTTPException: 403 when no token is configured, 401 for a missing or wrong one.
     """
-    if expected is None:
-        raise HTTPException(403, "health endpoint disabled: set SESSIONSTORE_HEALTH_TOKEN")
-    given = credentials.credentials if credentials is not None else ""
-    # Constant time: the comparison must not reveal how much of a guess was right.
-    if credentials is None or not hmac.compare_digest(
-        given.encode(), expected.get_secret_value().encode()
-    ):
-        raise HTTPException(
-            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    check_bearer(
+        expected,
+        credentials,
+        disabled="health endpoint disabled: set SESSIONSTORE_HEALTH_TOKEN",
+    )
 
 
 async def ping(state: ServerState) -> float:
@@ -132,8 +129,86 @@ async def workers_section(state: ServerState) -> HealthSection:
     return HealthSection("workers", problem is None, data)
 
 
+#: What each Redis-down policy does to guarded calls (for the problem line).
+_POLICY_EFFECT = {
+    "fail_open": "guarded calls follow the last known state and are not recorded",
+    "fail_closed": "guarded calls are refused",
+}
+
+
+def _not_closed(status: BreakerStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "state": status.state.value,
+        "since": _iso(status.changed_at),
+        "cause": status.cause or None,
+        "open_until": _iso(status.open_until),
+        "actor": status.actor or None,
+        "reason": status.reason or None,
+    }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def _replica_breakers(health: BreakerHealth) -> dict[str, Any]:
+    """What this replica's registry knows, without I/O (`BreakerRegistry.health`)."""
+    return {
+        "redis_reachable": health.redis_reachable,
+        "down_since": _iso(health.down_since),
+        "last_error": health.last_error,
+        "redis_down_policy": health.policy,
+        "push_live": health.push_live,
+        "staleness_bound_seconds": health.staleness_bound.total_seconds(),
+        "outcomes_dropped": health.outcomes_dropped,
+        "local": {name: state.value for name, state in health.breakers.items()},
+    }
+
+
+async def breakers_section(state: ServerState) -> HealthSection:
+    """The fleet's breakers from Redis (counts by state, every one not closed) and this
+    replica's registry (Redis reachability, the Redis-down policy, push, local views).
+
+    Breakers that are open, half-open or forced never fail the section: an open
+    breaker is the fleet shielding itself from a failing upstream, the same on
+    every replica, and readiness must not hang on an upstream (alert on
+    ``sessionstore_breaker_state`` instead). It fails (``degraded``) when this
+    replica's breakers cannot reach Redis: their views may be stale and the
+    Redis-down policy decides the guarded calls.
+    """
+    health = state.breakers.health()
+    problem = None
+    if not health.redis_reachable:
+        problem = (
+            f"this replica's breakers cannot reach Redis (since {_iso(health.down_since)}); "
+            f"policy {health.policy}: {_POLICY_EFFECT[health.policy]}"
+        )
+    data: dict[str, Any] = {}
+    try:
+        statuses = sorted(await state.breakers.admin.statuses(), key=lambda s: s.name)
+    except BackendUnavailable as exc:
+        problem = problem or f"could not read the breakers: {exc}"
+    else:
+        counted = Counter(status.state for status in statuses)
+        data["known"] = len(statuses)
+        data["by_state"] = {s.value: counted.get(s, 0) for s in BreakerState}
+        data["not_closed"] = [
+            _not_closed(s) for s in statuses if s.state is not BreakerState.CLOSED
+        ]
+    data["replica"] = _replica_breakers(health)
+    if problem:
+        data["problem"] = problem
+    return HealthSection("breakers", problem is None, data)
+
+
 #: The sections every server has; other concerns append theirs.
-CORE_CHECKS: tuple[HealthCheck, ...] = (redis_section, sessions_section, workers_section)
+CORE_CHECKS: tuple[HealthCheck, ...] = (
+    redis_section,
+    sessions_section,
+    workers_section,
+    breakers_section,
+)
 
 
 async def _run(check: HealthCheck, state: ServerState) -> HealthSection:

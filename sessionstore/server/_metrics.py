@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._heartbeat import WorkerState
 from .._models import SessionCounts
+from ._breaker_metrics import BreakerMetrics
 
 #: Methods counted by name; anything else is counted as "other" (bounded labels).
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -122,6 +123,7 @@ class ServerMetrics:
         )
         self.fleet = FleetCollector(in_flight)
         self.registry.register(self.fleet)
+        self.breakers = BreakerMetrics(self.registry)
 
     def render(self) -> bytes:
         """The text exposition format of everything registered."""

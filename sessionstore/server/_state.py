@@ -11,6 +11,7 @@ from .._redis import RedisClient
 from .._settings import Settings
 from .._store import SessionStore
 from ..asgi import InFlightRequests
+from ..breaker import BreakerRegistry
 
 if TYPE_CHECKING:
     from ._health import HealthCheck
@@ -32,6 +33,8 @@ class ServerState:
     store: SessionStore
     metrics: ServerMetrics
     inflight: InFlightRequests
+    #: This replica's circuit breakers (opened and closed by the lifespan).
+    breakers: BreakerRegistry
     #: The sections of ``/session-health``, one per concern.
     health_checks: list[HealthCheck] = field(default_factory=list)
 

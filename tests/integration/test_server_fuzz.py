@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 PREFIX = "fuzz" + secrets.token_hex(3)
 TOKEN = "fuzz-token"
+ADMIN_TOKEN = "fuzz-admin-token"
 
 
 def _settings(redis_url: str) -> Settings:
@@ -38,6 +39,7 @@ def _settings(redis_url: str) -> Settings:
         key_prefix=PREFIX,
         shards=4,
         health_token=SecretStr(TOKEN),
+        admin_token=SecretStr(ADMIN_TOKEN),
         max_body_bytes=64 * 1024,
     )
 
@@ -98,6 +100,11 @@ def _strategy(operation: Any, path: str, ids: list[str]) -> st.SearchStrategy[sc
             aimed.append(_cases(operation, overrides))
     if path == "/session-health":
         aimed.append(_cases(operation, {"headers": {"Authorization": f"Bearer {TOKEN}"}}))
+    if path.startswith("/breakers/"):
+        # A valid admin token reaches the body checks and Redis, not only the 401.
+        for auth in ({}, {"headers": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}):
+            aimed.append(_cases(operation, {**auth, "path_parameters": {"name": "imap:fuzz:993"}}))
+            aimed.append(_cases(operation, auth))
     return st.one_of(aimed)
 
 

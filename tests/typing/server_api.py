@@ -21,7 +21,8 @@ from sessionstore.asgi import (
     etag,
     problem_for,
 )
-from sessionstore.asgi.dependencies import CurrentSession, MaybeSession, Store
+from sessionstore.asgi.dependencies import Breakers, CurrentSession, MaybeSession, Store
+from sessionstore.breaker import BreakerRegistry
 from sessionstore.exceptions import SessionNotFound
 from sessionstore.server import CORE_CHECKS, HealthSection, ServerState, create_app
 
@@ -46,7 +47,12 @@ def build_apps(store: SessionStore) -> tuple[Starlette, FastAPI]:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        yield {"session_store": store}
+        settings = Settings()
+        registry = BreakerRegistry(
+            store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        )
+        async with registry:
+            yield {"session_store": store, "breakers": registry}
 
     fastapi_app = FastAPI(lifespan=lifespan)
     fastapi_app.add_middleware(SessionMiddleware, header="X-Session")
@@ -55,6 +61,15 @@ def build_apps(store: SessionStore) -> tuple[Starlette, FastAPI]:
     async def me(session: CurrentSession, maybe: MaybeSession, found: Store) -> dict[str, Any]:
         assert maybe is None or maybe.id == session.id
         return {"id": session.id, "store": found.keys.prefix}
+
+    @fastapi_app.get("/inbox")
+    async def inbox(session: CurrentSession, breakers: Breakers) -> dict[str, int]:
+        imap = await breakers.get("imap:imap.example.com:993")
+
+        async def count(user: str) -> int:
+            return len(user)
+
+        return {"count": await imap.call(count, session.user_id or "")}
 
     return starlette_app, fastapi_app
 

@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..._heartbeat import list_workers
 from ..._redis import backend_errors
 from ...exceptions import BackendUnavailable
+from .._auth import Credentials
 from .._health import check_token, ping, session_health
 from .._state import ServerState, State
 
 router = APIRouter(tags=["health"])
-_bearer = HTTPBearer(auto_error=False, description="SESSIONSTORE_HEALTH_TOKEN")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 @router.get("/healthz", summary="Liveness")
-async def healthz() -> dict[str, Any]:
-    """The process is up and serving. Does not touch Redis (that is ``/session-health``)."""
-    return {"status": "ok", "pid": os.getpid()}
+async def healthz(state: State) -> dict[str, Any]:
+    """The process is up and serving. Does not touch Redis (that is ``/session-health``):
+    the breakers' part is what this replica's registry already knows, without I/O."""
+    breakers = state.breakers.health()
+    return {
+        "status": "ok",
+        "pid": os.getpid(),
+        "breakers": {
+            "redis_reachable": breakers.redis_reachable,
+            "redis_down_policy": breakers.policy,
+            "push_live": breakers.push_live,
+        },
+    }
 
 
 @router.get(
@@ -38,7 +46,8 @@ async def healthz() -> dict[str, Any]:
     },
 )
 async def health(state: State, credentials: Credentials) -> JSONResponse:
-    """Status, Redis connectivity and latency, session counts, sweeper lag, live workers.
+    """Status, Redis connectivity and latency, session counts, sweeper lag, live workers,
+    breakers.
 
     Answers 503 when Redis is unreachable, "degraded" (200) when a
     non-critical section (e.g. sweeper lag, no live worker) is off.
@@ -56,6 +65,7 @@ async def _refresh_fleet(state: ServerState) -> None:
         workers = await list_workers(
             state.redis, state.store.keys, dead_after=state.settings.worker_dead_after
         )
+        breakers = await state.breakers.admin.statuses()
         if state.store.settings.max_requests_global > 0:
             now_ms = int(counts.at.timestamp() * 1000)
             with backend_errors("global lease count"):
@@ -63,8 +73,10 @@ async def _refresh_fleet(state: ServerState) -> None:
                 fleet.global_leases = int(await state.redis.zcount(key, f"({now_ms}", "+inf"))
     except BackendUnavailable:
         fleet.redis_up = False
+        state.metrics.breakers.statuses = None
         return
     fleet.counts = counts
+    state.metrics.breakers.statuses = breakers
     fleet.workers = Counter(worker.state for worker in workers)
     fleet.redis_up = True
 
@@ -76,6 +88,8 @@ async def _refresh_fleet(state: ServerState) -> None:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(state: State) -> PlainTextResponse:
-    """Per-replica metrics plus fleet-wide session figures read from Redis at scrape time."""
+    """Per-replica metrics plus fleet-wide session and breaker figures read from Redis at
+    scrape time."""
+    state.metrics.breakers.health = state.breakers.health()
     await _refresh_fleet(state)
     return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
