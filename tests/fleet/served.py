@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from sessionstore import (
     KeySpace,
@@ -30,9 +34,11 @@ from sessionstore import (
     create_client,
     list_workers,
 )
-from sessionstore._embedded import free_port
+from sessionstore._embedded import free_port, wait_until
+from tests.polling import eventually
 
 _READY_SECONDS = 60.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Replica:
@@ -217,3 +223,87 @@ def _fields(env: dict[str, str]) -> dict[str, str]:
     """``SESSIONSTORE_*`` variables as `Settings` field names."""
     prefix = "SESSIONSTORE_"
     return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+def haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:
+    """deploy/haproxy.cfg with the compose names and Docker's DNS swapped for local ports."""
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    text = re.sub(r"\nresolvers docker\n(    .*\n)+", "\n", text)
+    text = text.replace(" resolvers docker", "").replace("bind :8080", f"bind 127.0.0.1:{port}")
+    text = text.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
+    for n, replica in enumerate(fleet.replicas, start=1):
+        text = text.replace(f"server-{n}:8000", f"127.0.0.1:{replica.port}")
+    return text
+
+
+@contextmanager
+def run_haproxy(binary: str, fleet: ServedFleet) -> Iterator[str]:
+    """HAProxy (`binary`) with the deploy config in front of the fleet's replicas, until
+    the block ends; yields its URL once it answers /healthz."""
+    port, stats = free_port(), free_port()
+    config = fleet.directory / "haproxy.cfg"
+    config.write_text(haproxy_config(fleet, port, stats))
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, "haproxy", timeout=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def demo_call(
+    http: httpx.AsyncClient, base: str, upstream: str, outcome: str
+) -> httpx.Response:
+    """A guarded call through replica `base` to the simulated upstream (breaker demo:<upstream>)."""
+    return await http.post(f"{base}/demo/upstreams/{upstream}/call", json={"outcome": outcome})
+
+
+async def guarded_calls(
+    http: httpx.AsyncClient, bases: list[str], upstream: str, *, expect: int
+) -> None:
+    """A call to a healthy simulated upstream through each replica of `bases`; each must
+    answer `expect` (503: refused by the breaker, without reaching the upstream)."""
+    for base in bases:
+        answer = await demo_call(http, base, upstream, "success")
+        assert answer.status_code == expect, answer.text
+        if expect == 503:
+            assert answer.json()["error"] == "breaker_open"
+
+
+async def local_breaker_state(http: httpx.AsyncClient, base: str, name: str) -> str | None:
+    """Replica `base`'s own view of breaker `name` (None if it holds none)."""
+    answer = await http.get(f"{base}/breakers/{name}")
+    assert answer.status_code == 200, answer.text
+    local = answer.json()["local"]
+    return None if local is None else str(local["state"])
+
+
+async def seen_by(
+    http: httpx.AsyncClient, deadline: float, bases: list[str], name: str, state: str
+) -> None:
+    """Poll the replicas' read endpoint until each one's own view of breaker `name` is
+    `state`; fail after `deadline` seconds."""
+
+    async def everywhere() -> bool:
+        views = await asyncio.gather(*(local_breaker_state(http, b, name) for b in bases))
+        return all(view == state for view in views)
+
+    await eventually(everywhere, timeout=deadline, interval=0.02)

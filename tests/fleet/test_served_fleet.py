@@ -1,31 +1,31 @@
 """Proof of the served fleet: a real Redis, three `sessionstore serve` processes and two
-`sessionstore worker` processes, driven over HTTP.
-
-(The breaker scenario joins once the breaker branch is in main.)
-"""
+`sessionstore worker` processes, driven over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
-from sessionstore._embedded import free_port, wait_until
 from tests.bulk import all_events, expired_per_session
-from tests.fleet.served import ServedFleet, live_worker_ids
+from tests.fleet.served import (
+    ServedFleet,
+    demo_call,
+    guarded_calls,
+    live_worker_ids,
+    metric_sample,
+    run_haproxy,
+    seen_by,
+)
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -35,8 +35,13 @@ PREFIX = "fleet" + secrets.token_hex(3)
 LEASE_SECONDS = 5
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HEADER = "Mcp-Session-Id"
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = {"worker-1", "worker-2"}
+ADMIN = {"Authorization": "Bearer fleet-admin-t0ken"}
+#: The replicas' breaker staleness bound (the default), and the deadline for the others to
+#: see a change: the bound plus a stated 4 s of room for a loaded 2-core machine.
+STALENESS_SECONDS = 1.0
+BOUND = STALENESS_SECONDS + 4.0
+TRIPPED_OPEN = {"breaker": "demo:tripped", "state": "open"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,13 @@ def fleet() -> Iterator[ServedFleet]:
         "SESSIONSTORE_HEARTBEAT_INTERVAL": "0.5",
         "SESSIONSTORE_WORKER_DEAD_AFTER": "3",
         "SESSIONSTORE_REPAIR_INTERVAL": "86400",
+        # Breakers: control with an admin token, the demo route's simulated upstream,
+        # judged after 6 calls, open long enough to look at.
+        "SESSIONSTORE_ADMIN_TOKEN": ADMIN["Authorization"].removeprefix("Bearer "),
+        "SESSIONSTORE_DEMO_ROUTES": "true",
+        "SESSIONSTORE_BREAKER_MINIMUM_CALLS": "6",
+        "SESSIONSTORE_BREAKER_OPEN_DURATION": "300",
+        "SESSIONSTORE_BREAKER_STALENESS_BOUND": str(STALENESS_SECONDS),
     }
     served = ServedFleet(3, settings, workers=2).start()
     yield served
@@ -271,21 +283,55 @@ async def test_workers_expire_sessions_made_through_the_replicas_once_each(
         assert set(body["workers"]["live_ids"]) == WORKERS and body["workers"]["dead"] == 0
         assert body["workers"]["last_sweep"]["worker"] in WORKERS
         metrics = (await http.get(f"{base}/metrics")).text
-        assert _sample(metrics, "sessionstore_workers", state="live") == 2
-        assert _sample(metrics, "sessionstore_sessions_active") == counts.active
+        assert metric_sample(metrics, "sessionstore_workers", state="live") == 2
+        assert metric_sample(metrics, "sessionstore_sessions_active") == counts.active
         expired_total = counts.totals["expired"]
-        assert _sample(metrics, "sessionstore_session_transitions_total", transition="expired") == (
-            expired_total
-        )
+        assert metric_sample(
+            metrics, "sessionstore_session_transitions_total", transition="expired"
+        ) == (expired_total)
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    raise AssertionError(f"no sample {name}{labels}")
+async def test_breaker_isolated_through_one_replica_is_seen_by_the_others(
+    fleet: ServedFleet, http: httpx.AsyncClient
+) -> None:
+    """B and C guard calls to an upstream; A isolates its breaker (admin token, who, why):
+    within the bound B's and C's own views are forced_open and they refuse calls; a reset
+    through C lets B call again."""
+    a, b, c = urls(fleet)
+    await guarded_calls(http, [b, c], "isolated", expect=200)
+    why = {"actor": "fleet-test", "reason": "isolation drill"}
+    opened = await http.post(f"{a}/breakers/demo:isolated/force-open", json=why, headers=ADMIN)
+    assert opened.status_code == 200 and opened.json()["state"] == "forced_open"
+    await seen_by(http, BOUND, [b, c], "demo:isolated", "forced_open")
+    await guarded_calls(http, [b, c], "isolated", expect=503)
+    audit = (await http.get(f"{b}/breakers/demo:isolated")).json()["audit"][0]
+    assert (audit["action"], audit["actor"]) == ("force_open", "fleet-test")
+    reset = await http.post(f"{c}/breakers/demo:isolated/reset", json=why, headers=ADMIN)
+    assert reset.status_code == 200
+    await seen_by(http, BOUND, [b], "demo:isolated", "closed")
+    await guarded_calls(http, [b], "isolated", expect=200)
+
+
+async def test_breaker_tripped_by_failures_through_one_replica_is_seen_by_the_others(
+    fleet: ServedFleet, http: httpx.AsyncClient
+) -> None:
+    """Failed calls through A (each a 502, recorded in the fleet-wide window) trip the
+    breaker there; B and C, which guard calls to the same upstream, report it open within
+    the bound and refuse calls; their /metrics show it open, read from Redis."""
+    a, b, c = urls(fleet)
+    await guarded_calls(http, [b, c], "tripped", expect=200)
+    failed = 0
+    while (answer := await demo_call(http, a, "tripped", "failure")).status_code == 502:
+        failed += 1
+        assert failed < 50, "the breaker never opened"
+    assert answer.json()["error"] == "breaker_open" and failed >= 4  # 6 calls, half failed
+    await seen_by(http, BOUND, [b, c], "demo:tripped", "open")
+    await guarded_calls(http, [b, c], "tripped", expect=503)
+    for base in (b, c):
+        text = (await http.get(f"{base}/metrics")).text
+        assert metric_sample(text, "sessionstore_breaker_state", **TRIPPED_OPEN) == 1
+    breaker = (await http.get(f"{c}/breakers/demo:tripped")).json()["breaker"]
+    assert (breaker["cause"], breaker["trips"]) == ("failure_rate", 1)
 
 
 async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
@@ -343,41 +389,14 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
         await client.aclose()
 
 
-def _haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:
-    """deploy/haproxy.cfg with the compose names and Docker's DNS swapped for local ports."""
-    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
-    text = re.sub(r"\nresolvers docker\n(    .*\n)+", "\n", text)
-    text = text.replace(" resolvers docker", "").replace("bind :8080", f"bind 127.0.0.1:{port}")
-    text = text.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
-    for n, replica in enumerate(fleet.replicas, start=1):
-        text = text.replace(f"server-{n}:8000", f"127.0.0.1:{replica.port}")
-    return text
-
-
 @pytest.fixture
 def balancer(fleet: ServedFleet) -> Iterator[str]:
     """HAProxy with the deploy config in front of the three replicas; yields its URL."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(binary, os.X_OK):
         pytest.skip("haproxy not installed (apt-get install haproxy)")
-    port, stats = free_port(), free_port()
-    config = fleet.directory / "haproxy.cfg"
-    config.write_text(_haproxy_config(fleet, port, stats))
-    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, "haproxy", timeout=30)
+    with run_haproxy(binary, fleet) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def test_load_balancer_spreads_requests_and_routes_around_a_dead_replica(
