@@ -68,6 +68,8 @@ class DevFleet:
     settings: Settings
     data_dir: Path
     token: str
+    #: The replicas' admin token (breaker control).
+    admin_token: str = ""
     redis: LocalRedis | None = None
     redis_url: str = ""
     children: list[Child] = field(default_factory=list)
@@ -122,6 +124,9 @@ class DevFleet:
             **os.environ,
             "SESSIONSTORE_REDIS_URL": self.redis_url,
             "SESSIONSTORE_HEALTH_TOKEN": self.token,
+            "SESSIONSTORE_ADMIN_TOKEN": self.admin_token,
+            # The demo upstream route: the guide trips a breaker with it.
+            "SESSIONSTORE_DEMO_ROUTES": "true",
         }
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "sessionstore", *args],

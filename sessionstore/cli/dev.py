@@ -4,8 +4,9 @@ With no SESSIONSTORE_REDIS_URL it starts a private Redis (AOF on, data in
 ``.dev/redis``), then two or more server replicas on their own ports and a
 worker (``sessionstore worker``, sweeping every few seconds), all as child
 processes (`DevFleet`). It creates a demo session, and a short-lived one for
-the worker to expire, then prints where everything is and the exact curl,
-redis-cli and sessionstore lines to look at it. Ctrl-C (or SIGTERM) stops
+the worker to expire, trips a demo circuit breaker through one replica (the
+others refuse its calls too), then prints where everything is and the exact
+curl, redis-cli and sessionstore lines to look at it. Ctrl-C (or SIGTERM) stops
 everything: servers and workers first, Redis last.
 """
 
@@ -22,6 +23,7 @@ import typer
 
 from .._embedded import free_port
 from .._keys import KeySpace
+from ._dev_breakers import breaker_lines, trip_demo_breaker
 from ._dev_fleet import DevFleet
 from ._support import EXIT_FAILED, fail, load_settings
 
@@ -45,7 +47,12 @@ def dev(
         if settings.health_token
         else secrets.token_urlsafe(18)
     )
-    fleet = DevFleet(settings, data_dir.resolve(), token)
+    admin_token = (
+        settings.admin_token.get_secret_value()
+        if settings.admin_token
+        else secrets.token_urlsafe(18)
+    )
+    fleet = DevFleet(settings, data_dir.resolve(), token, admin_token)
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -56,7 +63,8 @@ def dev(
     try:
         _start(fleet, replicas, workers, base_port, redis_port)
         demo_id, short_id = _demo(fleet)
-        _print_guide(fleet, demo_id, short_id)
+        failed = trip_demo_breaker(fleet)
+        _print_guide(fleet, demo_id, short_id, failed)
         fleet.watch(stopping)
     except (RuntimeError, httpx.HTTPError) as exc:
         fleet.stop()
@@ -121,7 +129,7 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
     ]
 
 
-def _print_guide(fleet: DevFleet, demo_id: str, short_id: str) -> None:
+def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int) -> None:
     settings = fleet.settings
     keys = KeySpace(settings.key_prefix, settings.shards).session(demo_id)
     if fleet.redis is not None:
@@ -143,6 +151,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str) -> None:
             for c in fleet.workers
         ),
         f"  health token  {fleet.token}",
+        f"  admin token   {fleet.admin_token}  (breaker control)",
         "",
         f"A demo session {demo_id} was created on {first} and read back on {last}.",
         "",
@@ -168,6 +177,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str) -> None:
         "  sessionstore health",
         "",
         *_worker_lines(fleet, short_id, cli),
+        *breaker_lines(fleet, failed, cli),
         "Every key, its type, TTL and a redis-cli line to read it:",
         "  sessionstore keys",
         "",

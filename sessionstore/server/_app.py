@@ -2,8 +2,9 @@
 
 `create_app` takes the `Settings` (built once, at the edge: the CLI, or
 ``Settings()`` when uvicorn calls the factory) and wires the middleware and
-routers. The lifespan creates the Redis client and the store when the server
-starts, yields them as the lifespan state, and closes the client when it
+routers. The lifespan creates the Redis client, the store and the breaker
+registry when the server starts, yields them as the lifespan state, and
+closes the registry (flushing its outcomes), then the client, when it
 stops. Nothing is global: two apps in one process share nothing.
 """
 

@@ -157,8 +157,9 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     dev: DevRun, tmp_path: Path
 ) -> None:
     """Redis, two replicas and a worker come up; every curl, redis-cli and sessionstore
-    line it prints works; the worker expires the short-lived demo session; SIGINT stops
-    it with exit 0 and no child left behind."""
+    line it prints works (the demo breaker reads open, and its printed reset and open
+    lines steer it); the worker expires the short-lived demo session; SIGINT stops it
+    with exit 0 and no child left behind."""
     guide = dev.read_guide()
     text = "\n".join(guide)
     replicas = re.findall(r"(replica-\d+)\s+(http://\S+)\s+\(pid (\d+)", text)
@@ -199,7 +200,14 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
             assert "hello from the dev fleet" in done.stdout
         if "HGETALL" in command and ":worker:" in command:
             assert workers[0][1] in done.stdout
+        if command.startswith("curl") and command.endswith("/breakers/demo:flaky"):
+            assert '"state":"open"' in done.stdout, "tripped through the first replica"
 
+    # The printed steering lines ran in order: reset over HTTP, then open with the CLI.
+    shown = json.loads(_run_printed("sessionstore breakers show demo:flaky --json", env).stdout)
+    assert shown["status"]["state"] == "forced_open"
+    assert [a["action"] for a in shown["audit"]] == ["force_open", "reset"]
+    assert shown["audit"][1]["actor"] == "you"
     listed = _run_printed("sessionstore workers --json", env)
     live = [w for w in json.loads(listed.stdout) if w["state"] == "live"]
     assert [(w["id"], w["pid"]) for w in live] == [(workers[0][1], int(workers[0][2]))]

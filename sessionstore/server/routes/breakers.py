@@ -11,6 +11,7 @@ the log line of every action also names the client's address.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -118,11 +119,11 @@ async def read_breaker(
         return Problem(
             404, "breaker_not_found", f"no breaker named {name}", extra={"breaker": name}
         ).response()
+    history, audit = await asyncio.gather(
+        registry.admin.history(name, events), registry.admin.audit(name, events)
+    )
     return BreakerDetail(
-        breaker=_status_out(state, status),
-        local=local,
-        events=await registry.admin.history(name, events),
-        audit=await registry.admin.audit(name, events),
+        breaker=_status_out(state, status), local=local, events=history, audit=audit
     )
 
 
