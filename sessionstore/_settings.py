@@ -369,6 +369,12 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_off(cls, value: object) -> object:
+        # ``SESSIONSTORE_ADMIN_TOKEN=`` (compose passes it through empty) means off (403).
+        return None if value == "" else value
+
     @field_validator("breaker_slow_call_duration", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:

@@ -153,6 +153,8 @@ class BreakerList(BaseModel):
     """Every breaker used or steered within the retention period."""
 
     breakers: list[BreakerStatusOut]
+    #: How many breakers Redis knows (more than listed when `limit` cut the list).
+    known: int
     #: A replica's local view lags Redis by at most about this much.
     staleness_bound_seconds: float
 

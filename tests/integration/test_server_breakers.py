@@ -92,7 +92,7 @@ async def test_force_open_is_recorded_and_listed(
     assert (await admin.status(NAME)).state == "forced_open"
     listed = (await http.get("/breakers")).json()
     assert [(b["name"], b["state"]) for b in listed["breakers"]] == [(NAME, "forced_open")]
-    assert listed["staleness_bound_seconds"] == 0.4
+    assert listed["staleness_bound_seconds"] == 0.4 and listed["known"] == 1
     detail = (await http.get(f"/breakers/{NAME}", params={"events": 5})).json()
     assert detail["breaker"]["generation"] == opened.json()["generation"] == 1
     assert detail["breaker"]["window"] == {
@@ -184,7 +184,24 @@ async def test_reading_an_unknown_or_malformed_breaker(http: httpx.AsyncClient) 
     unknown = await http.get("/breakers/imap:nobody.example:993")
     assert unknown.status_code == 404 and unknown.json()["error"] == "breaker_not_found"
     assert (await http.get("/breakers/a b")).status_code == 422
-    assert (await http.get("/breakers", params={"events": 0})).json()["breakers"] == []
+    assert (await http.get("/breakers")).json()["breakers"] == []
+
+
+async def test_list_is_sorted_and_limited_and_names_may_hold_slashes(
+    http: httpx.AsyncClient, admin: BreakerAdmin
+) -> None:
+    """The list is by name, cut at `limit` with the full count in `known`; a name with
+    slashes is read and steered whole."""
+    for name in ("c:3", "a:1", "b:2"):
+        await admin.force_open(name, actor="ops", reason="drill")
+    listed = (await http.get("/breakers", params={"limit": 2})).json()
+    assert [b["name"] for b in listed["breakers"]] == ["a:1", "b:2"] and listed["known"] == 3
+    slashed = "http:api.example.com/v1/mail"
+    reset = await http.post(f"/breakers/{slashed}/reset", json={"actor": "ops"}, headers=ADMIN_AUTH)
+    read = await http.get(f"/breakers/{slashed}")
+    assert reset.status_code == 200 and reset.json()["name"] == slashed
+    assert read.status_code == 200 and read.json()["breaker"]["cause"] == "reset"
+    assert (await admin.status(slashed)).gen == 1
 
 
 async def test_real_failures_trip_the_breaker_and_it_refuses(

@@ -62,3 +62,17 @@ def test_queue_defaults_to_the_store_url_but_not_to_a_cluster() -> None:
         settings.queue_redis("redis+cluster://a:1")
     explicit = Settings(queue_redis_url="redis://q:2/0")
     assert explicit.queue_redis("redis+cluster://a:1").hosts == (("q", 2),)
+
+
+def test_empty_admin_token_turns_breaker_control_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SESSIONSTORE_ADMIN_TOKEN unset or empty (compose passes it through empty) is off;
+    a value is kept secret."""
+    monkeypatch.delenv("SESSIONSTORE_ADMIN_TOKEN", raising=False)
+    assert Settings().admin_token is None
+    monkeypatch.setenv("SESSIONSTORE_ADMIN_TOKEN", "")
+    assert Settings().admin_token is None
+    monkeypatch.setenv("SESSIONSTORE_ADMIN_TOKEN", "s3cret")
+    token = Settings().admin_token
+    assert (
+        token is not None and token.get_secret_value() == "s3cret" and "s3cret" not in repr(token)
+    )

@@ -77,13 +77,15 @@ async def list_breakers(
     state: State,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> BreakerList:
-    """Every breaker used or steered within the retention period, by name, with its
-    fleet-wide state, window and probes (one batch read from Redis)."""
+    """Every breaker used or steered within the retention period (the first `limit` by
+    name), with its fleet-wide state, window and probes (one batch read from Redis)."""
     admin = state.breakers.admin
-    names = sorted(name for name, _ in await admin.names())[:limit]
+    known = sorted(name for name, _ in await admin.names())
+    names = known[:limit]
     statuses = await admin.scripts.read_many(names)
     return BreakerList(
         breakers=[_status_out(state, statuses[name]) for name in names],
+        known=len(known),
         staleness_bound_seconds=state.breakers.settings.staleness_bound.total_seconds(),
     )
 
