@@ -1,0 +1,122 @@
+"""What the pool and the reconnect jobs need from a circuit breaker.
+
+The fleet-wide breaker lives in `sessionstore.breaker`; `BreakerGates` adapts
+its registry to the small `Gates` protocol below, so the pool can also run
+with no breaker at all (`NoGates`) or with a fake in unit tests.
+
+Half-open probes go through the reconnect jobs: the pool only calls through
+a gate whose local view is closed (`Gate.lets_callers_through`, no I/O); when
+the breaker is open or half-open, the pool refuses at once and leaves the
+probing to the worker, so a recovering upstream sees a few probes, not a
+storm of user requests.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class Outcome(StrEnum):
+    """How a guarded call ended, as the breaker should count it.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The upstream answered properly.
+    SUCCESS = "success"
+    #: A fault that says the upstream is unwell (`Verdict.counts_against_breaker`).
+    FAILURE = "failure"
+    #: A fault that says nothing about the upstream (bad password, polite BYE).
+    IGNORED = "ignored"
+
+
+@runtime_checkable
+class Ticket(Protocol):
+    """Permission for one call; finish it exactly once.
+
+    .. versionadded:: 0.1
+    """
+
+    @property
+    def is_probe(self) -> bool:
+        """True when this call is one of the fleet's half-open probes."""
+        ...
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Report how the call ended."""
+        ...
+
+    async def cancel(self) -> None:
+        """The call was cancelled: count nothing, give a probe lease back."""
+        ...
+
+
+@runtime_checkable
+class Gate(Protocol):
+    """One upstream's breaker.
+
+    .. versionadded:: 0.1
+    """
+
+    @property
+    def lets_callers_through(self) -> bool:
+        """True when the local view is closed (or forced closed); no I/O."""
+        ...
+
+    def retry_after(self) -> float:
+        """Seconds until the breaker may admit again (0 when unknown or closed)."""
+        ...
+
+    async def admit(self) -> Ticket:
+        """Take permission for one call.
+
+        Raises:
+            BreakerOpen: refused (open, forced open, no probe slot left).
+        """
+        ...
+
+
+@runtime_checkable
+class Gates(Protocol):
+    """The breakers of one process, by breaker name.
+
+    .. versionadded:: 0.1
+    """
+
+    async def gate(self, name: str) -> Gate:
+        """The gate of breaker `name`."""
+        ...
+
+
+class _FreeTicket:
+    is_probe = False
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Nothing to report to."""
+
+    async def cancel(self) -> None:
+        """Nothing to give back."""
+
+
+class _OpenGate:
+    lets_callers_through = True
+
+    def retry_after(self) -> float:
+        return 0.0
+
+    async def admit(self) -> Ticket:
+        return _FreeTicket()
+
+
+class NoGates:
+    """No circuit breaker: every call is admitted (single process, tests).
+
+    .. versionadded:: 0.1
+    """
+
+    _gate = _OpenGate()
+
+    async def gate(self, name: str) -> Gate:
+        """The always-open gate."""
+        return self._gate

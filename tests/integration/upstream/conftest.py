@@ -1,0 +1,100 @@
+"""Fixtures for upstream tests: a real Dovecot IMAP server, credentials, pools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from sessionstore import RedisClient, RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore._settings import UpstreamSettings
+from sessionstore.upstream import (
+    Credentials,
+    EnvCredentials,
+    SecretBox,
+    UpstreamPool,
+    UpstreamSpec,
+)
+from tests.integration.upstream.dovecot import Dovecot, dovecot_binary
+
+PASSWORD = 'pa"ss w0rd'  # needs IMAP quoting: aioimaplib's own log scrub misses it
+ENV_PASSWORD_NAME = "TEST_IMAP_PASSWORD"
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot with user ``testuser`` (3 messages in INBOX), stopped by pid."""
+    if dovecot_binary() is None:
+        pytest.skip("dovecot is not installed (apt-get install -y dovecot-imapd)")
+    server = Dovecot({"testuser": PASSWORD, "other": "other-secret"})
+    server.deliver("testuser", 3)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+async def standalone_redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the standalone test Redis (IMAP tests need no cluster variant)."""
+    client = create_client(RedisSettings.from_dsn(redis_url))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def standalone_store(
+    standalone_redis: RedisClient, session_settings: SessionSettings
+) -> SessionStore:
+    """A store on the standalone Redis with this test's key prefix."""
+    return SessionStore(standalone_redis, session_settings)
+
+
+@pytest.fixture
+def secret_key() -> str:
+    """A fresh Fernet key."""
+    return SecretBox.generate_key()
+
+
+@pytest.fixture
+def credentials(secret_key: str) -> Credentials:
+    """Env references (from a fake environment) and Fernet encryption."""
+    return Credentials(
+        providers=[EnvCredentials({ENV_PASSWORD_NAME: PASSWORD})],
+        box=SecretBox([SecretStr(secret_key)]),
+    )
+
+
+@pytest.fixture
+def upstream_settings() -> UpstreamSettings:
+    """The stable profile with short IMAP timeouts (Dovecot answers in milliseconds)."""
+    return UpstreamSettings.for_profile(
+        "stable",
+        call_timeout=timedelta(seconds=5),
+        connect_timeout=timedelta(seconds=10),
+    )
+
+
+def imap_spec(server: Dovecot, name: str = "mail", username: str = "testuser") -> UpstreamSpec:
+    """The spec of a Dovecot account (plain IMAP on loopback)."""
+    return UpstreamSpec(
+        name=name, kind="imap", host="127.0.0.1", port=server.port, username=username, tls=False
+    )
+
+
+@pytest.fixture
+async def imap_pool(
+    standalone_store: SessionStore, credentials: Credentials, upstream_settings: UpstreamSettings
+) -> AsyncIterator[UpstreamPool]:
+    """A pool with the real IMAP connector, no breaker, no maintenance task."""
+    from sessionstore.upstream.imap import ImapConnector
+
+    async with UpstreamPool(
+        standalone_store,
+        connectors=[ImapConnector.from_settings(upstream_settings)],
+        credentials=credentials,
+        settings=upstream_settings,
+        maintain_every=None,
+    ) as pool:
+        yield pool
