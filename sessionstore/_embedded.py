@@ -255,3 +255,92 @@ class LocalCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LocalSentinel:
+    """A master, one replica and one Sentinel watching them, on 127.0.0.1.
+
+    Used by tests to check the store through ``redis+sentinel://`` and across a
+    failover (``SENTINEL FAILOVER``).
+    """
+
+    master_name = "mymaster"
+
+    def __init__(self) -> None:
+        self.master = LocalRedis()
+        self.replica = LocalRedis(extra=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="sessionstore-sentinel-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.master_name}"
+
+    def start(self) -> LocalSentinel:
+        """Start master, replica and Sentinel; wait until Sentinel sees the replica."""
+        try:
+            self.master.start()
+            self.replica.start()
+            conf = self.directory / "sentinel.conf"
+            conf.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                f"sentinel failover-timeout {self.master_name} 5000\n"
+            )
+            self.process = subprocess.Popen(  # noqa: S603
+                [self.master.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL
+            )
+            client = redis.Redis(port=self.port, decode_responses=True)
+            try:
+                wait_until(
+                    lambda: client.execute_command("SENTINEL", "REPLICAS", self.master_name),
+                    "sentinel with a replica",
+                    timeout=30,
+                )
+            finally:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def master_port(self) -> int:
+        """The port Sentinel currently names as master."""
+        client = redis.Redis(port=self.port, decode_responses=True)
+        try:
+            _, port = client.execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+            )
+            return int(port)
+        finally:
+            client.close()
+
+    def failover(self) -> None:
+        """Ask Sentinel to promote the replica now."""
+        client = redis.Redis(port=self.port, decode_responses=True)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", self.master_name)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+        self.replica.stop()
+        self.master.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> LocalSentinel:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

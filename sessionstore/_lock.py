@@ -15,6 +15,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._models import to_ms
 from ._replies import raise_refusal
 from ._scripts import Arg, call, script
 from .exceptions import InvalidInput, LockNotAcquired, LockNotOwned
@@ -109,8 +110,7 @@ class SessionLock:
             raise LockNotOwned(self.name, "not held by this owner")
 
     async def _do(self, mode: str) -> list[Any]:
-        ttl_ms = max(1, int(self.ttl.total_seconds() * 1000))
-        args: list[Arg] = [self.session_id, mode, self.owner, ttl_ms]
+        args: list[Arg] = [self.session_id, mode, self.owner, to_ms(self.ttl)]
         reply: list[Any] = await call(self.store.redis, script("lock"), self.keys.ordered(), args)
         return reply
 

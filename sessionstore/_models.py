@@ -27,6 +27,11 @@ class SessionStatus(StrEnum):
     ROTATED = "rotated"
 
 
+def to_ms(delta: timedelta) -> int:
+    """A duration as whole milliseconds (at least 1), as scripts take them."""
+    return max(1, int(delta.total_seconds() * 1000))
+
+
 def ms_to_datetime(value: str | int) -> datetime:
     """Epoch milliseconds (as Redis returns them) to an aware UTC datetime."""
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
@@ -77,6 +82,16 @@ class Session(BaseModel):
     def expires_at(self) -> datetime:
         """The earlier of the idle and absolute deadlines."""
         return min(self.idle_deadline, self.absolute_deadline)
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> Session:
+        """Build from a script's record reply: ``[tag, now, requests, conns, field, value...]``."""
+        return cls.from_record(
+            parse_pairs(reply[4:]),
+            now_ms=int(reply[1]),
+            requests=int(reply[2]),
+            connections=int(reply[3]),
+        )
 
     @classmethod
     def from_record(

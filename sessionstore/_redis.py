@@ -38,6 +38,18 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+class _SentinelMaster(aioredis.Redis):
+    """A Sentinel-managed master client that also closes its Sentinel connections."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
+
+
 def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> RedisClient:
     """A new async client for `settings`; the caller closes it with ``aclose()``.
 
@@ -69,10 +81,11 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
         )
         if settings.tls:
             common["ssl"] = True
-        client: aioredis.Redis = sentinel.master_for(
-            settings.sentinel_master, db=settings.database, **common
+        master: _SentinelMaster = sentinel.master_for(
+            settings.sentinel_master, redis_class=_SentinelMaster, db=settings.database, **common
         )
-        return client
+        master.sentinel_manager = sentinel
+        return master
     if settings.unix_socket_path:
         return aioredis.Redis(
             unix_socket_path=settings.unix_socket_path,

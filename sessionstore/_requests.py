@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+from ._models import to_ms
 from ._replies import raise_refusal
 from ._scripts import Arg, Batch, call, script
 from .exceptions import (
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("sessionstore.requests")
 
 LeaseKind = Literal["requests", "conns"]
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 @dataclass
@@ -69,7 +66,8 @@ class LeaseTracker:
         self.store = store
         cfg = store.settings
         self.lease_seconds = cfg.request_lease_ttl.total_seconds()
-        self.grace_ms = _ms(cfg.sweep_grace.total_seconds())
+        self.lease_ms = to_ms(cfg.request_lease_ttl)
+        self.grace_ms = to_ms(cfg.sweep_grace)
 
     def _limit(self, kind: LeaseKind) -> int:
         return self.store.settings.max_requests_per_session if kind == "requests" else 0
@@ -88,7 +86,7 @@ class LeaseTracker:
         keys = self.store.keys.session(session_id)
         lease = Lease(session_id, secrets.token_hex(8), kind, live=0)
         lease.global_lease = self._uses_global(kind)
-        lease_ms = _ms(self.lease_seconds)
+        lease_ms = self.lease_ms
         batch = Batch(self.store.redis)
         args: list[Arg] = [
             session_id,
@@ -132,7 +130,7 @@ class LeaseTracker:
             SessionGone / SessionNotFound: the session ended meanwhile.
         """
         keys = self.store.keys.session(lease.session_id)
-        lease_ms = _ms(self.lease_seconds)
+        lease_ms = self.lease_ms
         batch = Batch(self.store.redis)
         args: list[Arg] = [
             lease.session_id,

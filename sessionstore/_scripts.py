@@ -48,6 +48,29 @@ def script(name: str) -> LuaScript:
     return LuaScript(name, _read("_prelude") + "\n" + _read(name))
 
 
+def all_scripts() -> list[LuaScript]:
+    """Every script in ``lua/`` (the prelude is part of each, not one itself)."""
+    names = sorted(
+        entry.name.removesuffix(".lua")
+        for entry in resources.files(__package__).joinpath("lua").iterdir()
+        if entry.name.endswith(".lua") and not entry.name.startswith("_")
+    )
+    return [script(name) for name in names]
+
+
+async def load_all(client: RedisClient) -> int:
+    """SCRIPT LOAD every script (on a cluster: on every primary); returns how many.
+
+    Call it at start-up so hot-path calls never pay the NOSCRIPT fallback;
+    after a Redis restart the fallback reloads each script on first use.
+    """
+    scripts = all_scripts()
+    with backend_errors("SCRIPT LOAD"):
+        for lua in scripts:
+            await client.script_load(lua.source)
+    return len(scripts)
+
+
 async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[Arg]) -> Any:
     """Run `lua` in one round trip (two only after a NOSCRIPT)."""
     with backend_errors(lua.name):

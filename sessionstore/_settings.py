@@ -9,16 +9,38 @@ library code takes as arguments. Library code never reads ``os.environ``.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .exceptions import InvalidInput
 from .retry import PROFILES, BackoffPolicy, Jitter, ProviderProfile, get_profile
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+
+def _seconds_text(value: object) -> object:
+    """Environment variables arrive as text: read "90" or "1.5" as seconds."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value  # ISO 8601 ("PT30M") and pydantic's own forms
+    return value
+
+
+#: A duration setting: seconds ("1800", "0.25") or ISO 8601 ("PT30M").
+Duration = Annotated[timedelta, BeforeValidator(_seconds_text)]
 
 _SCHEMES: dict[str, RedisMode] = {
     "redis": "standalone",
@@ -162,7 +184,7 @@ class SessionSettings(BaseModel):
     #: Approximate bound on each shard's event stream.
     events_maxlen: int = Field(default=10_000, ge=10)
     #: Compare-and-set attempts `mutate` makes before giving up.
-    mutate_max_attempts: int = Field(default=16, ge=1)
+    mutate_max_attempts: int = Field(default=32, ge=1)
 
     @model_validator(mode="after")
     def _check_durations(self) -> SessionSettings:
@@ -269,23 +291,23 @@ class Settings(BaseSettings):
     #: The job queue's Redis (arq cannot use Redis Cluster). Defaults to
     #: `redis_url` when that is not a cluster URL.
     queue_redis_url: str | None = None
-    redis_connect_timeout: timedelta = timedelta(seconds=1)
-    redis_socket_timeout: timedelta = timedelta(seconds=2)
+    redis_connect_timeout: Duration = timedelta(seconds=1)
+    redis_socket_timeout: Duration = timedelta(seconds=2)
 
     key_prefix: str = "ss"
     shards: int = 16
-    idle_timeout: timedelta = timedelta(minutes=30)
-    absolute_lifetime: timedelta = timedelta(hours=24)
-    expired_retention: timedelta = timedelta(hours=24)
-    sweep_grace: timedelta = timedelta(hours=24)
+    idle_timeout: Duration = timedelta(minutes=30)
+    absolute_lifetime: Duration = timedelta(hours=24)
+    expired_retention: Duration = timedelta(hours=24)
+    sweep_grace: Duration = timedelta(hours=24)
     max_metadata_bytes: int = 16 * 1024
     max_attribute_bytes: int = 64 * 1024
     max_state_bytes: int = 1024 * 1024
     max_attributes: int = 256
     max_requests_per_session: int = 32
     max_requests_global: int = 0
-    request_lease_ttl: timedelta = timedelta(seconds=60)
-    lock_ttl: timedelta = timedelta(seconds=30)
+    request_lease_ttl: Duration = timedelta(seconds=60)
+    lock_ttl: Duration = timedelta(seconds=30)
     events_maxlen: int = 10_000
 
     # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) --

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._models import SessionCounts, ShardCounts, SweepResult, from_ms, ms_to_datetime, parse_pairs
+from ._models import (
+    SessionCounts,
+    ShardCounts,
+    SweepResult,
+    from_ms,
+    ms_to_datetime,
+    parse_pairs,
+    to_ms,
+)
 from ._scripts import Arg, Batch, call, script
 
 if TYPE_CHECKING:
@@ -66,7 +74,7 @@ async def sweep_shard(store: SessionStore, shard: int, *, batch: int = 500) -> S
     prefixes = store.keys.session_prefixes(shard)
     args: list[Arg] = [
         batch,
-        max(1, int(cfg.expired_retention.total_seconds() * 1000)),
+        to_ms(cfg.expired_retention),
         cfg.events_maxlen,
         prefixes["session"],
         prefixes["tomb"],

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import _shards
+from . import _shards, _successors, _users
 from ._ids import check_attribute, check_name, new_session_id
 from ._keys import KeySpace, SessionKeys
 from ._lock import SessionLock
@@ -27,12 +27,13 @@ from ._models import (
     Tombstone,
     ms_to_datetime,
     parse_pairs,
+    to_ms,
 )
 from ._payload import encode_json, encode_metadata, encode_state
 from ._redis import RedisClient
 from ._replies import gone_error, raise_refusal
 from ._requests import LeaseTracker, TrackedLease
-from ._scripts import Arg, Batch, call, script
+from ._scripts import Arg, Batch, call, load_all, script
 from ._settings import SessionSettings
 from .exceptions import (
     InvalidInput,
@@ -47,13 +48,6 @@ from .exceptions import (
 #: A `mutate` callback: gets a copy of the state, returns the new state (or
 #: None after changing the copy in place). May be async.
 Mutator = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
-
-#: How many successor hops `resume` follows before giving up (each is a round trip).
-_MAX_RESUME_HOPS = 8
-
-
-def _ms(delta: timedelta) -> int:
-    return max(1, int(delta.total_seconds() * 1000))
 
 
 class SessionStore:
@@ -73,6 +67,14 @@ class SessionStore:
         self.settings = settings or SessionSettings()
         self.keys = KeySpace(self.settings.key_prefix, self.settings.shards)
         self.leases = LeaseTracker(self)
+
+    async def load_scripts(self) -> int:
+        """Load every Lua script into Redis now (call once at start-up); returns how many.
+
+        Without it each script's first call costs an extra round trip (NOSCRIPT,
+        then EVAL).
+        """
+        return await load_all(self.redis)
 
     # -- reading ---------------------------------------------------------------
 
@@ -105,12 +107,7 @@ class SessionStore:
         keys = self.keys.session(session_id)
         reply = await call(self.redis, script("get"), keys.ordered(), [])
         if reply[0] == "record":
-            return Session.from_record(
-                parse_pairs(reply[4:]),
-                now_ms=int(reply[1]),
-                requests=int(reply[2]),
-                connections=int(reply[3]),
-            )
+            return Session.from_reply(reply)
         if reply[0] == "tomb":
             return Tombstone.from_record(session_id, parse_pairs(reply[2:]))
         raise SessionNotFound(session_id)
@@ -121,27 +118,7 @@ class SessionStore:
         The user index is only a hint: every id in it is read back, and ids of
         ended sessions are dropped from the index as they are found.
         """
-        index = self.keys.user_index(user_id)
-        reply = await call(self.redis, script("user_index"), [index], ["list", limit])
-        ids = [str(i) for i in reply[1:]]
-        batch = Batch(self.redis)
-        for session_id in ids:
-            batch.script(script("get"), self.keys.session(session_id).ordered(), [])
-        sessions, stale = [], []
-        for session_id, got in zip(ids, await batch.execute(), strict=True):
-            session = None
-            if got[0] == "record":
-                fields = parse_pairs(got[4:])
-                session = Session.from_record(
-                    fields, now_ms=int(got[1]), requests=int(got[2]), connections=int(got[3])
-                )
-            if session is not None and session.status is SessionStatus.ACTIVE:
-                sessions.append(session)
-            else:
-                stale.append(session_id)
-        if stale:
-            await call(self.redis, script("user_index"), [index], ["remove", *stale])
-        return sessions
+        return await _users.list_sessions(self, user_id, limit=limit)
 
     # -- creating --------------------------------------------------------------
 
@@ -173,14 +150,14 @@ class SessionStore:
         conversation = (
             check_name(conversation_id, "conversation_id") if conversation_id is not None else ""
         )
-        idle_ms = _ms(self._positive(idle_timeout, cfg.idle_timeout, "idle_timeout"))
-        lifetime_ms = _ms(
+        idle_ms = to_ms(self._positive(idle_timeout, cfg.idle_timeout, "idle_timeout"))
+        lifetime_ms = to_ms(
             self._positive(absolute_lifetime, cfg.absolute_lifetime, "absolute_lifetime")
         )
         args: list[Arg] = [
             idle_ms,
             lifetime_ms,
-            _ms(cfg.sweep_grace),
+            to_ms(cfg.sweep_grace),
             cfg.events_maxlen,
             user,
             conversation,
@@ -193,11 +170,7 @@ class SessionStore:
             batch = Batch(self.redis)
             batch.script(script("create"), keys.ordered(), [session_id, *args])
             if user:
-                batch.script(
-                    script("user_index"),
-                    [self.keys.user_index(user)],
-                    ["add", session_id, lifetime_ms],
-                )
+                _users.queue_add(self, batch, user, session_id)
             reply = (await batch.execute())[0]
             if reply[0] == "ok":
                 now = ms_to_datetime(reply[1])
@@ -253,7 +226,7 @@ class SessionStore:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         keys = self.keys.session(session_id)
-        args: list[Arg] = [session_id, _ms(self.settings.sweep_grace)]
+        args: list[Arg] = [session_id, to_ms(self.settings.sweep_grace)]
         reply = await call(self.redis, script("touch"), keys.ordered(), args)
         if reply[0] != "ok":
             raise_refusal(session_id, reply)
@@ -297,7 +270,7 @@ class SessionStore:
         keys = self.keys.session(session_id)
         args: list[Arg] = [
             session_id,
-            _ms(cfg.sweep_grace),
+            to_ms(cfg.sweep_grace),
             "" if expected_version is None else expected_version,
             "" if fence is None else fence,
             cfg.max_state_bytes,
@@ -355,8 +328,8 @@ class SessionStore:
             except VersionConflict:
                 if attempt == attempts - 1:
                     raise
-                # Spread colliding writers apart: full jitter, up to ~25 ms.
-                await asyncio.sleep(random.uniform(0, min(0.025, 0.001 * 2**attempt)))
+                # Spread colliding writers apart: full jitter, growing to 50 ms.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                 continue
             return session.model_copy(update={"state": new_state, "version": version})
         raise AssertionError("unreachable")  # pragma: no cover
@@ -389,7 +362,7 @@ class SessionStore:
             status,
             event,
             reason,
-            _ms(self.settings.expired_retention),
+            to_ms(self.settings.expired_retention),
             self.settings.events_maxlen,
         ]
         reply = await call(self.redis, script("end"), keys.ordered(), args)
@@ -413,39 +386,7 @@ class SessionStore:
             SessionClosed / SessionRotated: such ids are never resumed.
             SessionNotFound: unknown, or the tombstone has lapsed.
         """
-        current = session_id
-        for _ in range(_MAX_RESUME_HOPS):
-            old = self.keys.session(current)
-            new_id = new_session_id(old.shard)
-            new = self.keys.session(new_id)
-            cfg = self.settings
-            args: list[Arg] = [
-                current,
-                new_id,
-                _ms(cfg.sweep_grace),
-                _ms(cfg.idle_timeout),
-                _ms(cfg.absolute_lifetime),
-                _ms(cfg.expired_retention),
-                cfg.events_maxlen,
-            ]
-            reply = await call(self.redis, script("resume"), old.ordered() + new.ordered(), args)
-            if reply[0] == "active":
-                return await self.get(current)
-            if reply[0] == "superseded":
-                current = str(reply[1])
-                continue
-            if reply[0] == "resumed":
-                return await self._after_resume(new_id)
-            raise_refusal(current, reply)
-        raise SessionStoreError(f"session {session_id}: too many successors to follow")
-
-    async def _after_resume(self, new_id: str) -> Session:
-        session = await self.get(new_id)
-        if session.user_id:
-            lifetime = _ms(self.settings.absolute_lifetime)
-            index = self.keys.user_index(session.user_id)
-            await call(self.redis, script("user_index"), [index], ["add", new_id, lifetime])
-        return session
+        return await _successors.resume(self, session_id)
 
     async def rotate(self, session_id: str) -> Session:
         """Give the session a new id (session-fixation defence); returns it.
@@ -453,27 +394,7 @@ class SessionStore:
         Data, leases, lock and upstream records move to the new id; the old id
         answers ``rotated`` with ``superseded_by`` for the retention period.
         """
-        old = self.keys.session(session_id)
-        for _ in range(3):
-            new_id = new_session_id(old.shard)
-            new = self.keys.session(new_id)
-            args: list[Arg] = [
-                session_id,
-                new_id,
-                _ms(self.settings.expired_retention),
-                self.settings.events_maxlen,
-            ]
-            reply = await call(self.redis, script("rotate"), old.ordered() + new.ordered(), args)
-            if reply[0] == "ok":
-                if reply[1]:
-                    index = self.keys.user_index(str(reply[1]))
-                    await call(
-                        self.redis, script("user_index"), [index], ["replace", session_id, new_id]
-                    )
-                return await self.get(new_id)
-            if reply[0] != "exists":
-                raise_refusal(session_id, reply)
-        raise SessionStoreError("could not draw an unused session id")
+        return await _successors.rotate(self, session_id)
 
     def session_keys(self, session_id: str) -> SessionKeys:
         """The Redis keys of `session_id` (validates the id)."""

@@ -65,6 +65,20 @@ class SessionStoreError(Exception):
     .. versionadded:: 0.1
     """
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take context arguments, not the message: rebuild from the
+        # instance's state so errors cross process boundaries (multiprocessing, arq).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[SessionStoreError], args: tuple[object, ...], state: dict[str, object]
+) -> SessionStoreError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidInput(SessionStoreError, ValueError):
     """An argument was refused before anything was read or written."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import keys
+from . import demo, keys
 
 app = typer.Typer(
     name="sessionstore",
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("keys")(keys.print_layout)
+app.command("demo")(demo.run_demo)
 
 
 @app.callback()

@@ -96,6 +96,14 @@ local function end_session(k, session_id, now, status, event, reason, retention_
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})
 end
 
+-- A session record as a reply: {tag, now, live_requests, live_connections, field, value, ...}
+local function record_reply(k, now, tag)
+  local reply = {tag, now, redis.call('ZCOUNT', k.requests, '(' .. now, '+inf'),
+                 redis.call('ZCOUNT', k.conns, '(' .. now, '+inf')}
+  for _, v in ipairs(redis.call('HGETALL', k.record)) do reply[#reply + 1] = v end
+  return reply
+end
+
 -- Why an overdue session is due: its idle deadline or its absolute lifetime.
 local function overdue_reason(k)
   local d = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline')

@@ -1,0 +1,28 @@
+# The README's two set-up commands: `make dev` (the main job) and `make test`
+# (the whole test suite). Both create .venv and install the project first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test check bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,imap,embedded]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/sessionstore demo
+
+test: $(STAMP)
+	scripts/test-servers
+	$(BIN)/pytest
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/store_ops.py

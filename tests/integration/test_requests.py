@@ -1,0 +1,170 @@
+"""Request and connection leases: limits, reclaim after a crash, renewal."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from sessionstore import (
+    GlobalLimitExceeded,
+    LockNotAcquired,
+    LockNotOwned,
+    RedisClient,
+    SessionClosed,
+    SessionLimitExceeded,
+    SessionSettings,
+    SessionStore,
+)
+from tests.polling import eventually
+
+
+def _store(redis: RedisClient, prefix: str, **changes: object) -> SessionStore:
+    return SessionStore(redis, SessionSettings(key_prefix=prefix, shards=4, **changes))  # type: ignore[arg-type]
+
+
+async def test_track_request_counts_and_returns_the_lease(store: SessionStore) -> None:
+    """Inside the block the session shows one active request; after it, none."""
+    made = await store.create()
+    async with store.track_request(made.id) as lease:
+        assert lease.live == 1
+        assert (await store.get(made.id)).active_requests == 1
+    assert (await store.get(made.id)).active_requests == 0
+
+
+async def test_lease_is_returned_when_the_body_raises(store: SessionStore) -> None:
+    made = await store.create()
+    with pytest.raises(RuntimeError):
+        async with store.track_request(made.id):
+            raise RuntimeError("handler failed")
+    assert (await store.get(made.id)).active_requests == 0
+
+
+async def test_per_session_limit_refuses_with_a_clear_error(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """The limit holds; the refused request takes nothing."""
+    store = _store(redis, key_prefix, max_requests_per_session=2)
+    made = await store.create()
+    async with store.track_request(made.id), store.track_request(made.id):
+        with pytest.raises(SessionLimitExceeded) as caught:
+            async with store.track_request(made.id):
+                pass  # pragma: no cover
+        assert caught.value.limit == 2
+        assert (await store.get(made.id)).active_requests == 2
+    async with store.track_request(made.id):
+        pass
+
+
+async def test_global_limit_spans_sessions(redis: RedisClient, key_prefix: str) -> None:
+    """A fleet-wide cap counts requests of every session; a refusal gives back
+    the per-session half it had taken."""
+    store = _store(redis, key_prefix, max_requests_global=2)
+    a, b, c = [await store.create() for _ in range(3)]
+    async with store.track_request(a.id), store.track_request(b.id):
+        with pytest.raises(GlobalLimitExceeded):
+            async with store.track_request(c.id):
+                pass  # pragma: no cover
+        assert (await store.get(c.id)).active_requests == 0
+    async with store.track_request(c.id):
+        assert await redis.zcard(store.keys.global_requests()) == 1
+
+
+async def test_crashed_holders_leases_are_reclaimed(redis: RedisClient, key_prefix: str) -> None:
+    """A lease never returned (its replica died) stops counting after its TTL."""
+    store = _store(
+        redis,
+        key_prefix,
+        max_requests_per_session=1,
+        request_lease_ttl=timedelta(milliseconds=200),
+    )
+    made = await store.create()
+    await store.leases.take(made.id)  # taken and abandoned, as by a killed process
+    with pytest.raises(SessionLimitExceeded):
+        await store.leases.take(made.id)
+
+    async def reclaimed() -> bool:
+        try:
+            lease = await store.leases.take(made.id)
+        except SessionLimitExceeded:
+            return False
+        await store.leases.release(lease)
+        return True
+
+    await eventually(reclaimed, timeout=5)
+
+
+async def test_held_lease_is_renewed_while_the_body_runs(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """A long request keeps its lease: after several lease periods it still counts."""
+    store = _store(redis, key_prefix, request_lease_ttl=timedelta(milliseconds=150))
+    made = await store.create()
+    requests_key = store.session_keys(made.id).requests
+    async with store.track_request(made.id) as lease:
+        first = await redis.zscore(requests_key, lease.lease_id)
+        assert first is not None
+
+        async def renewed_twice() -> bool:
+            score = await redis.zscore(requests_key, lease.lease_id)
+            return score is not None and score > first + 100
+
+        await eventually(renewed_twice, timeout=5)
+        assert (await store.get(made.id)).active_requests == 1
+
+
+async def test_connection_leases_count_connections(store: SessionStore) -> None:
+    made = await store.create()
+    async with store.track_connection(made.id), store.track_connection(made.id):
+        session = await store.get(made.id)
+        assert (session.connection_count, session.active_requests) == (2, 0)
+    assert (await store.get(made.id)).connection_count == 0
+
+
+async def test_no_lease_on_a_deleted_session(store: SessionStore) -> None:
+    made = await store.create()
+    await store.delete(made.id)
+    with pytest.raises(SessionClosed):
+        async with store.track_request(made.id):
+            pass  # pragma: no cover
+
+
+async def test_lock_excludes_and_only_the_owner_releases(store: SessionStore) -> None:
+    made = await store.create()
+    first = store.lock(made.id)
+    fence = await first.acquire()
+    second = store.lock(made.id)
+    with pytest.raises(LockNotAcquired):
+        await second.acquire(blocking=False)
+    with pytest.raises(LockNotOwned):
+        await second.release()
+    with pytest.raises(LockNotOwned):
+        await second.renew()
+    await first.renew()
+    await first.release()
+    assert await second.acquire(blocking=False) == fence + 1
+
+
+async def test_blocking_acquire_gets_the_lock_when_released(store: SessionStore) -> None:
+    made = await store.create()
+    holder = store.lock(made.id)
+    await holder.acquire()
+    waiter = asyncio.create_task(store.lock(made.id).acquire(timeout=timedelta(seconds=10)))
+
+    async def waiting() -> bool:
+        return not waiter.done()
+
+    assert await waiting()
+    await holder.release()
+    assert await asyncio.wait_for(waiter, 10) == 2
+
+
+async def test_lock_is_dropped_with_the_session(store: SessionStore) -> None:
+    made = await store.create()
+    lock = store.lock(made.id)
+    await lock.acquire()
+    await store.expire(made.id)
+    assert await store.redis.exists(store.session_keys(made.id).lock) == 0
+    with pytest.raises(LockNotOwned):
+        await lock.release()

@@ -1,0 +1,41 @@
+"""The public API: `__all__` is complete and sorted; the error tree is as drawn."""
+
+from __future__ import annotations
+
+import sessionstore
+from sessionstore import exceptions
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """Every public name defined in the package is exported, and nothing else."""
+    # `annotations` is the __future__ import, not an export.
+    public = {n for n in dir(sessionstore) if not n.startswith("_")} - {"annotations"}
+    modules = {name for name in public if type(getattr(sessionstore, name)).__name__ == "module"}
+    assert sorted(sessionstore.__all__) == sessionstore.__all__
+    assert set(sessionstore.__all__) == public - modules
+
+
+def test_every_error_is_a_session_store_error_and_named_in_the_docstring() -> None:
+    for name in exceptions.__all__:
+        error = getattr(exceptions, name)
+        assert issubclass(error, exceptions.SessionStoreError)
+        assert name in (exceptions.__doc__ or ""), f"{name} missing from the drawn tree"
+
+
+def test_input_errors_are_value_errors() -> None:
+    """Callers that catch ValueError for bad input keep working."""
+    assert issubclass(exceptions.InvalidSessionId, ValueError)
+    assert issubclass(exceptions.PayloadTooLarge, ValueError)
+
+
+def test_errors_survive_pickling() -> None:
+    """Errors cross process boundaries (multiprocessing, arq job results) intact."""
+    import pickle
+
+    error = exceptions.VersionConflict("0.abc", expected=3, actual=5)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is exceptions.VersionConflict
+    assert (copy.session_id, copy.expected, copy.actual) == ("0.abc", 3, 5)
+    assert str(copy) == str(error)
+    gone = pickle.loads(pickle.dumps(exceptions.SessionExpired("0.x", "0.y")))
+    assert gone.superseded_by == "0.y"

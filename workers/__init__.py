@@ -1,0 +1,1 @@
+"""arq workers for sessionstore: expiry sweeps, repair, reconnects (see workers.settings)."""
