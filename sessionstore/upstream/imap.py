@@ -21,7 +21,6 @@ untagged ``BYE`` is only logged when no command is waiting. So here:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import ssl
@@ -141,39 +140,58 @@ class ImapConnection:
         """Await ``start()`` until it ends, the connection dies, or the timeout passes."""
         self._raise_if_dead()
         task = asyncio.ensure_future(start())
+        task.add_done_callback(_consume)
         death = asyncio.ensure_future(self._dead.wait())
         try:
             done, _ = await asyncio.wait(
                 {task, death}, timeout=self.call_timeout, return_when=asyncio.FIRST_COMPLETED
             )
         except BaseException:  # cancelled from outside (a caller's own timeout)
-            task.cancel()
+            self._abandon(f"IMAP {what} cancelled")
             raise
         finally:
             death.cancel()
         if task not in done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            timed_out = not self._dead.is_set()
+            self._abandon(f"IMAP {what} timed out; connection out of step")
+            await asyncio.wait({task}, timeout=1.0)
+            if timed_out:
+                raise TimeoutError(f"IMAP {what} got no answer within {self.call_timeout:g}s")
             self._raise_if_dead()
-            self._fault = ConnectionDropped(f"IMAP {what} timed out; connection out of step")
-            self._dead.set()
-            raise TimeoutError(f"IMAP {what} got no answer within {self.call_timeout:g}s")
+        return self._outcome(what, task)
+
+    def _outcome(self, what: str, task: asyncio.Future[T]) -> T:
         try:
             return task.result()
-        except TimeoutError:
-            self._dead.set()
-            raise TimeoutError(f"IMAP {what} got no answer within {self.call_timeout:g}s") from None
-        except _imap.CommandTimeout:
+        except (TimeoutError, _imap.CommandTimeout):
             # str(CommandTimeout) shows the command with its arguments (a LOGIN password).
-            self._dead.set()
+            self._abandon(f"IMAP {what} timed out; connection out of step")
             raise TimeoutError(f"IMAP {what} got no answer within {self.call_timeout:g}s") from None
         except _imap.Abort as exc:
             self._raise_if_dead()
             if self.client.protocol.state not in _LIVE_STATES:
-                self._dead.set()
+                self._abandon(f"IMAP session is {self.client.protocol.state}")
                 raise ConnectionDropped(f"IMAP session is {self.client.protocol.state}") from None
             raise ReplyError(what, "BAD", str(exc)) from None
+
+    def _abandon(self, why: str) -> None:
+        """Give the connection up: cut the socket and cancel aioimaplib's own tasks.
+
+        A command that never gets its answer can leave aioimaplib holding its
+        state lock forever (its greeting task waits for CAPABILITY inside it);
+        cancelling those tasks releases it, so nothing stays pending.
+        """
+        if self._fault is None:
+            self._fault = ConnectionDropped(why)
+        self._dead.set()
+        client = self.client
+        if client is None:
+            return
+        transport = client.protocol.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        for task in (*client.tasks, *client.protocol.tasks):
+            task.cancel()
 
     async def command(self, name: str, *args: Any) -> Any:
         """Run aioimaplib's ``client.<name>(*args)``; an error answer raises `ReplyError`.
@@ -241,15 +259,19 @@ class ImapConnection:
                 await asyncio.wait_for(client.logout(), timeout)
             except Exception as exc:  # closing a sick connection must not fail the caller
                 logger.debug("IMAP LOGOUT failed while closing: %s", type(exc).__name__)
-        if protocol.transport is not None:
-            protocol.transport.close()
+        self._abandon("closed")
         pending = [*client.tasks, *protocol.tasks]
         if not client._client_task.done():
+            client._client_task.cancel()
             pending.append(client._client_task)
-        for task in pending:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # Retrieve the outcome of an abandoned command so asyncio does not log it.
+    if not task.cancelled():
+        task.exception()
 
 
 def reply_fault(command: str, response: Any) -> ReplyError | None:
@@ -316,8 +338,9 @@ class ImapConnector:
             ReplyError: LOGIN refused (``[AUTHENTICATIONFAILED]``...).
         """
         conn = ImapConnection(spec, call_timeout=self.call_timeout)
+        deadline = asyncio.timeout(self.connect_timeout)
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with deadline:
                 conn.client = _WatchedIMAP4(
                     host=spec.host,
                     port=spec.port,
@@ -328,13 +351,12 @@ class ImapConnector:
                 )
                 await conn.wait_hello()
                 await conn.login(spec.username, secret)
-        except TimeoutError:
+        except BaseException as exc:
             await conn.close(0.0)
-            raise TimeoutError(
-                f"IMAP connect to {spec.address} took over {self.connect_timeout:g}s"
-            ) from None
-        except BaseException:
-            await conn.close(0.0)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise TimeoutError(
+                    f"IMAP connect to {spec.address} took over {self.connect_timeout:g}s"
+                ) from None
             raise
         return conn
 

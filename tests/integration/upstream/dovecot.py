@@ -9,9 +9,11 @@ stopped by pid. ``doveadm kick`` makes it send BYE to a user's sessions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +31,13 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
+# The auth process cannot reach anvil's penalty socket, so it applies no auth penalty:
+# a login right after a failed one is not delayed by ~4 s.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 log_path = {d}/dovecot.log
 mail_location = maildir:~/Maildir
 service imap-login {{
@@ -91,6 +100,9 @@ class Dovecot:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own process group: the master's children (imap, log, stats) outlive a
+            # SIGTERM to the master, so stop() signals the whole group it started.
+            start_new_session=True,
         )
         wait_until(self._accepting, f"dovecot on port {self.port}")
         return self
@@ -102,16 +114,30 @@ class Dovecot:
             return sock.recv(64).startswith(b"* OK")
 
     def stop(self) -> None:
-        """SIGTERM the master (it stops its children), SIGKILL after 10 s; wait until closed."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """SIGTERM the server's process group, SIGKILL after 10 s; wait until the port closes.
+
+        Existing IMAP sessions are cut too, as when a real server goes down.
+        """
+        if self.process is not None:
+            group = self.process.pid  # the group id of the session it leads
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            wait_until(lambda: not self._group_alive(group), "dovecot children gone")
         self.process = None
         wait_until(self._refusing, f"dovecot port {self.port} closed")
+
+    @staticmethod
+    def _group_alive(group: int) -> bool:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _refusing(self) -> bool:
         try:
