@@ -325,6 +325,8 @@ class Settings(BaseSettings):
     upstream_record_interval: timedelta = timedelta(seconds=30)
     upstream_reconnect_max_attempts: int = 10
     upstream_reconnect_max_delay: timedelta = timedelta(minutes=5)
+    #: Directory of ``file:<name>`` credential references (Docker/Kubernetes secrets).
+    upstream_credentials_dir: str | None = None
     #: Fernet keys that encrypt upstream credentials in Redis: comma-separated,
     #: newest first; older keys still decrypt (key rotation).
     secret_key: SecretStr | None = None

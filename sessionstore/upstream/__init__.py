@@ -17,10 +17,19 @@ from __future__ import annotations
 from ._connector import Connection, Connector, HealthReport, Operation, Served
 from ._gates import Gate, Gates, NoGates, Outcome, Ticket
 from ._imap_client import ImapClient
-from ._pool import MaintenanceReport, PoolState, UpstreamPool
-from ._reconnect import RECONNECT_JOB, ArqReconnects, ReconnectScheduler
+from ._pool import PoolState, UpstreamPool
+from ._reconnect import (
+    RECONNECT_JOB,
+    ArqReconnects,
+    Reconnector,
+    ReconnectResult,
+    ReconnectScheduler,
+    reconnect_job_name,
+)
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
+from ._setup import connectors_for, credentials_for
 from ._spec import StoredCredential, UpstreamSpec
+from ._upkeep import MaintenanceReport
 from .credentials import (
     CredentialProvider,
     Credentials,
@@ -47,7 +56,9 @@ __all__ = [
     "Operation",
     "Outcome",
     "PoolState",
+    "ReconnectResult",
     "ReconnectScheduler",
+    "Reconnector",
     "SecretBox",
     "Served",
     "StoredCredential",
@@ -57,4 +68,7 @@ __all__ = [
     "UpstreamRecords",
     "UpstreamSpec",
     "UpstreamState",
+    "connectors_for",
+    "credentials_for",
+    "reconnect_job_name",
 ]

@@ -34,10 +34,10 @@ from ..exceptions import (
     UpstreamUnavailable,
 )
 from ..retry import Action, Verdict, classify
-from ._connector import HealthReport, Operation, Served
+from ._connector import HealthReport, Operation, Served, describe
 from ._entry import Entry, short_id
-from ._gates import Gate, Outcome, Ticket
-from ._records import MAX_ERROR_CHARS, UpstreamRecord, UpstreamState
+from ._gates import Gate, Outcome, Ticket, outcome_of
+from ._records import UpstreamRecord, UpstreamState
 
 if TYPE_CHECKING:
     from ._pool import UpstreamPool
@@ -125,7 +125,7 @@ class AttemptLoop:
                     raise
                 except Exception as exc:
                     verdict = classify(exc)
-                    await ticket.finish(_outcome(verdict))
+                    await ticket.finish(outcome_of(verdict))
                     text = self._describe(entry, verdict, exc)
                     if verdict.action is Action.RECONNECT or connecting:
                         await pool.drop(entry)
@@ -223,10 +223,7 @@ class AttemptLoop:
 
     def _describe(self, entry: Entry, verdict: Verdict, exc: BaseException) -> str:
         connector = self.pool.connectors.get(entry.record.spec.kind) if entry.record else None
-        text = f"{verdict.reason}: {type(exc).__name__}: {exc}".rstrip(": ")
-        if connector is not None:
-            text = connector.redact(text, entry.secret)
-        return text[:MAX_ERROR_CHARS]
+        return describe(verdict, exc, connector=connector, secret=entry.secret)
 
     # -- health ------------------------------------------------------------------------
 
@@ -250,7 +247,7 @@ class AttemptLoop:
                 raise
             except Exception as exc:
                 verdict = classify(exc)
-                await ticket.finish(_outcome(verdict))
+                await ticket.finish(outcome_of(verdict))
                 text = self._describe(entry, verdict, exc)
                 await pool.drop(entry)
                 await self._write(entry, error=text)
@@ -283,7 +280,3 @@ class AttemptLoop:
             state=record.state.value,
             connection_age_s=entry.age(self.pool.clock()),
         )
-
-
-def _outcome(verdict: Verdict) -> Outcome:
-    return Outcome.FAILURE if verdict.counts_against_breaker else Outcome.IGNORED

@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from ..retry import Verdict
 from ._spec import UpstreamSpec
 
 T = TypeVar("T")
@@ -69,6 +70,24 @@ class Connector(Protocol):
     def redact(self, text: str, secret: SecretStr | None) -> str:
         """`text` with anything secret masked, for logs and records."""
         ...
+
+
+#: Error texts kept in records and logs are cut to this length.
+MAX_ERROR_CHARS = 300
+
+
+def describe(
+    verdict: Verdict,
+    exc: BaseException,
+    *,
+    connector: Connector | None = None,
+    secret: SecretStr | None = None,
+) -> str:
+    """``<reason>: <type>: <message>`` for logs and records, secrets redacted, cut short."""
+    text = f"{verdict.reason}: {type(exc).__name__}: {exc}".rstrip(": ")
+    if connector is not None:
+        text = connector.redact(text, secret)
+    return text[:MAX_ERROR_CHARS]
 
 
 #: An operation the pool runs on a connection: ``async def op(conn) -> T``.

@@ -16,6 +16,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from ..retry import Verdict
+
 
 class Outcome(StrEnum):
     """How a guarded call ended, as the breaker should count it.
@@ -29,6 +31,11 @@ class Outcome(StrEnum):
     FAILURE = "failure"
     #: A fault that says nothing about the upstream (bad password, polite BYE).
     IGNORED = "ignored"
+
+
+def outcome_of(verdict: Verdict) -> Outcome:
+    """How the breaker counts a classified fault."""
+    return Outcome.FAILURE if verdict.counts_against_breaker else Outcome.IGNORED
 
 
 @runtime_checkable

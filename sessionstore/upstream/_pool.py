@@ -22,9 +22,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
-from .._scripts import Batch
 from .._settings import UpstreamSettings
 from .._store import SessionStore
 from ..exceptions import InvalidInput, SessionStoreError, UpstreamError
@@ -36,6 +35,7 @@ from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from ._spec import UpstreamSpec
+from ._upkeep import MaintenanceReport, ended_sessions
 from .credentials import Credentials
 
 logger = logging.getLogger("sessionstore.upstream")
@@ -49,19 +49,6 @@ class PoolState(StrEnum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
-
-
-class MaintenanceReport(BaseModel):
-    """What one `UpstreamPool.maintain` pass did."""
-
-    model_config = ConfigDict(frozen=True)
-
-    #: Connections closed because their session ended.
-    ended: int
-    #: Idle connections closed because they neared the maximum age.
-    aged: int
-    #: Idle connections found dead (lost, BYE) and dropped.
-    dead: int
 
 
 class UpstreamPool:
@@ -383,22 +370,7 @@ class UpstreamPool:
         return MaintenanceReport(ended=ended, aged=aged, dead=dead)
 
     async def _ended_sessions(self) -> list[str]:
-        sessions = sorted({e.session_id for e in self._entries.values()})
-        if not sessions:
-            return []
-        batch = Batch(self.store.redis)
-        batch.command("TIME")
-        for session_id in sessions:
-            record = self.store.keys.session(session_id).record
-            batch.command("HMGET", record, "idle_deadline", "absolute_deadline")
-        replies = await batch.execute()
-        seconds, micros = replies[0]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        ended = []
-        for session_id, deadlines in zip(sessions, replies[1:], strict=True):
-            if deadlines[0] is None or now_ms >= min(int(deadlines[0]), int(deadlines[1])):
-                ended.append(session_id)
-        return ended
+        return await ended_sessions(self.store, {e.session_id for e in self._entries.values()})
 
     async def _maintain_forever(self) -> None:
         assert self._maintain_every is not None

@@ -20,6 +20,7 @@ from .._models import from_ms, ms_to_datetime
 from .._replies import raise_refusal
 from .._scripts import Arg, call, script
 from ..exceptions import InvalidInput, UpstreamError
+from ._connector import MAX_ERROR_CHARS
 from ._spec import StoredCredential, UpstreamSpec
 
 if TYPE_CHECKING:
@@ -82,9 +83,6 @@ class UpstreamRecord(BaseModel):
             data[field] = from_ms(data.get(field))
         return cls.model_validate(data)
 
-
-#: The error text kept in a record is cut to this length.
-MAX_ERROR_CHARS = 300
 
 AttemptsChange = Literal["incr", "reset"]
 
