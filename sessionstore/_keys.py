@@ -220,8 +220,8 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
         (
             f"{p}:{{N}}:upstreams:<id>",
             "hash",
-            "session's deadline",
-            "upstream connection records, one JSON field per upstream",
+            "absolute deadline + sweep_grace",
+            "upstream connection records, one JSON field per upstream (docs/upstream.md)",
             f"HGETALL {p}:{{N}}:upstreams:<id>",
         ),
         (

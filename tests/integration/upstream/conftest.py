@@ -36,6 +36,18 @@ def dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.fixture
+def tls_dovecot() -> Iterator[Dovecot]:
+    """Like `dovecot`, also serving IMAPS (implicit TLS) with a self-signed certificate."""
+    if dovecot_binary() is None:
+        pytest.skip("dovecot is not installed (apt-get install -y dovecot-imapd)")
+    server = Dovecot({"testuser": PASSWORD}, tls=True)
+    server.deliver("testuser", 3)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
 async def standalone_redis(redis_url: str) -> AsyncIterator[RedisClient]:
     """A client of the standalone test Redis (IMAP tests need no cluster variant)."""
     client = create_client(RedisSettings.from_dsn(redis_url))

@@ -27,7 +27,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -46,7 +46,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 passdb {{
@@ -68,7 +69,7 @@ def dovecot_binary() -> str | None:
 class Dovecot:
     """One Dovecot server with the given users (name -> password)."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], *, tls: bool = False) -> None:
         binary = dovecot_binary()
         if binary is None:
             raise RuntimeError("dovecot is not installed (apt-get install -y dovecot-imapd)")
@@ -77,6 +78,9 @@ class Dovecot:
         self.directory = Path(tempfile.mkdtemp(prefix="sessionstore-dovecot-"))
         self.directory.chmod(0o755)  # the auth and imap processes run as other users
         self.port = free_port()
+        #: IMAPS port (implicit TLS with a self-signed certificate), 0 without `tls`.
+        self.tls_port = free_port() if tls else 0
+        self.certificate: Path | None = None
         self.users = users
         self.process: subprocess.Popen[bytes] | None = None
         self.config = self.directory / "dovecot.conf"
@@ -90,7 +94,13 @@ class Dovecot:
                 os.chown(path, nobody.pw_uid, nobody.pw_gid)
         lines = [f"{user}:{{PLAIN}}{password}\n" for user, password in users.items()]
         (self.directory / "passwd").write_text("".join(lines))
-        self.config.write_text(_CONFIG.format(d=self.directory, port=self.port))
+        ssl = "ssl = no"
+        if tls:
+            self.certificate, key = _self_signed(self.directory)
+            ssl = f"ssl = yes\nssl_cert = <{self.certificate}\nssl_key = <{key}"
+        self.config.write_text(
+            _CONFIG.format(d=self.directory, port=self.port, tls_port=self.tls_port, ssl=ssl)
+        )
 
     def start(self) -> Dovecot:
         """Start in the foreground and wait until the port accepts connections."""
@@ -177,3 +187,43 @@ class Dovecot:
         """Stop and delete the directory."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from sessionstore import SessionStore
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
@@ -176,6 +178,60 @@ async def test_unknown_mailbox_fails_fast_and_keeps_the_connection(
     assert imap_pool.entry(sid, "mail").connection is conn and conn.alive
 
 
+async def test_imaps_with_the_servers_certificate_watches_the_link(
+    tls_dovecot: Dovecot, standalone_store: SessionStore, credentials: Credentials
+) -> None:
+    """Implicit TLS works, and a kick is seen at once (aioimaplib's IMAP4_SSL drops
+    conn_lost_cb; the connector wires it on TLS too)."""
+    assert tls_dovecot.certificate is not None
+    trust = ssl.create_default_context(cafile=str(tls_dovecot.certificate))
+    connector = ImapConnector(call_timeout=5, connect_timeout=10, ssl_context=trust)
+    async with UpstreamPool(
+        standalone_store, connectors=[connector], credentials=credentials, maintain_every=None
+    ) as pool:
+        upstream = imap_spec(tls_dovecot).model_copy(
+            update={"port": tls_dovecot.tls_port, "tls": True}
+        )
+        sid = await _session(standalone_store, pool, upstream)
+        assert await ImapClient(pool, sid).get_email_count() == 3
+        conn = pool.entry(sid, "mail").connection
+        tls_dovecot.kick("testuser")
+
+        async def dead() -> bool:
+            return not conn.alive
+
+        await eventually(dead, timeout=10)
+        assert await ImapClient(pool, sid).get_email_count() == 3
+
+
+async def test_untrusted_certificate_fails_fast(
+    tls_dovecot: Dovecot, standalone_store: SessionStore, credentials: Credentials
+) -> None:
+    """A certificate the system does not trust is a configuration error: no retry."""
+    connects = 0
+
+    class Counting(ImapConnector):
+        async def connect(self, spec: UpstreamSpec, secret: SecretStr) -> ImapConnection:
+            nonlocal connects
+            connects += 1
+            return await super().connect(spec, secret)
+
+    async with UpstreamPool(
+        standalone_store,
+        connectors=[Counting(call_timeout=5, connect_timeout=10)],
+        credentials=credentials,
+        maintain_every=None,
+    ) as pool:
+        upstream = imap_spec(tls_dovecot).model_copy(
+            update={"port": tls_dovecot.tls_port, "tls": True}
+        )
+        sid = await _session(standalone_store, pool, upstream)
+        with pytest.raises(UpstreamRejected) as caught:
+            await ImapClient(pool, sid).get_email_count()
+        assert caught.value.reason == "tls_verify_failed"
+        assert connects == 1
+
+
 @pytest.fixture
 async def silent_server() -> AsyncIterator[int]:
     """A TCP server that greets like IMAP and then never answers (a hung upstream)."""
@@ -201,8 +257,6 @@ async def test_every_call_is_bounded_by_a_timeout(silent_server: int) -> None:
     """
     connector = ImapConnector(call_timeout=0.3, connect_timeout=5)
     spec = UpstreamSpec(name="mail", host="127.0.0.1", port=silent_server, username="u", tls=False)
-    from pydantic import SecretStr
-
     with pytest.raises(TimeoutError, match=r"greeting got no answer within 0\.3s"):
         await connector.connect(spec, SecretStr("x"))
 
