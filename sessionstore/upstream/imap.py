@@ -119,6 +119,10 @@ class ImapConnection:
         """False after a loss, a BYE, a timed-out command or `close`."""
         return not self._dead.is_set() and not self._closing
 
+    async def wait_dropped(self) -> None:
+        """Return once the connection is known gone (lost, BYE, abandoned)."""
+        await self._dead.wait()
+
     def _lost(self, exc: Exception | None) -> None:
         if self._fault is None:
             reason = f": {type(exc).__name__}" if exc else ""
