@@ -21,7 +21,7 @@ from ._models import (
 )
 from ._redis import RedisClient, create_client
 from ._requests import Lease, TrackedLease
-from ._settings import RedisSettings, SessionSettings, Settings
+from ._settings import RedisSettings, SessionSettings, Settings, UpstreamSettings
 from ._store import Mutator, SessionStore
 from .exceptions import (
     BackendUnavailable,
@@ -44,6 +44,8 @@ from .exceptions import (
     SessionStoreError,
     StaleFence,
     UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
     VersionConflict,
 )
 
@@ -89,6 +91,9 @@ __all__ = [
     "Tombstone",
     "TrackedLease",
     "UpstreamError",
+    "UpstreamRejected",
+    "UpstreamSettings",
+    "UpstreamUnavailable",
     "VersionConflict",
     "create_client",
     "find_server_binary",
