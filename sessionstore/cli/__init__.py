@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, keys
+from . import demo, keys, upstreams
 
 app = typer.Typer(
     name="sessionstore",
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("keys")(keys.print_layout)
 app.command("demo")(demo.run_demo)
+app.add_typer(upstreams.app, name="upstreams")
 
 
 @app.callback()
