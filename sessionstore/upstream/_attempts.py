@@ -46,6 +46,9 @@ logger = logging.getLogger("sessionstore.upstream")
 
 T = TypeVar("T")
 
+#: A refused connection asks for a reconnect job at most once per this many seconds.
+_MIN_REFUSAL_PERIOD = 1.0
+
 
 class AttemptLoop:
     """Runs operations for an `UpstreamPool` (one instance per pool)."""
@@ -111,6 +114,7 @@ class AttemptLoop:
             policy = pool.settings.backoff
             previous: float | None = None
             for attempt in range(1, policy.max_attempts + 1):
+                pool.require_open()  # a pool closed meanwhile opens nothing new
                 ticket = await self._admit(entry, record, gate)
                 connecting = True
                 try:
@@ -168,9 +172,11 @@ class AttemptLoop:
             raise
 
     async def _await_recovery(self, entry: Entry, retry_after: float) -> None:
-        # Once per connection and state change: a refused call costs no round trip.
-        if entry.recorded_state is UpstreamState.RECONNECTING:
+        # Once per connection and refusal period: further refused calls cost no round trip.
+        now = self.pool.clock()
+        if now < entry.recovery_asked_until:
             return
+        entry.recovery_asked_until = now + max(retry_after, _MIN_REFUSAL_PERIOD)
         await self._write(
             entry,
             state=UpstreamState.RECONNECTING,

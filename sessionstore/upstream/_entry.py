@@ -37,6 +37,8 @@ class Entry:
     #: Pool-clock time of the last success written to Redis, and the state written.
     recorded_at: float = -math.inf
     recorded_state: UpstreamState | None = None
+    #: Pool-clock time until which a breaker refusal needs no new reconnect job.
+    recovery_asked_until: float = -math.inf
 
     @property
     def key(self) -> tuple[str, str]:

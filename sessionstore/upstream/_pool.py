@@ -26,7 +26,14 @@ from pydantic import SecretStr
 
 from .._settings import UpstreamSettings
 from .._store import SessionStore
-from ..exceptions import InvalidInput, SessionStoreError, UpstreamError
+from ..exceptions import (
+    BackendUnavailable,
+    InvalidInput,
+    SessionGone,
+    SessionNotFound,
+    SessionStoreError,
+    UpstreamError,
+)
 from ..retry import classify
 from ._attempts import AttemptLoop
 from ._connector import Connector, HealthReport, Operation, Served
@@ -134,7 +141,8 @@ class UpstreamPool:
             await self.drop(entry)
         self._entries.clear()
 
-    def _require_open(self) -> None:
+    def require_open(self) -> None:
+        """Raise unless the pool is open (entered and not closed)."""
         if self._state is not PoolState.OPENED:
             raise SessionStoreError(f"the upstream pool is {self._state}; use `async with pool`")
 
@@ -158,7 +166,7 @@ class UpstreamPool:
             InvalidInput: no connector for ``spec.kind``; bad credential input.
             SessionGone / SessionNotFound: the session cannot be used.
         """
-        self._require_open()
+        self.require_open()
         if spec.kind not in self.connectors:
             raise InvalidInput(f"no connector for upstream kind {spec.kind!r}")
         stored = self.credentials.seal(secret=secret, ref=credential_ref)
@@ -197,7 +205,7 @@ class UpstreamPool:
             BreakerOpen: the only upstream's breaker refused the call.
             SessionGone / SessionNotFound: the session cannot be used.
         """
-        self._require_open()
+        self.require_open()
         what = label or str(getattr(op, "__name__", "operation"))
         return await self._loop.run_with_fallback(session_id, upstream, op, fallbacks, what)
 
@@ -229,6 +237,7 @@ class UpstreamPool:
         if entry.record is None:
             record = await self.records.get(entry.session_id, entry.name)
             if record is None:
+                self.forget(entry)
                 await self.store.get(entry.session_id)  # raises if the session ended
                 raise UpstreamError(entry.name, "not registered for this session")
             entry.record, entry.recorded_state = record, record.state
@@ -313,7 +322,7 @@ class UpstreamPool:
         A breaker that refuses callers makes the report unhealthy without
         touching the upstream.
         """
-        self._require_open()
+        self.require_open()
         return await self._loop.health(session_id, upstream)
 
     async def release(self, session_id: str, upstream: str | None = None) -> int:
@@ -330,8 +339,13 @@ class UpstreamPool:
                 closed += entry.connection is not None
                 await self.drop(entry)
                 del self._entries[entry.key]
-            with contextlib.suppress(SessionStoreError):
+            try:
                 await self.records.update(session_id, entry.name, state=UpstreamState.CLOSED)
+            except (SessionGone, SessionNotFound, UpstreamError):
+                pass  # the session or the record ended: nothing to mark
+            except BackendUnavailable as exc:
+                logger.warning("%s/%s: closed here, record not updated: %s",
+                               short_id(session_id), entry.name, exc)  # fmt: skip
         return closed
 
     async def session_ended(self, session_id: str) -> int:

@@ -170,7 +170,7 @@ async def test_spent_attempts_record_reconnecting_and_queue_a_job(rig: Rig) -> N
 
 
 async def test_open_breaker_refuses_without_touching_the_upstream(rig: Rig) -> None:
-    """Open or half-open: BreakerOpen at once, one job queued, one record write."""
+    """Open or half-open: BreakerOpen at once; one job and one write per refusal period."""
     sid = await rig.session_with("mail")
     gate = await rig.gates.gate("fake:host0.example.com:993")
     gate.state = "half_open"  # probes are left to the reconnect job
@@ -182,6 +182,12 @@ async def test_open_breaker_refuses_without_touching_the_upstream(rig: Rig) -> N
     assert rig.jobs.asked == [(sid, "mail", 7.0)]
     record = await rig.pool.records.get(sid, "mail")
     assert record is not None and record.state is UpstreamState.RECONNECTING
+    rig.clock.advance(7.0)  # the breaker may have half-opened and failed again meanwhile
+    with pytest.raises(BreakerOpen):
+        await rig.pool.run(sid, "mail", failing(then=1))
+    assert len(rig.jobs.asked) == 2
+    gate.state = "closed"
+    assert (await rig.pool.run(sid, "mail", failing(then=1))).value == 1
 
 
 async def test_fallback_serves_when_the_primary_breaker_is_open(rig: Rig) -> None:
