@@ -33,10 +33,10 @@ from ..exceptions import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from ..retry import Action, Verdict, classify
+from ..retry import Action, Verdict
 from ._connector import HealthReport, Operation, Served, describe
 from ._entry import Entry, short_id
-from ._gates import Gate, Outcome, Ticket, outcome_of
+from ._gates import Gate, Outcome, Ticket, settle
 from ._records import UpstreamRecord, UpstreamState
 
 if TYPE_CHECKING:
@@ -128,8 +128,7 @@ class AttemptLoop:
                     await ticket.cancel()
                     raise
                 except Exception as exc:
-                    verdict = classify(exc)
-                    await ticket.finish(outcome_of(verdict))
+                    verdict = await settle(ticket, exc)
                     text = self._describe(entry, verdict, exc)
                     if verdict.action is Action.RECONNECT or connecting:
                         await pool.drop(entry)
@@ -252,8 +251,7 @@ class AttemptLoop:
                 await ticket.cancel()
                 raise
             except Exception as exc:
-                verdict = classify(exc)
-                await ticket.finish(outcome_of(verdict))
+                verdict = await settle(ticket, exc)
                 text = self._describe(entry, verdict, exc)
                 await pool.drop(entry)
                 await self._write(entry, error=text)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from ..retry import Verdict
+from ..retry import Verdict, classify
 
 
 class Outcome(StrEnum):
@@ -33,9 +33,15 @@ class Outcome(StrEnum):
     IGNORED = "ignored"
 
 
-def outcome_of(verdict: Verdict) -> Outcome:
-    """How the breaker counts a classified fault."""
-    return Outcome.FAILURE if verdict.counts_against_breaker else Outcome.IGNORED
+async def settle(ticket: Ticket, fault: BaseException) -> Verdict:
+    """Classify a failed call's fault and report it to the breaker; returns the verdict.
+
+    A fault that says the upstream is unwell counts as a failure; any other
+    is ignored (the upstream answered, or said nothing about its health).
+    """
+    verdict = classify(fault)
+    await ticket.finish(Outcome.FAILURE if verdict.counts_against_breaker else Outcome.IGNORED)
+    return verdict
 
 
 @runtime_checkable

@@ -30,10 +30,10 @@ from ..exceptions import (
     UpstreamError,
     UpstreamRejected,
 )
-from ..retry import Action, classify
+from ..retry import Action
 from ._connector import Connector, describe
 from ._entry import short_id
-from ._gates import Gates, NoGates, Outcome, Ticket, outcome_of
+from ._gates import Gates, NoGates, Outcome, Ticket, settle
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from .credentials import Credentials
 
@@ -197,8 +197,7 @@ class Reconnector:
             await ticket.cancel()
             raise
         except Exception as exc:
-            verdict = classify(exc)
-            await ticket.finish(outcome_of(verdict))
+            verdict = await settle(ticket, exc)
             text = describe(verdict, exc, connector=connector, secret=secret)
             return await self._failed(session_id, record, verdict.action is Action.FAIL, text)
         finally:

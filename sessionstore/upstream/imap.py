@@ -192,8 +192,10 @@ class ImapConnection:
         if client is None:
             return
         transport = client.protocol.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()
+        if transport is not None:
+            # abort, not close: a TLS close waits for the peer's close_notify (up to
+            # 30 s), which a dead peer never sends, and would leave the socket open.
+            transport.abort()
         for task in (*client.tasks, *client.protocol.tasks):
             task.cancel()
 

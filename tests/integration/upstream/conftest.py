@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -95,18 +96,31 @@ def imap_spec(server: Dovecot, name: str = "mail", username: str = "testuser") -
     )
 
 
+PoolFactory = Callable[..., UpstreamPool]
+
+
 @pytest.fixture
-async def imap_pool(
+def make_pool(
     standalone_store: SessionStore, credentials: Credentials, upstream_settings: UpstreamSettings
-) -> AsyncIterator[UpstreamPool]:
-    """A pool with the real IMAP connector, no breaker, no maintenance task."""
+) -> PoolFactory:
+    """``async with make_pool(**overrides) as pool``: the real IMAP connector, no breaker,
+    no reconnect jobs, no maintenance task, unless overridden."""
     from sessionstore.upstream.imap import ImapConnector
 
-    async with UpstreamPool(
-        standalone_store,
-        connectors=[ImapConnector.from_settings(upstream_settings)],
-        credentials=credentials,
-        settings=upstream_settings,
-        maintain_every=None,
-    ) as pool:
+    def make(**overrides: Any) -> UpstreamPool:
+        options: dict[str, Any] = {
+            "connectors": [ImapConnector.from_settings(upstream_settings)],
+            "credentials": credentials,
+            "settings": upstream_settings,
+            "maintain_every": None,
+        }
+        return UpstreamPool(standalone_store, **(options | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def imap_pool(make_pool: PoolFactory) -> AsyncIterator[UpstreamPool]:
+    """An open pool from `make_pool` with its defaults."""
+    async with make_pool() as pool:
         yield pool

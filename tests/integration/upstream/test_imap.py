@@ -13,14 +13,18 @@ from pydantic import SecretStr
 from sessionstore import SessionStore
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
 from sessionstore.upstream import (
-    Credentials,
     ImapClient,
     UpstreamPool,
     UpstreamSpec,
     UpstreamState,
 )
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD, imap_spec
+from tests.integration.upstream.conftest import (
+    ENV_PASSWORD_NAME,
+    PASSWORD,
+    PoolFactory,
+    imap_spec,
+)
 from tests.integration.upstream.dovecot import Dovecot
 from tests.integration.upstream.fakes import FakeGates, RecordedJobs
 from tests.polling import eventually
@@ -106,19 +110,11 @@ async def test_bye_during_a_command_reconnects_and_retries(
 async def test_wrong_password_fails_fast_without_retry_or_breaker_failure(
     dovecot: Dovecot,
     standalone_store: SessionStore,
-    credentials: Credentials,
-    imap_pool: UpstreamPool,
+    make_pool: PoolFactory,
 ) -> None:
     """AUTHENTICATIONFAILED: one login attempt, record failed, no job, breaker not fed."""
     gates, jobs = FakeGates(), RecordedJobs()
-    async with UpstreamPool(
-        standalone_store,
-        connectors=[ImapConnector(call_timeout=10, connect_timeout=10)],
-        credentials=credentials,
-        gates=gates,
-        reconnects=jobs,
-        maintain_every=None,
-    ) as pool:
+    async with make_pool(gates=gates, reconnects=jobs) as pool:
         session = await standalone_store.create()
         wrong = imap_spec(dovecot, username="other")  # its password is not PASSWORD
         await pool.register(session.id, wrong, credential_ref=f"env:{ENV_PASSWORD_NAME}")
@@ -136,17 +132,11 @@ async def test_wrong_password_fails_fast_without_retry_or_breaker_failure(
 
 
 async def test_server_down_then_back(
-    dovecot: Dovecot, standalone_store: SessionStore, credentials: Credentials
+    dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """Stopped server: refused, attempts spent, record reconnecting, a job asked; then back."""
     jobs = RecordedJobs()
-    async with UpstreamPool(
-        standalone_store,
-        connectors=[ImapConnector(call_timeout=5, connect_timeout=5)],
-        credentials=credentials,
-        reconnects=jobs,
-        maintain_every=None,
-    ) as pool:
+    async with make_pool(reconnects=jobs) as pool:
         sid = await _session(standalone_store, pool, imap_spec(dovecot))
         client = ImapClient(pool, sid)
         assert await client.get_email_count() == 3
@@ -179,16 +169,14 @@ async def test_unknown_mailbox_fails_fast_and_keeps_the_connection(
 
 
 async def test_imaps_with_the_servers_certificate_watches_the_link(
-    tls_dovecot: Dovecot, standalone_store: SessionStore, credentials: Credentials
+    tls_dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """Implicit TLS works, and a kick is seen at once (aioimaplib's IMAP4_SSL drops
     conn_lost_cb; the connector wires it on TLS too)."""
     assert tls_dovecot.certificate is not None
     trust = ssl.create_default_context(cafile=str(tls_dovecot.certificate))
     connector = ImapConnector(call_timeout=5, connect_timeout=10, ssl_context=trust)
-    async with UpstreamPool(
-        standalone_store, connectors=[connector], credentials=credentials, maintain_every=None
-    ) as pool:
+    async with make_pool(connectors=[connector]) as pool:
         upstream = imap_spec(tls_dovecot).model_copy(
             update={"port": tls_dovecot.tls_port, "tls": True}
         )
@@ -205,7 +193,7 @@ async def test_imaps_with_the_servers_certificate_watches_the_link(
 
 
 async def test_untrusted_certificate_fails_fast(
-    tls_dovecot: Dovecot, standalone_store: SessionStore, credentials: Credentials
+    tls_dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """A certificate the system does not trust is a configuration error: no retry."""
     connects = 0
@@ -216,12 +204,7 @@ async def test_untrusted_certificate_fails_fast(
             connects += 1
             return await super().connect(spec, secret)
 
-    async with UpstreamPool(
-        standalone_store,
-        connectors=[Counting(call_timeout=5, connect_timeout=10)],
-        credentials=credentials,
-        maintain_every=None,
-    ) as pool:
+    async with make_pool(connectors=[Counting(call_timeout=5, connect_timeout=10)]) as pool:
         upstream = imap_spec(tls_dovecot).model_copy(
             update={"port": tls_dovecot.tls_port, "tls": True}
         )

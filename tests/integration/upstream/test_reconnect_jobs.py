@@ -26,12 +26,11 @@ from sessionstore.upstream import (
     Credentials,
     ImapClient,
     Reconnector,
-    UpstreamPool,
     UpstreamRecords,
     UpstreamState,
 )
 from sessionstore.upstream.imap import ImapConnector
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, imap_spec
+from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PoolFactory, imap_spec
 from tests.integration.upstream.dovecot import Dovecot
 from tests.integration.upstream.fakes import FakeConnector, FakeGates, spec
 from workers.reconnect import reconnect_function
@@ -128,17 +127,12 @@ async def test_job_reconnects_once_the_server_is_back(
     key_prefix: str,
     standalone_store: SessionStore,
     credentials: Credentials,
+    make_pool: PoolFactory,
 ) -> None:
     """Server down: the call gives up and queues a job; server back: the job reconnects."""
     jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    async with UpstreamPool(
-        standalone_store,
-        connectors=[ImapConnector.from_settings(SETTINGS)],
-        credentials=credentials,
-        settings=SETTINGS,
-        reconnects=jobs,
-        maintain_every=None,
-    ) as pool:
+    imap = ImapConnector.from_settings(SETTINGS)
+    async with make_pool(connectors=[imap], settings=SETTINGS, reconnects=jobs) as pool:
         session = await standalone_store.create()
         await pool.register(
             session.id, imap_spec(dovecot), credential_ref=f"env:{ENV_PASSWORD_NAME}"
