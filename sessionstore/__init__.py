@@ -8,6 +8,8 @@ state is shared in Redis so every replica agrees on which upstream is healthy.
 from __future__ import annotations
 
 from ._embedded import LocalCluster, LocalRedis, find_server_binary
+from ._events import Event, EventConsumer, EventFollower, EventKind
+from ._heartbeat import Heartbeat, WorkerInfo, WorkerState, list_workers, publish_heartbeat
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
 from ._lock import SessionLock
@@ -20,9 +22,12 @@ from ._models import (
     Tombstone,
 )
 from ._redis import RedisClient, create_client
+from ._repair import RepairReport, repair_store
 from ._requests import Lease, TrackedLease
 from ._settings import RedisSettings, SessionSettings, Settings, UpstreamSettings
 from ._store import Mutator, SessionStore
+from ._sweeper import SweepReport, sweep_store
+from ._worker_config import WorkerConfig
 from .exceptions import (
     BackendUnavailable,
     BreakerOpen,
@@ -55,7 +60,12 @@ __all__ = [
     "BackendUnavailable",
     "BreakerOpen",
     "ConflictError",
+    "Event",
+    "EventConsumer",
+    "EventFollower",
+    "EventKind",
     "GlobalLimitExceeded",
+    "Heartbeat",
     "InvalidInput",
     "InvalidSessionId",
     "KeySpace",
@@ -70,6 +80,7 @@ __all__ = [
     "PayloadTooLarge",
     "RedisClient",
     "RedisSettings",
+    "RepairReport",
     "Session",
     "SessionClosed",
     "SessionCounts",
@@ -87,6 +98,7 @@ __all__ = [
     "Settings",
     "ShardCounts",
     "StaleFence",
+    "SweepReport",
     "SweepResult",
     "Tombstone",
     "TrackedLease",
@@ -95,7 +107,14 @@ __all__ = [
     "UpstreamSettings",
     "UpstreamUnavailable",
     "VersionConflict",
+    "WorkerConfig",
+    "WorkerInfo",
+    "WorkerState",
     "create_client",
     "find_server_binary",
+    "list_workers",
     "new_session_id",
+    "publish_heartbeat",
+    "repair_store",
+    "sweep_store",
 ]

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -85,7 +86,28 @@ def wait_until(check: object, what: str, timeout: float = 10.0) -> None:
     raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
 
 
-class LocalRedis:
+class _Local:
+    """``with`` support for the local servers: start on entry, stop on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalRedis(_Local):
     """One private Redis server on 127.0.0.1, a child process of this one.
 
     Args:
@@ -166,19 +188,8 @@ class LocalRedis:
         if remove and self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> LocalRedis:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class LocalCluster:
+class LocalCluster(_Local):
     """A private Redis Cluster of `masters` nodes (no replicas) on 127.0.0.1.
 
     Slots are assigned and nodes introduced with plain cluster commands, so no
@@ -245,19 +256,8 @@ class LocalCluster:
             node.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> LocalCluster:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class LocalSentinel:
+class LocalSentinel(_Local):
     """A master, one replica and one Sentinel watching them, on 127.0.0.1.
 
     Used by tests to check the store through ``redis+sentinel://`` and across a
@@ -333,14 +333,3 @@ class LocalSentinel:
         self.replica.stop()
         self.master.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> LocalSentinel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -174,6 +174,12 @@ class KeySpace:
         """Sorted set: worker ids scored by last heartbeat (ms); pruned by age."""
         return f"{self.prefix}:workers"
 
+    # -- worker fleet (issue 3) ------------------------------------------------
+
+    def job_queue(self) -> str:
+        """Sorted set owned by arq: the worker fleet's job queue (on the queue Redis)."""
+        return f"{self.prefix}:queue"
+
 
 def describe_layout(prefix: str) -> list[dict[str, str]]:
     """The key layout as rows (pattern, type, ttl, what, redis_cli) for docs and the CLI.
@@ -258,6 +264,21 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "longest lease",
             "fleet-wide request leases (only with max_requests_global)",
             f"ZCARD {p}:{{global}}:requests",
+        ),
+        # -- worker fleet (issue 3) --
+        (
+            f"{p}:worker:<worker_id>",
+            "hash",
+            "heartbeat_ttl after the last beat",
+            "worker heartbeat: host, pid, started_at, last_beat, jobs_run, last_sweep",
+            f"HGETALL {p}:worker:<worker_id>",
+        ),
+        (
+            f"{p}:workers",
+            "zset",
+            "heartbeat_ttl (entries pruned by age)",
+            "worker ids scored by last heartbeat ms",
+            f"ZRANGE {p}:workers 0 -1 WITHSCORES",
         ),
     ]
     names = ("pattern", "type", "ttl", "what", "redis_cli")

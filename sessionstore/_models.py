@@ -206,6 +206,8 @@ class SweepResult(BaseModel):
     rescheduled: int
     #: Due sessions left in the shard after this batch.
     still_due: int
+    #: Index entries of ids that had already ended (a tombstone was there), dropped.
+    removed: int = 0
 
 
 def parse_pairs(flat: list[Any]) -> dict[str, str]:

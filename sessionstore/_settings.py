@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._worker_config import WorkerConfig
 from .exceptions import InvalidInput
 from .retry import PROFILES, BackoffPolicy, Jitter, ProviderProfile, get_profile
 
@@ -315,21 +316,43 @@ class Settings(BaseSettings):
     upstream_profile: str = "stable"
     #: Overrides of the profile's numbers (unset: the profile's own).
     upstream_max_attempts: int | None = None
-    upstream_initial_delay: timedelta | None = None
-    upstream_max_delay: timedelta | None = None
+    upstream_initial_delay: Duration | None = None
+    upstream_max_delay: Duration | None = None
     upstream_jitter: Jitter | None = None
-    upstream_max_connection_age: timedelta | None = None
-    upstream_call_timeout: timedelta = timedelta(seconds=10)
-    upstream_connect_timeout: timedelta = timedelta(seconds=10)
-    upstream_probe_idle_after: timedelta = timedelta(seconds=60)
-    upstream_record_interval: timedelta = timedelta(seconds=30)
+    upstream_max_connection_age: Duration | None = None
+    upstream_call_timeout: Duration = timedelta(seconds=10)
+    upstream_connect_timeout: Duration = timedelta(seconds=10)
+    upstream_probe_idle_after: Duration = timedelta(seconds=60)
+    upstream_record_interval: Duration = timedelta(seconds=30)
     upstream_reconnect_max_attempts: int = 10
-    upstream_reconnect_max_delay: timedelta = timedelta(minutes=5)
+    upstream_reconnect_max_delay: Duration = timedelta(minutes=5)
     #: Directory of ``file:<name>`` credential references (Docker/Kubernetes secrets).
     upstream_credentials_dir: str | None = None
     #: Fernet keys that encrypt upstream credentials in Redis: comma-separated,
     #: newest first; older keys still decrypt (key rotation).
     secret_key: SecretStr | None = None
+
+    # -- worker fleet (issue 3: workers/, `sessionstore worker`) ---------------
+    # Passed to the frozen `WorkerConfig` by `worker_config()`; see docs/workers.md.
+    #: SESSIONSTORE_AGGRESSIVE_CLEANUP=true: shorter sweep period, start-up pass.
+    aggressive_cleanup: bool = False
+    sweep_interval: Duration = timedelta(minutes=1)
+    aggressive_sweep_interval: Duration = timedelta(seconds=10)
+    sweep_batch_size: int = 500
+    sweep_max_per_run: int = 50_000
+    long_overdue_after: Duration = timedelta(hours=1)
+    repair_interval: Duration = timedelta(hours=1)
+    heartbeat_interval: Duration = timedelta(seconds=10)
+    heartbeat_ttl: Duration = timedelta(hours=1)
+    worker_dead_after: Duration = timedelta(seconds=30)
+    job_timeout: Duration = timedelta(seconds=30)
+    worker_id: str | None = None
+    queue_name: str | None = None
+
+    @field_validator("worker_id", "queue_name", mode="before")
+    @classmethod
+    def _unset_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("redis_url", "queue_redis_url", mode="before")
     @classmethod
@@ -340,6 +363,20 @@ class Settings(BaseSettings):
         """The session behaviour part of these settings."""
         names = SessionSettings.model_fields.keys() & type(self).model_fields.keys()
         return SessionSettings(**{name: getattr(self, name) for name in names})
+
+    @field_validator(
+        "upstream_max_attempts",
+        "upstream_initial_delay",
+        "upstream_max_delay",
+        "upstream_jitter",
+        "upstream_max_connection_age",
+        "upstream_credentials_dir",
+        "secret_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_upstream_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("upstream_profile")
     @classmethod
@@ -384,6 +421,15 @@ class Settings(BaseSettings):
             return ()
         parts = self.secret_key.get_secret_value().split(",")
         return tuple(SecretStr(part.strip()) for part in parts if part.strip())
+
+    def worker_config(self) -> WorkerConfig:
+        """The worker fleet part of these settings.
+
+        Raises:
+            pydantic.ValidationError: a worker setting is out of range.
+        """
+        names = WorkerConfig.model_fields.keys() & type(self).model_fields.keys()
+        return WorkerConfig(**{name: getattr(self, name) for name in names})
 
     def store_redis(self, url: str) -> RedisSettings:
         """`RedisSettings` for the session store at `url` with these timeouts."""

@@ -9,7 +9,8 @@ sweeping the same shard never expire a session twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from ._models import (
     SessionCounts,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ._store import SessionStore
 
 _TOTALS = ("created", "expired", "closed", "rotated", "resumed")
+_NO_DELAY = timedelta(0)
 
 
 async def counts(store: SessionStore) -> SessionCounts:
@@ -61,15 +63,10 @@ async def counts(store: SessionStore) -> SessionCounts:
     )
 
 
-async def sweep_shard(store: SessionStore, shard: int, *, batch: int = 500) -> SweepResult:
-    """Expire up to `batch` due sessions of `shard` in one atomic script.
-
-    Each expired session gets its tombstone, loses its leases, lock and
-    upstream records, is counted and emits an ``expired`` event, all inside the
-    same script.
-
-    .. versionadded:: 0.1
-    """
+def sweep_call(
+    store: SessionStore, shard: int, *, batch: int, min_overdue_ms: int = 0
+) -> tuple[list[str], list[Arg]]:
+    """Keys and arguments of one ``sweep`` script call on `shard` (see lua/sweep.lua)."""
     cfg = store.settings
     prefixes = store.keys.session_prefixes(shard)
     args: list[Arg] = [
@@ -82,13 +79,37 @@ async def sweep_shard(store: SessionStore, shard: int, *, batch: int = 500) -> S
         prefixes["conns"],
         prefixes["lock"],
         prefixes["upstreams"],
+        min_overdue_ms,
     ]
     keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
-    reply = await call(store.redis, script("sweep"), keys, args)
+    return keys, args
+
+
+def sweep_result(shard: int, reply: list[Any]) -> SweepResult:
+    """The `SweepResult` of a ``sweep`` script reply."""
     return SweepResult(
         shard=shard,
         expired=int(reply[0]),
         lost=int(reply[1]),
         rescheduled=int(reply[2]),
         still_due=int(reply[3]),
+        removed=int(reply[6]),
     )
+
+
+async def sweep_shard(
+    store: SessionStore, shard: int, *, batch: int = 500, min_overdue: timedelta = _NO_DELAY
+) -> SweepResult:
+    """Expire up to `batch` due sessions of `shard` in one atomic script.
+
+    Each expired session gets its tombstone, loses its leases, lock and
+    upstream records, is counted and emits an ``expired`` event, all inside the
+    same script. With `min_overdue`, only sessions due by at least that long
+    are taken (the aggressive start-up pass). Whole-store sweeps in rounds
+    live in ``_sweeper.py``.
+
+    .. versionadded:: 0.1
+    """
+    overdue_ms = int(min_overdue.total_seconds() * 1000)
+    keys, args = sweep_call(store, shard, batch=batch, min_overdue_ms=overdue_ms)
+    return sweep_result(shard, await call(store.redis, script("sweep"), keys, args))

@@ -428,6 +428,8 @@ class SessionStore:
         """Active, overdue and lifetime counts in O(shards); see `SessionCounts`."""
         return await _shards.counts(self)
 
-    async def sweep_shard(self, shard: int, *, batch: int = 500) -> SweepResult:
+    async def sweep_shard(
+        self, shard: int, *, batch: int = 500, min_overdue: timedelta = timedelta(0)
+    ) -> SweepResult:
         """Expire up to `batch` due sessions of `shard`; see `sessionstore._shards`."""
-        return await _shards.sweep_shard(self, shard, batch=batch)
+        return await _shards.sweep_shard(self, shard, batch=batch, min_overdue=min_overdue)

@@ -18,44 +18,42 @@ at once, one job per connection exists. The job:
 
 The session id travels as a `pydantic.SecretStr`: arq logs job arguments.
 
-To register: add `reconnect_function(...)` to the worker's functions and run
-`on_startup(ctx, ...)` from its start-up hook (``workers/settings.py``).
+`family(settings)` contributes the job and a start-up hook that puts a
+`Reconnector` in ``ctx``; it is listed in ``workers/settings.py``'s FAMILIES.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from arq.worker import Function, Retry, func
 from pydantic import SecretStr
 
-from sessionstore import SessionStore, Settings
-from sessionstore._settings import UpstreamSettings
+from sessionstore import SessionStore, Settings, UpstreamSettings
 from sessionstore.upstream import (
+    RECONNECT_JOB,
     Gates,
     Reconnector,
     UpstreamRecords,
     connectors_for,
     credentials_for,
-    reconnect_job_name,
 )
+
+from .context import JobFamily, WorkerContext, as_arq, job_name
 
 #: Retries are counted in the connection's record (reconnect_backoff.max_attempts),
 #: not by arq, whose tries also include breaker deferrals.
 _ARQ_MAX_TRIES = 10_000
 
 
-async def reconnect_upstream(
-    ctx: Mapping[str, Any], session: SecretStr | str, upstream: str
-) -> str:
+async def reconnect_upstream(ctx: WorkerContext, session: SecretStr | str, upstream: str) -> str:
     """One reconnect attempt; ``arq.Retry`` (same job id) to try again later.
 
     Returns:
         ``connected``, ``failed``, ``gone`` or ``skipped`` (see `ReconnectResult`).
     """
-    reconnector: Reconnector = ctx["reconnector"]
+    reconnector = ctx["reconnector"]
     session_id = session.get_secret_value() if isinstance(session, SecretStr) else session
     result = await reconnector.attempt(session_id, upstream)
     if result.status in ("retry", "deferred"):
@@ -71,8 +69,8 @@ def reconnect_function(key_prefix: str, settings: UpstreamSettings) -> Function:
     """
     timeout = settings.connect_timeout + settings.call_timeout
     return func(
-        reconnect_upstream,
-        name=reconnect_job_name(key_prefix),
+        as_arq(reconnect_upstream),
+        name=job_name(key_prefix, RECONNECT_JOB),
         timeout=timeout.total_seconds() + 5,
         keep_result=0,  # a kept result would block the next job with the same id
         max_tries=_ARQ_MAX_TRIES,
@@ -97,8 +95,14 @@ def build_reconnector(
     )
 
 
-async def on_startup(
-    ctx: dict[str, Any], settings: Settings, *, gates: Gates | None = None
-) -> None:
-    """Put the reconnector in ``ctx`` (needs ``ctx["store"]``); `os.environ` feeds ``env:`` refs."""
-    ctx["reconnector"] = build_reconnector(ctx["store"], settings, environ=os.environ, gates=gates)
+def family(settings: Settings) -> JobFamily:
+    """The reconnect job, and the start-up hook that builds its `Reconnector`.
+
+    `os.environ` feeds ``env:`` credential references: this is the worker's edge.
+    """
+
+    async def start(ctx: WorkerContext) -> None:
+        ctx["reconnector"] = build_reconnector(ctx["store"], settings, environ=os.environ)
+
+    function = reconnect_function(settings.key_prefix, settings.upstream_settings())
+    return JobFamily("reconnect", functions=[function], on_startup=[start])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, keys, upstreams
+from . import demo, events, keys, upstreams, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.command("keys")(keys.print_layout)
 app.command("demo")(demo.run_demo)
 app.add_typer(upstreams.app, name="upstreams")
+app.command("worker")(worker.start_worker)
+app.command("workers")(workers.list_fleet)
+app.add_typer(events.app, name="events")
 
 
 @app.callback()

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from .._events import EventFollower
 from .._settings import UpstreamSettings
 from .._store import SessionStore
 from ..exceptions import (
@@ -42,7 +43,7 @@ from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from ._spec import UpstreamSpec
-from ._upkeep import MaintenanceReport, ended_sessions
+from ._upkeep import MaintenanceReport, close_on_session_end, ended_sessions
 from .credentials import Credentials
 
 logger = logging.getLogger("sessionstore.upstream")
@@ -69,6 +70,9 @@ class UpstreamPool:
         gates: the circuit breakers (`BreakerGates`); none by default.
         reconnects: queues reconnect jobs (`ArqReconnects`); none by default.
         maintain_every: period of the background `maintain` pass (None: off).
+        follow_events: close connections as soon as the session events say a
+            session expired, was deleted or rotated (a blocking stream reader
+            on the store's client); `maintain` catches the rest either way.
         probes_in_process: take half-open probe slots here too, instead of
             leaving probes to the reconnect jobs (for deployments without workers).
         clock: monotonic seconds (tests inject a fake one).
@@ -87,6 +91,7 @@ class UpstreamPool:
         gates: Gates | None = None,
         reconnects: ReconnectScheduler | None = None,
         maintain_every: timedelta | None = timedelta(seconds=30),
+        follow_events: bool = False,
         probes_in_process: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -103,7 +108,8 @@ class UpstreamPool:
         self.clock = clock
         self._entries: dict[tuple[str, str], Entry] = {}
         self._maintain_every = maintain_every
-        self._maintainer: asyncio.Task[None] | None = None
+        self._follow_events = follow_events
+        self._tasks: list[asyncio.Task[None]] = []
         self._state = PoolState.UNOPENED
         self._loop = AttemptLoop(self, probes_in_process=probes_in_process, sleep=sleep)
 
@@ -126,17 +132,21 @@ class UpstreamPool:
             raise SessionStoreError(f"an upstream pool cannot be opened when {self._state}")
         self._state = PoolState.OPENED
         if self._maintain_every is not None:
-            self._maintainer = asyncio.create_task(self._maintain_forever())
+            self._tasks.append(asyncio.create_task(self._maintain_forever()))
+        if self._follow_events:
+            follower = EventFollower(self.store.redis, self.store.settings)
+            ending = close_on_session_end(follower, self.session_ended, running=self._running)
+            self._tasks.append(asyncio.create_task(ending))
 
     async def aclose(self) -> None:
         """Stop maintenance and close every connection (records are left as they are)."""
         if self._state is PoolState.CLOSED:
             return
         self._state = PoolState.CLOSED
-        if self._maintainer is not None:
-            self._maintainer.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._maintainer
+                await task
         for entry in list(self._entries.values()):
             await self.drop(entry)
         self._entries.clear()
@@ -386,11 +396,18 @@ class UpstreamPool:
     async def _ended_sessions(self) -> list[str]:
         return await ended_sessions(self.store, {e.session_id for e in self._entries.values()})
 
+    def _running(self) -> bool:
+        # Background loops check this too: a cancellation that a client library turns
+        # into a timeout (BackendUnavailable) must still end them once the pool closed.
+        return self._state is PoolState.OPENED
+
     async def _maintain_forever(self) -> None:
         assert self._maintain_every is not None
-        while True:
+        while self._running():
             await asyncio.sleep(self._maintain_every.total_seconds())
             try:
                 await self.maintain()
             except SessionStoreError as exc:  # Redis down: try again next period
+                if not self._running():
+                    return
                 logger.warning("upstream pool maintenance failed: %s", exc)

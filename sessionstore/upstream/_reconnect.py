@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from redis.exceptions import RedisError
 
 from .._keys import KeySpace
-from .._settings import UpstreamSettings
+from .._settings import Settings, UpstreamSettings
 from ..exceptions import (
     BreakerOpen,
     SessionGone,
@@ -83,6 +83,13 @@ class ArqReconnects:
         self._queue = queue
         self._keys = keys
         self._queue_name = queue_name
+
+    @classmethod
+    def from_settings(cls, queue: Any, settings: Settings) -> ArqReconnects:
+        """Jobs for the worker fleet of `settings` (its key prefix and queue name)."""
+        session = settings.session_settings()
+        keys = KeySpace(session.key_prefix, session.shards)
+        return cls(queue, keys, queue_name=settings.worker_config().queue_name or keys.job_queue())
 
     async def schedule(self, session_id: str, upstream: str, *, delay: float) -> bool:
         """Enqueue ``reconnect_upstream`` unless one is already queued for this connection.

@@ -1,13 +1,22 @@
-"""Upkeep of a pool's connections: which sessions ended, what a pass did."""
+"""Upkeep of a pool's connections: which sessions ended, what a pass did, session events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
+from .._events import EventFollower, EventKind
 from .._scripts import Batch
 from .._store import SessionStore
+from ..exceptions import BackendUnavailable
+
+logger = logging.getLogger("sessionstore.upstream")
+
+#: Session events after which a session's connections must be closed.
+ENDING_EVENTS = frozenset({EventKind.EXPIRED, EventKind.DELETED, EventKind.ROTATED})
 
 
 class MaintenanceReport(BaseModel):
@@ -48,3 +57,34 @@ async def ended_sessions(store: SessionStore, session_ids: Iterable[str]) -> lis
         if deadlines[0] is None or now_ms >= min(int(deadlines[0]), int(deadlines[1])):
             ended.append(session_id)
     return ended
+
+
+async def close_on_session_end(
+    follower: EventFollower,
+    session_ended: Callable[[str], Awaitable[int]],
+    *,
+    running: Callable[[], bool],
+    pause: float = 1.0,
+) -> None:
+    """Call `session_ended(session_id)` for every expired, deleted or rotated session.
+
+    Runs until cancelled or `running()` turns false. While Redis is down it
+    logs once per outage, waits `pause` seconds between tries, and continues
+    from where it stopped (the follower keeps its cursor).
+    """
+    down = False
+    while running():  # checked after every read (at most `block` apart), not per event
+        try:
+            events = await follower.read()
+        except BackendUnavailable as exc:
+            if not running():
+                return  # a cancellation the client library reported as a timeout
+            if not down:
+                logger.warning("session events unavailable, retrying: %s", exc)
+            down = True
+            await asyncio.sleep(pause)
+            continue
+        down = False
+        for event in events:
+            if event.kind in ENDING_EVENTS:
+                await session_ended(event.session_id)

@@ -31,6 +31,7 @@ from tests.integration.upstream.fakes import (
     failing,
     spec,
 )
+from tests.polling import eventually
 
 SETTINGS = UpstreamSettings.for_profile(
     "icloud",  # 3 attempts, 1 s initial delay, 30 s cap, 30 min sessions
@@ -343,3 +344,31 @@ async def test_secret_never_reaches_redis_in_plaintext(rig: Rig) -> None:
     assert PASSWORD not in str(raw) and '"fernet":"gAAAA' in raw["enc"]
     served = await rig.pool.run(session.id, "enc", failing(then=1))
     assert served.value == 1 and rig.connector.secrets[-1] == PASSWORD
+
+
+async def test_session_events_close_connections_at_once(
+    standalone_store: SessionStore, credentials: Credentials
+) -> None:
+    """With follow_events, a deleted or rotated session's socket closes without maintenance."""
+    connector = FakeConnector()
+    async with UpstreamPool(
+        standalone_store,
+        connectors=[connector],
+        credentials=credentials,
+        maintain_every=None,
+        follow_events=True,
+    ) as pool:
+        sids = []
+        for _ in range(3):
+            session = await standalone_store.create()
+            await pool.register(session.id, spec(), credential_ref=f"env:{ENV_PASSWORD_NAME}")
+            await pool.run(session.id, "mail", failing())
+            sids.append(session.id)
+        await standalone_store.delete(sids[0])
+        await standalone_store.rotate(sids[1])
+
+        async def only_the_third_is_open() -> bool:
+            return pool.open_connections() == [(sids[2], "mail")]
+
+        await eventually(only_the_third_is_open)
+        assert connector.connections[0].closed and connector.connections[1].closed

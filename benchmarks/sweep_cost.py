@@ -1,0 +1,146 @@
+"""Sweep cost against the number of live sessions (not a test: it prints figures).
+
+Guarantee 7 says a sweep costs O(expired), not O(all sessions). This script
+expires the same number of due sessions in a store holding 10k live sessions
+and in one holding 1M, and prints the times and their ratio (near 1 means the
+live sessions cost the sweep nothing). Each store has its own private Redis
+started here; the sweeps of the two alternate, repeat after repeat, so both
+see the same machine load. Two figures per sweep: the wall time seen by the
+client, and the Redis server's own time in the sweep scripts (INFO
+commandstats), which other processes on a shared machine disturb less.
+
+    .venv/bin/python benchmarks/sweep_cost.py [--due 10000] [--repeats 5]
+
+Sessions are loaded with the real ``create`` script, pipelined in chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+
+from sessionstore import (
+    LocalRedis,
+    RedisSettings,
+    SessionSettings,
+    SessionStore,
+    create_client,
+    new_session_id,
+    sweep_store,
+)
+from sessionstore._payload import encode_metadata
+from sessionstore._scripts import Arg, Batch, script
+
+CHUNK = 5000
+
+
+async def load(store: SessionStore, count: int, idle: timedelta) -> None:
+    """Create `count` sessions with pipelined create scripts."""
+    cfg = store.settings
+    common: list[Arg] = [
+        max(1, int(idle.total_seconds() * 1000)),
+        int(cfg.absolute_lifetime.total_seconds() * 1000),
+        int(cfg.sweep_grace.total_seconds() * 1000),
+        cfg.events_maxlen,
+        "",
+        "",
+        encode_metadata(None, cfg),
+    ]
+    create = script("create")
+    for start in range(0, count, CHUNK):
+        batch = Batch(store.redis)
+        for _ in range(min(CHUNK, count - start)):
+            session_id = new_session_id(secrets.randbelow(cfg.shards))
+            batch.script(create, store.keys.session(session_id).ordered(), [session_id, *common])
+        await batch.execute()
+
+
+async def wait_overdue(store: SessionStore, count: int) -> None:
+    """Until the due sessions are all past their 1 ms deadline (a few ms)."""
+    for _ in range(1000):
+        if (await store.counts()).overdue >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise RuntimeError("due sessions never became overdue")
+
+
+async def script_usec(store: SessionStore) -> int:
+    """Microseconds the server has spent in EVALSHA calls so far."""
+    stats = await store.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("usec", 0))
+
+
+async def sweep_once(store: SessionStore, live: int, due: int) -> tuple[float, float]:
+    """Load `due` sessions, let them come due, sweep them: (wall s, server s)."""
+    await load(store, due, timedelta(milliseconds=1))
+    await wait_overdue(store, due)
+    server_before = await script_usec(store)
+    started = time.perf_counter()
+    report = await sweep_store(store, batch=500, max_sessions=10 * due)
+    wall = time.perf_counter() - started
+    server = (await script_usec(store) - server_before) / 1e6
+    assert report.expired == due and report.still_due == 0, report
+    assert (await store.counts()).active == live
+    return wall, server
+
+
+def line(label: str, values: list[float], due: int) -> str:
+    ms = [v * 1000 for v in values]
+    return (
+        f"{label}: median {statistics.median(ms):7.1f} ms, min {min(ms):7.1f} ms"
+        f" ({statistics.median(values) / due * 1e6:5.1f} us per session)"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--due", type=int, default=10_000, help="sessions expired per sweep")
+    parser.add_argument("--repeats", type=int, default=5, help="sweeps per store")
+    parser.add_argument("--shards", type=int, default=16)
+    parser.add_argument(
+        "--live", type=int, nargs=2, default=[10_000, 1_000_000], metavar=("SMALL", "LARGE")
+    )
+    args = parser.parse_args()
+    sizes = args.live
+    print(
+        f"{args.due:,} due sessions per sweep, {args.shards} shards, batch 500, "
+        f"{args.repeats} sweeps per store, stores of {sizes[0]:,} and {sizes[1]:,} live sessions"
+    )
+    with ExitStack() as servers:
+        stores = {}
+        for live in sizes:
+            server = servers.enter_context(LocalRedis())
+            url = RedisSettings.from_dsn(server.url, socket_timeout=timedelta(seconds=60))
+            store = SessionStore(create_client(url), SessionSettings(shards=args.shards))
+            await store.load_scripts()
+            started = time.perf_counter()
+            await load(store, live, timedelta(hours=1))
+            print(f"loaded {live:>9,} live sessions in {time.perf_counter() - started:6.1f} s")
+            stores[live] = store
+        wall: dict[int, list[float]] = {live: [] for live in sizes}
+        server_time: dict[int, list[float]] = {live: [] for live in sizes}
+        try:
+            for _ in range(args.repeats):
+                for live, store in stores.items():
+                    took, in_redis = await sweep_once(store, live, args.due)
+                    wall[live].append(took)
+                    server_time[live].append(in_redis)
+        finally:
+            for store in stores.values():
+                await store.redis.aclose()
+    for live in sizes:
+        print(f"{live:>9,} live  " + line("wall", wall[live], args.due))
+        print(f"{'':>9}       " + line("in Redis", server_time[live], args.due))
+    small, large = sizes
+    for label, figures in (("wall", wall), ("in Redis", server_time)):
+        ratio = statistics.median(figures[large]) / statistics.median(figures[small])
+        print(f"ratio {large:,} / {small:,} live, {label} (medians): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,279 @@
+"""Repair: put the indexes back in step with the session records.
+
+What can drift, and what cannot:
+
+- The expiry index (per shard) is written in the same script as the record,
+  so it drifts only when something outside the scripts touches Redis: a record
+  evicted under ``maxmemory`` or deleted by hand leaves an entry that counts as
+  live; an entry removed by hand leaves a record no sweep will reach. The
+  store's counts come from this index (ZCOUNT), so repairing it repairs them.
+- The user index lives in another slot and is written after the session's own
+  script (create, rotate, resume): a crash or a failed call between the two
+  leaves an id missing from it, or a stale one in it.
+- The stats hash holds lifetime counters bumped inside each transition's
+  script; they cannot disagree with the transitions and cannot be recounted
+  from records (ended sessions leave only tombstones), so repair leaves them.
+
+Repair walks the records (SCAN) and the expiry index (ZSCAN) of each shard,
+then every user index (SCAN): O(all sessions), which is why only the repair
+job does it. Every fix is decided atomically by a script on the current
+state, so repair may run beside live traffic and beside other repairs. A run
+stops at its time budget and returns a cursor to continue from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from ._ids import session_shard
+from ._models import to_ms
+from ._redis import backend_errors
+from ._scripts import Arg, Batch, call, script
+from .exceptions import InvalidInput, InvalidSessionId
+
+if TYPE_CHECKING:
+    from ._store import SessionStore
+
+
+class RepairReport(BaseModel):
+    """What a repair run looked at and fixed.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    records_scanned: int = 0
+    index_entries_scanned: int = 0
+    user_indexes_scanned: int = 0
+    #: Live records that had no expiry-index entry (never swept, not counted).
+    expiry_added: int = 0
+    #: Expiry-index entries at a score other than the record's deadline.
+    expiry_moved: int = 0
+    #: Expiry-index entries of ids that had already ended.
+    expiry_removed: int = 0
+    #: Expiry-index entries whose record was gone: ended as expired ('lost').
+    lost_expired: int = 0
+    #: Active sessions missing from their user's index.
+    user_index_added: int = 0
+    #: User-index entries of sessions that no longer exist.
+    user_index_removed: int = 0
+    #: Where to continue (pass it back as `cursor`); None when the run finished.
+    next_cursor: str | None = None
+
+    @property
+    def fixed(self) -> int:
+        """Everything this run changed."""
+        return (
+            self.expiry_added
+            + self.expiry_moved
+            + self.expiry_removed
+            + self.lost_expired
+            + self.user_index_added
+            + self.user_index_removed
+        )
+
+
+class _Run:
+    """Counters and the time budget of one repair run."""
+
+    def __init__(self, time_budget: timedelta | None, clock: Callable[[], float]) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+        self.clock = clock
+        self.deadline = None if time_budget is None else clock() + time_budget.total_seconds()
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
+
+
+async def repair_store(
+    store: SessionStore,
+    *,
+    cursor: str | None = None,
+    batch: int = 500,
+    time_budget: timedelta | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RepairReport:
+    """Repair the expiry index of every shard, then every user index.
+
+    Args:
+        store: the store to repair.
+        cursor: a `RepairReport.next_cursor` to continue from (None: start).
+        batch: keys read per SCAN page and fixed per script.
+        time_budget: stop after about this long and return `next_cursor`.
+        clock: monotonic seconds, for the budget (tests inject one).
+
+    Raises:
+        InvalidInput: a malformed cursor or batch.
+        BackendUnavailable: Redis did not answer; what was fixed stays fixed.
+
+    .. versionadded:: 0.1
+    """
+    if batch < 1:
+        raise InvalidInput("batch must be positive")
+    stage, inner = _parse_cursor(cursor, store.keys.shards)
+    run = _Run(time_budget, clock)
+    next_cursor: str | None = None
+    while stage <= store.keys.shards:
+        if stage < store.keys.shards:
+            left = await _repair_shard(store, stage, inner, batch, run)
+        else:
+            left = await _repair_user_indexes(store, inner, batch, run)
+        if left is not None:
+            next_cursor = f"{stage}/{left}"
+            break
+        stage, inner = stage + 1, ""
+        if stage <= store.keys.shards and run.out_of_time():
+            next_cursor = f"{stage}/"
+            break
+    return RepairReport(next_cursor=next_cursor, **run.counts)
+
+
+def _parse_cursor(cursor: str | None, shards: int) -> tuple[int, str]:
+    if not cursor:
+        return 0, ""
+    stage, sep, inner = cursor.partition("/")
+    if not sep or not stage.isdigit() or int(stage) > shards:
+        raise InvalidInput("not a repair cursor")
+    return int(stage), inner
+
+
+async def _scan_page(
+    store: SessionStore, cursor: int, match: str, count: int, node: ClusterNode | None
+) -> tuple[int, list[str]]:
+    redis = store.redis
+    with backend_errors("SCAN"):
+        if isinstance(redis, RedisCluster):
+            cursors, keys = await redis.scan(cursor, match=match, count=count, target_nodes=node)
+            return int(next(iter(cursors.values()))), list(keys)
+        next_cursor, keys = await redis.scan(cursor, match=match, count=count)
+        return int(next_cursor), list(keys)
+
+
+async def _shard_node(store: SessionStore, shard: int) -> ClusterNode | None:
+    if not isinstance(store.redis, RedisCluster):
+        return None
+    await store.redis.initialize()
+    node: ClusterNode | None = store.redis.get_node_from_key(store.keys.expiry(shard))
+    return node
+
+
+async def _repair_shard(
+    store: SessionStore, shard: int, inner: str, batch: int, run: _Run
+) -> str | None:
+    """Records first (SCAN), then the index (ZSCAN); returns the inner cursor if out of time."""
+    phase, _, position = (inner or "records:0").partition(":")
+    if phase not in ("records", "index") or not position.isdigit():
+        raise InvalidInput("not a repair cursor")
+    cursor = int(position)
+    prefix = store.keys.session_prefixes(shard)["session"]
+    node = await _shard_node(store, shard)
+    while True:
+        if phase == "records":
+            cursor, keys = await _scan_page(
+                store, cursor, store.keys.session_pattern(shard), batch, node
+            )
+            ids = [key[len(prefix) :] for key in keys]
+            run.counts["records_scanned"] += len(ids)
+        else:
+            with backend_errors("ZSCAN"):
+                cursor, pairs = await store.redis.zscan(
+                    store.keys.expiry(shard), cursor, count=batch
+                )
+            ids = [member for member, _ in pairs]
+            run.counts["index_entries_scanned"] += len(ids)
+        if ids:
+            await _fix_sessions(store, shard, ids, run)
+        if cursor == 0:
+            if phase == "index":
+                return None
+            phase = "index"
+        if run.out_of_time():
+            return f"{phase}:{cursor}"
+
+
+async def _fix_sessions(store: SessionStore, shard: int, ids: list[str], run: _Run) -> None:
+    cfg = store.settings
+    prefixes = store.keys.session_prefixes(shard)
+    args: list[Arg] = [
+        to_ms(cfg.expired_retention),
+        cfg.events_maxlen,
+        prefixes["session"],
+        prefixes["tomb"],
+        prefixes["requests"],
+        prefixes["conns"],
+        prefixes["lock"],
+        prefixes["upstreams"],
+        *ids,
+    ]
+    keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
+    reply = await call(store.redis, script("repair_sessions"), keys, args)
+    for name, value in zip(
+        ("expiry_added", "expiry_moved", "expiry_removed", "lost_expired"), reply, strict=False
+    ):
+        run.counts[name] += int(value)
+    by_user: dict[str, list[Arg]] = defaultdict(lambda: ["add"])
+    for i in range(4, len(reply), 3):
+        by_user[str(reply[i])] += [str(reply[i + 1]), int(reply[i + 2])]
+    if by_user:
+        calls = Batch(store.redis)
+        for user, pairs in by_user.items():
+            calls.script(script("repair_user_index"), [store.keys.user_index(user)], pairs)
+        run.counts["user_index_added"] += sum(int(n) for n in await calls.execute())
+
+
+async def _repair_user_indexes(
+    store: SessionStore, inner: str, batch: int, run: _Run
+) -> str | None:
+    """Drop user-index entries of sessions without a record; returns a cursor if out of time."""
+    nodes: list[ClusterNode | None] = [None]
+    if isinstance(store.redis, RedisCluster):
+        await store.redis.initialize()
+        primaries: list[ClusterNode] = store.redis.get_primaries()
+        nodes = [*sorted(primaries, key=lambda node: node.name)]
+    node_index, _, position = (inner or "0:0").partition(":")
+    if not node_index.isdigit() or not position.isdigit():
+        raise InvalidInput("not a repair cursor")
+    index, cursor = int(node_index), int(position)
+    while index < len(nodes):
+        cursor, keys = await _scan_page(
+            store, cursor, store.keys.user_index_pattern(), batch, nodes[index]
+        )
+        run.counts["user_indexes_scanned"] += len(keys)
+        for key in keys:
+            await _prune_user_index(store, key, run)
+        if cursor == 0:
+            index += 1
+        if index < len(nodes) and run.out_of_time():
+            return f"{index}:{cursor}"
+    return None
+
+
+async def _prune_user_index(store: SessionStore, key: str, run: _Run) -> None:
+    with backend_errors("ZRANGE"):
+        members: list[str] = await store.redis.zrange(key, 0, -1)
+    stale: list[Arg] = []
+    valid: list[str] = []
+    for member in members:
+        try:
+            session_shard(member, store.keys.shards)
+        except InvalidSessionId:
+            stale.append(member)  # not an id this store issues: it can only be junk
+        else:
+            valid.append(member)
+    if valid:
+        calls = Batch(store.redis)
+        for member in valid:
+            calls.command("EXISTS", store.keys.session(member).record)
+        exists: list[Any] = await calls.execute()
+        stale += [m for m, found in zip(valid, exists, strict=True) if not int(found)]
+    if stale:
+        removed = await call(store.redis, script("repair_user_index"), [key], ["remove", *stale])
+        run.counts["user_index_removed"] += int(removed)

@@ -1,0 +1,91 @@
+"""``sessionstore events tail``: print session events as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pydantic
+import typer
+
+from .._events import Event, EventConsumer, EventFollower
+from .._redis import create_client
+from .._settings import Settings
+from ..exceptions import BackendUnavailable, InvalidInput
+
+app = typer.Typer(help="Session events (created, expired, deleted, rotated, resumed).")
+
+
+def human_line(event: Event) -> str:
+    """One event as a line: time, kind, session id, other fields, event id."""
+    at = event.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    extra = " ".join(f"{k}={v}" for k, v in sorted(event.fields.items()) if v)
+    return f"{at}  {event.kind:<8} {event.session_id}  {extra}  [{event.id}]".rstrip()
+
+
+async def _tail(
+    settings: Settings,
+    url: str,
+    *,
+    start: str,
+    limit: int | None,
+    group: str | None,
+    consumer: str,
+    as_json: bool,
+) -> None:
+    client = create_client(settings.store_redis(url))
+    session = settings.session_settings()
+    reader: EventFollower | EventConsumer
+    if group:
+        reader = EventConsumer(client, session, group=group, consumer=consumer, start=start)
+    else:
+        reader = EventFollower(client, session, after=start)
+    printed = 0
+    try:
+        async for event in reader:
+            typer.echo(json.dumps(event.model_dump(mode="json")) if as_json else human_line(event))
+            if isinstance(reader, EventConsumer):
+                await reader.ack(event)
+            printed += 1
+            if limit is not None and printed >= limit:
+                return
+    finally:
+        await client.aclose()
+
+
+@app.command("tail")
+def tail(
+    start: str = typer.Option(
+        "$", "--from", help='"$" (new events), "0" (all kept), or an event id to follow on from.'
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many events."),
+    group: str | None = typer.Option(
+        None, "--group", help="Read through this consumer group (events are acknowledged)."
+    ),
+    consumer: str = typer.Option("cli", "--consumer", help="Consumer name within --group."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Follow the events of every shard until interrupted (or --limit events)."""
+    try:
+        settings = Settings()
+        if not settings.redis_url:
+            raise InvalidInput("SESSIONSTORE_REDIS_URL is not set")
+        asyncio.run(
+            _tail(
+                settings,
+                settings.redis_url,
+                start=start,
+                limit=limit,
+                group=group,
+                consumer=consumer,
+                as_json=as_json,
+            )
+        )
+    except (InvalidInput, pydantic.ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except BackendUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    except KeyboardInterrupt:
+        return

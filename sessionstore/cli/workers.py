@@ -1,0 +1,70 @@
+"""``sessionstore workers``: the fleet's workers by their heartbeats, dead ones flagged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pydantic
+import typer
+
+from .._heartbeat import WorkerInfo, WorkerState, list_workers
+from .._keys import KeySpace
+from .._redis import create_client
+from .._settings import Settings
+from ..exceptions import BackendUnavailable, InvalidInput
+
+
+async def _read(settings: Settings, url: str, dead_after: timedelta) -> list[WorkerInfo]:
+    client = create_client(settings.store_redis(url))
+    try:
+        keys = KeySpace(settings.key_prefix, settings.shards)
+        return await list_workers(client, keys, dead_after=dead_after)
+    finally:
+        await client.aclose()
+
+
+def _sweep_text(worker: WorkerInfo) -> str:
+    sweep = worker.reports.get("sweep")
+    if not isinstance(sweep, dict):
+        return "-"
+    return f"{sweep.get('expired', 0)} expired, {sweep.get('still_due', 0)} due ({sweep.get('at')})"
+
+
+def list_fleet(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List workers that beat within the heartbeat TTL; those silent too long are dead."""
+    try:
+        settings = Settings()
+        if not settings.redis_url:
+            raise InvalidInput("SESSIONSTORE_REDIS_URL is not set")
+        dead_after = settings.worker_config().worker_dead_after
+        workers = asyncio.run(_read(settings, settings.redis_url, dead_after))
+    except (InvalidInput, pydantic.ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except BackendUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    if as_json:
+        typer.echo(json.dumps([w.model_dump(mode="json") for w in workers], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("worker", "state", "host", "pid", "started", "last beat", "jobs", "last sweep")
+    styles = {WorkerState.LIVE: "green", WorkerState.DEAD: "bold red", WorkerState.STOPPED: "dim"}
+    for w in workers:
+        table.add_row(
+            w.id,
+            f"[{styles[w.state]}]{w.state.value}[/]",
+            w.host or "-",
+            str(w.pid or "-"),
+            f"{w.started_at:%Y-%m-%d %H:%M:%S}" if w.started_at else "-",
+            f"{w.silent_for.total_seconds():.1f}s ago",
+            str(w.jobs_run),
+            _sweep_text(w),
+        )
+    Console().print(table if workers else "no workers have beaten within the heartbeat TTL")

@@ -1,0 +1,185 @@
+"""Whole-store sweeps (`sweep_store`) on a real Redis, standalone and Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from sessionstore import (
+    InvalidInput,
+    RedisClient,
+    SessionExpired,
+    SessionSettings,
+    SessionStatus,
+    SessionStore,
+    Tombstone,
+    sweep_store,
+)
+from tests.bulk import all_events, backdate, create_many, expired_per_session
+from tests.polling import eventually
+
+DUE = timedelta(milliseconds=1)
+
+
+async def _all_overdue(store: SessionStore, count: int) -> None:
+    async def check() -> bool:
+        return (await store.counts()).overdue == count
+
+    await eventually(check, timeout=10)
+
+
+async def test_sweep_expires_exactly_the_due_sessions(store: SessionStore) -> None:
+    """Due sessions get a tombstone, a counter and one event each; live ones are untouched."""
+    due = await create_many(store, 40, idle_timeout=DUE)
+    live = await create_many(store, 25)
+    await _all_overdue(store, 40)
+
+    report = await sweep_store(store, batch=7)
+
+    assert (report.expired, report.lost, report.still_due, report.stopped) == (40, 0, 0, "done")
+    counts = await store.counts()
+    assert (counts.active, counts.overdue, counts.totals["expired"]) == (25, 0, 40)
+    assert expired_per_session(await all_events(store.redis, store)) == dict.fromkeys(due, 1)
+    tomb = await store.lookup(due[0])
+    assert isinstance(tomb, Tombstone) and tomb.reason == "idle"
+    assert (await store.get(live[0])).status is SessionStatus.ACTIVE
+
+
+async def test_nothing_due_costs_one_round(store: SessionStore) -> None:
+    """With only live sessions a run is one round of scripts and changes nothing."""
+    await create_many(store, 30)
+    report = await sweep_store(store)
+    assert (report.rounds, report.handled, report.stopped) == (1, 0, "done")
+    assert (await store.counts()).active == 30
+
+
+async def test_budget_stops_a_run_and_the_next_run_catches_up(store: SessionStore) -> None:
+    """A run handles at most max_sessions; later runs take the rest, oldest first."""
+    due = await create_many(store, 50, idle_timeout=DUE)
+    await _all_overdue(store, 50)
+
+    first = await sweep_store(store, batch=4, max_sessions=20)
+    assert (first.expired, first.stopped, first.still_due) == (20, "max_sessions", 30)
+    second = await sweep_store(store, batch=4, max_sessions=20)
+    third = await sweep_store(store, batch=4, max_sessions=20)
+    assert (second.expired, third.expired, third.stopped) == (20, 10, "done")
+    assert expired_per_session(await all_events(store.redis, store)) == dict.fromkeys(due, 1)
+
+
+async def test_a_small_budget_still_reaches_the_last_shard(store: SessionStore) -> None:
+    """A budget below one round of all shards: empty shards are skipped, unvisited ones counted."""
+    last = store.keys.shards - 1
+    due = await create_many(store, 12, idle_timeout=DUE, shard=last)
+    await _all_overdue(store, 12)
+    report = await sweep_store(store, batch=5, max_sessions=5)
+    assert (report.expired, report.still_due, report.stopped) == (5, 7, "max_sessions")
+    assert len(expired_per_session(await all_events(store.redis, store))) == 5
+    assert set(expired_per_session(await all_events(store.redis, store))) <= set(due)
+    # The other way round: the budget is spent on shard 0 before the due shard is visited.
+    first = await create_many(store, 5, idle_timeout=DUE, shard=0)
+    await _all_overdue(store, 12)
+    early = await sweep_store(store, batch=5, max_sessions=5)
+    assert (early.expired, early.still_due) == (5, 7), "the unvisited shard is still counted"
+    assert set(first) <= set(expired_per_session(await all_events(store.redis, store)))
+
+
+async def test_time_budget_ends_a_run_after_the_current_round(store: SessionStore) -> None:
+    """With the injected clock past the budget after one round, the run stops there."""
+    await create_many(store, 30, idle_timeout=DUE)
+    await _all_overdue(store, 30)
+    ticks = itertools.count(0, 10)  # every reading of the clock is 10 s later
+
+    report = await sweep_store(
+        store, batch=2, time_budget=timedelta(seconds=5), clock=lambda: next(ticks)
+    )
+
+    assert (report.rounds, report.stopped) == (1, "time_budget")
+    assert report.expired <= 2 * store.keys.shards
+    assert report.still_due == 30 - report.expired
+
+
+async def test_long_overdue_pass_takes_only_sessions_due_long_ago(store: SessionStore) -> None:
+    """min_overdue: the aggressive start-up pass leaves recently due sessions alone."""
+    old = await create_many(store, 6, idle_timeout=DUE)
+    recent = await create_many(store, 5, idle_timeout=DUE)
+    await _all_overdue(store, 11)
+    await backdate(store, old, timedelta(hours=2))
+
+    report = await sweep_store(store, min_overdue=timedelta(hours=1))
+
+    assert (report.expired, report.still_due) == (6, 0)
+    assert (await store.counts()).overdue == 5
+    for session_id in recent:
+        with pytest.raises(SessionExpired):  # overdue, but not swept yet
+            await store.get(session_id)
+        assert not isinstance(await store.lookup(session_id), Tombstone)
+
+
+async def test_concurrent_sweepers_never_expire_a_session_twice(store: SessionStore) -> None:
+    """Three sweeps at once on the same shards: every due session expired exactly once."""
+    due = await create_many(store, 300, idle_timeout=DUE)
+    await create_many(store, 100)
+    await _all_overdue(store, 300)
+
+    reports = await asyncio.gather(*(sweep_store(store, batch=5) for _ in range(3)))
+
+    assert sum(r.expired for r in reports) == 300
+    assert expired_per_session(await all_events(store.redis, store)) == dict.fromkeys(due, 1)
+    assert (await store.counts()).totals["expired"] == 300
+
+
+async def test_lagging_and_ended_index_entries_are_put_right(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """An entry due before its active record is moved; one of an ended id is dropped."""
+    active = await store.create()
+    ended = await store.create()
+    await store.delete(ended.id)
+    keys, ended_keys = store.session_keys(active.id), store.session_keys(ended.id)
+    await redis.zadd(keys.expiry, {active.id: 1})
+    await redis.zadd(ended_keys.expiry, {ended.id: 1})
+
+    report = await sweep_store(store)
+
+    assert (report.rescheduled, report.removed, report.expired) == (1, 1, 0)
+    assert await redis.zscore(keys.expiry, active.id) == active.expires_at.timestamp() * 1000
+    assert await redis.zscore(ended_keys.expiry, ended.id) is None
+    assert (await store.get(active.id)).status is SessionStatus.ACTIVE
+
+
+async def test_a_lost_record_is_still_expired_and_announced(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record Redis dropped (after the sweep grace) still gets a tombstone and event."""
+    made = await store.create(user_id="lou", idle_timeout=DUE)
+    await _all_overdue(store, 1)
+    await redis.delete(store.session_keys(made.id).record)
+
+    report = await sweep_store(store)
+
+    assert (report.expired, report.lost) == (1, 1)
+    tomb = await store.lookup(made.id)
+    assert isinstance(tomb, Tombstone) and tomb.reason == "lost"
+    expired = [e for e in await all_events(redis, store) if e.kind == "expired"]
+    assert [(e.session_id, e.fields["reason"]) for e in expired] == [(made.id, "lost")]
+
+
+async def test_bad_arguments_are_refused(store: SessionStore) -> None:
+    """A zero batch or budget is refused before anything is swept."""
+    for kwargs in ({"batch": 0}, {"max_sessions": 0}, {"min_overdue": timedelta(seconds=-1)}):
+        with pytest.raises(InvalidInput):
+            await sweep_store(store, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_single_shard_sweep_keeps_its_old_signature(
+    redis: RedisClient, session_settings: SessionSettings
+) -> None:
+    """SessionStore.sweep_shard (the core's one-batch call) still sweeps one shard."""
+    store = SessionStore(redis, session_settings.model_copy(update={"shards": 1}))
+    await create_many(store, 3, idle_timeout=DUE)
+    await _all_overdue(store, 3)
+    result = await store.sweep_shard(0, batch=2)
+    assert (result.expired, result.still_due) == (2, 1)
