@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/sessionstore demo
+	$(BIN)/sessionstore dev
 
 test: $(STAMP)
 	scripts/test-servers

@@ -24,10 +24,17 @@ from ._models import (
 from ._redis import RedisClient, create_client
 from ._repair import RepairReport, repair_store
 from ._requests import Lease, TrackedLease
-from ._settings import RedisSettings, SessionSettings, Settings, UpstreamSettings
+from ._settings import (
+    BreakerSettings,
+    RedisSettings,
+    SessionSettings,
+    Settings,
+    UpstreamSettings,
+)
 from ._store import Mutator, SessionStore
 from ._sweeper import SweepReport, sweep_store
 from ._worker_config import WorkerConfig
+from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
     BreakerOpen,
@@ -58,7 +65,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "BreakerAdmin",
     "BreakerOpen",
+    "BreakerRegistry",
+    "BreakerSettings",
+    "BreakerState",
     "ConflictError",
     "Event",
     "EventConsumer",

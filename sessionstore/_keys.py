@@ -57,6 +57,27 @@ class SessionKeys:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerKeys:
+    """The keys of one circuit breaker; all share the tag ``{<name>}``."""
+
+    name: str
+    #: hash: state, gen, changed_at, open_until, successes, cause, actor, reason, trips
+    state: str
+    #: hash: fleet-wide window counters c:<bucket>, f:<bucket>, s:<bucket>
+    window: str
+    #: sorted set: half-open probe leases, member lease id, score deadline (ms)
+    probes: str
+    #: stream: transitions and reclaimed probes, capped near events_maxlen
+    events: str
+    #: stream: manual actions (who, when, why), capped at audit_maxlen
+    audit: str
+
+    def ordered(self) -> list[str]:
+        """The five keys in the order every breaker script takes them."""
+        return [self.state, self.window, self.probes, self.events, self.audit]
+
+
 class KeySpace:
     """Key names for one prefix and shard count.
 
@@ -135,9 +156,32 @@ class KeySpace:
         return f"{self.shard_tag(shard)}:session:*"
 
     # -- upstream breakers (one hash tag per breaker) --------------------------
+    # All keys of one breaker share the tag {<name>}, so each transition is one
+    # script on one Cluster slot. The index and the channel are fleet-wide.
 
     def breaker_tag(self, name: str) -> str:
+        """``<prefix>:breaker:{<name>}``; the name is checked first.
+
+        Raises:
+            InvalidInput: the name has characters outside the allowed set.
+        """
         return f"{self.prefix}:breaker:{{{check_name(name, 'breaker name')}}}"
+
+    def breaker(self, name: str) -> BreakerKeys:
+        """All keys of breaker `name`.
+
+        Raises:
+            InvalidInput: the name has characters outside the allowed set.
+        """
+        tag = self.breaker_tag(name)
+        return BreakerKeys(
+            name=name,
+            state=f"{tag}:state",
+            window=f"{tag}:window",
+            probes=f"{tag}:probes",
+            events=f"{tag}:events",
+            audit=f"{tag}:audit",
+        )
 
     def breaker_index(self) -> str:
         """Sorted set: known breaker names scored by last use (ms); pruned by age."""
@@ -264,6 +308,49 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "longest lease",
             "fleet-wide request leases (only with max_requests_global)",
             f"ZCARD {p}:{{global}}:requests",
+        ),
+        # -- circuit breakers (docs/breaker.md) --
+        (
+            f"{p}:breaker:{{<name>}}:state",
+            "hash",
+            "breaker retention, refreshed by use",
+            "breaker state: state, gen, changed_at, open_until, successes, cause, actor, reason",
+            f"HGETALL {p}:breaker:{{<name>}}:state",
+        ),
+        (
+            f"{p}:breaker:{{<name>}}:window",
+            "hash",
+            "breaker window",
+            "fleet-wide outcome counters: c:<bucket> calls, f:<bucket> failures, s:<bucket> slow",
+            f"HGETALL {p}:breaker:{{<name>}}:window",
+        ),
+        (
+            f"{p}:breaker:{{<name>}}:probes",
+            "zset",
+            "2 x probe_lease_ttl",
+            "half-open probe leases: member lease id, score deadline ms",
+            f"ZRANGE {p}:breaker:{{<name>}}:probes 0 -1 WITHSCORES",
+        ),
+        (
+            f"{p}:breaker:{{<name>}}:events",
+            "stream",
+            "~breaker events_maxlen entries, retention",
+            "breaker transitions (from, to, cause, gen, actor, reason) and reclaimed probes",
+            f"XREVRANGE {p}:breaker:{{<name>}}:events + - COUNT 10",
+        ),
+        (
+            f"{p}:breaker:{{<name>}}:audit",
+            "stream",
+            "audit_maxlen entries, retention",
+            "manual breaker actions: action, actor, reason, from, to",
+            f"XREVRANGE {p}:breaker:{{<name>}}:audit + - COUNT 10",
+        ),
+        (
+            f"{p}:breakers",
+            "zset",
+            "breaker retention",
+            "known breaker names scored by last use ms (pruned by age)",
+            f"ZRANGE {p}:breakers 0 -1 WITHSCORES",
         ),
         # -- worker fleet (issue 3) --
         (

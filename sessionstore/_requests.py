@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from ._models import to_ms
+from ._models import Session, to_ms
 from ._replies import raise_refusal
 from ._scripts import Arg, Batch, call, script
 from .exceptions import (
@@ -49,6 +49,8 @@ class Lease:
     live: int
     #: True when a fleet-wide lease was taken as well.
     global_lease: bool = False
+    #: The session as read in the same round trip (only with ``read_session``).
+    session: Session | None = None
     _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -75,8 +77,13 @@ class LeaseTracker:
     def _uses_global(self, kind: LeaseKind) -> bool:
         return kind == "requests" and self.store.settings.max_requests_global > 0
 
-    async def take(self, session_id: str, kind: LeaseKind = "requests") -> Lease:
+    async def take(
+        self, session_id: str, kind: LeaseKind = "requests", *, read_session: bool = False
+    ) -> Lease:
         """Take a lease: one round trip (two pipelined scripts with a global limit).
+
+        With `read_session`, the same reply carries the session (``lease.session``),
+        as it stands with this lease counted and the idle deadline slid.
 
         Raises:
             SessionLimitExceeded: the session is at `max_requests_per_session`.
@@ -96,6 +103,7 @@ class LeaseTracker:
             self._limit(kind),
             self.grace_ms,
             "take",
+            "1" if read_session else "0",
         ]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
@@ -110,6 +118,8 @@ class LeaseTracker:
         global_ok = not lease.global_lease or replies[1][0] == "ok"
         if local[0] == "ok" and global_ok:
             lease.live = int(local[1])
+            if read_session:
+                lease.session = Session.from_reply(["record", *local[3:]])
             return lease
         # Give back whichever half was granted, then say why.
         if local[0] == "ok":
@@ -140,6 +150,7 @@ class LeaseTracker:
             0,
             self.grace_ms,
             "renew",
+            "0",
         ]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
@@ -176,9 +187,11 @@ class LeaseTracker:
             ["release", lease.global_member],
         )
 
-    def track(self, session_id: str, kind: LeaseKind = "requests") -> TrackedLease:
+    def track(
+        self, session_id: str, kind: LeaseKind = "requests", *, read_session: bool = False
+    ) -> TrackedLease:
         """An async context manager holding a lease for its body; see `TrackedLease`."""
-        return TrackedLease(self, session_id, kind)
+        return TrackedLease(self, session_id, kind, read_session=read_session)
 
 
 class TrackedLease:
@@ -190,14 +203,24 @@ class TrackedLease:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, tracker: LeaseTracker, session_id: str, kind: LeaseKind) -> None:
+    def __init__(
+        self,
+        tracker: LeaseTracker,
+        session_id: str,
+        kind: LeaseKind,
+        *,
+        read_session: bool = False,
+    ) -> None:
+        self._read_session = read_session
         self._tracker = tracker
         self._session_id = session_id
         self._kind = kind
         self.lease: Lease | None = None
 
     async def __aenter__(self) -> Lease:
-        lease = await self._tracker.take(self._session_id, self._kind)
+        lease = await self._tracker.take(
+            self._session_id, self._kind, read_session=self._read_session
+        )
         lease._renewer = asyncio.create_task(self._renew_forever(lease))
         self.lease = lease
         return lease

@@ -44,8 +44,15 @@ def _read(name: str) -> str:
 
 @cache
 def script(name: str) -> LuaScript:
-    """The script ``lua/<name>.lua`` with the prelude prepended (loaded once)."""
-    return LuaScript(name, _read("_prelude") + "\n" + _read(name))
+    """The script ``lua/<name>.lua`` with the prelude prepended (loaded once).
+
+    A script named ``<family>_<rest>`` also gets its family's helpers,
+    ``lua/_<family>.lua``, after the prelude when that file exists (the
+    breaker scripts share ``lua/_breaker.lua``).
+    """
+    family = resources.files(__package__).joinpath("lua", f"_{name.partition('_')[0]}.lua")
+    helpers = family.read_text("utf-8") + "\n" if "_" in name and family.is_file() else ""
+    return LuaScript(name, _read("_prelude") + "\n" + helpers + _read(name))
 
 
 def all_scripts() -> list[LuaScript]:

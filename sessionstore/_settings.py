@@ -202,6 +202,67 @@ class SessionSettings(BaseModel):
         return self
 
 
+# -- circuit breakers (sessionstore.breaker) ----------------------------------
+
+BreakerRedisDownPolicy = Literal["fail_open", "fail_closed"]
+
+
+class BreakerSettings(BaseModel):
+    """How the fleet-shared circuit breakers judge an upstream (see docs/breaker.md).
+
+    Every replica must use the same values: the Lua scripts take them as
+    arguments and judge the shared window by the caller's rule.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Trip when failures / calls in the window reaches this.
+    failure_rate_threshold: float = Field(default=0.5, gt=0, le=1)
+    #: No judgement before this many calls in the window.
+    minimum_calls: int = Field(default=10, ge=1)
+    #: Length of the sliding window, split into `window_buckets` time buckets.
+    window: timedelta = timedelta(seconds=60)
+    window_buckets: int = Field(default=6, ge=1, le=60)
+    #: A call at least this long counts as slow; None turns slow-call judgement off.
+    slow_call_duration: timedelta | None = None
+    #: Trip when slow / calls reaches this (only with `slow_call_duration`).
+    slow_call_rate_threshold: float = Field(default=0.8, gt=0, le=1)
+    #: How long an open breaker refuses calls before it moves to half-open.
+    open_duration: timedelta = timedelta(seconds=30)
+    #: Probes the whole fleet admits in half-open; that many successes close it.
+    half_open_probes: int = Field(default=3, ge=1, le=1000)
+    #: A probe's lease deadline: a dead prober's slot is reclaimed after it.
+    probe_lease_ttl: timedelta = timedelta(seconds=30)
+    #: A replica's local view is at most this old while Redis is reachable
+    #: (it polls every half of it when no push or reply confirmed the state).
+    staleness_bound: timedelta = timedelta(seconds=1)
+    #: Outcomes are batched for this long; zero records each one inline.
+    record_flush_interval: timedelta = timedelta(milliseconds=20)
+    #: What guarded calls do while Redis is unreachable.
+    redis_down_policy: BreakerRedisDownPolicy = "fail_open"
+    #: Approximate cap of each breaker's event stream.
+    events_maxlen: int = Field(default=1000, ge=10)
+    #: Exact cap of each breaker's audit stream (manual actions).
+    audit_maxlen: int = Field(default=100, ge=1)
+    #: A breaker's keys live this long after the last process stopped using it.
+    retention: timedelta = timedelta(days=7)
+
+    @model_validator(mode="after")
+    def _check_durations(self) -> BreakerSettings:
+        for name in ("window", "open_duration", "probe_lease_ttl", "staleness_bound", "retention"):
+            if getattr(self, name) < timedelta(milliseconds=1):
+                raise ValueError(f"{name} must be at least 1 ms")
+        if self.window < timedelta(milliseconds=self.window_buckets):
+            raise ValueError("window must be at least 1 ms per bucket")
+        if self.slow_call_duration is not None and self.slow_call_duration <= timedelta(0):
+            raise ValueError("slow_call_duration must be positive (or unset)")
+        if self.record_flush_interval < timedelta(0):
+            raise ValueError("record_flush_interval must not be negative")
+        return self
+
+
 # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) ----
 
 
@@ -311,6 +372,64 @@ class Settings(BaseSettings):
     lock_ttl: Duration = timedelta(seconds=30)
     events_maxlen: int = 10_000
 
+    # -- circuit breakers: SESSIONSTORE_BREAKER_* (see BreakerSettings) ---------
+    breaker_failure_rate_threshold: float = 0.5
+    breaker_minimum_calls: int = 10
+    breaker_window: Duration = timedelta(seconds=60)
+    breaker_window_buckets: int = 6
+    breaker_slow_call_duration: Duration | None = None
+    breaker_slow_call_rate_threshold: float = 0.8
+    breaker_open_duration: Duration = timedelta(seconds=30)
+    breaker_half_open_probes: int = 3
+    breaker_probe_lease_ttl: Duration = timedelta(seconds=30)
+    breaker_staleness_bound: Duration = timedelta(seconds=1)
+    breaker_record_flush_interval: Duration = timedelta(milliseconds=20)
+    breaker_redis_down_policy: BreakerRedisDownPolicy = "fail_open"
+    breaker_events_maxlen: int = 1000
+    breaker_audit_maxlen: int = 100
+    breaker_retention: Duration = timedelta(days=7)
+    # -- end of circuit breakers ------------------------------------------------
+
+    # -- worker fleet (issue 3: workers/, `sessionstore worker`) ---------------
+    # Passed to the frozen `WorkerConfig` by `worker_config()`; see docs/workers.md.
+    #: SESSIONSTORE_AGGRESSIVE_CLEANUP=true: shorter sweep period, start-up pass.
+    aggressive_cleanup: bool = False
+    sweep_interval: Duration = timedelta(minutes=1)
+    aggressive_sweep_interval: Duration = timedelta(seconds=10)
+    sweep_batch_size: int = 500
+    sweep_max_per_run: int = 50_000
+    long_overdue_after: Duration = timedelta(hours=1)
+    repair_interval: Duration = timedelta(hours=1)
+    heartbeat_interval: Duration = timedelta(seconds=10)
+    heartbeat_ttl: Duration = timedelta(hours=1)
+    worker_dead_after: Duration = timedelta(seconds=30)
+    job_timeout: Duration = timedelta(seconds=30)
+    worker_id: str | None = None
+    queue_name: str | None = None
+
+    # -- served fleet (issue 5): reference server, ASGI middleware, health -------
+    #: Bearer token for ``/session-health`` (compared in constant time). Unset:
+    #: the endpoint refuses every caller with 403.
+    health_token: SecretStr | None = None
+    #: Request header that carries the session id (MCP Streamable HTTP's name).
+    session_header: str = Field(default="Mcp-Session-Id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    #: Cookie that carries the signed session id (only with `cookie_secret`).
+    session_cookie: str = Field(default="sessionstore", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Signs the session-id cookie (itsdangerous). Unset: cookies are ignored.
+    cookie_secret: SecretStr | None = None
+    #: A request with an expired id gets a successor session (``store.resume``)
+    #: whose id comes back in the session header, instead of a 410.
+    renew_expired_sessions: bool = False
+    #: Larger request bodies are refused with 413 before they are read whole.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    #: On shutdown, in-flight requests get this long to finish; then their
+    #: request leases are returned anyway.
+    drain_timeout: Duration = timedelta(seconds=10)
+    #: ``/session-health`` says "degraded" when the sweeper lags more than this.
+    health_max_sweeper_lag: Duration = timedelta(minutes=5)
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=8000, ge=0, le=65535)
+
     # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) --
     #: Provider profile: stable, unreliable, icloud, gmail or outlook.
     upstream_profile: str = "stable"
@@ -332,37 +451,42 @@ class Settings(BaseSettings):
     #: newest first; older keys still decrypt (key rotation).
     secret_key: SecretStr | None = None
 
-    # -- worker fleet (issue 3: workers/, `sessionstore worker`) ---------------
-    # Passed to the frozen `WorkerConfig` by `worker_config()`; see docs/workers.md.
-    #: SESSIONSTORE_AGGRESSIVE_CLEANUP=true: shorter sweep period, start-up pass.
-    aggressive_cleanup: bool = False
-    sweep_interval: Duration = timedelta(minutes=1)
-    aggressive_sweep_interval: Duration = timedelta(seconds=10)
-    sweep_batch_size: int = 500
-    sweep_max_per_run: int = 50_000
-    long_overdue_after: Duration = timedelta(hours=1)
-    repair_interval: Duration = timedelta(hours=1)
-    heartbeat_interval: Duration = timedelta(seconds=10)
-    heartbeat_ttl: Duration = timedelta(hours=1)
-    worker_dead_after: Duration = timedelta(seconds=30)
-    job_timeout: Duration = timedelta(seconds=30)
-    worker_id: str | None = None
-    queue_name: str | None = None
-
-    @field_validator("worker_id", "queue_name", mode="before")
-    @classmethod
-    def _unset_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("redis_url", "queue_redis_url", mode="before")
+    @field_validator("redis_url", "queue_redis_url", "worker_id", "queue_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("breaker_slow_call_duration", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def breaker_settings(self) -> BreakerSettings:
+        """The circuit breaker part of these settings (the ``breaker_`` fields).
+
+        Raises:
+            pydantic.ValidationError: a value is out of range (names the field).
+        """
+        fields = {
+            name: getattr(self, f"breaker_{name}")
+            for name in BreakerSettings.model_fields
+            if f"breaker_{name}" in type(self).model_fields
+        }
+        return BreakerSettings(**fields)
 
     def session_settings(self) -> SessionSettings:
         """The session behaviour part of these settings."""
         names = SessionSettings.model_fields.keys() & type(self).model_fields.keys()
         return SessionSettings(**{name: getattr(self, name) for name in names})
+
+    def worker_config(self) -> WorkerConfig:
+        """The worker fleet part of these settings.
+
+        Raises:
+            pydantic.ValidationError: a worker setting is out of range.
+        """
+        names = WorkerConfig.model_fields.keys() & type(self).model_fields.keys()
+        return WorkerConfig(**{name: getattr(self, name) for name in names})
 
     @field_validator(
         "upstream_max_attempts",
@@ -421,15 +545,6 @@ class Settings(BaseSettings):
             return ()
         parts = self.secret_key.get_secret_value().split(",")
         return tuple(SecretStr(part.strip()) for part in parts if part.strip())
-
-    def worker_config(self) -> WorkerConfig:
-        """The worker fleet part of these settings.
-
-        Raises:
-            pydantic.ValidationError: a worker setting is out of range.
-        """
-        names = WorkerConfig.model_fields.keys() & type(self).model_fields.keys()
-        return WorkerConfig(**{name: getattr(self, name) for name in names})
 
     def store_redis(self, url: str) -> RedisSettings:
         """`RedisSettings` for the session store at `url` with these timeouts."""

@@ -402,21 +402,22 @@ class SessionStore:
 
     # -- leases, locks, shard-wide -------------------------------------------------
 
-    def track_request(self, session_id: str) -> TrackedLease:
+    def track_request(self, session_id: str, *, read_session: bool = False) -> TrackedLease:
         """``async with store.track_request(sid) as lease:`` holds a request lease.
 
         Taking and returning the lease are one round trip each; the lease is
-        renewed in the background while the body runs.
+        renewed in the background while the body runs. With `read_session`,
+        ``lease.session`` is the session, read in the same round trip.
 
         Raises:
             SessionLimitExceeded / GlobalLimitExceeded: at a concurrency limit.
             SessionGone / SessionNotFound: the session cannot be used.
         """
-        return self.leases.track(session_id, "requests")
+        return self.leases.track(session_id, "requests", read_session=read_session)
 
-    def track_connection(self, session_id: str) -> TrackedLease:
+    def track_connection(self, session_id: str, *, read_session: bool = False) -> TrackedLease:
         """Like `track_request` for long-lived connections (counted, not limited)."""
-        return self.leases.track(session_id, "conns")
+        return self.leases.track(session_id, "conns", read_session=read_session)
 
     def lock(
         self, session_id: str, *, ttl: timedelta | None = None, owner: str | None = None

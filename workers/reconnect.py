@@ -18,8 +18,9 @@ at once, one job per connection exists. The job:
 
 The session id travels as a `pydantic.SecretStr`: arq logs job arguments.
 
-`family(settings)` contributes the job and a start-up hook that puts a
-`Reconnector` in ``ctx``; it is listed in ``workers/settings.py``'s FAMILIES.
+`family(settings)` contributes the job and the hooks that put a `Reconnector`
+(with the worker's `BreakerRegistry`) in ``ctx``; it is listed in
+``workers/settings.py``'s FAMILIES.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from arq.worker import Function, Retry, func
 from pydantic import SecretStr
 
 from sessionstore import SessionStore, Settings, UpstreamSettings
+from sessionstore.breaker import BreakerRegistry
 from sessionstore.upstream import (
     RECONNECT_JOB,
+    BreakerGates,
     Gates,
     Reconnector,
     UpstreamRecords,
@@ -96,13 +99,26 @@ def build_reconnector(
 
 
 def family(settings: Settings) -> JobFamily:
-    """The reconnect job, and the start-up hook that builds its `Reconnector`.
+    """The reconnect job, and the hooks that build its `Reconnector` and breakers.
 
-    `os.environ` feeds ``env:`` credential references: this is the worker's edge.
+    The worker's own `BreakerRegistry` (on the store's Redis) lets the job see
+    the fleet's breakers and take half-open probe slots. `os.environ` feeds
+    ``env:`` credential references: this is the worker's edge.
     """
 
     async def start(ctx: WorkerContext) -> None:
-        ctx["reconnector"] = build_reconnector(ctx["store"], settings, environ=os.environ)
+        registry = BreakerRegistry(
+            ctx["store_redis"], settings.breaker_settings(), key_prefix=settings.key_prefix
+        )
+        await registry.open()
+        ctx["breakers"] = registry
+        ctx["reconnector"] = build_reconnector(
+            ctx["store"], settings, environ=os.environ, gates=BreakerGates(registry)
+        )
+
+    async def stop(ctx: WorkerContext) -> None:
+        if "breakers" in ctx:
+            await ctx["breakers"].aclose()
 
     function = reconnect_function(settings.key_prefix, settings.upstream_settings())
-    return JobFamily("reconnect", functions=[function], on_startup=[start])
+    return JobFamily("reconnect", functions=[function], on_startup=[start], on_shutdown=[stop])

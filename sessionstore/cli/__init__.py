@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, events, keys, upstreams, worker, workers
+from . import breakers, demo, dev, events, keys, serve, sessions, upstreams, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -25,6 +25,11 @@ app.add_typer(upstreams.app, name="upstreams")
 app.command("worker")(worker.start_worker)
 app.command("workers")(workers.list_fleet)
 app.add_typer(events.app, name="events")
+app.command("serve")(serve.serve)
+app.command("dev")(dev.dev)
+app.add_typer(sessions.app, name="sessions")
+app.command("health")(sessions.health)
+app.add_typer(breakers.app, name="breakers")
 
 
 @app.callback()

@@ -10,12 +10,14 @@
 - `Credentials`, `SecretBox`, `EnvCredentials`, `FileCredentials`: secrets
   are stored as references or Fernet tokens, never in plaintext.
 - `ArqReconnects`: reconnect jobs, one per connection fleet-wide.
+- `BreakerGates`: the fleet's circuit breakers (`sessionstore.breaker`) as the
+  pool and the reconnect jobs use them.
 """
 
 from __future__ import annotations
 
 from ._connector import Connection, Connector, HealthReport, Operation, Served
-from ._gates import Gate, Gates, NoGates, Outcome, Ticket
+from ._gates import BreakerGates, Gate, Gates, NoGates, Ticket
 from ._imap_client import ImapClient
 from ._pool import PoolState, UpstreamPool
 from ._reconnect import (
@@ -41,6 +43,7 @@ from .credentials import (
 __all__ = [
     "RECONNECT_JOB",
     "ArqReconnects",
+    "BreakerGates",
     "Connection",
     "Connector",
     "CredentialProvider",
@@ -54,7 +57,6 @@ __all__ = [
     "MaintenanceReport",
     "NoGates",
     "Operation",
-    "Outcome",
     "PoolState",
     "ReconnectResult",
     "ReconnectScheduler",

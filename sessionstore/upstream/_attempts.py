@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..breaker import Outcome
 from ..exceptions import (
     BreakerOpen,
     InvalidInput,
@@ -36,7 +37,7 @@ from ..exceptions import (
 from ..retry import Action, Verdict
 from ._connector import HealthReport, Operation, Served, describe
 from ._entry import Entry, short_id
-from ._gates import Gate, Outcome, Ticket, settle
+from ._gates import Gate, Ticket, settle
 from ._records import UpstreamRecord, UpstreamState
 
 if TYPE_CHECKING:

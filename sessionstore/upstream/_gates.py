@@ -1,8 +1,9 @@
 """What the pool and the reconnect jobs need from a circuit breaker.
 
 The fleet-wide breaker lives in `sessionstore.breaker`; `BreakerGates` adapts
-its registry to the small `Gates` protocol below, so the pool can also run
-with no breaker at all (`NoGates`) or with a fake in unit tests.
+its `BreakerRegistry` to the small `Gates` protocol below (its `Attempt` is a
+`Ticket` as it is), so the pool can also run with no breaker at all
+(`NoGates`) or with a fake in tests.
 
 Half-open probes go through the reconnect jobs: the pool only calls through
 a gate whose local view is closed (`Gate.lets_callers_through`, no I/O); when
@@ -13,24 +14,10 @@ storm of user requests.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from ..breaker import Breaker, BreakerRegistry, BreakerState, Outcome
 from ..retry import Verdict, classify
-
-
-class Outcome(StrEnum):
-    """How a guarded call ended, as the breaker should count it.
-
-    .. versionadded:: 0.1
-    """
-
-    #: The upstream answered properly.
-    SUCCESS = "success"
-    #: A fault that says the upstream is unwell (`Verdict.counts_against_breaker`).
-    FAILURE = "failure"
-    #: A fault that says nothing about the upstream (bad password, polite BYE).
-    IGNORED = "ignored"
 
 
 async def settle(ticket: Ticket, fault: BaseException) -> Verdict:
@@ -133,3 +120,46 @@ class NoGates:
     async def gate(self, name: str) -> Gate:
         """The always-open gate."""
         return self._gate
+
+
+class _BreakerGate:
+    """`Gate` over one fleet breaker."""
+
+    def __init__(self, breaker: Breaker, open_duration: float) -> None:
+        self._breaker = breaker
+        self._open_duration = open_duration
+
+    @property
+    def lets_callers_through(self) -> bool:
+        return self._breaker.state in (BreakerState.CLOSED, BreakerState.FORCED_CLOSED)
+
+    def retry_after(self) -> float:
+        state = self._breaker.state
+        if state is BreakerState.OPEN:
+            # Measured at the snapshot's Redis time: an upper bound, late by at most the
+            # view's age (the staleness bound).
+            snapshot = self._breaker.snapshot
+            return max(0.0, (snapshot.open_until_ms - snapshot.now_ms) / 1000)
+        if state is BreakerState.FORCED_OPEN:
+            return self._open_duration  # an operator decides; look again after a period
+        return 0.0  # closed, or half-open: a probe may go now
+
+    async def admit(self) -> Ticket:
+        return await self._breaker.acquire()
+
+
+class BreakerGates:
+    """`Gates` on the fleet's circuit breakers (`sessionstore.breaker.BreakerRegistry`).
+
+    The registry is opened and closed by its owner (a lifespan, a worker start-up).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, registry: BreakerRegistry) -> None:
+        self._registry = registry
+        self._open_duration = registry.settings.open_duration.total_seconds()
+
+    async def gate(self, name: str) -> Gate:
+        """The gate of breaker `name` (its first use reads its state: one round trip)."""
+        return _BreakerGate(await self._registry.get(name), self._open_duration)

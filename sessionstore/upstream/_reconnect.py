@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from .._keys import KeySpace
 from .._settings import Settings, UpstreamSettings
+from ..breaker import Outcome
 from ..exceptions import (
     BreakerOpen,
     SessionGone,
@@ -33,7 +34,7 @@ from ..exceptions import (
 from ..retry import Action
 from ._connector import Connector, describe
 from ._entry import short_id
-from ._gates import Gates, NoGates, Outcome, Ticket, settle
+from ._gates import Gates, NoGates, Ticket, settle
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from .credentials import Credentials
 
@@ -83,6 +84,11 @@ class ArqReconnects:
         self._queue = queue
         self._keys = keys
         self._queue_name = queue_name
+
+    @property
+    def queue_name(self) -> str:
+        """The arq queue the jobs go to."""
+        return self._queue_name
 
     @classmethod
     def from_settings(cls, queue: Any, settings: Settings) -> ArqReconnects:

@@ -100,3 +100,18 @@ async def test_malformed_ids_never_reach_redis(
         with pytest.raises(InvalidSessionId):
             await store.set_state(bad, {"a": 1})
     assert round_trips.total == 0
+
+
+async def test_a_lease_can_bring_the_session_in_the_same_round_trip(
+    store: SessionStore, round_trips: RoundTrips
+) -> None:
+    """track_request(read_session=True) reads the session in the lease's reply:
+    a middleware needs no separate get."""
+    sid = await _warm(store)
+    await store.set_state(sid, {"cart": [1]})
+    round_trips.reset()
+    async with store.track_request(sid, read_session=True) as lease:
+        assert round_trips.total == 1
+        assert lease.session is not None
+        assert lease.session.id == sid and lease.session.state == {"cart": [1]}
+        assert lease.session.active_requests == 1

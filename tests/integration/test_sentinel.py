@@ -39,8 +39,12 @@ async def test_store_works_through_sentinel_and_survives_failover(
         old_master = sentinel.master_port()
         # Let the replica catch up before promoting it (replication is asynchronous).
         sync = redis.Redis(port=old_master)
+
+        async def replica_caught_up() -> bool:
+            return bool(await asyncio.to_thread(sync.execute_command, "WAIT", 1, 1000) == 1)
+
         try:
-            assert sync.execute_command("WAIT", 1, 5000) == 1
+            await eventually(replica_caught_up, timeout=30)
         finally:
             sync.close()
         sentinel.failover()

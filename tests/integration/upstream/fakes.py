@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from sessionstore.breaker import Outcome
 from sessionstore.exceptions import BreakerOpen
-from sessionstore.upstream import Outcome, UpstreamSpec
+from sessionstore.upstream import UpstreamSpec
 
 
 @dataclass(eq=False)

@@ -18,9 +18,10 @@ from sessionstore import (
     UpstreamError,
 )
 from sessionstore._settings import UpstreamSettings
+from sessionstore.breaker import Outcome
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
 from sessionstore.retry import ConnectionDropped, ReplyError, ServerBye, set_testing
-from sessionstore.upstream import Credentials, Outcome, UpstreamPool, UpstreamState
+from sessionstore.upstream import Credentials, UpstreamPool, UpstreamState
 from tests.conftest import RoundTrips
 from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD
 from tests.integration.upstream.fakes import (

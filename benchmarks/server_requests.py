@@ -1,0 +1,121 @@
+"""What serving a session over HTTP costs: requests per second and Redis round trips.
+
+Four measurements in the same process, against the same Redis, in the same run:
+
+* ``store.get``            the store call alone, no HTTP (the Redis baseline)
+* ``GET /healthz``         the HTTP stack alone, no Redis (the framework baseline)
+* ``GET /sessions/{id}``   one store read behind FastAPI
+* ``GET /session``         the same read through `SessionMiddleware`: take a request
+                           lease, read the session, return the lease
+
+The app runs in-process (httpx's ASGI transport, its lifespan driven here), so
+the figures are the code's cost without network noise.
+
+    python benchmarks/server_requests.py [--requests 3000] [--concurrency 16]
+
+Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
+from typing import Any
+
+import httpx
+from redis.asyncio.connection import AbstractConnection
+
+from sessionstore import LocalRedis, SessionStore, Settings
+from sessionstore.server import create_app
+
+SENDS: Counter[str] = Counter()
+_original_send = AbstractConnection.send_packed_command
+
+
+async def _counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+    SENDS["n"] += 1
+    await _original_send(self, command, check_health)
+
+
+AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
+
+
+async def measure(
+    count: int, concurrency: int, call: Callable[[], Awaitable[object]]
+) -> tuple[float, float]:
+    """(calls per second, Redis round trips per call) for `count` calls."""
+    SENDS.clear()
+    left = count
+
+    async def runner() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+    return count / (time.perf_counter() - start), SENDS["n"] / count
+
+
+async def run(url: str, count: int, concurrency: int) -> None:
+    settings = Settings(redis_url=url, key_prefix="bench" + secrets.token_hex(3))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        store: SessionStore = state["session_store"]
+
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "state": dict(state)}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            made = (await http.post("/sessions", json={"state": {"n": 1}})).json()["id"]
+            header = {"Mcp-Session-Id": made}
+
+            async def healthz() -> None:
+                assert (await http.get("/healthz")).status_code == 200
+
+            async def read() -> None:
+                assert (await http.get(f"/sessions/{made}")).status_code == 200
+
+            async def current() -> None:
+                assert (await http.get("/session", headers=header)).status_code == 200
+
+            rows = [
+                ("store.get (no HTTP)", lambda: store.get(made)),
+                ("GET /healthz (no Redis)", healthz),
+                ("GET /sessions/{id}", read),
+                ("GET /session (middleware)", current),
+            ]
+            results = {}
+            for name, call in rows:
+                await measure(min(200, count), concurrency, call)  # warm up
+                results[name] = await measure(count, concurrency, call)
+    print(f"{count} calls each, {concurrency} concurrent, Redis at {url}")
+    print(f"{'call':30} {'per second':>12} {'round trips':>12}")
+    for name, (rate, trips) in results.items():
+        print(f"{name:30} {rate:12.0f} {trips:12.2f}")
+    plain = results["GET /sessions/{id}"][0]
+    tracked = results["GET /session (middleware)"][0]
+    print(f"middleware request / plain read: {tracked / plain:.2f}x the rate")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    given = os.environ.get("SESSIONSTORE_REDIS_URL")
+    with nullcontext(None) if given else LocalRedis() as server:
+        url = given or server.url
+        asyncio.run(run(url, args.requests, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Listing sessions by status, for operators, without SCAN.
+
+* ``active`` and ``expired`` sessions that still have a record are read from
+  the shards' expiry indexes (``ZRANGE ... BYSCORE LIMIT``): O(shards * log n
+  + limit), whatever the number of sessions.
+* Ended ids (``expired`` after the sweep, ``closed``, ``rotated``) have only a
+  tombstone, and no index points at tombstones. They are found through the
+  shards' event streams (``expired``, ``deleted``, ``rotated`` events), read
+  newest first and bounded by `scan_events` per shard; ids whose tombstone has
+  lapsed are skipped. This is a bounded look at recent history, not a census.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._models import Session, SessionStatus, Tombstone, parse_pairs
+from ._scripts import Batch, script
+
+if TYPE_CHECKING:
+    from ._store import SessionStore
+
+#: The event that ends an id with each status.
+_ENDING_EVENT = {
+    SessionStatus.EXPIRED: "expired",
+    SessionStatus.CLOSED: "deleted",
+    SessionStatus.ROTATED: "rotated",
+}
+
+#: Called after each shard of an event scan with (shards done, shards in all).
+Progress = Callable[[int, int], None]
+
+
+async def list_by_status(
+    store: SessionStore,
+    status: SessionStatus,
+    *,
+    limit: int = 100,
+    scan_events: int = 1000,
+    progress: Progress | None = None,
+) -> list[Session | Tombstone]:
+    """Up to `limit` sessions or tombstones with `status` (see the module docstring).
+
+    .. versionadded:: 0.1
+    """
+    found: list[Session | Tombstone] = []
+    if status in (SessionStatus.ACTIVE, SessionStatus.EXPIRED):
+        found += await _from_indexes(store, overdue=status is SessionStatus.EXPIRED, limit=limit)
+    if status is not SessionStatus.ACTIVE and len(found) < limit:
+        seen = {item.id for item in found}
+        ended = await _from_events(store, status, limit - len(found), scan_events, progress)
+        found += [t for t in ended if t.id not in seen]
+    return found[:limit]
+
+
+async def _from_indexes(
+    store: SessionStore, *, overdue: bool, limit: int
+) -> list[Session | Tombstone]:
+    shards = range(store.keys.shards)
+    stats = Batch(store.redis)
+    for shard in shards:
+        stats.script(script("shard_stats"), [store.keys.expiry(shard), store.keys.stats(shard)], [])
+    clocks = [int(reply[0]) for reply in await stats.execute()]
+    ranges = Batch(store.redis)
+    for shard, now in zip(shards, clocks, strict=True):
+        low, high = ("-inf", now) if overdue else (f"({now}", "+inf")
+        ranges.command(
+            "ZRANGE",
+            store.keys.expiry(shard),
+            low,
+            high,
+            "BYSCORE",
+            "LIMIT",
+            0,
+            limit,
+            "WITHSCORES",
+        )
+    due: list[tuple[float, str]] = []
+    for reply in await ranges.execute():
+        due += [(float(reply[i + 1]), str(reply[i])) for i in range(0, len(reply), 2)]
+    ids = [session_id for _, session_id in sorted(due)[:limit]]
+    wanted = SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE
+    return [s for s in await _read(store, ids) if s.status is wanted]
+
+
+async def _from_events(
+    store: SessionStore,
+    status: SessionStatus,
+    limit: int,
+    scan_events: int,
+    progress: Progress | None,
+) -> list[Tombstone]:
+    kind = _ENDING_EVENT[status]
+    ids: list[str] = []
+    shards = store.keys.shards
+    for shard in range(shards):
+        batch = Batch(store.redis)
+        batch.command("XREVRANGE", store.keys.events(shard), "+", "-", "COUNT", scan_events)
+        for _entry_id, fields in (await batch.execute())[0]:
+            # redis-py parses stream entries into dicts; a raw reply is a flat list.
+            event = fields if isinstance(fields, dict) else parse_pairs(list(fields))
+            if event.get("kind") == kind and event.get("session_id") not in ids:
+                ids.append(event["session_id"])
+        if progress is not None:
+            progress(shard + 1, shards)
+    tombs = [t for t in await _read(store, ids) if isinstance(t, Tombstone) and t.status is status]
+    return tombs[:limit]
+
+
+async def _read(store: SessionStore, ids: list[str]) -> list[Session | Tombstone]:
+    """Read sessions or tombstones in one round trip; ids with neither are skipped."""
+    if not ids:
+        return []
+    batch = Batch(store.redis)
+    for session_id in ids:
+        batch.script(script("get"), store.keys.session(session_id).ordered(), [])
+    out: list[Session | Tombstone] = []
+    for session_id, reply in zip(ids, await batch.execute(), strict=True):
+        out += _decode(session_id, reply)
+    return out
+
+
+def _decode(session_id: str, reply: list[Any]) -> list[Session | Tombstone]:
+    if reply[0] == "record":
+        fields = parse_pairs(reply[4:])
+        return [
+            Session.from_record(
+                fields, now_ms=int(reply[1]), requests=int(reply[2]), connections=int(reply[3])
+            )
+        ]
+    if reply[0] == "tomb":
+        return [Tombstone.from_record(session_id, parse_pairs(reply[2:]))]
+    return []

@@ -1,0 +1,294 @@
+"""`SessionMiddleware`: plain ASGI, for Starlette, FastAPI or any ASGI app.
+
+Shaped like ``starlette/middleware/sessions.py``, but the cookie (when used)
+carries only a signed session id; the session itself lives in Redis. Per
+request it:
+
+1. finds the session id in the session header (default ``Mcp-Session-Id``)
+   or the signed cookie; a request without one passes through with
+   ``state["session"] = None``;
+2. takes a request lease (``store.track_request``), which checks the session,
+   slides its idle deadline, enforces the fleet-wide limits and reads the
+   session in the same round trip, and puts it on ``scope["state"]["session"]``
+   (``request.state.session``);
+3. answers refusals itself (404 unknown, 410 ended, 429/503 limits, 503 Redis
+   down, all JSON with ``Retry-After`` where a retry helps), or, with
+   ``renew_expired``, replaces an expired id by its successor (`SessionStore.resume`)
+   and returns the new id in the session header;
+4. returns the lease when the response is done, and writes the session id
+   back (header and cookie) when the app created, rotated or dropped the session.
+
+It also watches the ASGI lifespan: on shutdown it refuses new session
+requests, drains the running ones (bounded by ``drain_timeout``) and returns
+their leases before the app's own shutdown closes the Redis client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._models import Session
+from .._requests import Lease, TrackedLease
+from .._store import SessionStore
+from ..exceptions import SessionExpired, SessionStoreError
+from ._cookie import SessionCookie
+from ._inflight import InFlightRequests
+from ._problems import Problem, problem_for, shutting_down
+
+logger = logging.getLogger("sessionstore.asgi")
+
+#: ``scope["state"]`` keys the middleware sets for the app.
+SESSION = "session"
+LEASE = "session_lease"
+RENEWED_FROM = "session_renewed_from"
+#: Response header naming the expired id a renewed session replaced.
+RENEWED_HEADER = "Sessionstore-Renewed-From"
+
+
+@dataclass
+class _Opened:
+    tracked: TrackedLease
+    lease: Lease
+    session: Session
+    renewed_from: str | None = None
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    session_id: str | None
+    #: The id the request's cookie carried (validly signed), if any.
+    cookie_id: str | None
+    #: The request carried a cookie whose signature was wrong.
+    bad_cookie: bool = False
+    #: The id came in the session header: the client does not use cookies.
+    from_header: bool = False
+
+
+class SessionMiddleware:
+    """Attach the Redis-backed session to each request and hold a request lease for it.
+
+    Args:
+        app: the ASGI app to wrap.
+        store: the store; when None, read from ``scope["state"][state_key]``
+            (a lifespan that yields ``{"session_store": store}``).
+        state_key: where to find the store in the lifespan state.
+        header: request/response header carrying the session id.
+        cookie: read and write a signed session-id cookie too.
+        renew_expired: answer an expired id with a successor session instead of 410.
+        gone_status: status for ended ids (MCP clients expect 404 to start over).
+        exclude_paths: paths served without looking at the session (health, metrics).
+        inflight: the registry of running requests (share it to read its size).
+        drain_timeout: seconds running requests get to finish on shutdown.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: SessionStore | None = None,
+        *,
+        state_key: str = "session_store",
+        header: str = "Mcp-Session-Id",
+        cookie: SessionCookie | None = None,
+        renew_expired: bool = False,
+        gone_status: int = 410,
+        exclude_paths: Collection[str] = (),
+        inflight: InFlightRequests | None = None,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.state_key = state_key
+        self.header = header
+        self._header_key = header.lower().encode("latin-1")
+        self.cookie = cookie
+        self.renew_expired = renew_expired
+        self.gone_status = gone_status
+        self.exclude_paths = frozenset(exclude_paths)
+        self.inflight = inflight if inflight is not None else InFlightRequests()
+        self.drain_timeout = drain_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._watch_shutdown(receive), send)
+            return
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exclude_paths:
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state[SESSION] = None
+        incoming = self._incoming(scope)
+        if incoming.session_id is None:
+            await self.app(scope, receive, self._writer(scope, send, incoming))
+            return
+        if self.inflight.closing:
+            await self._refuse(scope, receive, send, shutting_down(), incoming)
+            return
+        store = self._store(scope)
+        try:
+            opened = await self._open(store, incoming.session_id, scope["type"] == "websocket")
+        except SessionStoreError as exc:
+            await self._refuse(scope, receive, send, self._problem(exc), incoming)
+            return
+        state[SESSION] = opened.session
+        state[LEASE] = opened.lease
+        state[RENEWED_FROM] = opened.renewed_from
+        ticket = self.inflight.add(store, opened.lease)
+        try:
+            await self.app(scope, receive, self._writer(scope, send, incoming, opened))
+        except BaseException as exc:
+            await self._close(opened, ticket, exc)
+            raise
+        await self._close(opened, ticket, None)
+
+    # -- finding and opening the session ----------------------------------------
+
+    def _incoming(self, scope: Scope) -> _Incoming:
+        from_header: str | None = None
+        cookies: list[str] = []
+        for key, value in scope.get("headers", ()):
+            if key == self._header_key and from_header is None:
+                from_header = value.decode("latin-1").strip()
+            elif key == b"cookie" and self.cookie is not None:
+                cookies.append(value.decode("latin-1"))
+        cookie_id, bad = self._read_cookie("; ".join(cookies))
+        return _Incoming(from_header or cookie_id, cookie_id, bad, from_header=bool(from_header))
+
+    def _read_cookie(self, header: str) -> tuple[str | None, bool]:
+        if self.cookie is None or not header:
+            return None, False
+        # Starlette's lenient parser: one malformed cookie does not hide the others.
+        value = cookie_parser(header).get(self.cookie.name)
+        if value is None:
+            return None, False
+        session_id = self.cookie.unsign(value)
+        return session_id, session_id is None
+
+    def _store(self, scope: Scope) -> SessionStore:
+        if self.store is not None:
+            return self.store
+        store = scope.get("state", {}).get(self.state_key)
+        if not isinstance(store, SessionStore):
+            raise RuntimeError(
+                f"SessionMiddleware has no store: pass store=, or yield {{{self.state_key!r}: "
+                "store}} from the app's lifespan"
+            )
+        return store
+
+    async def _open(self, store: SessionStore, session_id: str, websocket: bool) -> _Opened:
+        try:
+            return await self._track(store, session_id, websocket)
+        except SessionExpired:
+            if not self.renew_expired:
+                raise
+        successor = await store.resume(session_id)
+        opened = await self._track(store, successor.id, websocket)
+        opened.renewed_from = session_id
+        # Ids are bearer credentials: they stay out of the logs.
+        logger.info(
+            "an expired session was renewed (shard %d)", store.session_keys(successor.id).shard
+        )
+        return opened
+
+    @staticmethod
+    async def _track(store: SessionStore, session_id: str, websocket: bool) -> _Opened:
+        # A websocket is a long-lived connection: counted, not limited like requests.
+        # The lease's reply carries the session: one round trip in, one out.
+        track = store.track_connection if websocket else store.track_request
+        tracked = track(session_id, read_session=True)
+        lease = await tracked.__aenter__()
+        assert lease.session is not None
+        return _Opened(tracked, lease, lease.session)
+
+    async def _close(self, opened: _Opened, ticket: int, exc: BaseException | None) -> None:
+        self.inflight.remove(ticket)
+        try:
+            await opened.tracked.__aexit__(
+                type(exc) if exc else None, exc, exc.__traceback__ if exc else None
+            )
+        except SessionStoreError:
+            # The response is already out; the lease lapses at its deadline.
+            logger.warning(
+                "could not return lease %s; it lapses at its deadline",
+                opened.lease.lease_id,
+                exc_info=True,
+            )
+
+    # -- answering ------------------------------------------------------------------
+
+    def _problem(self, exc: SessionStoreError) -> Problem:
+        problem = problem_for(exc)
+        if problem.status == 410 and self.gone_status != 410:
+            problem = Problem(self.gone_status, problem.code, problem.detail, extra=problem.extra)
+        return problem
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, problem: Problem, incoming: _Incoming
+    ) -> None:
+        if scope["type"] == "websocket":
+            # 1008: policy violation; the reason names the problem code.
+            await send({"type": "websocket.close", "code": 1008, "reason": problem.code})
+            return
+        response = problem.response()
+        dropped_cookie = incoming.cookie_id or incoming.bad_cookie
+        dead_id = problem.status in (400, 404, self.gone_status)
+        if self.cookie is not None and dropped_cookie and dead_id and not incoming.from_header:
+            response.headers.append("Set-Cookie", self.cookie.clear_header())
+        await response(scope, receive, send)
+
+    def _writer(
+        self, scope: Scope, send: Send, incoming: _Incoming, opened: _Opened | None = None
+    ) -> Send:
+        """Wrap `send` to write the session id back when it changed during the request."""
+
+        async def send_with_session(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                current = scope["state"].get(SESSION)
+                current_id = current.id if isinstance(current, Session) else None
+                if current_id is not None and current_id != incoming.session_id:
+                    headers[self.header] = current_id
+                if opened is not None and opened.renewed_from:
+                    headers[RENEWED_HEADER] = opened.renewed_from
+                self._write_cookie(headers, incoming, current_id)
+            await send(message)
+
+        return send_with_session
+
+    def _write_cookie(
+        self, headers: MutableHeaders, incoming: _Incoming, current: str | None
+    ) -> None:
+        if self.cookie is None or incoming.from_header:
+            return
+        if current is not None and current != incoming.cookie_id:
+            headers.append("Set-Cookie", self.cookie.set_header(current))
+        elif current is None and (incoming.cookie_id or incoming.bad_cookie):
+            headers.append("Set-Cookie", self.cookie.clear_header())
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def _watch_shutdown(self, receive: Receive) -> Receive:
+        async def receive_and_drain() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # An app object may be started again after a shutdown (test clients do).
+                self.inflight.closing = False
+            elif message["type"] == "lifespan.shutdown":
+                result = await self.inflight.drain(self.drain_timeout)
+                logger.info(
+                    "drained: %d request(s) finished, %d lease(s) returned",
+                    result.finished,
+                    result.released,
+                )
+            return message
+
+        return receive_and_drain

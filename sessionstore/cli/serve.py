@@ -1,0 +1,42 @@
+"""``sessionstore serve``: run the reference server with uvicorn."""
+
+from __future__ import annotations
+
+import math
+
+import typer
+
+from ._support import load_settings, store_url
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Bind address [SESSIONSTORE_SERVER_HOST]."),
+    port: int | None = typer.Option(None, help="TCP port [SESSIONSTORE_SERVER_PORT]."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+    access_log: bool = typer.Option(False, help="Log every request."),
+) -> None:
+    """Serve the session API, /session-health and /metrics.
+
+    Needs SESSIONSTORE_REDIS_URL. On SIGTERM or Ctrl-C the replica stops
+    accepting connections, lets running requests finish for up to
+    SESSIONSTORE_DRAIN_TIMEOUT, returns their request leases and exits.
+    """
+    import uvicorn
+
+    from ..server import create_app
+
+    settings = load_settings()
+    store_url(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.server_host,
+        port=settings.server_port if port is None else port,
+        log_level=log_level,
+        access_log=access_log,
+        # uvicorn waits this long for running requests, then cancels them; the
+        # middleware's drain then returns whatever leases are left.
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout.total_seconds()),
+        # Behind the compose load balancer: trust its X-Forwarded-* headers.
+        proxy_headers=True,
+        lifespan="on",
+    )

@@ -1,0 +1,207 @@
+"""``sessionstore sessions ...`` and ``sessionstore health``: inspect and act on sessions.
+
+Human tables by default (rich), ``--json`` for scripts. Exit codes: 0 done,
+1 not found or refused, 2 bad usage, 3 Redis unavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .._listing import list_by_status
+from .._models import Session, SessionStatus, Tombstone
+from .._redis import backend_errors
+from .._store import SessionStore
+from ._support import EXIT_FAILED, fail, load_settings, open_store, print_json, run
+
+app = typer.Typer(help="List, show, expire and delete sessions.", no_args_is_help=True)
+
+_SESSION_COLUMNS = ("id", "status", "user", "last activity", "expires at", "requests", "version")
+_TOMB_COLUMNS = ("id", "status", "reason", "ended at", "user", "superseded by")
+
+
+def _row(item: Session | Tombstone) -> tuple[str, ...]:
+    if isinstance(item, Session):
+        return (
+            item.id,
+            item.status.value,
+            item.user_id or "",
+            f"{item.last_activity:%Y-%m-%d %H:%M:%S}",
+            f"{item.expires_at:%Y-%m-%d %H:%M:%S}",
+            str(item.active_requests),
+            str(item.version),
+        )
+    return (
+        item.id,
+        item.status.value,
+        item.reason,
+        f"{item.ended_at:%Y-%m-%d %H:%M:%S}",
+        item.user_id or "",
+        item.superseded_by or "",
+    )
+
+
+def _print_items(items: list[Session | Tombstone], as_json: bool) -> None:
+    if as_json:
+        print_json([item.model_dump(mode="json") for item in items])
+        return
+    console = Console()
+    sessions = [i for i in items if isinstance(i, Session)]
+    tombs = [i for i in items if isinstance(i, Tombstone)]
+    for title, columns, rows in (
+        ("sessions", _SESSION_COLUMNS, sessions),
+        ("ended ids (tombstones)", _TOMB_COLUMNS, tombs),
+    ):
+        if rows:
+            table = Table(*columns, title=title)
+            for item in rows:
+                table.add_row(*_row(item))
+            console.print(table)
+    if not items:
+        console.print("no sessions found")
+
+
+@app.command("list")
+def list_sessions(
+    user: str | None = typer.Option(None, "--user", help="Sessions of this user (active only)."),
+    status: Annotated[
+        SessionStatus | None,
+        typer.Option("--status", help="active | expired | closed | rotated (default: active)."),
+    ] = None,
+    limit: int = typer.Option(100, min=1, max=10_000, help="At most this many."),
+    scan_events: int = typer.Option(
+        1000, min=1, help="Ended ids: newest events read per shard (a bounded look back)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List sessions by user or by status, without SCAN (see docs/server.md)."""
+    settings = load_settings()
+    if user is not None and status not in (None, SessionStatus.ACTIVE):
+        fail("--user lists active sessions only; drop --status", 2)
+
+    async def body() -> list[Session | Tombstone]:
+        async with open_store(settings) as store:
+            if user is not None:
+                return list(await store.list_for_user(user, limit=limit))
+            return await _by_status(store, status or SessionStatus.ACTIVE, limit, scan_events)
+
+    _print_items(run(body), as_json)
+
+
+async def _by_status(
+    store: SessionStore, status: SessionStatus, limit: int, scan_events: int
+) -> list[Session | Tombstone]:
+    if status is SessionStatus.ACTIVE:
+        return await list_by_status(store, status, limit=limit)
+    # Ended ids come from a shard-by-shard event scan: show how far it got.
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"scanning events for {status.value} ids", total=store.keys.shards)
+        return await list_by_status(
+            store,
+            status,
+            limit=limit,
+            scan_events=scan_events,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+@app.command("show")
+def show(
+    session_id: str = typer.Argument(..., help="The session id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one session (or the tombstone of an ended id) and its Redis keys."""
+    settings = load_settings()
+
+    async def body() -> tuple[Session | Tombstone, dict[str, str]]:
+        async with open_store(settings) as store:
+            keys = store.session_keys(session_id)
+            found = await store.lookup(session_id)
+            return found, {
+                "record": keys.record,
+                "tombstone": keys.tombstone,
+                "requests": keys.requests,
+            }
+
+    found, keys = run(body)
+    if as_json:
+        print_json({**found.model_dump(mode="json"), "keys": keys})
+        return
+    table = Table("field", "value", title=f"session {session_id}")
+    for name, value in found.model_dump().items():
+        table.add_row(name, str(value))
+    for name, key in keys.items():
+        table.add_row(f"key: {name}", key)
+    console = Console()
+    console.print(table)
+    key = keys["record"] if isinstance(found, Session) else keys["tombstone"]
+    console.print(f"read it with: redis-cli HGETALL '{key}'", highlight=False)
+
+
+def _end(session_id: str, action: str) -> None:
+    settings = load_settings()
+
+    async def body() -> bool:
+        async with open_store(settings) as store:
+            if action == "expire":
+                return await store.expire(session_id)
+            return await store.delete(session_id)
+
+    if not run(body):
+        fail(f"session {session_id} had already ended", EXIT_FAILED)
+    typer.echo(f"{action}d {session_id}")
+
+
+@app.command("expire")
+def expire(session_id: str = typer.Argument(..., help="The session id.")) -> None:
+    """Expire a session now (it can then be resumed into a new one)."""
+    _end(session_id, "expire")
+
+
+@app.command("delete")
+def delete(session_id: str = typer.Argument(..., help="The session id.")) -> None:
+    """Close a session (it answers ``closed`` for the retention period)."""
+    _end(session_id, "delete")
+
+
+def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Redis latency, session counts and sweeper lag; exit 3 when Redis is unreachable."""
+    settings = load_settings()
+
+    async def body() -> dict[str, Any]:
+        async with open_store(settings) as store:
+            started = time.perf_counter()
+            with backend_errors("ping"):
+                await store.redis.ping()
+            latency_ms = (time.perf_counter() - started) * 1000
+            counts = await store.counts()
+        lag = counts.sweeper_lag.total_seconds()
+        return {
+            "status": "healthy"
+            if counts.sweeper_lag <= settings.health_max_sweeper_lag
+            else "degraded",
+            "redis_latency_ms": round(latency_ms, 3),
+            "total": counts.active + counts.overdue,
+            "active": counts.active,
+            "expired": counts.overdue,
+            "sweeper_lag_seconds": lag,
+            "lifetime": counts.totals,
+            "at": counts.at.isoformat(),
+        }
+
+    report = run(body)
+    if as_json:
+        print_json(report)
+    else:
+        table = Table("figure", "value", title="session store health")
+        for name, value in report.items():
+            table.add_row(name, str(value))
+        Console().print(table)
+    if report["status"] != "healthy":
+        raise typer.Exit(EXIT_FAILED)

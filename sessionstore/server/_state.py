@@ -1,0 +1,48 @@
+"""What the lifespan yields: the server's resources, reached through the request state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from .._redis import RedisClient
+from .._settings import Settings
+from .._store import SessionStore
+from ..asgi import InFlightRequests
+
+if TYPE_CHECKING:
+    from ._health import HealthCheck
+    from ._metrics import ServerMetrics
+
+#: Key of `ServerState` in the lifespan state.
+STATE_KEY = "sessionstore"
+
+
+@dataclass
+class ServerState:
+    """One replica's resources, built by the lifespan and closed by it.
+
+    .. versionadded:: 0.1
+    """
+
+    settings: Settings
+    redis: RedisClient
+    store: SessionStore
+    metrics: ServerMetrics
+    inflight: InFlightRequests
+    #: The sections of ``/session-health``, one per concern.
+    health_checks: list[HealthCheck] = field(default_factory=list)
+
+
+def server_state(request: Request) -> ServerState:
+    """The `ServerState` of the app serving `request`."""
+    state = getattr(request.state, STATE_KEY, None)
+    if not isinstance(state, ServerState):
+        raise RuntimeError("the sessionstore lifespan did not run")
+    return state
+
+
+#: FastAPI dependency: this replica's `ServerState`.
+State = Annotated[ServerState, Depends(server_state)]

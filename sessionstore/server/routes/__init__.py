@@ -1,0 +1,1 @@
+"""The reference server's routers, one module per concern."""

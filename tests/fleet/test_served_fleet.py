@@ -1,0 +1,328 @@
+"""Proof of the served fleet: a real Redis and three `sessionstore serve` processes
+driven over HTTP.
+
+(Worker processes and the breaker scenario join once the worker and breaker
+branches are in main.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore._embedded import free_port, wait_until
+from tests.fleet.served import ServedFleet
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+TOKEN = "fleet-t0ken"
+PREFIX = "fleet" + secrets.token_hex(3)
+LEASE_SECONDS = 5
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HEADER = "Mcp-Session-Id"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[ServedFleet]:
+    settings = {
+        "SESSIONSTORE_KEY_PREFIX": PREFIX,
+        "SESSIONSTORE_SHARDS": "4",
+        "SESSIONSTORE_HEALTH_TOKEN": TOKEN,
+        # Short leases so a killed replica's requests lapse within the test.
+        "SESSIONSTORE_REQUEST_LEASE_TTL": str(LEASE_SECONDS),
+        "SESSIONSTORE_MAX_REQUESTS_PER_SESSION": "1",
+        "SESSIONSTORE_RENEW_EXPIRED_SESSIONS": "true",
+        "SESSIONSTORE_DRAIN_TIMEOUT": "10",
+        "SESSIONSTORE_REDIS_CONNECT_TIMEOUT": "0.5",
+        "SESSIONSTORE_REDIS_SOCKET_TIMEOUT": "1",
+    }
+    served = ServedFleet(3, settings).start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+async def store(fleet: ServedFleet) -> AsyncIterator[SessionStore]:
+    """The store the replicas use, read directly to check what they did."""
+    client = create_client(RedisSettings.from_dsn(fleet.redis.url))
+    yield SessionStore(client, SessionSettings(key_prefix=PREFIX, shards=4))
+    await client.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        yield client
+
+
+def urls(fleet: ServedFleet) -> list[str]:
+    return [replica.url for replica in fleet.replicas]
+
+
+async def create(http: httpx.AsyncClient, base: str, **body: Any) -> dict[str, Any]:
+    answer = await http.post(f"{base}/sessions", json=body)
+    assert answer.status_code == 201, answer.text
+    made: dict[str, Any] = answer.json()
+    return made
+
+
+async def test_session_made_on_one_replica_is_used_on_the_others(
+    fleet: ServedFleet, http: httpx.AsyncClient
+) -> None:
+    """Created on replica 1, written on replica 2, read on replica 3 (path and header)."""
+    one, two, three = urls(fleet)
+    made = await create(http, one, user_id="walker", state={"step": 1})
+    wrote = await http.patch(
+        f"{two}/sessions/{made['id']}/state",
+        json={"values": {"step": 2}},
+        headers={"If-Match": '"1"'},
+    )
+    assert wrote.status_code == 200
+    read = await http.get(f"{three}/sessions/{made['id']}")
+    current = await http.get(f"{three}/session", headers={HEADER: made["id"]})
+    listed = await http.get(f"{one}/users/walker/sessions")
+    assert read.json()["state"] == {"step": 2} and read.headers["ETag"] == '"2"'
+    assert current.json()["id"] == made["id"]
+    assert [s["id"] for s in listed.json()["sessions"]] == [made["id"]]
+
+
+async def test_concurrent_updates_over_replicas_lose_nothing(
+    fleet: ServedFleet, http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """6 clients x 15 increments, each a read then If-Match write, round-robin over the
+    replicas: every increment lands exactly once."""
+    bases = urls(fleet)
+    made = await create(http, bases[0], state={"counter": 0})
+    url = f"/sessions/{made['id']}"
+    conflicts = 0
+
+    async def increment(client_no: int, times: int) -> None:
+        nonlocal conflicts
+        for n in range(times):
+            while True:
+                base = bases[(client_no + n) % len(bases)]
+                read = await http.get(f"{base}{url}")
+                counter = read.json()["state"]["counter"]
+                wrote = await http.patch(
+                    f"{base}{url}/state",
+                    json={"values": {"counter": counter + 1}},
+                    headers={"If-Match": read.headers["ETag"]},
+                )
+                if wrote.status_code == 200:
+                    break
+                assert wrote.status_code == 412, wrote.text
+                conflicts += 1
+
+    await asyncio.gather(*(increment(c, 15) for c in range(6)))
+    final = await store.get(made["id"])
+    assert final.state["counter"] == 90
+    assert final.version == 91, "each increment was exactly one committed write"
+    assert conflicts > 0, "the clients did collide, and the 412s sorted it out"
+
+
+async def test_client_resumes_on_another_replica_after_disconnect(
+    fleet: ServedFleet, store: SessionStore
+) -> None:
+    """A client drops its connection to replica 1 and carries on with replica 2; after
+    the session expires, replica 3 renews it and every replica agrees on the successor."""
+    one, two, three = urls(fleet)
+    async with httpx.AsyncClient() as first:
+        made = await create(first, one, user_id="roamer", state={"draft": "hello"})
+    async with httpx.AsyncClient() as second:
+        resumed = (await second.post(f"{two}/sessions/{made['id']}/resume")).json()
+        assert resumed["id"] == made["id"] and resumed["state"] == {"draft": "hello"}
+        await store.expire(made["id"])
+        renewed = await second.get(f"{three}/session", headers={HEADER: made["id"]})
+        successor = renewed.headers[HEADER]
+        again = (await second.post(f"{one}/sessions/{made['id']}/resume")).json()
+    assert renewed.status_code == 200 and successor != made["id"]
+    assert renewed.headers["Sessionstore-Renewed-From"] == made["id"]
+    assert again["id"] == successor and again["resumed_from"] == made["id"]
+    assert again["user_id"] == "roamer"
+
+
+async def test_killed_replica_leases_are_reclaimed(
+    fleet: ServedFleet, http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """A request held on a replica counts against the per-session limit everywhere;
+    after SIGKILL its lease lapses (lease TTL) and the limit frees up."""
+    victim, other = fleet.replicas[0], fleet.replicas[1]
+    made = await create(http, other.url)
+    held = asyncio.create_task(
+        http.get(
+            f"{victim.url}/session/wait",
+            params={"after_version": 1, "timeout": 60},
+            headers={HEADER: made["id"]},
+        )
+    )
+
+    async def lease_taken() -> bool:
+        return (await store.get(made["id"])).active_requests == 1
+
+    try:
+        await eventually(lease_taken, timeout=30)
+        refused = await http.get(f"{other.url}/session", headers={HEADER: made["id"]})
+        assert refused.status_code == 429 and "Retry-After" in refused.headers
+        victim.kill()
+        with pytest.raises(httpx.TransportError):
+            await held
+
+        async def served_again() -> bool:
+            answer = await http.get(f"{other.url}/session", headers={HEADER: made["id"]})
+            return answer.status_code == 200
+
+        # The lease lapses within one lease TTL of the last renewal.
+        await eventually(served_again, timeout=LEASE_SECONDS * 6, interval=0.1)
+    finally:
+        held.cancel()
+        fleet.restart(victim)
+
+
+async def test_graceful_stop_returns_leases(
+    fleet: ServedFleet, http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """SIGTERM on a replica with a request in flight: the request finishes, the replica
+    exits 0, and its lease is returned at once rather than left to lapse."""
+    replica = fleet.replicas[2]
+    made = await create(http, fleet.replicas[0].url)
+    held = asyncio.create_task(
+        http.get(
+            f"{replica.url}/session/wait",
+            params={"after_version": 1, "timeout": 1},
+            headers={HEADER: made["id"]},
+        )
+    )
+
+    async def lease_taken() -> bool:
+        return (await store.get(made["id"])).active_requests == 1
+
+    try:
+        await eventually(lease_taken, timeout=30)
+        code = await asyncio.to_thread(replica.terminate)
+        answer = await held
+        leases_at_exit = (await store.get(made["id"])).active_requests
+    finally:
+        held.cancel()
+        fleet.restart(replica)
+    # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM, or 0.
+    assert code in (0, -signal.SIGTERM) and answer.status_code == 200
+    # Renewed every TTL/3, an unreturned lease would still count for seconds.
+    assert leases_at_exit == 0
+
+
+async def test_session_health_counts_agree_with_the_store(
+    fleet: ServedFleet, http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """Every replica's /session-health reports the store's own counts."""
+    for base in urls(fleet):
+        await create(http, base)
+        await create(http, base, idle_timeout_seconds=0.001)
+    counts = await store.counts()
+    for base in urls(fleet):
+        answer = await http.get(f"{base}/session-health", headers=AUTH)
+        sessions = answer.json()["sessions"]
+        assert answer.status_code == 200
+        assert sessions["active"] == counts.active
+        assert sessions["expired"] == counts.overdue >= 3
+        assert sessions["lifetime"] == counts.totals
+
+
+async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
+    fleet: ServedFleet, http: httpx.AsyncClient
+) -> None:
+    """With Redis stopped every replica answers 503 with Retry-After within a generous
+    deadline (liveness stays 200); when Redis returns on its port, every replica serves
+    again by itself, and sessions made before the outage are still there (AOF)."""
+    before = await create(http, fleet.replicas[0].url, state={"kept": True})
+    fleet.redis.stop(remove=False)
+    try:
+        for base in urls(fleet):
+            started = time.monotonic()
+            answer = await http.post(f"{base}/sessions", json={})
+            elapsed = time.monotonic() - started
+            assert answer.status_code == 503 and answer.headers["Retry-After"]
+            assert answer.json()["error"] == "backend_unavailable"
+            assert elapsed < 3.0, f"{base} took {elapsed:.2f}s to refuse"
+            assert (await http.get(f"{base}/healthz")).status_code == 200
+            health = await http.get(f"{base}/session-health", headers=AUTH)
+            assert health.status_code == 503
+    finally:
+        fleet.redis.start()
+    for base in urls(fleet):
+
+        async def serving(base: str = base) -> bool:
+            answer = await http.get(f"{base}/sessions/{before['id']}")
+            return answer.status_code == 200 and answer.json()["state"] == {"kept": True}
+
+        await eventually(serving, timeout=30, interval=0.1)
+
+
+def _haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:
+    """deploy/haproxy.cfg with the compose names and Docker's DNS swapped for local ports."""
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    text = re.sub(r"\nresolvers docker\n(    .*\n)+", "\n", text)
+    text = text.replace(" resolvers docker", "").replace("bind :8080", f"bind 127.0.0.1:{port}")
+    text = text.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
+    for n, replica in enumerate(fleet.replicas, start=1):
+        text = text.replace(f"server-{n}:8000", f"127.0.0.1:{replica.port}")
+    return text
+
+
+@pytest.fixture
+def balancer(fleet: ServedFleet) -> Iterator[str]:
+    """HAProxy with the deploy config in front of the three replicas; yields its URL."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("haproxy not installed (apt-get install haproxy)")
+    port, stats = free_port(), free_port()
+    config = fleet.directory / "haproxy.cfg"
+    config.write_text(_haproxy_config(fleet, port, stats))
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, "haproxy", timeout=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_load_balancer_spreads_requests_and_routes_around_a_dead_replica(
+    fleet: ServedFleet, balancer: str, http: httpx.AsyncClient
+) -> None:
+    """Through deploy/haproxy.cfg: requests reach every replica, any replica serves any
+    session, and with one replica SIGKILLed every request still succeeds (retried on
+    another replica)."""
+    pids = {(await http.get(f"{balancer}/healthz")).json()["pid"] for _ in range(9)}
+    assert len(pids) == 3
+    made = await create(http, balancer, state={"via": "lb"})
+    victim = fleet.replicas[1]
+    victim.kill()
+    try:
+        answers = [await http.get(f"{balancer}/sessions/{made['id']}") for _ in range(12)]
+    finally:
+        fleet.restart(victim)
+    assert [a.status_code for a in answers] == [200] * 12
+    assert all(a.json()["state"] == {"via": "lb"} for a in answers)
