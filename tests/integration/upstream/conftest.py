@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from arq.worker import Worker
 from pydantic import SecretStr
 
-from sessionstore import RedisClient, RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore import (
+    RedisClient,
+    RedisSettings,
+    SessionSettings,
+    SessionStore,
+    Settings,
+    create_client,
+)
 from sessionstore._settings import UpstreamSettings
 from sessionstore.upstream import (
     Credentials,
@@ -124,3 +132,54 @@ async def imap_pool(make_pool: PoolFactory) -> AsyncIterator[UpstreamPool]:
     """An open pool from `make_pool` with its defaults."""
     async with make_pool() as pool:
         yield pool
+
+
+RunWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def run_fleet_worker() -> AsyncIterator[RunWorker]:
+    """Run the fleet's real arq worker (``workers.settings``) in burst mode:
+    ``await run_fleet_worker(settings, max_burst_jobs=1)``; closed after the test."""
+    from arq.worker import create_worker
+
+    from workers.settings import build_worker_settings
+
+    started: list[Worker] = []
+
+    async def run(settings: Settings, **options: Any) -> Worker:
+        worker = create_worker(
+            build_worker_settings(settings),
+            burst=True,
+            poll_delay=0.05,
+            handle_signals=False,
+            **options,
+        )
+        started.append(worker)
+        await worker.main()
+        await worker.close()
+        return worker
+
+    yield run
+    for worker in started:
+        await worker.close()
+
+
+def fleet_settings(store: SessionStore, redis_url: str, secret_key: str, **extra: Any) -> Settings:
+    """Settings shared by a test's replica and worker: the store, its queue, the secret
+    key; cron ticks daily, so only the jobs a test queues run in a burst."""
+    daily = timedelta(days=1)
+    fields: dict[str, Any] = {
+        "sweep_interval": daily,
+        "aggressive_sweep_interval": daily,
+        "repair_interval": daily,
+        "upstream_call_timeout": timedelta(seconds=5),
+        **extra,
+    }
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=store.settings.key_prefix,
+        shards=store.settings.shards,
+        secret_key=SecretStr(secret_key),
+        **fields,
+    )

@@ -8,15 +8,13 @@ worker's burst waits for the deferred job like a deployed worker would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
 from arq.connections import create_pool
-from arq.worker import Worker, create_worker
 from pydantic import SecretStr
 
-from sessionstore import BreakerOpen, SessionStore, Settings
+from sessionstore import BreakerOpen, SessionStore
 from sessionstore.breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
 from sessionstore.upstream import (
@@ -29,7 +27,7 @@ from sessionstore.upstream import (
     credentials_for,
 )
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
-from tests.integration.upstream.conftest import PASSWORD, imap_spec
+from tests.integration.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
 from tests.integration.upstream.dovecot import Dovecot
 from tests.polling import eventually
 from workers.settings import build_worker_settings
@@ -40,31 +38,6 @@ pytestmark = [
     pytest.mark.imap,
     pytest.mark.slow,
 ]
-
-RunWorker = Callable[..., Awaitable[Worker]]
-
-
-@pytest.fixture
-async def run_burst() -> AsyncIterator[RunWorker]:
-    """Run the fleet's real worker in burst mode (optionally only `max_burst_jobs` jobs)."""
-    started: list[Worker] = []
-
-    async def run(settings: Settings, **options: int) -> Worker:
-        worker = create_worker(
-            build_worker_settings(settings),
-            burst=True,
-            poll_delay=0.05,
-            handle_signals=False,
-            **options,
-        )
-        started.append(worker)
-        await worker.main()
-        await worker.close()
-        return worker
-
-    yield run
-    for worker in started:
-        await worker.close()
 
 
 class CountingImap(ImapConnector):
@@ -82,20 +55,14 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
     standalone_store: SessionStore,
     redis_url: str,
     secret_key: str,
-    run_burst: RunWorker,
+    run_fleet_worker: RunWorker,
 ) -> None:
     """Down: calls fail, the breaker opens, the replica stops calling, the job defers and
     its half-open probe fails. Back: the job's probe succeeds and closes the breaker."""
-    daily = timedelta(days=1)
-    settings = Settings(
-        redis_url=redis_url,
-        key_prefix=standalone_store.settings.key_prefix,
-        shards=standalone_store.settings.shards,
-        sweep_interval=daily,
-        aggressive_sweep_interval=daily,
-        repair_interval=daily,
-        secret_key=SecretStr(secret_key),
-        upstream_call_timeout=timedelta(seconds=5),
+    settings = fleet_settings(
+        standalone_store,
+        redis_url,
+        secret_key,
         breaker_minimum_calls=2,
         breaker_failure_rate_threshold=0.5,
         breaker_open_duration=timedelta(milliseconds=500),
@@ -148,7 +115,7 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
             # The job: deferred while open, then the half-open probe fails (server still down).
             runs = []
             for _ in range(6):  # one job run at a time, until the half-open probe has failed
-                runs.append(await run_burst(settings, max_burst_jobs=1))
+                runs.append(await run_fleet_worker(settings, max_burst_jobs=1))
                 record = await pool.records.get(session.id, "mail")
                 if record is not None and record.attempts > given_up:
                     break
@@ -167,7 +134,7 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
 
             # Back: the job's probe succeeds and closes the breaker for the whole fleet.
             dovecot.start()
-            worker = await run_burst(settings)
+            worker = await run_fleet_worker(settings)
             assert worker.jobs_complete == 1
             status = await admin.status(spec.breaker_name)
             assert status.state is BreakerState.CLOSED
@@ -189,10 +156,10 @@ async def test_wrong_password_never_opens_the_fleet_breaker(
     dovecot: Dovecot, standalone_store: SessionStore, redis_url: str, secret_key: str
 ) -> None:
     """Bad credentials fail fast, one LOGIN per call, and the breaker records nothing."""
-    settings = Settings(
-        redis_url=redis_url,
-        key_prefix=standalone_store.settings.key_prefix,
-        secret_key=SecretStr(secret_key),
+    settings = fleet_settings(
+        standalone_store,
+        redis_url,
+        secret_key,
         breaker_minimum_calls=2,
         breaker_record_flush_interval=timedelta(0),
     )

@@ -27,12 +27,13 @@ from sessionstore.upstream import (
     ImapClient,
     Reconnector,
     UpstreamRecords,
+    UpstreamSpec,
     UpstreamState,
 )
 from sessionstore.upstream.imap import ImapConnector
 from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PoolFactory, imap_spec
 from tests.integration.upstream.dovecot import Dovecot
-from tests.integration.upstream.fakes import FakeConnector, FakeGates, spec
+from tests.integration.upstream.fakes import FakeConnector, FakeGate, FakeGates, spec
 from workers.reconnect import reconnect_function
 
 ArqFactory = Callable[[], Awaitable[ArqRedis]]
@@ -107,6 +108,36 @@ def imap_reconnector(store: SessionStore, credentials: Credentials, **kwargs: An
     )
 
 
+async def queued_reconnect(
+    store: SessionStore,
+    credentials: Credentials,
+    jobs: ArqReconnects,
+    upstream: UpstreamSpec | None = None,
+) -> tuple[str, UpstreamRecords]:
+    """A session whose upstream record is `reconnecting` (one failed attempt, as after a
+    give-up) with its reconnect job queued."""
+    session = await store.create()
+    records = UpstreamRecords(store)
+    stored = credentials.seal(ref=f"env:{ENV_PASSWORD_NAME}")
+    await records.register(session.id, upstream or spec(), stored)
+    await records.update(session.id, "mail", state=UpstreamState.RECONNECTING, attempts="incr")
+    assert await jobs.schedule(session.id, "mail", delay=0)
+    return session.id, records
+
+
+def fake_reconnector(
+    records: UpstreamRecords, credentials: Credentials, breaker: str | None = None
+) -> tuple[Reconnector, FakeConnector, FakeGates]:
+    """A reconnector over a fake upstream and, when `breaker` names a state, a fake breaker."""
+    gates, connector = FakeGates(), FakeConnector()
+    if breaker is not None:
+        gates.gates[spec().breaker_name] = FakeGate(state=breaker, wait=30.0)
+    reconnector = Reconnector(
+        records, connectors=[connector], credentials=credentials, settings=SETTINGS, gates=gates
+    )
+    return reconnector, connector, gates
+
+
 async def test_one_job_per_connection_however_many_replicas_ask(
     arq_pools: ArqFactory, queue: str, standalone_store: SessionStore
 ) -> None:
@@ -162,20 +193,16 @@ async def test_job_backs_off_then_gives_up_while_the_server_stays_down(
     credentials: Credentials,
 ) -> None:
     """Each failed attempt re-queues the same job; after the last one the record is failed."""
-    session = await standalone_store.create()
-    records = UpstreamRecords(standalone_store)
-    await records.register(
-        session.id, imap_spec(dovecot), credentials.seal(ref=f"env:{ENV_PASSWORD_NAME}")
-    )
-    await records.update(session.id, "mail", state=UpstreamState.RECONNECTING, attempts="incr")
-    dovecot.stop()
     jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    assert await jobs.schedule(session.id, "mail", delay=0)
+    session_id, records = await queued_reconnect(
+        standalone_store, credentials, jobs, imap_spec(dovecot)
+    )
+    dovecot.stop()
     worker = await run_burst(
         arq_pools, queue, key_prefix, imap_reconnector(standalone_store, credentials)
     )
     assert (worker.jobs_retried, worker.jobs_complete) == (1, 1)  # attempts 2 and 3 of 3
-    record = await records.get(session.id, "mail")
+    record = await records.get(session_id, "mail")
     assert record is not None and record.state is UpstreamState.FAILED
     assert record.attempts == 3 and record.last_error is not None
     assert record.last_error.startswith("refused") and record.next_attempt_at is None
@@ -190,29 +217,20 @@ async def test_open_breaker_defers_the_job_without_touching_the_upstream(
     credentials: Credentials,
 ) -> None:
     """Breaker open: the job re-queues itself for when it may half-open; no connect."""
-    session = await standalone_store.create()
-    records = UpstreamRecords(standalone_store)
-    await records.register(session.id, spec(), credentials.seal(ref=f"env:{ENV_PASSWORD_NAME}"))
-    await records.update(session.id, "mail", state=UpstreamState.RECONNECTING)
-    gates, connector = FakeGates(), FakeConnector()
-    gate = await gates.gate(spec().breaker_name)
-    gate.state, gate.wait = "open", 30.0
-    reconnector = Reconnector(
-        records, connectors=[connector], credentials=credentials, settings=SETTINGS, gates=gates
-    )
     jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    assert await jobs.schedule(session.id, "mail", delay=0)
+    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
+    reconnector, connector, _ = fake_reconnector(records, credentials, breaker="open")
     before_ms = time.time() * 1000
     worker = await run_burst(arq_pools, queue, key_prefix, reconnector, max_burst_jobs=1)
     assert worker.jobs_retried == 1 and connector.opened == 0
     check = await arq_pools()
-    job_id = standalone_store.keys.reconnect_job_id(session.id, "mail")
+    job_id = standalone_store.keys.reconnect_job_id(session_id, "mail")
     score = await check.zscore(queue, job_id)
     assert score is not None and score >= before_ms + 29_000  # deferred ~30 s
-    assert not await jobs.schedule(session.id, "mail", delay=0)  # still one job
-    record = await records.get(session.id, "mail")
+    assert not await jobs.schedule(session_id, "mail", delay=0)  # still one job
+    record = await records.get(session_id, "mail")
     assert record is not None and record.next_attempt_at is not None
-    assert record.state is UpstreamState.RECONNECTING and record.attempts == 0
+    assert record.state is UpstreamState.RECONNECTING and record.attempts == 1
 
 
 async def test_half_open_probe_is_taken_by_the_job(
@@ -223,23 +241,14 @@ async def test_half_open_probe_is_taken_by_the_job(
     credentials: Credentials,
 ) -> None:
     """Half-open: the worker's attempt is the probe, and its success is reported."""
-    session = await standalone_store.create()
-    records = UpstreamRecords(standalone_store)
-    await records.register(session.id, spec(), credentials.seal(ref=f"env:{ENV_PASSWORD_NAME}"))
-    await records.update(session.id, "mail", state=UpstreamState.RECONNECTING)
-    gates, connector = FakeGates(), FakeConnector()
-    gate = await gates.gate(spec().breaker_name)
-    gate.state = "half_open"
-    reconnector = Reconnector(
-        records, connectors=[connector], credentials=credentials, settings=SETTINGS, gates=gates
-    )
-    await ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue).schedule(
-        session.id, "mail", delay=0
-    )
+    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
+    reconnector, connector, gates = fake_reconnector(records, credentials, breaker="half_open")
+    gate = gates.gates[spec().breaker_name]
     await run_burst(arq_pools, queue, key_prefix, reconnector)
     assert gate.admitted == 1 and [str(o) for o in gate.outcomes] == ["success"]
     assert connector.opened == 1 and connector.connections[0].closed
-    record = await records.get(session.id, "mail")
+    record = await records.get(session_id, "mail")
     assert record is not None and record.state is UpstreamState.CONNECTED
 
 
@@ -251,21 +260,13 @@ async def test_a_job_for_an_ended_session_does_nothing(
     credentials: Credentials,
 ) -> None:
     """Sessions that end take their connections along: the job connects to nothing."""
-    session = await standalone_store.create()
-    records = UpstreamRecords(standalone_store)
-    await records.register(session.id, spec(), credentials.seal(ref=f"env:{ENV_PASSWORD_NAME}"))
-    await records.update(session.id, "mail", state=UpstreamState.RECONNECTING)
-    await ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue).schedule(
-        session.id, "mail", delay=0
-    )
-    await standalone_store.expire(session.id)
-    connector = FakeConnector()
-    reconnector = Reconnector(
-        records, connectors=[connector], credentials=credentials, settings=SETTINGS
-    )
+    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
+    await standalone_store.expire(session_id)
+    reconnector, connector, _ = fake_reconnector(records, credentials)
     worker = await run_burst(arq_pools, queue, key_prefix, reconnector)
     assert worker.jobs_complete == 1 and connector.opened == 0
-    assert (await reconnector.attempt(session.id, "mail")).status == "gone"
+    assert (await reconnector.attempt(session_id, "mail")).status == "gone"
 
 
 async def test_job_arguments_hide_the_session_id(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
-
 import pytest
 from arq.connections import create_pool
-from arq.worker import Worker, create_worker
 from pydantic import SecretStr
 
 from sessionstore import SessionStore, Settings
@@ -21,49 +17,13 @@ from sessionstore.upstream import (
     credentials_for,
     reconnect_job_name,
 )
-from tests.integration.upstream.conftest import PASSWORD, imap_spec
+from tests.integration.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
 from tests.integration.upstream.dovecot import Dovecot
 from workers.context import job_name
 from workers.settings import build_worker_settings
 
 # arq 0.28's Worker.close() calls redis-py's deprecated Redis.close(); that warning is arq's.
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
-
-RunWorker = Callable[[Settings], Awaitable[Worker]]
-
-
-@pytest.fixture
-async def run_burst() -> AsyncIterator[RunWorker]:
-    """Run the fleet's real worker for `settings` in burst mode until its queue is empty."""
-    started: list[Worker] = []
-
-    async def run(settings: Settings) -> Worker:
-        worker = create_worker(
-            build_worker_settings(settings), burst=True, poll_delay=0, handle_signals=False
-        )
-        started.append(worker)
-        await worker.main()
-        await worker.close()
-        return worker
-
-    yield run
-    for worker in started:
-        await worker.close()
-
-
-def fleet_settings(store: SessionStore, redis_url: str, secret_key: str) -> Settings:
-    """Worker and replica settings sharing the store, the queue and the secret key."""
-    daily = timedelta(days=1)  # only the jobs a test queues run in the burst
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=store.settings.key_prefix,
-        shards=store.settings.shards,
-        sweep_interval=daily,
-        aggressive_sweep_interval=daily,
-        repair_interval=daily,
-        secret_key=SecretStr(secret_key),
-        upstream_call_timeout=timedelta(seconds=5),
-    )
 
 
 def test_the_fleet_registers_the_reconnect_job(redis_url: str) -> None:
@@ -79,7 +39,7 @@ async def test_a_failed_call_is_reconnected_by_the_fleet_worker(
     standalone_store: SessionStore,
     redis_url: str,
     secret_key: str,
-    run_burst: RunWorker,
+    run_fleet_worker: RunWorker,
 ) -> None:
     """Replica gives up while the server is down; once it is back, the worker reconnects.
 
@@ -104,7 +64,7 @@ async def test_a_failed_call_is_reconnected_by_the_fleet_worker(
             with pytest.raises(UpstreamUnavailable):
                 await ImapClient(pool, session.id).get_email_count()
             dovecot.start()
-            await run_burst(settings)
+            await run_fleet_worker(settings)
             record = await pool.records.get(session.id, "mail")
             assert record is not None and record.state is UpstreamState.CONNECTED
             assert record.response_time_ms is not None
