@@ -11,7 +11,7 @@ bound means dead. A worker that shut down cleanly says so (``stopped``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -177,3 +177,50 @@ async def list_workers(
         _info(worker_id, int(score), fields or {}, now_ms, dead_after)
         for (worker_id, score), fields in zip(indexed, replies[1:], strict=True)
     ]
+
+
+def summarize_workers(workers: Sequence[WorkerInfo]) -> dict[str, Any]:
+    """The fleet in a few JSON figures: counts and ids by state, and the newest sweep.
+
+    ``last_sweep`` is the newest sweep report any worker published (with that
+    worker's id), or None when no worker has swept yet.
+
+    .. versionadded:: 0.1
+    """
+    ids = {state: [w.id for w in workers if w.state is state] for state in WorkerState}
+    sweeps = [
+        (str(report.get("at", "")), worker.id, report)
+        for worker in workers
+        if isinstance(report := worker.reports.get("sweep"), dict)
+    ]
+    last_sweep = None
+    if sweeps:
+        _, worker_id, report = max(sweeps, key=lambda sweep: sweep[0])
+        last_sweep = {"worker": worker_id, **report}
+    return {
+        "live": len(ids[WorkerState.LIVE]),
+        "dead": len(ids[WorkerState.DEAD]),
+        "stopped": len(ids[WorkerState.STOPPED]),
+        "live_ids": ids[WorkerState.LIVE],
+        "dead_ids": ids[WorkerState.DEAD],
+        "last_sweep": last_sweep,
+    }
+
+
+def unswept_problem(live_workers: int, sweeper_lag: timedelta, max_lag: timedelta) -> str | None:
+    """Why nobody expires overdue sessions, or None when that is not the case.
+
+    The rule of health checks: no live worker is a problem only once the oldest
+    overdue session has waited longer than `max_lag`. A fleet whose workers are
+    restarting, or that has had nothing to expire, is not degraded for it; a
+    fleet where sessions pile up past their deadlines with nobody to sweep them is.
+
+    .. versionadded:: 0.1
+    """
+    if live_workers or sweeper_lag <= max_lag:
+        return None
+    return (
+        f"no live worker, and the oldest overdue session has waited "
+        f"{sweeper_lag.total_seconds():.0f}s (limit {max_lag.total_seconds():.0f}s): "
+        "start `sessionstore worker`"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import pydantic
 import typer
@@ -41,15 +42,27 @@ async def _tail(
     else:
         reader = EventFollower(client, session, after=start)
     printed = 0
+    # Ctrl-C sets a flag checked between reads (each returns within the follower's
+    # block time) rather than cancelling a Redis call: on Python 3.11 a cancellation
+    # that lands inside redis-py's zero-length read timeout can be swallowed, and the
+    # command would then follow on forever.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async for event in reader:
-            typer.echo(json.dumps(event.model_dump(mode="json")) if as_json else human_line(event))
-            if isinstance(reader, EventConsumer):
-                await reader.ack(event)
-            printed += 1
-            if limit is not None and printed >= limit:
-                return
+        while not stop.is_set():
+            for event in await reader.read():
+                line = json.dumps(event.model_dump(mode="json")) if as_json else human_line(event)
+                typer.echo(line)
+                if isinstance(reader, EventConsumer):
+                    await reader.ack(event)
+                printed += 1
+                if limit is not None and printed >= limit:
+                    return
     finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        loop.remove_signal_handler(signal.SIGTERM)
         await client.aclose()
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._heartbeat import list_workers, summarize_workers, unswept_problem
 from .._listing import list_by_status
 from .._models import Session, SessionStatus, Tombstone
 from .._redis import backend_errors
@@ -170,8 +171,14 @@ def delete(session_id: str = typer.Argument(..., help="The session id.")) -> Non
     _end(session_id, "delete")
 
 
+def _sweep_text(sweep: dict[str, Any] | None) -> str:
+    if not sweep:
+        return "none yet"
+    return f"{sweep.get('expired', 0)} expired at {sweep.get('at')} by {sweep.get('worker')}"
+
+
 def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Redis latency, session counts and sweeper lag; exit 3 when Redis is unreachable."""
+    """Redis latency, session counts, sweeper lag and workers; exit 3 when Redis is unreachable."""
     settings = load_settings()
 
     async def body() -> dict[str, Any]:
@@ -181,17 +188,24 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
                 await store.redis.ping()
             latency_ms = (time.perf_counter() - started) * 1000
             counts = await store.counts()
-        lag = counts.sweeper_lag.total_seconds()
+            workers = summarize_workers(
+                await list_workers(store.redis, store.keys, dead_after=settings.worker_dead_after)
+            )
+        lag = counts.sweeper_lag
+        max_lag = settings.health_max_sweeper_lag
+        problem = unswept_problem(workers["live"], lag, max_lag)
         return {
-            "status": "healthy"
-            if counts.sweeper_lag <= settings.health_max_sweeper_lag
-            else "degraded",
+            "status": "healthy" if lag <= max_lag and problem is None else "degraded",
             "redis_latency_ms": round(latency_ms, 3),
             "total": counts.active + counts.overdue,
             "active": counts.active,
             "expired": counts.overdue,
-            "sweeper_lag_seconds": lag,
+            "sweeper_lag_seconds": lag.total_seconds(),
             "lifetime": counts.totals,
+            "live_workers": workers["live_ids"],
+            "dead_workers": workers["dead_ids"],
+            "last_sweep": workers["last_sweep"],
+            **({"problem": problem} if problem else {}),
             "at": counts.at.isoformat(),
         }
 
@@ -201,7 +215,7 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     else:
         table = Table("figure", "value", title="session store health")
         for name, value in report.items():
-            table.add_row(name, str(value))
+            table.add_row(name, _sweep_text(value) if name == "last_sweep" else str(value))
         Console().print(table)
     if report["status"] != "healthy":
         raise typer.Exit(EXIT_FAILED)

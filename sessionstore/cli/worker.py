@@ -1,8 +1,9 @@
 """``sessionstore worker``: run one arq worker of the fleet in this process.
 
-The same worker as ``arq workers.WorkerSettings``. It needs the store's Redis
-(``SESSIONSTORE_REDIS_URL``); `run` is what the dev command calls with the URL
-of the local Redis it started.
+The same worker as ``arq workers.WorkerSettings``, except that it rides out
+outages of Redis once it has started (``workers.runner``) where arq's own
+command exits. It needs the store's Redis (``SESSIONSTORE_REDIS_URL``);
+``sessionstore dev`` runs it as a child process against the Redis it started.
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ from ..exceptions import BackendUnavailable, InvalidInput
 def run(settings: Settings, *, redis_url: str, burst: bool = False, verbose: bool = False) -> int:
     """Run a worker until it is stopped (SIGINT/SIGTERM) or, with `burst`, the queue is empty.
 
+    Without `burst`, a Redis outage after start-up is waited out (the worker
+    reconnects by itself); with `burst` it ends the run with the error.
+
     Returns:
         The number of jobs that failed (always 0 unless `burst`).
 
     Raises:
         InvalidInput / pydantic.ValidationError: bad settings.
-        BackendUnavailable / redis.ConnectionError: a Redis could not be reached.
+        BackendUnavailable / redis.ConnectionError: a Redis could not be reached
+            (at start-up; or at any time with `burst`).
     """
     from arq.logs import default_log_config
     from arq.worker import run_worker
 
+    from workers.runner import run_until_stopped
     from workers.settings import build_worker_settings
 
     worker_settings = build_worker_settings(settings, redis_url=redis_url)
@@ -37,8 +43,9 @@ def run(settings: Settings, *, redis_url: str, burst: bool = False, verbose: boo
     # The fleet's own loggers (sessionstore.workers.*) print beside arq's.
     config["loggers"]["sessionstore"] = dict(config["loggers"]["arq"])
     logging.config.dictConfig(config)
-    worker = run_worker(worker_settings, burst=burst)
-    return int(worker.jobs_failed)
+    if burst:
+        return int(run_worker(worker_settings, burst=True).jobs_failed)
+    return int(run_until_stopped(worker_settings).jobs_failed)
 
 
 def start_worker(

@@ -34,6 +34,12 @@ def _sweep_text(worker: WorkerInfo) -> str:
 
 def list_fleet(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    check: str | None = typer.Option(
+        None,
+        "--check",
+        metavar="WORKER_ID",
+        help="Only say whether this worker is live: exit 0 if so, 1 if not (health checks).",
+    ),
 ) -> None:
     """List workers that beat within the heartbeat TTL; those silent too long are dead."""
     try:
@@ -48,6 +54,10 @@ def list_fleet(
     except BackendUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from exc
+    if check is not None:
+        state = next((w.state.value for w in workers if w.id == check), "unknown")
+        typer.echo(f"{check}: {state}")
+        raise typer.Exit(0 if state == WorkerState.LIVE else 1)
     if as_json:
         typer.echo(json.dumps([w.model_dump(mode="json") for w in workers], indent=2))
         return

@@ -20,6 +20,7 @@ from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr
 
+from .._heartbeat import list_workers, summarize_workers, unswept_problem
 from .._redis import backend_errors
 from ..exceptions import BackendUnavailable, SessionStoreError
 from ._state import ServerState
@@ -108,8 +109,31 @@ async def sessions_section(state: ServerState) -> HealthSection:
     return HealthSection("sessions", not lagging, data)
 
 
+async def workers_section(state: ServerState) -> HealthSection:
+    """The worker fleet by its heartbeats: live and dead workers, the newest sweep.
+
+    Fails (``degraded``) only when no worker is live while the oldest overdue
+    session has waited past ``health_max_sweeper_lag`` (`unswept_problem`): a
+    rolling restart of the workers does not flip the health of every replica,
+    sessions piling up with nobody to expire them does.
+    """
+    settings = state.settings
+    workers = await list_workers(
+        state.redis, state.store.keys, dead_after=settings.worker_dead_after
+    )
+    data = summarize_workers(workers)
+    problem = None
+    if not data["live"]:
+        # The lag matters only when nobody sweeps: read it only then.
+        lag = (await state.store.counts()).sweeper_lag
+        problem = unswept_problem(0, lag, settings.health_max_sweeper_lag)
+    if problem:
+        data["problem"] = problem
+    return HealthSection("workers", problem is None, data)
+
+
 #: The sections every server has; other concerns append theirs.
-CORE_CHECKS: tuple[HealthCheck, ...] = (redis_section, sessions_section)
+CORE_CHECKS: tuple[HealthCheck, ...] = (redis_section, sessions_section, workers_section)
 
 
 async def _run(check: HealthCheck, state: ServerState) -> HealthSection:

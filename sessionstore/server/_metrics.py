@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._heartbeat import WorkerState
 from .._models import SessionCounts
 
 #: Methods counted by name; anything else is counted as "other" (bounded labels).
@@ -38,6 +39,8 @@ class FleetCollector(Collector):
         self._in_flight = in_flight
         self.counts: SessionCounts | None = None
         self.global_leases: int | None = None
+        #: Workers by heartbeat state (fleet-wide, from Redis).
+        self.workers: dict[WorkerState, int] = {}
         self.redis_up = False
 
     def collect(self) -> Iterator[Metric]:
@@ -75,6 +78,14 @@ class FleetCollector(Collector):
         for name, value in sorted(counts.totals.items()):
             transitions.add_metric([name], value)
         yield transitions
+        workers = GaugeMetricFamily(
+            "sessionstore_workers",
+            "Workers by their heartbeats: live, dead (silent too long), stopped (fleet-wide)",
+            labels=["state"],
+        )
+        for state in WorkerState:
+            workers.add_metric([state.value], self.workers.get(state, 0))
+        yield workers
         if self.global_leases is not None:
             yield GaugeMetricFamily(
                 "sessionstore_request_leases_global",

@@ -1,8 +1,7 @@
-"""Proof of the served fleet: a real Redis and three `sessionstore serve` processes
-driven over HTTP.
+"""Proof of the served fleet: a real Redis, three `sessionstore serve` processes and two
+`sessionstore worker` processes, driven over HTTP.
 
-(Worker processes and the breaker scenario join once the worker and breaker
-branches are in main.)
+(The breaker scenario joins once the breaker branch is in main.)
 """
 
 from __future__ import annotations
@@ -21,10 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
 from sessionstore._embedded import free_port, wait_until
-from tests.fleet.served import ServedFleet
+from tests.bulk import all_events, expired_per_session
+from tests.fleet.served import ServedFleet, live_worker_ids
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -35,6 +36,7 @@ LEASE_SECONDS = 5
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HEADER = "Mcp-Session-Id"
 ROOT = Path(__file__).resolve().parents[2]
+WORKERS = {"worker-1", "worker-2"}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,16 @@ def fleet() -> Iterator[ServedFleet]:
         "SESSIONSTORE_DRAIN_TIMEOUT": "10",
         "SESSIONSTORE_REDIS_CONNECT_TIMEOUT": "0.5",
         "SESSIONSTORE_REDIS_SOCKET_TIMEOUT": "1",
+        # Workers: sweep every second, beat twice a second, dead after 3 s of silence;
+        # no repair run in the middle of a test.
+        "SESSIONSTORE_QUEUE_REDIS_URL": "",
+        "SESSIONSTORE_AGGRESSIVE_CLEANUP": "false",
+        "SESSIONSTORE_SWEEP_INTERVAL": "1",
+        "SESSIONSTORE_HEARTBEAT_INTERVAL": "0.5",
+        "SESSIONSTORE_WORKER_DEAD_AFTER": "3",
+        "SESSIONSTORE_REPAIR_INTERVAL": "86400",
     }
-    served = ServedFleet(3, settings).start()
+    served = ServedFleet(3, settings, workers=2).start()
     yield served
     served.stop()
 
@@ -225,29 +235,66 @@ async def test_graceful_stop_returns_leases(
     assert leases_at_exit == 0
 
 
-async def test_session_health_counts_agree_with_the_store(
+async def test_workers_expire_sessions_made_through_the_replicas_once_each(
     fleet: ServedFleet, http: httpx.AsyncClient, store: SessionStore
 ) -> None:
-    """Every replica's /session-health reports the store's own counts."""
-    for base in urls(fleet):
-        await create(http, base)
-        await create(http, base, idle_timeout_seconds=0.001)
+    """Sessions created through the three replicas with a short idle timeout are expired
+    by the two workers, each exactly once (expired events de-duplicated by id), the
+    others are left alone, and afterwards every replica's /session-health and /metrics
+    agree with the store: nothing overdue, both workers live."""
+    bases = urls(fleet)
+    brief = await asyncio.gather(
+        *(create(http, bases[n % 3], user_id="brief", idle_timeout_seconds=0.5) for n in range(60))
+    )
+    kept = [await create(http, base, user_id="kept") for base in bases]
+    brief_ids = [made["id"] for made in brief]
+
+    async def all_swept() -> bool:
+        found = await asyncio.gather(*(store.lookup(i) for i in brief_ids))
+        return all(isinstance(f, Tombstone) and f.reason == "idle" for f in found)
+
+    await eventually(all_swept, timeout=60, interval=0.2)
+    expired = expired_per_session(await all_events(store.redis, store))
+    assert {i: expired[i] for i in brief_ids} == dict.fromkeys(brief_ids, 1)
+    for made in kept:
+        assert (await http.get(f"{bases[0]}/sessions/{made['id']}")).status_code == 200
+        assert expired[made["id"]] == 0
+
     counts = await store.counts()
-    for base in urls(fleet):
+    for base in bases:
         answer = await http.get(f"{base}/session-health", headers=AUTH)
-        sessions = answer.json()["sessions"]
-        assert answer.status_code == 200
-        assert sessions["active"] == counts.active
-        assert sessions["expired"] == counts.overdue >= 3
-        assert sessions["lifetime"] == counts.totals
+        body = answer.json()
+        assert answer.status_code == 200 and body["status"] == "healthy", body
+        assert body["sessions"]["active"] == counts.active
+        assert body["sessions"]["expired"] == counts.overdue == 0
+        assert body["sessions"]["lifetime"] == counts.totals
+        assert set(body["workers"]["live_ids"]) == WORKERS and body["workers"]["dead"] == 0
+        assert body["workers"]["last_sweep"]["worker"] in WORKERS
+        metrics = (await http.get(f"{base}/metrics")).text
+        assert _sample(metrics, "sessionstore_workers", state="live") == 2
+        assert _sample(metrics, "sessionstore_sessions_active") == counts.active
+        expired_total = counts.totals["expired"]
+        assert _sample(metrics, "sessionstore_session_transitions_total", transition="expired") == (
+            expired_total
+        )
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no sample {name}{labels}")
 
 
 async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
     fleet: ServedFleet, http: httpx.AsyncClient
 ) -> None:
     """With Redis stopped every replica answers 503 with Retry-After within a generous
-    deadline (liveness stays 200); when Redis returns on its port, every replica serves
-    again by itself, and sessions made before the outage are still there (AOF)."""
+    deadline (liveness stays 200) and the workers keep running; when Redis returns on its
+    port, every replica serves again by itself, sessions made before the outage are still
+    there (AOF), and both workers are live again and sweep."""
     before = await create(http, fleet.replicas[0].url, state={"kept": True})
     fleet.redis.stop(remove=False)
     try:
@@ -261,6 +308,12 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
             assert (await http.get(f"{base}/healthz")).status_code == 200
             health = await http.get(f"{base}/session-health", headers=AUTH)
             assert health.status_code == 503
+
+        async def workers_wait() -> bool:
+            assert all(worker.alive() for worker in fleet.workers), "workers wait, not exit"
+            return all("lost Redis" in worker.full_log() for worker in fleet.workers)
+
+        await eventually(workers_wait, timeout=30, interval=0.1)
     finally:
         fleet.redis.start()
     for base in urls(fleet):
@@ -270,6 +323,24 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
             return answer.status_code == 200 and answer.json()["state"] == {"kept": True}
 
         await eventually(serving, timeout=30, interval=0.1)
+
+    async def workers_back() -> bool:
+        back = all("Redis is back" in worker.full_log() for worker in fleet.workers)
+        return back and await live_worker_ids(fleet.redis.url, fleet.settings) == WORKERS
+
+    await eventually(workers_back, timeout=60, interval=0.2)
+    brief = await create(http, fleet.replicas[1].url, idle_timeout_seconds=0.2)
+    client = create_client(RedisSettings.from_dsn(fleet.redis.url))  # one from after the restart
+    try:
+        store = SessionStore(client, SessionSettings(key_prefix=PREFIX, shards=4))
+
+        async def swept() -> bool:
+            found = await store.lookup(brief["id"])
+            return isinstance(found, Tombstone) and found.reason == "idle"
+
+        await eventually(swept, timeout=60, interval=0.2)
+    finally:
+        await client.aclose()
 
 
 def _haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:

@@ -3,6 +3,8 @@ stop it with Ctrl-C (SIGINT) and check that nothing it started is left running."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import queue
 import re
@@ -18,6 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
+from tests.bulk import all_events, expired_per_session
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -95,24 +101,74 @@ def _gone(pid: int) -> bool:
 
 
 def _run_printed(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_argv(line), capture_output=True, text=True, env=env, timeout=60)
+
+
+def _argv(line: str) -> list[str]:
     args = shlex.split(line)
     if args[0] == "sessionstore":  # the venv's command, wherever PATH points
         args = [sys.executable, "-m", "sessionstore", *args[1:]]
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    return args
+
+
+def _follow_until(line: str, env: dict[str, str], wanted: str) -> str:
+    """Run a following command (events tail) until it prints `wanted`, then Ctrl-C it;
+    returns the line with `wanted` (the command must exit 0)."""
+    process = subprocess.Popen(
+        _argv(line), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    try:
+        seen = []
+        for out in process.stdout:  # ends if the command exits; the pytest timeout backstops
+            seen.append(out)
+            if wanted in out:
+                break
+        assert seen and wanted in seen[-1], f"{line}: {''.join(seen)}"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        return seen[-1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+async def _expired_by_the_worker(url: str, session_id: str) -> None:
+    """Poll (deadline) until the sweep ended the session: a tombstone with reason idle and
+    one expired event (the sweep script writes both; reads never expire anything)."""
+    client = create_client(RedisSettings.from_dsn(url))
+    store = SessionStore(client, SessionSettings())  # the dev fleet's default prefix and shards
+    try:
+
+        async def swept() -> bool:
+            found = await store.lookup(session_id)
+            return isinstance(found, Tombstone) and found.reason == "idle"
+
+        await eventually(swept, timeout=120, interval=0.5)
+        expired = expired_per_session(await all_events(client, store))
+        assert expired[session_id] == 1
+    finally:
+        await client.aclose()
 
 
 def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     dev: DevRun, tmp_path: Path
 ) -> None:
-    """Redis and two replicas come up; every curl, redis-cli and sessionstore line it
-    prints works; SIGINT stops it with exit 0 and no child left behind."""
+    """Redis, two replicas and a worker come up; every curl, redis-cli and sessionstore
+    line it prints works; the worker expires the short-lived demo session; SIGINT stops
+    it with exit 0 and no child left behind."""
     guide = dev.read_guide()
     text = "\n".join(guide)
     replicas = re.findall(r"(replica-\d+)\s+(http://\S+)\s+\(pid (\d+)", text)
+    workers = re.findall(r"(worker-\d+)\s+id (\S+)\s+\(pid (\d+)", text)
     redis_pid = re.search(r"redis\s+redis://\S+\s+\(pid (\d+)", text)
     export = re.search(r"export SESSIONSTORE_REDIS_URL=(\S+)", text)
-    assert len(replicas) == 2 and redis_pid is not None and export is not None
-    assert "worker" in text, "the guide says where the worker stands"
+    short = re.search(r"short-lived session (\S+)", text)
+    demo = re.search(r"demo session (\S+) was created", text)
+    assert len(replicas) == 2 and len(workers) == 1
+    assert redis_pid and export and short and demo
     for _, url, _ in replicas:
         assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     assert (tmp_path / ".dev" / "redis").is_dir(), "AOF data under .dev/"
@@ -126,17 +182,29 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
         and line.strip().startswith(("curl ", "redis-cli ", "sessionstore "))
     ]
     assert any(c.startswith("redis-cli") and "--scan" in c for c in commands)
+    assert {"sessionstore workers", "sessionstore events tail --from 0"} <= set(commands)
     for command in commands:
         if command.startswith("curl") and shutil.which("curl") is None:
             continue
         if command.startswith("redis-cli") and shutil.which("redis-cli") is None:
             continue
+        if command.startswith("sessionstore events tail"):
+            # It follows until Ctrl-C: read up to the demo's created event, then stop it.
+            assert "created" in _follow_until(command, env, demo.group(1))
+            continue
         done = _run_printed(command.split(" | ")[0], env)
         assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
         assert done.stdout.strip(), f"{command} printed nothing"
-        if "HGETALL" in command:
+        if "HGETALL" in command and ":session:" in command:
             assert "hello from the dev fleet" in done.stdout
+        if "HGETALL" in command and ":worker:" in command:
+            assert workers[0][1] in done.stdout
+
+    listed = _run_printed("sessionstore workers --json", env)
+    live = [w for w in json.loads(listed.stdout) if w["state"] == "live"]
+    assert [(w["id"], w["pid"]) for w in live] == [(workers[0][1], int(workers[0][2]))]
+    asyncio.run(_expired_by_the_worker(export.group(1), short.group(1)))
 
     assert dev.stop() == 0
-    pids = [int(pid) for _, _, pid in replicas] + [int(redis_pid.group(1))]
+    pids = [int(pid) for _, _, pid in replicas + workers] + [int(redis_pid.group(1))]
     assert all(_gone(pid) for pid in pids), "every child process is gone"

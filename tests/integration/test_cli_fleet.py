@@ -81,6 +81,31 @@ def test_workers_lists_live_and_dead_workers(
     assert "alive-1" in table.output and "dead" in table.output and "live" in table.output
 
 
+def test_workers_check_says_whether_one_worker_is_live(
+    cli_env: dict[str, str], redis_url: str, key_prefix: str
+) -> None:
+    """--check ID: exit 0 for a live worker, 1 for a dead, stopped or unknown one."""
+
+    async def beat(store: SessionStore) -> None:
+        for worker_id in ("up-1", "down-1", "done-1"):
+            hb = Heartbeat(worker_id=worker_id, host="box", pid=10, queue="q")
+            hb.stopped = worker_id == "done-1"
+            await publish_heartbeat(store.redis, store.keys, hb, ttl=timedelta(minutes=5))
+        await store.redis.hset(store.keys.worker("down-1"), "last_beat", 1_000)
+
+    _with_store(redis_url, key_prefix, beat)
+    answers = {
+        worker_id: CliRunner().invoke(app, ["workers", "--check", worker_id], env=cli_env)
+        for worker_id in ("up-1", "down-1", "done-1", "nobody")
+    }
+    assert {w: (r.exit_code, r.output.strip()) for w, r in answers.items()} == {
+        "up-1": (0, "up-1: live"),
+        "down-1": (1, "down-1: dead"),
+        "done-1": (1, "done-1: stopped"),
+        "nobody": (1, "nobody: unknown"),
+    }
+
+
 def test_workers_with_redis_down_exits_3(cli_env: dict[str, str]) -> None:
     env = {**cli_env, "SESSIONSTORE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     result = CliRunner().invoke(app, ["workers"], env=env)

@@ -11,7 +11,14 @@ from typing import TypeVar
 import pytest
 from typer.testing import CliRunner, Result
 
-from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore import (
+    Heartbeat,
+    RedisSettings,
+    SessionSettings,
+    SessionStore,
+    create_client,
+    publish_heartbeat,
+)
 from sessionstore._embedded import free_port
 from sessionstore.cli import app
 
@@ -157,3 +164,25 @@ def test_health_exits_1_when_degraded(env: dict[str, str], redis_url: str, key_p
     )
     result = invoke({**env, "SESSIONSTORE_HEALTH_MAX_SWEEPER_LAG": "0"}, "health")
     assert result.exit_code == 1 and "degraded" in result.stdout
+
+
+def test_health_shows_workers_and_names_an_unswept_backlog(
+    env: dict[str, str], redis_url: str, key_prefix: str
+) -> None:
+    """health lists the live workers from their heartbeats; with sessions overdue past
+    the lag and no live worker it says so and exits 1."""
+
+    async def overdue_and_a_worker(store: SessionStore) -> None:
+        await store.create(idle_timeout=timedelta(milliseconds=1))
+        beat = Heartbeat(worker_id="w-cli", host="box", pid=9, queue="q")
+        beat.reports["sweep"] = {"at": "2025-01-01T00:00:00+00:00", "expired": 3}
+        await publish_heartbeat(store.redis, store.keys, beat, ttl=timedelta(minutes=5))
+
+    with_store(redis_url, key_prefix, overdue_and_a_worker)
+    staffed = invoke(env, "health", "--json")
+    report = json.loads(staffed.stdout)
+    assert staffed.exit_code == 0, staffed.output
+    assert report["live_workers"] == ["w-cli"] and report["last_sweep"]["expired"] == 3
+    with_store(redis_url, key_prefix, lambda store: store.redis.delete(store.keys.worker_index()))
+    alone = invoke({**env, "SESSIONSTORE_HEALTH_MAX_SWEEPER_LAG": "0"}, "health", "--json")
+    assert alone.exit_code == 1 and "no live worker" in json.loads(alone.stdout)["problem"]

@@ -3,6 +3,7 @@ Sentinel example, the load balancer config and docker-compose.yml."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import redis.exceptions as rex
 import yaml
 from arq import create_pool
 from arq.connections import RedisSettings as ArqRedisSettings
-from arq.worker import Worker
+from arq.worker import Worker, create_worker
 
 from sessionstore import (
     RedisClient,
@@ -25,11 +26,16 @@ from sessionstore import (
     SessionSettings,
     SessionStatus,
     SessionStore,
+    Settings,
+    Tombstone,
+    WorkerState,
     create_client,
+    list_workers,
 )
 from sessionstore._embedded import find_server_binary, free_port, wait_until
 from sessionstore._listing import list_by_status
 from tests.polling import eventually
+from workers.settings import build_worker_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -184,6 +190,43 @@ async def test_acl_user_can_run_the_arq_queue(primary: ConfServer) -> None:
         await pool.aclose()
 
 
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")  # arq's close()
+async def test_acl_user_can_run_the_fleets_worker(
+    primary: ConfServer, acl_client: RedisClient
+) -> None:
+    """The real worker (workers/settings.py) as the limited user, in burst mode: it loads
+    the scripts, runs the sweep and repair jobs from its queue, and writes its heartbeat."""
+    daily = timedelta(days=1)  # only the queued jobs run, no cron tick
+    settings = Settings(
+        redis_url=primary.url("sessionstore", STORE_PASSWORD),
+        key_prefix="ss",
+        shards=4,
+        worker_id="acl-worker",
+        sweep_interval=daily,
+        aggressive_sweep_interval=daily,
+        repair_interval=daily,
+    )
+    store = SessionStore(acl_client, settings.session_settings())
+    due = [(await store.create(idle_timeout=timedelta(milliseconds=1))).id for _ in range(3)]
+    worker_settings: Any = build_worker_settings(settings)
+    pool = await create_pool(worker_settings.redis_settings)
+    try:
+        for job in ("ss:sweep_due", "ss:repair_indexes"):
+            await pool.enqueue_job(job, _queue_name=worker_settings.queue_name)
+    finally:
+        await pool.aclose()
+    worker = create_worker(worker_settings, burst=True, poll_delay=0, handle_signals=False)
+    try:
+        assert await worker.run_check() == 2  # raises FailedJobs if a job failed
+    finally:
+        await worker.close()
+    ended = [await store.lookup(session_id) for session_id in due]
+    assert all(isinstance(t, Tombstone) and t.reason == "idle" for t in ended)
+    [info] = await list_workers(acl_client, store.keys, dead_after=timedelta(seconds=30))
+    assert (info.id, info.state) == ("acl-worker", WorkerState.STOPPED)
+    assert {"sweep", "repair"} <= set(info.reports)
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -292,6 +335,46 @@ def test_compose_files_validate(files: tuple[str, ...]) -> None:
     args = [binary, *(part for name in files for part in ("-f", name)), "config", "-q"]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("sentinel", [False, True], ids=["standalone", "sentinel"])
+def test_compose_workers_get_working_settings(
+    sentinel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker's environment, as docker-compose resolves it, builds the fleet's arq
+    settings: its own worker id, the job queue on the store's Redis (through the
+    Sentinels with the override) as the ACL's sessionstore user."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    files = ["-f", "docker-compose.yml"]
+    if sentinel:
+        files += ["-f", "deploy/sentinel/docker-compose.sentinel.yml"]
+    # The example defaults, whatever this machine's environment says.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTORE_")}
+    done = subprocess.run(
+        [binary, *files, "config"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    for name in ("worker-1", "worker-2"):
+        assert "--check" in " ".join(services[name]["healthcheck"]["test"])
+        for variable in [v for v in os.environ if v.startswith("SESSIONSTORE_")]:
+            monkeypatch.delenv(variable)
+        for variable, value in services[name]["environment"].items():
+            monkeypatch.setenv(variable, str(value))
+        settings = Settings()
+        queue: Any = build_worker_settings(settings).redis_settings
+        assert settings.worker_config().worker_id == name
+        assert (queue.username, queue.password) == ("sessionstore", STORE_PASSWORD)
+        if sentinel:
+            assert queue.sentinel and [h for h, _ in queue.host] == [
+                "sentinel-1",
+                "sentinel-2",
+                "sentinel-3",
+            ]
+        else:
+            assert (queue.host, queue.port, queue.sentinel) == ("redis", 6379, False)
 
 
 def test_haproxy_config_validates() -> None:

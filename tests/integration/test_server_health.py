@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionstore import RedisSettings, SessionStore, create_client
+from sessionstore import Heartbeat, RedisSettings, SessionStore, create_client, publish_heartbeat
 from sessionstore._embedded import free_port
 from sessionstore.server import create_app
 from tests.asgi import serving
@@ -107,6 +108,68 @@ async def test_sweeper_lag_makes_it_degraded(redis_url: str, key_prefix: str) ->
     assert "sweeper" in answer.json()["sessions"]["problem"]
 
 
+async def beat(store: SessionStore, worker_id: str, **reports: dict[str, Any]) -> None:
+    """Publish a heartbeat as a worker of the fleet would."""
+    heartbeat = Heartbeat(worker_id=worker_id, host="box", pid=7, queue="q")
+    heartbeat.reports.update(reports)
+    await publish_heartbeat(store.redis, store.keys, heartbeat, ttl=timedelta(minutes=5))
+
+
+async def silence(store: SessionStore, worker_id: str) -> None:
+    """Move a worker's last beat two minutes back: it is dead by the default 30 s bound."""
+    seconds, _ = await store.redis.time()
+    await store.redis.hset(store.keys.worker(worker_id), "last_beat", (int(seconds) - 120) * 1000)
+
+
+async def test_session_health_lists_workers_by_their_heartbeats(
+    http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """Live and dead workers come from their heartbeats, with the newest sweep of any."""
+    older = {"at": "2025-01-01T00:00:00+00:00", "expired": 1, "still_due": 0}
+    newer = {"at": "2025-01-01T00:00:05+00:00", "expired": 4, "still_due": 0}
+    await beat(store, "w-a", sweep=older)
+    await beat(store, "w-b", sweep=newer)
+    await beat(store, "w-gone")
+    await silence(store, "w-gone")
+    answer = await http.get("/session-health", headers=AUTH)
+    workers = answer.json()["workers"]
+    assert answer.status_code == 200 and answer.json()["status"] == "healthy"
+    assert (workers["live"], workers["dead"], workers["stopped"]) == (2, 1, 0)
+    assert sorted(workers["live_ids"]) == ["w-a", "w-b"] and workers["dead_ids"] == ["w-gone"]
+    assert workers["last_sweep"] == {"worker": "w-b", **newer}
+    assert "problem" not in workers
+
+
+async def test_no_live_worker_is_fine_while_nothing_waits_long(
+    http: httpx.AsyncClient, store: SessionStore
+) -> None:
+    """No worker at all, a dead one, but no session overdue past the allowed lag: healthy."""
+    await store.create()
+    await beat(store, "w-gone")
+    await silence(store, "w-gone")
+    body = (await http.get("/session-health", headers=AUTH)).json()
+    assert body["status"] == "healthy"
+    assert body["workers"]["live"] == 0 and body["workers"]["last_sweep"] is None
+
+
+async def test_no_live_worker_while_sessions_wait_past_the_lag_is_degraded(
+    redis_url: str, key_prefix: str, store: SessionStore
+) -> None:
+    """Overdue past the lag with no live worker: the workers section names the cause; once
+    a worker is live only the sweeper-lag line of the sessions section remains."""
+    settings = server_settings(redis_url, key_prefix, health_max_sweeper_lag=timedelta(0))
+    await store.create(idle_timeout=timedelta(milliseconds=1))
+    async with serving(create_app(settings)) as (http, _):
+        alone = (await http.get("/session-health", headers=AUTH)).json()
+        await beat(store, "w-back")
+        staffed = (await http.get("/session-health", headers=AUTH)).json()
+    assert alone["status"] == "degraded"
+    assert "no live worker" in alone["workers"]["problem"]
+    assert staffed["status"] == "degraded" and "problem" not in staffed["workers"]
+    assert staffed["workers"]["live_ids"] == ["w-back"]
+    assert "sweeper" in staffed["sessions"]["problem"]
+
+
 async def test_redis_down_gives_503_but_liveness_stays_up(
     dead_http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -151,6 +214,19 @@ async def test_metrics_report_fleet_figures_from_redis(
     assert samples[("sessionstore_sessions_active", ())] == 2
     assert samples[("sessionstore_redis_up", ())] == 1
     assert samples[("sessionstore_redis_latency_seconds_count", ())] >= 1
+
+
+async def test_metrics_count_workers_by_state(http: httpx.AsyncClient, store: SessionStore) -> None:
+    """Live, dead and stopped workers are fleet-wide gauges read from the heartbeats."""
+    await beat(store, "w-1")
+    await beat(store, "w-2")
+    await beat(store, "w-3")
+    await silence(store, "w-3")
+    samples = _samples((await http.get("/metrics")).text)
+    name = "sessionstore_workers"
+    assert samples[(name, (("state", "live"),))] == 2
+    assert samples[(name, (("state", "dead"),))] == 1
+    assert samples[(name, (("state", "stopped"),))] == 0
 
 
 async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient) -> None:

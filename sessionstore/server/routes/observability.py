@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..._heartbeat import list_workers
 from ..._redis import backend_errors
 from ...exceptions import BackendUnavailable
 from .._health import check_token, ping, session_health
@@ -36,10 +38,10 @@ async def healthz() -> dict[str, Any]:
     },
 )
 async def health(state: State, credentials: Credentials) -> JSONResponse:
-    """Status, Redis connectivity and latency, session counts and sweeper lag.
+    """Status, Redis connectivity and latency, session counts, sweeper lag, live workers.
 
     Answers 503 when Redis is unreachable, "degraded" (200) when a
-    non-critical section (e.g. sweeper lag) is off.
+    non-critical section (e.g. sweeper lag, no live worker) is off.
     """
     check_token(state.settings.health_token, credentials)
     code, body = await session_health(state)
@@ -51,6 +53,9 @@ async def _refresh_fleet(state: ServerState) -> None:
     try:
         await ping(state)
         counts = await state.store.counts()
+        workers = await list_workers(
+            state.redis, state.store.keys, dead_after=state.settings.worker_dead_after
+        )
         if state.store.settings.max_requests_global > 0:
             now_ms = int(counts.at.timestamp() * 1000)
             with backend_errors("global lease count"):
@@ -60,6 +65,7 @@ async def _refresh_fleet(state: ServerState) -> None:
         fleet.redis_up = False
         return
     fleet.counts = counts
+    fleet.workers = Counter(worker.state for worker in workers)
     fleet.redis_up = True
 
 
