@@ -43,7 +43,7 @@ from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from ._spec import UpstreamSpec
-from ._upkeep import MaintenanceReport, close_on_session_end, ended_sessions
+from ._upkeep import MaintenanceReport, close_idle, close_on_session_end, ended_sessions
 from .credentials import Credentials
 
 logger = logging.getLogger("sessionstore.upstream")
@@ -376,25 +376,15 @@ class UpstreamPool:
 
         Sessions are checked in one pipelined round trip (one per node on a cluster).
         """
-        ended = 0
-        for session_id in await self._ended_sessions():
-            ended += await self.session_ended(session_id)
-        aged = dead = 0
-        refresh_after = self.settings.refresh_after.total_seconds()
-        for entry in list(self._entries.values()):
-            if entry.connection is None or entry.lock.locked():
-                continue  # in use: the next checkout does the same checks
-            async with entry.lock:
-                if entry.connection is not None and not entry.connection.alive:
-                    dead += 1
-                    await self.drop(entry)
-                elif (age := entry.age(self.clock())) is not None and age >= refresh_after:
-                    aged += 1
-                    await self.drop(entry)
-        return MaintenanceReport(ended=ended, aged=aged, dead=dead)
-
-    async def _ended_sessions(self) -> list[str]:
-        return await ended_sessions(self.store, {e.session_id for e in self._entries.values()})
+        ids = {e.session_id for e in self._entries.values()}
+        ended = [await self.session_ended(sid) for sid in await ended_sessions(self.store, ids)]
+        aged, dead = await close_idle(
+            list(self._entries.values()),
+            self.drop,
+            now=self.clock(),
+            refresh_after=self.settings.refresh_after.total_seconds(),
+        )
+        return MaintenanceReport(ended=sum(ended), aged=aged, dead=dead)
 
     def _running(self) -> bool:
         # Background loops check this too: a cancellation that a client library turns

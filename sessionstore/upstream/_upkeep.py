@@ -12,6 +12,7 @@ from .._events import EventFollower, EventKind
 from .._scripts import Batch
 from .._store import SessionStore
 from ..exceptions import BackendUnavailable
+from ._entry import Entry
 
 logger = logging.getLogger("sessionstore.upstream")
 
@@ -57,6 +58,31 @@ async def ended_sessions(store: SessionStore, session_ids: Iterable[str]) -> lis
         if deadlines[0] is None or now_ms >= min(int(deadlines[0]), int(deadlines[1])):
             ended.append(session_id)
     return ended
+
+
+async def close_idle(
+    entries: Iterable[Entry],
+    drop: Callable[[Entry], Awaitable[None]],
+    *,
+    now: float,
+    refresh_after: float,
+) -> tuple[int, int]:
+    """Drop idle connections that are dead or at `refresh_after`; returns (aged, dead).
+
+    Entries in use are skipped: their next checkout makes the same checks.
+    """
+    aged = dead = 0
+    for entry in entries:
+        if entry.connection is None or entry.lock.locked():
+            continue
+        async with entry.lock:
+            if entry.connection is not None and not entry.connection.alive:
+                dead += 1
+                await drop(entry)
+            elif (age := entry.age(now)) is not None and age >= refresh_after:
+                aged += 1
+                await drop(entry)
+    return aged, dead
 
 
 async def close_on_session_end(
