@@ -24,7 +24,13 @@ from ._models import (
 from ._redis import RedisClient, create_client
 from ._repair import RepairReport, repair_store
 from ._requests import Lease, TrackedLease
-from ._settings import BreakerSettings, RedisSettings, SessionSettings, Settings
+from ._settings import (
+    BreakerSettings,
+    RedisSettings,
+    SessionSettings,
+    Settings,
+    UpstreamSettings,
+)
 from ._store import Mutator, SessionStore
 from ._sweeper import SweepReport, sweep_store
 from ._worker_config import WorkerConfig
@@ -50,6 +56,8 @@ from .exceptions import (
     SessionStoreError,
     StaleFence,
     UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
     VersionConflict,
 )
 
@@ -106,6 +114,9 @@ __all__ = [
     "Tombstone",
     "TrackedLease",
     "UpstreamError",
+    "UpstreamRejected",
+    "UpstreamSettings",
+    "UpstreamUnavailable",
     "VersionConflict",
     "WorkerConfig",
     "WorkerInfo",

@@ -53,6 +53,8 @@ class EventKind(StrEnum):
     ROTATED = "rotated"
     #: An expired session was continued by a new one (``resumed_from``).
     RESUMED = "resumed"
+    #: An upstream connection record changed state (``upstream``, ``state``; docs/upstream.md).
+    UPSTREAM = "upstream"
 
 
 class Event(BaseModel):

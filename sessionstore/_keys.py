@@ -13,6 +13,7 @@ and appends session ids read from the expiry index of the same shard.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from ._ids import check_name, session_shard
@@ -190,6 +191,23 @@ class KeySpace:
         """Pub/sub channel where breaker transitions are announced."""
         return f"{self.prefix}:breaker-transitions"
 
+    # -- upstream connections (branch `upstream`) -----------------------------
+    # The records themselves are a per-session key (SessionKeys.upstreams).
+
+    def reconnect_job_id(self, session_id: str, upstream: str) -> str:
+        """arq job id of the reconnect job of one upstream connection.
+
+        arq keeps ``arq:job:<this id>`` in the queue's Redis while the job is
+        queued or running, so the id makes the job unique fleet-wide. arq logs
+        job ids, and a session id is a bearer secret, so the id carries a
+        digest of the pair rather than the session id itself.
+        """
+        self.session(session_id)  # validates the id
+        check_name(upstream, "upstream name")
+        pair = f"{session_id}\n{upstream}".encode()
+        digest = hashlib.blake2b(pair, digest_size=16).hexdigest()
+        return f"{self.prefix}:reconnect:{digest}"
+
     # -- workers ---------------------------------------------------------------
 
     def worker(self, worker_id: str) -> str:
@@ -252,8 +270,8 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
         (
             f"{p}:{{N}}:upstreams:<id>",
             "hash",
-            "session's deadline",
-            "upstream connection records, one JSON field per upstream",
+            "absolute deadline + sweep_grace",
+            "upstream connection records, one JSON field per upstream (docs/upstream.md)",
             f"HGETALL {p}:{{N}}:upstreams:<id>",
         ),
         (

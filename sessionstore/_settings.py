@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._worker_config import WorkerConfig
 from .exceptions import InvalidInput
+from .retry import PROFILES, BackoffPolicy, Jitter, ProviderProfile, get_profile
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 
@@ -262,6 +263,81 @@ class BreakerSettings(BaseModel):
         return self
 
 
+# -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) ----
+
+
+def reconnect_policy(
+    backoff: BackoffPolicy, *, attempts: int = 10, max_delay: timedelta = timedelta(minutes=5)
+) -> BackoffPolicy:
+    """The reconnect jobs' policy: the operation's start, more attempts, a longer cap."""
+    return BackoffPolicy(
+        max_attempts=attempts,
+        initial_delay=backoff.initial_delay,
+        max_delay=max(backoff.max_delay, max_delay),
+        jitter=Jitter.DECORRELATED,
+    )
+
+
+class UpstreamSettings(BaseModel):
+    """How upstream connections (IMAP...) are retried, timed out and refreshed.
+
+    Build it with `Settings.upstream_settings()` or `UpstreamSettings.for_profile`.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: ProviderProfile = PROFILES["stable"]
+    #: Attempts and waits of one operation (in the calling process).
+    backoff: BackoffPolicy = PROFILES["stable"].backoff
+    #: Spacing and count of the reconnect jobs once an operation gave up.
+    reconnect_backoff: BackoffPolicy = reconnect_policy(PROFILES["stable"].backoff)
+    #: Every single upstream call (each IMAP command) must answer within this.
+    call_timeout: timedelta = timedelta(seconds=10)
+    #: Connecting, greeting and login together must finish within this.
+    connect_timeout: timedelta = timedelta(seconds=10)
+    #: Connections are refreshed before this age (the provider drops older ones).
+    max_connection_age: timedelta = PROFILES["stable"].session_timeout
+    #: ... this long before it, so that a refresh never races the server's drop.
+    refresh_margin: timedelta = timedelta(seconds=60)
+    #: A connection idle for longer is probed (NOOP) before it is used.
+    probe_idle_after: timedelta = timedelta(seconds=60)
+    #: Successes are written to the connection's Redis record at most this often.
+    record_interval: timedelta = timedelta(seconds=30)
+    #: Upstream records per session (each is a field of one hash).
+    max_upstreams_per_session: int = Field(default=16, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _check_durations(self) -> UpstreamSettings:
+        for name in ("call_timeout", "connect_timeout", "max_connection_age"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        return self
+
+    @classmethod
+    def for_profile(cls, name: str, **overrides: object) -> UpstreamSettings:
+        """Settings with the numbers of profile `name`, then `overrides`.
+
+        Raises:
+            InvalidInput: unknown profile name.
+        """
+        profile = get_profile(name)
+        fields: dict[str, object] = {
+            "profile": profile,
+            "backoff": profile.backoff,
+            "reconnect_backoff": reconnect_policy(profile.backoff),
+            "max_connection_age": profile.session_timeout,
+        }
+        fields.update(overrides)
+        return cls.model_validate(fields)
+
+    @property
+    def refresh_after(self) -> timedelta:
+        """The age at which the pool replaces a connection."""
+        return max(self.max_connection_age - self.refresh_margin, self.max_connection_age / 2)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from ``SESSIONSTORE_*`` environment variables.
 
@@ -364,6 +440,27 @@ class Settings(BaseSettings):
     #: tests. Off by default; never turn it on in production.
     demo_routes: bool = False
 
+    # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) --
+    #: Provider profile: stable, unreliable, icloud, gmail or outlook.
+    upstream_profile: str = "stable"
+    #: Overrides of the profile's numbers (unset: the profile's own).
+    upstream_max_attempts: int | None = None
+    upstream_initial_delay: Duration | None = None
+    upstream_max_delay: Duration | None = None
+    upstream_jitter: Jitter | None = None
+    upstream_max_connection_age: Duration | None = None
+    upstream_call_timeout: Duration = timedelta(seconds=10)
+    upstream_connect_timeout: Duration = timedelta(seconds=10)
+    upstream_probe_idle_after: Duration = timedelta(seconds=60)
+    upstream_record_interval: Duration = timedelta(seconds=30)
+    upstream_reconnect_max_attempts: int = 10
+    upstream_reconnect_max_delay: Duration = timedelta(minutes=5)
+    #: Directory of ``file:<name>`` credential references (Docker/Kubernetes secrets).
+    upstream_credentials_dir: str | None = None
+    #: Fernet keys that encrypt upstream credentials in Redis: comma-separated,
+    #: newest first; older keys still decrypt (key rotation).
+    secret_key: SecretStr | None = None
+
     @field_validator("redis_url", "queue_redis_url", "worker_id", "queue_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -406,6 +503,64 @@ class Settings(BaseSettings):
         """
         names = WorkerConfig.model_fields.keys() & type(self).model_fields.keys()
         return WorkerConfig(**{name: getattr(self, name) for name in names})
+
+    @field_validator(
+        "upstream_max_attempts",
+        "upstream_initial_delay",
+        "upstream_max_delay",
+        "upstream_jitter",
+        "upstream_max_connection_age",
+        "upstream_credentials_dir",
+        "secret_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_upstream_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("upstream_profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        return get_profile(value).name
+
+    def upstream_settings(self) -> UpstreamSettings:
+        """The upstream part of these settings: the profile with any overrides.
+
+        Raises:
+            InvalidInput: unknown profile name.
+        """
+        profile = get_profile(self.upstream_profile)
+        backoff_overrides = {
+            "max_attempts": self.upstream_max_attempts,
+            "initial_delay": self.upstream_initial_delay,
+            "max_delay": self.upstream_max_delay,
+            "jitter": self.upstream_jitter,
+        }
+        backoff = profile.backoff.model_copy(
+            update={k: v for k, v in backoff_overrides.items() if v is not None}
+        )
+        backoff = BackoffPolicy.model_validate(backoff.model_dump())
+        return UpstreamSettings.for_profile(
+            profile.name,
+            backoff=backoff,
+            reconnect_backoff=reconnect_policy(
+                backoff,
+                attempts=self.upstream_reconnect_max_attempts,
+                max_delay=self.upstream_reconnect_max_delay,
+            ),
+            call_timeout=self.upstream_call_timeout,
+            connect_timeout=self.upstream_connect_timeout,
+            max_connection_age=self.upstream_max_connection_age or profile.session_timeout,
+            probe_idle_after=self.upstream_probe_idle_after,
+            record_interval=self.upstream_record_interval,
+        )
+
+    def secret_keys(self) -> tuple[SecretStr, ...]:
+        """The credential encryption keys from `secret_key`, newest first (may be empty)."""
+        if self.secret_key is None:
+            return ()
+        parts = self.secret_key.get_secret_value().split(",")
+        return tuple(SecretStr(part.strip()) for part in parts if part.strip())
 
     def store_redis(self, url: str) -> RedisSettings:
         """`RedisSettings` for the session store at `url` with these timeouts."""

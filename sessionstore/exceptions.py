@@ -22,6 +22,8 @@ Every error is a `SessionStoreError`; the tree is shallow on purpose::
     │   └── LockNotOwned             release or renew by a non-owner, or the lease lapsed
     ├── BreakerOpen                  an upstream's circuit breaker refused the call
     ├── UpstreamError                an upstream call failed (see sessionstore.retry)
+    │   ├── UpstreamUnavailable      unreachable, dropped or timed out; retries spent (transient)
+    │   └── UpstreamRejected         refused: bad credentials, unknown mailbox... (not retried)
     └── BackendUnavailable           Redis could not be reached or did not answer in time
 
 Each error carries its context as attributes (``session_id``, ``limit``...).
@@ -51,6 +53,8 @@ __all__ = [
     "SessionStoreError",
     "StaleFence",
     "UpstreamError",
+    "UpstreamRejected",
+    "UpstreamUnavailable",
     "VersionConflict",
 ]
 
@@ -221,6 +225,42 @@ class UpstreamError(SessionStoreError):
     def __init__(self, upstream: str, message: str) -> None:
         super().__init__(f"upstream {upstream}: {message}")
         self.upstream = upstream
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream could not be reached, dropped the connection or timed out.
+
+    Transient: the retry policy was spent (``attempts``) or a reconnect is
+    already scheduled; ``retry_after`` (seconds) hints when to try again.
+    ``reason`` is the classifier's label (``timeout``, ``connection_lost``...).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        message: str,
+        *,
+        reason: str = "",
+        attempts: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(upstream, message)
+        self.reason = reason
+        self.attempts = attempts
+        self.retry_after = retry_after
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request: retrying would not help.
+
+    Bad credentials, an unknown mailbox, a malformed command. ``reason`` is
+    the classifier's label (``auth_failed``, ``nonexistent``...). It never
+    opens the upstream's circuit breaker.
+    """
+
+    def __init__(self, upstream: str, message: str, *, reason: str = "") -> None:
+        super().__init__(upstream, message)
+        self.reason = reason
 
 
 class BackendUnavailable(SessionStoreError):

@@ -26,6 +26,7 @@ from sessionstore import (
     SessionStore,
     create_client,
 )
+from sessionstore.retry import set_testing
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +106,11 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
     return counter
+
+
+@pytest.fixture(autouse=True)
+def _zero_backoff() -> Iterator[None]:
+    """Upstream retries and reconnect jobs wait zero seconds in tests (reset after each)."""
+    set_testing(True)
+    yield
+    set_testing(False)

@@ -22,6 +22,8 @@ from arq.typing import WorkerCoroutine
 from arq.worker import Function
 
 from sessionstore import Heartbeat, RedisClient, SessionStore, WorkerConfig
+from sessionstore.breaker import BreakerRegistry
+from sessionstore.upstream import Reconnector
 
 #: A cron job that a killed worker left running is tried again, up to this many times
 #: (arq's default for cron jobs is 1: no re-run at all).
@@ -42,6 +44,9 @@ class WorkerContext(TypedDict):
     #: This worker's liveness record, published by ``workers/heartbeat.py``.
     heartbeat: Heartbeat
     heartbeat_task: NotRequired[asyncio.Task[None]]
+    #: Reconnects upstream connections, and the breakers it consults (``workers/reconnect.py``).
+    reconnector: NotRequired[Reconnector]
+    breakers: NotRequired[BreakerRegistry]
     #: Set by arq for each job.
     job_id: NotRequired[str]
     job_try: NotRequired[int]

@@ -35,7 +35,7 @@ from sessionstore import (
     create_client,
 )
 
-from . import heartbeat, repair, sweep
+from . import heartbeat, reconnect, repair, sweep
 from .context import JobFamily, WorkerContext
 
 logger = logging.getLogger("sessionstore.workers")
@@ -46,6 +46,7 @@ FAMILIES: list[Callable[[Settings], JobFamily]] = [
     sweep.family,
     repair.family,
     heartbeat.family,
+    reconnect.family,
 ]
 
 MISSING_URL = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import breakers, demo, dev, events, keys, serve, sessions, worker, workers
+from . import breakers, demo, dev, events, keys, serve, sessions, upstreams, worker, workers
 
 app = typer.Typer(
     name="sessionstore",
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("keys")(keys.print_layout)
 app.command("demo")(demo.run_demo)
+app.add_typer(upstreams.app, name="upstreams")
 app.command("worker")(worker.start_worker)
 app.command("workers")(workers.list_fleet)
 app.add_typer(events.app, name="events")

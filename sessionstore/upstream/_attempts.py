@@ -1,0 +1,287 @@
+"""The attempt loop: retry, reconnect, breaker outcomes, give-up and fallback.
+
+For one upstream, each attempt takes permission from the breaker, checks a
+connection out of the pool, runs the operation and classifies any fault
+(`sessionstore.retry.classify`):
+
+- ``retry``: wait (backoff) and try again on the same connection;
+- ``reconnect``: drop the connection, wait, open a new one, try again;
+- ``fail``: raise `UpstreamRejected` now (a fault while logging in also marks
+  the record ``failed``: no reconnect job would fix a bad password).
+
+When the attempts are spent, the record turns ``reconnecting`` (attempts,
+last error and next attempt time in Redis), a reconnect job is queued, and
+`UpstreamUnavailable` is raised. A breaker that refuses callers does the same
+without touching the upstream. Records are written on changes of state, and
+for successes at most every ``record_interval``, so the steady state costs no
+Redis round trip per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..breaker import Outcome
+from ..exceptions import (
+    BreakerOpen,
+    InvalidInput,
+    SessionGone,
+    SessionNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from ..retry import Action, Verdict
+from ._connector import HealthReport, Operation, Served, describe
+from ._entry import Entry, short_id
+from ._gates import Gate, Ticket, settle
+from ._records import UpstreamRecord, UpstreamState
+
+if TYPE_CHECKING:
+    from ._pool import UpstreamPool
+
+logger = logging.getLogger("sessionstore.upstream")
+
+T = TypeVar("T")
+
+#: A refused connection asks for a reconnect job at most once per this many seconds.
+_MIN_REFUSAL_PERIOD = 1.0
+
+
+class AttemptLoop:
+    """Runs operations for an `UpstreamPool` (one instance per pool)."""
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        *,
+        probes_in_process: bool,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.pool = pool
+        self.probes_in_process = probes_in_process
+        self.sleep = sleep
+
+    # -- fallback ------------------------------------------------------------------
+
+    async def run_with_fallback(
+        self, session_id: str, upstream: str, op: Operation[T], fallbacks: Sequence[str], what: str
+    ) -> Served[T]:
+        names = [upstream, *fallbacks]
+        if len(set(names)) != len(names):
+            raise InvalidInput("an upstream is named twice among the primary and fallbacks")
+        skipped: list[tuple[str, str]] = []
+        refusals: list[BreakerOpen | UpstreamUnavailable] = []
+        for name in names:
+            try:
+                value, attempts = await self.run_on(session_id, name, op, what)
+            except (BreakerOpen, UpstreamUnavailable) as exc:
+                if not fallbacks:
+                    raise
+                reason = "breaker_open" if isinstance(exc, BreakerOpen) else exc.reason
+                skipped.append((name, reason))
+                refusals.append(exc)
+                logger.warning(
+                    "%s/%s: %s not served (%s)", short_id(session_id), name, what, reason
+                )
+                continue
+            if skipped:
+                logger.info("%s/%s: %s served by fallback", short_id(session_id), name, what)
+            return Served(value=value, upstream=name, attempts=attempts, skipped=tuple(skipped))
+        summary = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        waits = [e.retry_after for e in refusals if e.retry_after is not None]
+        raise UpstreamUnavailable(
+            upstream,
+            f"{what}: every upstream failed ({summary})",
+            reason="all_failed",
+            attempts=sum(getattr(e, "attempts", 0) for e in refusals),
+            retry_after=min(waits) if waits else None,
+        ) from refusals[-1]
+
+    # -- one upstream ----------------------------------------------------------------
+
+    async def run_on(
+        self, session_id: str, name: str, op: Operation[T], what: str
+    ) -> tuple[T, int]:
+        pool = self.pool
+        entry = pool.entry(session_id, name)
+        async with entry.lock:
+            record = await pool.record_of(entry)
+            connector = pool.connector_for(record)
+            gate = await pool.gates.gate(record.spec.breaker_name)
+            policy = pool.settings.backoff
+            previous: float | None = None
+            for attempt in range(1, policy.max_attempts + 1):
+                pool.require_open()  # a pool closed meanwhile opens nothing new
+                ticket = await self._admit(entry, record, gate)
+                connecting = True
+                try:
+                    conn = await pool.checkout(entry, record)
+                    connecting = False
+                    value = await op(conn)
+                    fault = connector.result_fault(value)
+                    if fault is not None:
+                        raise fault
+                except asyncio.CancelledError:
+                    await ticket.cancel()
+                    raise
+                except Exception as exc:
+                    verdict = await settle(ticket, exc)
+                    text = self._describe(entry, verdict, exc)
+                    if verdict.action is Action.RECONNECT or connecting:
+                        await pool.drop(entry)
+                    if verdict.action is Action.FAIL:
+                        if connecting:
+                            await self._write(entry, state=UpstreamState.FAILED, error=text)
+                        raise UpstreamRejected(name, text, reason=verdict.reason) from exc
+                    if attempt == policy.max_attempts:
+                        delay = await self._give_up(entry, text)
+                        raise UpstreamUnavailable(
+                            name,
+                            f"{what} failed {attempt} times; last: {text}",
+                            reason=verdict.reason,
+                            attempts=attempt,
+                            retry_after=delay,
+                        ) from exc
+                    previous = policy.wait(attempt, previous=previous)
+                    logger.warning(
+                        "%s/%s: %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                        short_id(session_id), name, what, attempt, policy.max_attempts,
+                        verdict.reason, previous,
+                    )  # fmt: skip
+                    await self.sleep(previous)
+                    continue
+                await ticket.finish(Outcome.SUCCESS)
+                entry.last_activity = datetime.now(UTC)
+                await self._note_success(entry)
+                return value, attempt
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _admit(self, entry: Entry, record: UpstreamRecord, gate: Gate) -> Ticket:
+        """Permission from the breaker; on refusal, leave the probing to a reconnect job."""
+        name = record.spec.breaker_name
+        try:
+            if not gate.lets_callers_through and not self.probes_in_process:
+                raise BreakerOpen(name, gate.retry_after())
+            return await gate.admit()
+        except BreakerOpen as exc:
+            await self._await_recovery(entry, exc.retry_after)
+            raise
+
+    async def _await_recovery(self, entry: Entry, retry_after: float) -> None:
+        # Once per connection and refusal period: further refused calls cost no round trip.
+        now = self.pool.clock()
+        if now < entry.recovery_asked_until:
+            return
+        entry.recovery_asked_until = now + max(retry_after, _MIN_REFUSAL_PERIOD)
+        await self._write(
+            entry,
+            state=UpstreamState.RECONNECTING,
+            error="breaker_open: the upstream's circuit breaker refuses calls",
+            next_attempt_in=timedelta(seconds=retry_after),
+        )
+        await self._schedule(entry, retry_after)
+
+    async def _give_up(self, entry: Entry, text: str) -> float:
+        attempts = (entry.record.attempts if entry.record else 0) + 1
+        delay = self.pool.settings.reconnect_backoff.wait(attempts)
+        await self._write(
+            entry,
+            state=UpstreamState.RECONNECTING,
+            error=text,
+            attempts="incr",
+            next_attempt_in=timedelta(seconds=delay),
+        )
+        await self._schedule(entry, delay)
+        return delay
+
+    async def _schedule(self, entry: Entry, delay: float) -> None:
+        if self.pool.reconnects is not None:
+            await self.pool.reconnects.schedule(entry.session_id, entry.name, delay=delay)
+
+    async def _note_success(self, entry: Entry) -> None:
+        interval = self.pool.settings.record_interval.total_seconds()
+        fresh = self.pool.clock() - entry.recorded_at < interval
+        if entry.recorded_state is UpstreamState.CONNECTED and fresh:
+            return
+        await self._write(
+            entry,
+            state=UpstreamState.CONNECTED,
+            success=True,
+            attempts="reset",
+            clear_next_attempt=True,
+        )
+
+    async def _write(self, entry: Entry, **changes: Any) -> UpstreamRecord:
+        """Update the record; an ended session closes the connection here and re-raises."""
+        try:
+            record = await self.pool.records.update(entry.session_id, entry.name, **changes)
+        except (SessionGone, SessionNotFound):
+            await self.pool.drop(entry)
+            self.pool.forget(entry)
+            raise
+        entry.record, entry.recorded_state = record, record.state
+        entry.recorded_at = self.pool.clock()
+        return record
+
+    def _describe(self, entry: Entry, verdict: Verdict, exc: BaseException) -> str:
+        connector = self.pool.connectors.get(entry.record.spec.kind) if entry.record else None
+        return describe(verdict, exc, connector=connector, secret=entry.secret)
+
+    # -- health ------------------------------------------------------------------------
+
+    async def health(self, session_id: str, name: str) -> HealthReport:
+        pool = self.pool
+        entry = pool.entry(session_id, name)
+        async with entry.lock:
+            record = await pool.record_of(entry)
+            gate = await pool.gates.gate(record.spec.breaker_name)
+            try:
+                ticket = await self._admit(entry, record, gate)
+            except BreakerOpen as exc:
+                return self._report(entry, None, f"breaker_open: {exc}")
+            try:
+                conn = await pool.checkout(entry, record)
+                started = pool.clock()
+                await pool.connector_for(record).probe(conn)
+                elapsed_ms = (pool.clock() - started) * 1000
+            except asyncio.CancelledError:
+                await ticket.cancel()
+                raise
+            except Exception as exc:
+                verdict = await settle(ticket, exc)
+                text = self._describe(entry, verdict, exc)
+                await pool.drop(entry)
+                await self._write(entry, error=text)
+                return self._report(entry, None, text)
+            await ticket.finish(Outcome.SUCCESS)
+            entry.last_activity = datetime.now(UTC)
+            await self._write(
+                entry,
+                state=UpstreamState.CONNECTED,
+                success=True,
+                attempts="reset",
+                clear_next_attempt=True,
+                response_time_ms=elapsed_ms,
+            )
+            return self._report(entry, elapsed_ms, None)
+
+    def _report(self, entry: Entry, elapsed_ms: float | None, error: str | None) -> HealthReport:
+        record = entry.record
+        assert record is not None
+        return HealthReport(
+            healthy=error is None,
+            timestamp=datetime.now(UTC),
+            host=record.spec.host,
+            port=record.spec.port,
+            response_time_ms=elapsed_ms,
+            last_activity=entry.last_activity or record.last_success,
+            error=error,
+            session_id=entry.session_id,
+            upstream=entry.name,
+            state=record.state.value,
+            connection_age_s=entry.age(self.pool.clock()),
+        )

@@ -1,0 +1,45 @@
+"""Building the upstream pieces from `Settings`, at the edge (server lifespan, worker start-up).
+
+Library code never reads the environment: the caller passes ``os.environ``
+for ``env:`` credential references.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from .._settings import Settings, UpstreamSettings
+from ._connector import Connector
+from .credentials import CredentialProvider, Credentials, EnvCredentials, FileCredentials, SecretBox
+
+logger = logging.getLogger("sessionstore.upstream")
+
+
+def connectors_for(settings: UpstreamSettings) -> list[Connector]:
+    """The connectors this installation has: IMAP when the ``imap`` extra is installed.
+
+    .. versionadded:: 0.1
+    """
+    try:
+        from .imap import ImapConnector
+    except ImportError:
+        logger.info("aioimaplib is not installed: no IMAP connector (sessionstore[imap])")
+        return []
+    return [ImapConnector.from_settings(settings)]
+
+
+def credentials_for(settings: Settings, environ: Mapping[str, str]) -> Credentials:
+    """``env:`` references from `environ`, ``file:`` references from
+    ``SESSIONSTORE_UPSTREAM_CREDENTIALS_DIR``, Fernet with ``SESSIONSTORE_SECRET_KEY``.
+
+    Raises:
+        InvalidInput: a secret key that is not a Fernet key.
+
+    .. versionadded:: 0.1
+    """
+    providers: list[CredentialProvider] = [EnvCredentials(environ)]
+    if settings.upstream_credentials_dir:
+        providers.append(FileCredentials(settings.upstream_credentials_dir))
+    keys = settings.secret_keys()
+    return Credentials(providers=providers, box=SecretBox(keys) if keys else None)
