@@ -13,7 +13,9 @@ everything: servers and workers first, Redis last.
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -110,6 +112,16 @@ def _demo(fleet: DevFleet) -> tuple[str, str]:
     return session_id, str(short.json()["id"])
 
 
+def _path_line() -> list[str]:
+    """Put this `sessionstore` on PATH when the shell would not find it (make dev's .venv)."""
+    # The console script sits beside the interpreter that runs it (a venv's bin/).
+    here = Path(sys.executable).parent
+    found = shutil.which("sessionstore")
+    if not (here / "sessionstore").exists() or (found and Path(found).parent == here):
+        return []
+    return [f'  export PATH="{here}:$PATH"']
+
+
 def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
     if not fleet.workers:
         return ["No worker runs (--workers 0): nothing expires sessions.", ""]
@@ -171,6 +183,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int) -> N
         f"  {cli} XREVRANGE '{keys.events}' + - COUNT 5",
         "",
         "Use the CLI against it:",
+        *_path_line(),
         f"  export SESSIONSTORE_REDIS_URL={fleet.redis_url}",
         "  sessionstore sessions list --user demo",
         f"  sessionstore sessions show {demo_id}",
