@@ -106,12 +106,17 @@ class KeySpace:
         return f"{self.shard_tag(shard)}:events"
 
     def session_prefixes(self, shard: int) -> dict[str, str]:
-        """Key prefixes of the shard's per-session keys, for the batch sweep script."""
+        """Key prefixes of the shard's per-session keys, for the batch scripts."""
         tag = self.shard_tag(shard)
         return {
             name: f"{tag}:{name}:"
             for name in ("session", "tomb", "requests", "conns", "lock", "upstreams")
         }
+
+    def session_prefix_args(self, shard: int) -> list[str]:
+        """The prefixes as the batch scripts (sweep, repair_sessions) take them in ARGV:
+        record, tomb, requests, conns, lock, upstreams."""
+        return list(self.session_prefixes(shard).values())
 
     # -- per session -----------------------------------------------------------
 

@@ -201,16 +201,10 @@ async def _repair_shard(
 
 async def _fix_sessions(store: SessionStore, shard: int, ids: list[str], run: _Run) -> None:
     cfg = store.settings
-    prefixes = store.keys.session_prefixes(shard)
     args: list[Arg] = [
         to_ms(cfg.expired_retention),
         cfg.events_maxlen,
-        prefixes["session"],
-        prefixes["tomb"],
-        prefixes["requests"],
-        prefixes["conns"],
-        prefixes["lock"],
-        prefixes["upstreams"],
+        *store.keys.session_prefix_args(shard),
         *ids,
     ]
     keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]

@@ -68,17 +68,11 @@ def sweep_call(
 ) -> tuple[list[str], list[Arg]]:
     """Keys and arguments of one ``sweep`` script call on `shard` (see lua/sweep.lua)."""
     cfg = store.settings
-    prefixes = store.keys.session_prefixes(shard)
     args: list[Arg] = [
         batch,
         to_ms(cfg.expired_retention),
         cfg.events_maxlen,
-        prefixes["session"],
-        prefixes["tomb"],
-        prefixes["requests"],
-        prefixes["conns"],
-        prefixes["lock"],
-        prefixes["upstreams"],
+        *store.keys.session_prefix_args(shard),
         min_overdue_ms,
     ]
     keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
