@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
+from sessionstore import (
+    RedisSettings,
+    SessionSettings,
+    SessionStore,
+    SessionStoreError,
+    create_client,
+)
 from sessionstore._embedded import free_port
 from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec, UpstreamState
 from tests.integration.upstream.conftest import PASSWORD
@@ -150,3 +156,25 @@ async def test_redis_down_gives_fast_503s_on_the_upstream_routes(
     assert put.json()["error"] == "backend_unavailable" and put.headers["Retry-After"] == "1"
     assert metrics.status_code == 200
     assert ("sessionstore_upstream_pool_sockets_open", ()) in samples(metrics.text)
+
+
+@pytest.mark.imap
+async def test_stopping_the_replica_closes_its_upstream_sockets_and_pool(
+    standalone_store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
+) -> None:
+    """The lifespan's shutdown closes the pool: its IMAP socket is closed and the pool
+    refuses further use; the record stays as it was (the session lives on)."""
+    session = await standalone_store.create()
+    settings = replica_settings(standalone_store, redis_url, secret_key)
+    async with running(settings) as served:
+        headers = owner(session.id)
+        await served.http.put(url(session.id), json=body(dovecot, secret=PASSWORD), headers=headers)
+        await served.http.get(url(session.id, tail="/health?probe=true"), headers=headers)
+        pool = served.state.upstreams.pool
+        connection = pool.entry(session.id, "mail").connection
+        assert connection is not None and connection.alive
+    assert not connection.alive and pool.open_connections() == []
+    with pytest.raises(SessionStoreError, match="closed"):
+        pool.require_open()
+    record = await UpstreamRecords(standalone_store).get(session.id, "mail")
+    assert record is not None and record.state is UpstreamState.CONNECTED
