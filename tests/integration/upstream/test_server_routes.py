@@ -430,7 +430,8 @@ async def test_an_open_breaker_refuses_verification_with_retry_after(
 ) -> None:
     """A breaker forced open across the fleet: verify=true answers 503 breaker_open with
     Retry-After and stores nothing; an unverified registration's health says unhealthy by
-    the breaker, both recorded and live, without touching Dovecot."""
+    the breaker, both recorded and live, without touching Dovecot, and the refused probe
+    queues the connection's reconnect job for the workers."""
     session = await standalone_store.create()
     breaker = f"imap:127.0.0.1:{dovecot.port}"
     why = {"actor": "test", "reason": "maintenance"}
@@ -453,6 +454,14 @@ async def test_an_open_breaker_refuses_verification_with_retry_after(
     ).json()
     assert live["healthy"] is False and live["error"].startswith("breaker_open")
     assert replica.state.upstreams.pool.open_connections() == []
+    # The refusal handed the connection to the worker fleet: reconnecting, one job queued
+    # on the queue's Redis (here the store's), to probe when the breaker lets it.
+    assert live["state"] == "reconnecting" and live["next_attempt_at"] is not None
+    keys = standalone_store.keys
+    queued = await standalone_store.redis.zscore(
+        keys.job_queue(), keys.reconnect_job_id(session.id, "mail")
+    )
+    assert queued is not None
 
 
 async def test_a_session_that_ends_takes_its_socket_along(
