@@ -244,7 +244,6 @@ async def test_a_kicked_connection_is_replaced_by_the_next_probe(
     assert (record["state"], record["attempts"], record["last_error"]) == ("connected", 0, None)
 
 
-@pytest.mark.slow
 async def test_a_stopped_server_shows_in_the_record_and_recovers(
     replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
 ) -> None:
