@@ -290,7 +290,7 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"{p}:{{N}}:stats",
             "hash",
             "fixed fields",
-            "lifetime counters: created, expired, closed, rotated, resumed",
+            "lifetime counters: created, expired, closed, rotated, resumed; upstream_*",
             f"HGETALL {p}:{{N}}:stats",
         ),
         (

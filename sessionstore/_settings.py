@@ -431,7 +431,8 @@ class Settings(BaseSettings):
     server_port: int = Field(default=8000, ge=0, le=65535)
     # -- served fleet: breaker endpoints (docs/server.md, "Circuit breakers") ---
     #: Bearer token of the breaker control endpoints (force open, force closed,
-    #: reset), compared in constant time. Unset: they refuse every caller with
+    #: reset) and of upstream administration (registering credential references),
+    #: compared in constant time. Unset: they refuse every caller with
     #: 403. Kept apart from `health_token`: whoever may read health (a monitor)
     #: must not be able to isolate an upstream.
     admin_token: SecretStr | None = None
@@ -439,6 +440,12 @@ class Settings(BaseSettings):
     #: simulated upstream (breakers ``demo:<upstream>``) for the dev fleet and
     #: tests. Off by default; never turn it on in production.
     demo_routes: bool = False
+    # -- served fleet: upstream endpoints (docs/server.md, "Upstream connections") --
+    #: Hosts that ``PUT /sessions/{id}/upstreams/{name}`` may register: comma-separated
+    #: names or shell patterns (``imap.gmail.com,*.mail.me.com``), case-insensitive.
+    #: Unset: any host. Set it wherever session clients register their own
+    #: upstreams: the replicas and workers connect wherever a registration points.
+    upstream_allowed_hosts: str | None = None
 
     # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) --
     #: Provider profile: stable, unreliable, icloud, gmail or outlook.
@@ -464,6 +471,11 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "queue_redis_url", "worker_id", "queue_name", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("upstream_allowed_hosts", mode="before")
+    @classmethod
+    def _empty_allow_list_is_off(cls, value: object) -> object:
         return None if value == "" else value
 
     @field_validator("admin_token", mode="before")

@@ -23,7 +23,8 @@ Every error is a `SessionStoreError`; the tree is shallow on purpose::
     ├── BreakerOpen                  an upstream's circuit breaker refused the call
     ├── UpstreamError                an upstream call failed (see sessionstore.retry)
     │   ├── UpstreamUnavailable      unreachable, dropped or timed out; retries spent (transient)
-    │   └── UpstreamRejected         refused: bad credentials, unknown mailbox... (not retried)
+    │   ├── UpstreamRejected         refused: bad credentials, unknown mailbox... (not retried)
+    │   └── UpstreamNotFound         the session has no upstream of that name
     └── BackendUnavailable           Redis could not be reached or did not answer in time
 
 Each error carries its context as attributes (``session_id``, ``limit``...).
@@ -53,6 +54,7 @@ __all__ = [
     "SessionStoreError",
     "StaleFence",
     "UpstreamError",
+    "UpstreamNotFound",
     "UpstreamRejected",
     "UpstreamUnavailable",
     "VersionConflict",
@@ -261,6 +263,13 @@ class UpstreamRejected(UpstreamError):
     def __init__(self, upstream: str, message: str, *, reason: str = "") -> None:
         super().__init__(upstream, message)
         self.reason = reason
+
+
+class UpstreamNotFound(UpstreamError):
+    """The session has no upstream connection registered under this name.
+
+    Bad input, not an upstream failure: nothing was sent to any upstream.
+    """
 
 
 class BackendUnavailable(SessionStoreError):

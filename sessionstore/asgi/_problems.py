@@ -19,9 +19,19 @@ SessionLimitExceeded       429     session_limit_exceeded
 GlobalLimitExceeded        503     capacity_exceeded
 LockError                  409     lock_conflict
 BreakerOpen                503     breaker_open
+UpstreamUnavailable        503     upstream_unavailable
+UpstreamRejected           422     upstream_rejected (the client must change something:
+                                   credentials, TLS, mailbox... see `CLIENT_FIXABLE`)
+UpstreamRejected           502     upstream_rejected (any other reason)
+UpstreamNotFound           404     upstream_not_found
 UpstreamError              502     upstream_error
 BackendUnavailable         503     backend_unavailable
 =========================  ======  =================================
+
+Upstream answers carry ``upstream`` and, for the two subclasses, the classifier's
+``reason`` (``auth_failed``, ``timeout``...); ``upstream_unavailable`` also
+``attempts``. Unlike the other 503s, ``upstream_unavailable`` does not promise that
+nothing was done: an upstream write whose answer was lost may have happened.
 """
 
 from __future__ import annotations
@@ -47,7 +57,31 @@ from ..exceptions import (
     SessionNotFound,
     SessionStoreError,
     UpstreamError,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
     VersionConflict,
+)
+
+#: Reasons of `UpstreamRejected` that the client can fix (new credentials, TLS on,
+#: another mailbox...): 422. Any other reason (a malformed command, an answer we did
+#: not expect) is the gateway's problem with the upstream: 502.
+CLIENT_FIXABLE = frozenset(
+    {
+        "auth_failed",
+        "credentials_expired",
+        "credential_unavailable",
+        "tls_required",
+        "tls_verify_failed",
+        "contact_admin",
+        "invalid_input",
+        "nonexistent",
+        "already_exists",
+        "cannot",
+        "no_permission",
+        "over_quota",
+        "limit",
+    }
 )
 
 
@@ -96,6 +130,19 @@ def _limit(exc: LimitExceeded) -> Problem:
     )
 
 
+def _rejected(exc: UpstreamRejected) -> Problem:
+    status = 422 if exc.reason in CLIENT_FIXABLE else 502
+    extra = {"upstream": exc.upstream, "reason": exc.reason or None}
+    return Problem(status, "upstream_rejected", str(exc), extra=extra)
+
+
+def _unavailable(exc: UpstreamUnavailable) -> Problem:
+    extra = {"upstream": exc.upstream, "reason": exc.reason or None, "attempts": exc.attempts}
+    # Always a Retry-After: the pool's own hint, else a second.
+    wait = exc.retry_after if exc.retry_after is not None else 1.0
+    return Problem(503, "upstream_unavailable", str(exc), retry_after=wait, extra=extra)
+
+
 #: How each error answers, looked up along the error's class hierarchy.
 _ANSWERS: dict[type[SessionStoreError], Callable[[Any], Problem]] = {
     InvalidSessionId: lambda e: Problem(400, "invalid_session_id", str(e)),
@@ -117,6 +164,11 @@ _ANSWERS: dict[type[SessionStoreError], Callable[[Any], Problem]] = {
     LockError: lambda e: Problem(409, "lock_conflict", str(e)),
     BreakerOpen: lambda e: Problem(
         503, "breaker_open", str(e), retry_after=e.retry_after, extra={"breaker": e.breaker}
+    ),
+    UpstreamUnavailable: _unavailable,
+    UpstreamRejected: _rejected,
+    UpstreamNotFound: lambda e: Problem(
+        404, "upstream_not_found", str(e), extra={"upstream": e.upstream}
     ),
     UpstreamError: lambda e: Problem(502, "upstream_error", str(e), extra={"upstream": e.upstream}),
     # The driver's message may name hosts; the client only needs to know to retry.

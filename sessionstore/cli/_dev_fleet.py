@@ -29,6 +29,7 @@ from .._keys import KeySpace
 from .._redis import create_client
 from .._settings import Settings
 from ..exceptions import BackendUnavailable
+from ..upstream import SecretBox
 
 #: How long a child gets to come up, and to stop before it is killed.
 START_SECONDS = 30.0
@@ -70,6 +71,10 @@ class DevFleet:
     token: str
     #: The replicas' admin token (breaker control).
     admin_token: str = ""
+    #: Encrypts upstream credentials, shared by replicas and workers (unless the
+    #: environment sets SESSIONSTORE_SECRET_KEY): registering an upstream with a
+    #: secret works in the dev fleet.
+    secret_key: str = field(default_factory=SecretBox.generate_key)
     redis: LocalRedis | None = None
     redis_url: str = ""
     children: list[Child] = field(default_factory=list)
@@ -120,7 +125,8 @@ class DevFleet:
         log_path = logs / f"{name}.log"
         log = log_path.open("ab")
         env = {
-            "SESSIONSTORE_SWEEP_INTERVAL": DEV_SWEEP_INTERVAL,  # the user's setting wins
+            "SESSIONSTORE_SWEEP_INTERVAL": DEV_SWEEP_INTERVAL,  # the user's settings win
+            "SESSIONSTORE_SECRET_KEY": self.secret_key,
             **os.environ,
             "SESSIONSTORE_REDIS_URL": self.redis_url,
             "SESSIONSTORE_HEALTH_TOKEN": self.token,

@@ -19,6 +19,8 @@ from .._listing import list_by_status
 from .._models import Session, SessionStatus, Tombstone
 from .._redis import backend_errors
 from .._store import SessionStore
+from ..breaker import BreakerAdmin, BreakerState, BreakerStatus
+from ..upstream import read_upstream_totals
 from ._support import EXIT_FAILED, fail, load_settings, open_store, print_json, run
 
 app = typer.Typer(help="List, show, expire and delete sessions.", no_args_is_help=True)
@@ -177,8 +179,45 @@ def _sweep_text(sweep: dict[str, Any] | None) -> str:
     return f"{sweep.get('expired', 0)} expired at {sweep.get('at')} by {sweep.get('worker')}"
 
 
+def _breakers(statuses: list[BreakerStatus]) -> dict[str, Any]:
+    """Counts by state and every breaker not closed (the rule of /session-health: an open
+    breaker is the fleet shielding itself, so it never makes the store degraded)."""
+    by_state = {state.value: 0 for state in BreakerState}
+    for status in statuses:
+        by_state[status.state.value] += 1
+    not_closed = [
+        {"name": s.name, "state": s.state.value, "cause": s.cause or None, "actor": s.actor or None}
+        for s in sorted(statuses, key=lambda s: s.name)
+        if s.state is not BreakerState.CLOSED
+    ]
+    return {"known": len(statuses), "by_state": by_state, "not_closed": not_closed}
+
+
+def _breakers_text(value: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {state}" for state, n in value["by_state"].items() if n)
+    lines = [f"{value['known']} known" + (f": {counts}" if counts else "")]
+    for item in value["not_closed"]:
+        why = f" ({item['cause']}{' by ' + item['actor'] if item['actor'] else ''})"
+        lines.append(f"{item['name']} {item['state']}{why if item['cause'] else ''}")
+    return "\n".join(lines)
+
+
+def _upstreams_text(value: dict[str, Any]) -> str:
+    attempts = value["reconnect_attempts"]
+    return (
+        f"{value['registered']} registered, {value['removed']} removed; reconnect attempts: "
+        f"{attempts['failed']} failed, {attempts['succeeded']} succeeded"
+    )
+
+
+def _cell(name: str, value: Any) -> str:
+    formats = {"last_sweep": _sweep_text, "breakers": _breakers_text, "upstreams": _upstreams_text}
+    return formats[name](value) if name in formats else str(value)
+
+
 def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Redis latency, session counts, sweeper lag and workers; exit 3 when Redis is unreachable."""
+    """Redis latency, session counts, sweeper lag, workers, breakers and upstream counters;
+    exit 1 when degraded, 3 when Redis is unreachable."""
     settings = load_settings()
 
     async def body() -> dict[str, Any]:
@@ -191,6 +230,11 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
             workers = summarize_workers(
                 await list_workers(store.redis, store.keys, dead_after=settings.worker_dead_after)
             )
+            admin = BreakerAdmin(
+                store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+            )
+            breakers = _breakers(await admin.statuses())
+            upstreams = await read_upstream_totals(store)
         lag = counts.sweeper_lag
         max_lag = settings.health_max_sweeper_lag
         problem = unswept_problem(workers["live"], lag, max_lag)
@@ -205,6 +249,8 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
             "live_workers": workers["live_ids"],
             "dead_workers": workers["dead_ids"],
             "last_sweep": workers["last_sweep"],
+            "breakers": breakers,
+            "upstreams": upstreams.report(),
             **({"problem": problem} if problem else {}),
             "at": counts.at.isoformat(),
         }
@@ -215,7 +261,7 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     else:
         table = Table("figure", "value", title="session store health")
         for name, value in report.items():
-            table.add_row(name, _sweep_text(value) if name == "last_sweep" else str(value))
+            table.add_row(name, _cell(name, value))
         Console().print(table)
     if report["status"] != "healthy":
         raise typer.Exit(EXIT_FAILED)

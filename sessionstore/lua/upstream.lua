@@ -4,6 +4,10 @@
 -- ended session are refused, so a late reconnect job cannot resurrect its records.
 -- Times in the record are Redis time in ms. The hash lives until the session's
 -- absolute deadline + grace at most. A change of `state` emits an `upstream` event.
+-- Fleet-wide counters go to the shard's stats hash (read by /metrics and health, see
+-- sessionstore/upstream/_totals.py): upstream_registered, upstream_removed,
+-- upstream_failed_attempts (each `attempts` increment), upstream_reconnected
+-- (reconnecting -> connected) and upstream_to_<state> (every change of state).
 -- KEYS: the session's nine keys
 -- ARGV: session_id, op ('register' | 'update' | 'remove'), name, grace_ms, events_maxlen,
 --       max_records, fields_json (register: the record; update: fields to set; remove: '{}'),
@@ -23,6 +27,7 @@ local current = redis.call('HGET', k.upstreams, name)
 if op ~= 'register' and not current then return {'unknown'} end
 if op == 'remove' then
   redis.call('HDEL', k.upstreams, name)
+  redis.call('HINCRBY', k.stats, 'upstream_removed', 1)
   emit(k.events, ARGV[5], 'upstream', session_id, now, {'upstream', name, 'state', 'removed'})
   return {'ok', now, current}
 end
@@ -35,6 +40,7 @@ if op == 'register' then
   record = cjson.decode(ARGV[7])
   record.registered_at = now
   record.attempts = 0
+  redis.call('HINCRBY', k.stats, 'upstream_registered', 1)
 else
   record = cjson.decode(current)
   old_state = record.state
@@ -51,6 +57,7 @@ end
 for field in string.gmatch(ARGV[8], '[^,]+') do record[field] = now end
 if ARGV[9] == 'incr' then
   record.attempts = (tonumber(record.attempts) or 0) + 1
+  redis.call('HINCRBY', k.stats, 'upstream_failed_attempts', 1)
 elseif ARGV[9] == 'reset' then
   record.attempts = 0
 end
@@ -66,6 +73,12 @@ redis.call('HSET', k.upstreams, name, encoded)
 local absolute = redis.call('HGET', k.record, 'absolute_deadline')
 redis.call('PEXPIREAT', k.upstreams, tonumber(absolute) + tonumber(ARGV[4]))
 if record.state ~= old_state then
+  if op == 'update' then
+    redis.call('HINCRBY', k.stats, 'upstream_to_' .. tostring(record.state), 1)
+    if old_state == 'reconnecting' and record.state == 'connected' then
+      redis.call('HINCRBY', k.stats, 'upstream_reconnected', 1)
+    end
+  end
   emit(k.events, ARGV[5], 'upstream', session_id, now,
     {'upstream', name, 'state', tostring(record.state)})
 end

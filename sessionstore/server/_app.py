@@ -2,16 +2,19 @@
 
 `create_app` takes the `Settings` (built once, at the edge: the CLI, or
 ``Settings()`` when uvicorn calls the factory) and wires the middleware and
-routers. The lifespan creates the Redis client, the store and the breaker
-registry when the server starts, yields them as the lifespan state, and
-closes the registry (flushing its outcomes), then the client, when it
-stops. Nothing is global: two apps in one process share nothing.
+routers. The lifespan creates the Redis client, the store, the breaker
+registry and the upstream pool (with its reconnect-job queue) when the
+server starts, yields them as the lifespan state, and closes them in the
+reverse order when it stops: the pool (its sockets and tasks) and the
+queue's client, the registry (flushing its outcomes), then the client.
+Nothing is global: two apps in one process share nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,8 +31,9 @@ from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
 from ._metrics import RequestMetrics, ServerMetrics
 from ._state import STATE_KEY, ServerState
+from ._upstreams import open_upstreams
 from .routes import breakers as breaker_routes
-from .routes import current, demo, observability, sessions
+from .routes import current, demo, observability, sessions, upstreams
 
 logger = logging.getLogger("sessionstore.server")
 
@@ -37,12 +41,16 @@ logger = logging.getLogger("sessionstore.server")
 UNSESSIONED_PATHS = ("/healthz", "/session-health", "/metrics", "/openapi.json", "/docs")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The reference server: session API, breakers, health, metrics.
+def create_app(
+    settings: Settings | None = None, *, environ: Mapping[str, str] | None = None
+) -> FastAPI:
+    """The reference server: session API, upstreams, breakers, health, metrics.
 
     Args:
         settings: everything configurable; read from the environment when None
             (``uvicorn --factory sessionstore.server:create_app``).
+        environ: where ``env:`` upstream credential references are looked up
+            (default ``os.environ``).
 
     .. versionadded:: 0.1
     """
@@ -63,7 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 client, settings.breaker_settings(), key_prefix=settings.key_prefix
             )
             breakers.on_transition(metrics.breakers.observed)
-            async with breakers:  # closed (outcomes flushed) before the client
+            async with (
+                breakers,  # closed (outcomes flushed) before the client
+                open_upstreams(
+                    settings, store, breakers, os.environ if environ is None else environ
+                ) as upstream_side,  # closed before the breakers it reports to
+            ):
                 state = ServerState(
                     settings=settings,
                     redis=client,
@@ -71,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     metrics=metrics,
                     inflight=inflight,
                     breakers=breakers,
+                    upstreams=upstream_side,
                     health_checks=list(CORE_CHECKS),
                 )
                 logger.info("serving sessions from %s", redis_settings.to_dsn())
@@ -101,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(current.router(settings.session_header))
     app.include_router(observability.router)
     app.include_router(breaker_routes.router)
+    app.include_router(upstreams.router_for(settings.session_header))
     if settings.demo_routes:
         app.include_router(demo.router)
     # add_middleware wraps: the last added runs first.

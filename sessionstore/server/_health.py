@@ -24,6 +24,7 @@ from .._heartbeat import list_workers, summarize_workers, unswept_problem
 from .._redis import backend_errors
 from ..breaker import BreakerHealth, BreakerState, BreakerStatus
 from ..exceptions import BackendUnavailable, SessionStoreError
+from ..upstream import read_upstream_totals
 from ._auth import check_bearer
 from ._state import ServerState
 
@@ -202,12 +203,54 @@ async def breakers_section(state: ServerState) -> HealthSection:
     return HealthSection("breakers", problem is None, data)
 
 
+async def _reconnect_jobs(state: ServerState) -> tuple[dict[str, Any], str | None]:
+    queue = state.upstreams.queue
+    if queue is None:
+        return {"enabled": False, "why_off": state.upstreams.queue_off}, None
+    jobs: dict[str, Any] = {"enabled": True, "queue": queue.name}
+    try:
+        latency = await queue.ping()
+    except BackendUnavailable as exc:
+        jobs["queue_reachable"] = False
+        return jobs, f"the reconnect-job queue is unreachable: {exc}"
+    jobs.update(queue_reachable=True, latency_ms=round(latency * 1000, 3))
+    return jobs, None
+
+
+async def upstreams_section(state: ServerState) -> HealthSection:
+    """This replica's upstream pool (no I/O), whether it can queue reconnect jobs (one
+    PING of the queue's Redis) and the fleet-wide counters (O(shards)).
+
+    Bounded on purpose: it lists no connection. Which connections are unhealthy
+    would need every session's records (a scan); ask per session with
+    ``GET /sessions/{id}/upstreams/{name}/health``. Unhealthy upstreams never
+    fail the section (an IMAP provider's outage must not take replicas out of
+    rotation); an unreachable queue does (``degraded``): failing connections
+    would get no reconnect job.
+    """
+    census = state.upstreams.pool.census()
+    data: dict[str, Any] = {
+        "replica": {"open_sockets": census.open_connections, "by_state": census.by_state}
+    }
+    data["reconnect_jobs"], problem = await _reconnect_jobs(state)
+    try:
+        totals = await read_upstream_totals(state.store)
+    except BackendUnavailable as exc:
+        problem = problem or f"could not read the upstream counters: {exc}"
+    else:
+        data["fleet"] = totals.report()
+    if problem:
+        data["problem"] = problem
+    return HealthSection("upstreams", problem is None, data)
+
+
 #: The sections every server has; other concerns append theirs.
 CORE_CHECKS: tuple[HealthCheck, ...] = (
     redis_section,
     sessions_section,
     workers_section,
     breakers_section,
+    upstreams_section,
 )
 
 

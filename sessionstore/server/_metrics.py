@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._heartbeat import WorkerState
 from .._models import SessionCounts
 from ._breaker_metrics import BreakerMetrics
+from ._upstream_metrics import UpstreamMetrics
 
 #: Methods counted by name; anything else is counted as "other" (bounded labels).
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -124,6 +125,7 @@ class ServerMetrics:
         self.fleet = FleetCollector(in_flight)
         self.registry.register(self.fleet)
         self.breakers = BreakerMetrics(self.registry)
+        self.upstreams = UpstreamMetrics(self.registry)
 
     def render(self) -> bytes:
         """The text exposition format of everything registered."""

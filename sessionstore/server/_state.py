@@ -16,6 +16,7 @@ from ..breaker import BreakerRegistry
 if TYPE_CHECKING:
     from ._health import HealthCheck
     from ._metrics import ServerMetrics
+    from ._upstreams import ServerUpstreams
 
 #: Key of `ServerState` in the lifespan state.
 STATE_KEY = "sessionstore"
@@ -35,6 +36,8 @@ class ServerState:
     inflight: InFlightRequests
     #: This replica's circuit breakers (opened and closed by the lifespan).
     breakers: BreakerRegistry
+    #: This replica's upstream pool and reconnect-job queue (opened and closed by the lifespan).
+    upstreams: ServerUpstreams
     #: The sections of ``/session-health``, one per concern.
     health_checks: list[HealthCheck] = field(default_factory=list)
 

@@ -12,6 +12,9 @@
 - `ArqReconnects`: reconnect jobs, one per connection fleet-wide.
 - `BreakerGates`: the fleet's circuit breakers (`sessionstore.breaker`) as the
   pool and the reconnect jobs use them.
+- `verify_upstream`: try a connection before registering it.
+- `read_upstream_totals`: fleet-wide counters (registrations, failed attempts,
+  reconnects, changes of state) kept by the record script in Redis.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from ._reconnect import (
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from ._setup import connectors_for, credentials_for
 from ._spec import StoredCredential, UpstreamSpec
-from ._upkeep import MaintenanceReport
+from ._totals import UpstreamTotals, read_upstream_totals
+from ._upkeep import MaintenanceReport, PoolCensus
+from ._verify import verify_upstream
 from .credentials import (
     CredentialProvider,
     Credentials,
@@ -57,6 +62,7 @@ __all__ = [
     "MaintenanceReport",
     "NoGates",
     "Operation",
+    "PoolCensus",
     "PoolState",
     "ReconnectResult",
     "ReconnectScheduler",
@@ -70,7 +76,10 @@ __all__ = [
     "UpstreamRecords",
     "UpstreamSpec",
     "UpstreamState",
+    "UpstreamTotals",
     "connectors_for",
     "credentials_for",
+    "read_upstream_totals",
     "reconnect_job_name",
+    "verify_upstream",
 ]

@@ -31,6 +31,7 @@ from ..exceptions import (
     InvalidInput,
     SessionGone,
     SessionNotFound,
+    UpstreamNotFound,
     UpstreamRejected,
     UpstreamUnavailable,
 )
@@ -216,10 +217,11 @@ class AttemptLoop:
         )
 
     async def _write(self, entry: Entry, **changes: Any) -> UpstreamRecord:
-        """Update the record; an ended session closes the connection here and re-raises."""
+        """Update the record; an ended session or a removed record closes the connection
+        here and re-raises."""
         try:
             record = await self.pool.records.update(entry.session_id, entry.name, **changes)
-        except (SessionGone, SessionNotFound):
+        except (SessionGone, SessionNotFound, UpstreamNotFound):  # removed: stop using it too
             await self.pool.drop(entry)
             self.pool.forget(entry)
             raise

@@ -34,6 +34,7 @@ from ..exceptions import (
     SessionNotFound,
     SessionStoreError,
     UpstreamError,
+    UpstreamNotFound,
 )
 from ..retry import classify
 from ._attempts import AttemptLoop
@@ -43,7 +44,14 @@ from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
 from ._spec import UpstreamSpec
-from ._upkeep import MaintenanceReport, close_idle, close_on_session_end, ended_sessions
+from ._upkeep import (
+    MaintenanceReport,
+    PoolCensus,
+    census,
+    close_idle,
+    close_on_session_end,
+    ended_sessions,
+)
 from .credentials import Credentials
 
 logger = logging.getLogger("sessionstore.upstream")
@@ -242,14 +250,14 @@ class UpstreamPool:
 
         Raises:
             SessionGone / SessionNotFound: the session ended (its records went with it).
-            UpstreamError: the session has no upstream of that name.
+            UpstreamNotFound: the session has no upstream of that name.
         """
         if entry.record is None:
             record = await self.records.get(entry.session_id, entry.name)
             if record is None:
                 self.forget(entry)
                 await self.store.get(entry.session_id)  # raises if the session ended
-                raise UpstreamError(entry.name, "not registered for this session")
+                raise UpstreamNotFound(entry.name, "not registered for this session")
             entry.record, entry.recorded_state = record, record.state
         return entry.record
 
@@ -322,6 +330,10 @@ class UpstreamPool:
     def open_connections(self) -> list[tuple[str, str]]:
         """(session id, upstream) of every connection open in this process."""
         return [key for key, entry in self._entries.items() if entry.connection is not None]
+
+    def census(self) -> PoolCensus:
+        """Open sockets and tracked connections by record state, in this process (no I/O)."""
+        return census(self._entries.values())
 
     # -- health, release, maintenance ---------------------------------------------
 

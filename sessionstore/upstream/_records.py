@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from .._models import from_ms, ms_to_datetime
 from .._replies import raise_refusal
 from .._scripts import Arg, call, script
-from ..exceptions import InvalidInput, UpstreamError
+from ..exceptions import InvalidInput, UpstreamError, UpstreamNotFound
 from ._connector import MAX_ERROR_CHARS
 from ._spec import StoredCredential, UpstreamSpec
 
@@ -233,7 +233,7 @@ class UpstreamRecords:
         if kind == "ok":
             return UpstreamRecord.from_json(str(reply[2]))
         if kind == "unknown":
-            raise UpstreamError(name, f"no upstream {name!r} registered for session {session_id}")
+            raise UpstreamNotFound(name, f"no upstream {name!r} registered for this session")
         if kind == "state":
             raise UpstreamError(name, f"record is {reply[1]}, not one of {only_states}")
         if kind == "too_many":

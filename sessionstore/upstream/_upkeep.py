@@ -1,4 +1,5 @@
-"""Upkeep of a pool's connections: which sessions ended, what a pass did, session events."""
+"""Upkeep of a pool's connections: which sessions ended, what a pass did, session events,
+and what the pool holds (`PoolCensus`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .._scripts import Batch
 from .._store import SessionStore
 from ..exceptions import BackendUnavailable
 from ._entry import Entry
+from ._records import UpstreamState
 
 logger = logging.getLogger("sessionstore.upstream")
 
@@ -34,6 +36,32 @@ class MaintenanceReport(BaseModel):
     aged: int
     #: Idle connections found dead (lost, BYE) and dropped.
     dead: int
+
+
+class PoolCensus(BaseModel):
+    """What one process's pool holds now (no I/O: for metrics and health).
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Sockets open in this process.
+    open_connections: int
+    #: Connections this process tracks, by their record's state as last read or
+    #: written here ("unknown" before the first read).
+    by_state: dict[str, int]
+
+
+def census(entries: Iterable[Entry]) -> PoolCensus:
+    """Count `entries`: open sockets, and entries by their last known record state."""
+    by_state = dict.fromkeys([*(s.value for s in UpstreamState), "unknown"], 0)
+    open_connections = 0
+    for entry in entries:
+        open_connections += entry.connection is not None
+        state = entry.recorded_state.value if entry.recorded_state is not None else "unknown"
+        by_state[state] += 1
+    return PoolCensus(open_connections=open_connections, by_state=by_state)
 
 
 async def ended_sessions(store: SessionStore, session_ids: Iterable[str]) -> list[str]:

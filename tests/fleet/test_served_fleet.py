@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
+from sessionstore.upstream import SecretBox
 from tests.bulk import all_events, expired_per_session
 from tests.fleet.served import (
     ServedFleet,
@@ -26,6 +27,7 @@ from tests.fleet.served import (
     run_haproxy,
     seen_by,
 )
+from tests.integration.upstream.dovecot import Dovecot, dovecot_binary
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -72,6 +74,9 @@ def fleet() -> Iterator[ServedFleet]:
         "SESSIONSTORE_BREAKER_MINIMUM_CALLS": "6",
         "SESSIONSTORE_BREAKER_OPEN_DURATION": "300",
         "SESSIONSTORE_BREAKER_STALENESS_BOUND": str(STALENESS_SECONDS),
+        # Upstreams: one Fernet key for replicas and workers, loopback only.
+        "SESSIONSTORE_SECRET_KEY": SecretBox.generate_key(),
+        "SESSIONSTORE_UPSTREAM_ALLOWED_HOSTS": "127.0.0.1",
     }
     served = ServedFleet(3, settings, workers=2).start()
     yield served
@@ -332,6 +337,48 @@ async def test_breaker_tripped_by_failures_through_one_replica_is_seen_by_the_ot
         assert metric_sample(text, "sessionstore_breaker_state", **TRIPPED_OPEN) == 1
     breaker = (await http.get(f"{c}/breakers/demo:tripped")).json()["breaker"]
     assert (breaker["cause"], breaker["trips"]) == ("failure_rate", 1)
+
+
+@pytest.fixture
+def imap_server() -> Iterator[Dovecot]:
+    """A private Dovecot with one user, for the fleet's upstream test."""
+    if dovecot_binary() is None:
+        pytest.skip("dovecot is not installed (apt-get install -y dovecot-imapd)")
+    server = Dovecot({"fleetuser": "fleet-pa55"})
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.mark.imap
+async def test_an_upstream_registered_through_one_replica_reads_healthy_through_the_others(
+    fleet: ServedFleet, http: httpx.AsyncClient, imap_server: Dovecot
+) -> None:
+    """The session's client registers its IMAP account through A (verified, encrypted);
+    B probes it live from its own pool (healthy, with a response time, B's socket) and C,
+    which never touched it, reads the same health from the record in Redis."""
+    a, b, c = urls(fleet)
+    made = await create(http, a)
+    mine = {HEADER: made["id"]}
+    where = f"/sessions/{made['id']}/upstreams/mail"
+    account = {"host": "127.0.0.1", "port": imap_server.port, "tls": False,
+               "username": "fleetuser", "secret": "fleet-pa55"}  # fmt: skip
+    put = await http.put(f"{a}{where}?verify=true", json=account, headers=mine)
+    assert put.status_code == 200, put.text
+    assert (put.json()["state"], put.json()["credential"]["kind"]) == ("connected", "encrypted")
+    live = (await http.get(f"{b}{where}/health?probe=true", headers=mine)).json()
+    assert live["healthy"] is True and live["source"] == "probe" and live["response_time_ms"] > 0
+    recorded = (await http.get(f"{c}{where}/health", headers=mine)).json()
+    assert recorded["healthy"] is True and recorded["source"] == "record"
+    assert recorded["response_time_ms"] == round(live["response_time_ms"], 3)
+    sockets = [
+        metric_sample((await http.get(f"{base}/metrics")).text,
+                      "sessionstore_upstream_pool_sockets_open")
+        for base in (a, b, c)
+    ]  # fmt: skip
+    assert sockets == [0, 1, 0]
+    assert (await http.delete(f"{c}{where}", headers=mine)).status_code == 204
+    assert (await http.get(f"{b}{where}/health", headers=mine)).status_code == 404
 
 
 async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(

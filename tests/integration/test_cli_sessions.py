@@ -20,7 +20,9 @@ from sessionstore import (
     publish_heartbeat,
 )
 from sessionstore._embedded import free_port
+from sessionstore.breaker import BreakerAdmin
 from sessionstore.cli import app
+from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec, UpstreamState
 
 T = TypeVar("T")
 
@@ -186,3 +188,38 @@ def test_health_shows_workers_and_names_an_unswept_backlog(
     with_store(redis_url, key_prefix, lambda store: store.redis.delete(store.keys.worker_index()))
     alone = invoke({**env, "SESSIONSTORE_HEALTH_MAX_SWEEPER_LAG": "0"}, "health", "--json")
     assert alone.exit_code == 1 and "no live worker" in json.loads(alone.stdout)["problem"]
+
+
+def test_health_shows_breakers_and_upstream_counters(
+    env: dict[str, str], redis_url: str, key_prefix: str
+) -> None:
+    """health counts the fleet's breakers by state and names those not closed (an open one
+    does not make the store degraded, as in /session-health), and shows the fleet-wide
+    upstream counters."""
+
+    async def isolate_and_fail(store: SessionStore) -> None:
+        admin = BreakerAdmin(store.redis, key_prefix=key_prefix)
+        await admin.force_open("imap:imap.example.com:993", actor="ops", reason="incident")
+        await admin.reset("imap:other.example.com:993", actor="ops")
+        session = await store.create()
+        records = UpstreamRecords(store)
+        spec = UpstreamSpec(name="mail", host="imap.example.com", port=993, username="u")
+        await records.register(session.id, spec, StoredCredential(ref="env:X"))
+        await records.update(session.id, "mail", state=UpstreamState.RECONNECTING, attempts="incr")
+
+    with_store(redis_url, key_prefix, isolate_and_fail)
+    result = invoke(env, "health", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    breakers = report["breakers"]
+    assert breakers["known"] == 2
+    assert (breakers["by_state"]["forced_open"], breakers["by_state"]["closed"]) == (1, 1)
+    assert breakers["not_closed"] == [
+        {"name": "imap:imap.example.com:993", "state": "forced_open", "cause": "force_open",
+         "actor": "ops"}
+    ]  # fmt: skip
+    assert report["upstreams"]["registered"] == 1
+    assert report["upstreams"]["reconnect_attempts"] == {"failed": 1, "succeeded": 0}
+    table = invoke({**env, "COLUMNS": "200"}, "health")
+    assert "imap:imap.example.com:993 forced_open (force_open by ops)" in table.stdout
+    assert "reconnect attempts: 1 failed" in table.stdout

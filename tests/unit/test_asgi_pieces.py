@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi import HTTPException
 from pydantic import SecretStr, ValidationError
@@ -22,6 +24,9 @@ from sessionstore import (
     SessionStoreError,
     StaleFence,
     UpstreamError,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
     VersionConflict,
 )
 from sessionstore._ids import _ATTRIBUTE, _NAME
@@ -83,6 +88,12 @@ def test_cookie_headers() -> None:
         (LockNotAcquired("lock", "held"), 409, "lock_conflict"),
         (BreakerOpen("imap", 2.5), 503, "breaker_open"),
         (UpstreamError("imap", "down"), 502, "upstream_error"),
+        (UpstreamUnavailable("mail", "down", reason="timeout"), 503, "upstream_unavailable"),
+        (UpstreamRejected("mail", "no", reason="auth_failed"), 422, "upstream_rejected"),
+        (UpstreamRejected("mail", "no", reason="credential_unavailable"), 422, "upstream_rejected"),
+        (UpstreamRejected("mail", "no", reason="bad_command"), 502, "upstream_rejected"),
+        (UpstreamRejected("mail", "no"), 502, "upstream_rejected"),
+        (UpstreamNotFound("mail", "not registered"), 404, "upstream_not_found"),
         (
             BackendUnavailable("Redis unavailable: 10.0.0.1:6379 refused"),
             503,
@@ -95,6 +106,19 @@ def test_problem_table(error: SessionStoreError, status: int, code: str) -> None
     """Each error maps to its documented status and code."""
     problem = problem_for(error)
     assert (problem.status, problem.code) == (status, code)
+
+
+def test_upstream_answers_carry_reason_and_retry_after() -> None:
+    """An unavailable upstream always says when to retry (its hint, else 1 s) and why;
+    a rejection names the reason the client has to fix."""
+    hinted = problem_for(UpstreamUnavailable("mail", "x", reason="refused", retry_after=2.2))
+    bare = problem_for(UpstreamUnavailable("mail", "x", reason="timeout", attempts=2))
+    rejected = problem_for(UpstreamRejected("mail", "x", reason="auth_failed")).response()
+    assert hinted.response().headers["Retry-After"] == "3"
+    assert bare.response().headers["Retry-After"] == "1"
+    assert bare.extra == {"upstream": "mail", "reason": "timeout", "attempts": 2}
+    assert json.loads(rejected.body)["reason"] == "auth_failed"
+    assert "Retry-After" not in rejected.headers
 
 
 def test_waits_carry_retry_after_in_whole_seconds() -> None:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..._heartbeat import list_workers
 from ..._redis import backend_errors
 from ...exceptions import BackendUnavailable
+from ...upstream import read_upstream_totals
 from .._auth import Credentials
 from .._health import check_token, ping, session_health
 from .._state import ServerState, State
@@ -66,6 +67,7 @@ async def _refresh_fleet(state: ServerState) -> None:
             state.redis, state.store.keys, dead_after=state.settings.worker_dead_after
         )
         breakers = await state.breakers.admin.statuses()
+        upstream_totals = await read_upstream_totals(state.store)
         if state.store.settings.max_requests_global > 0:
             now_ms = int(counts.at.timestamp() * 1000)
             with backend_errors("global lease count"):
@@ -74,9 +76,11 @@ async def _refresh_fleet(state: ServerState) -> None:
     except BackendUnavailable:
         fleet.redis_up = False
         state.metrics.breakers.statuses = None
+        state.metrics.upstreams.totals = None
         return
     fleet.counts = counts
     state.metrics.breakers.statuses = breakers
+    state.metrics.upstreams.totals = upstream_totals
     fleet.workers = Counter(worker.state for worker in workers)
     fleet.redis_up = True
 
@@ -88,8 +92,9 @@ async def _refresh_fleet(state: ServerState) -> None:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(state: State) -> PlainTextResponse:
-    """Per-replica metrics plus fleet-wide session and breaker figures read from Redis at
-    scrape time."""
+    """Per-replica metrics plus fleet-wide session, breaker and upstream figures read from
+    Redis at scrape time."""
     state.metrics.breakers.health = state.breakers.health()
+    state.metrics.upstreams.census = state.upstreams.pool.census()
     await _refresh_fleet(state)
     return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -134,6 +134,17 @@ async def imap_pool(make_pool: PoolFactory) -> AsyncIterator[UpstreamPool]:
         yield pool
 
 
+@pytest.fixture
+async def replica(
+    standalone_store: SessionStore, redis_url: str, secret_key: str
+) -> AsyncIterator[Any]:
+    """A reference-server replica in-process (`tests.integration.upstream.replicas`)."""
+    from tests.integration.upstream.replicas import replica_settings, running
+
+    async with running(replica_settings(standalone_store, redis_url, secret_key)) as served:
+        yield served
+
+
 RunWorker = Callable[..., Awaitable[Worker]]
 
 

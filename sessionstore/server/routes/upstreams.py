@@ -1,0 +1,307 @@
+"""``/sessions/{id}/upstreams``: a session's upstream connections (IMAP...) and their health.
+
+Who may call (`upstream_caller`): the session's own client — the request
+names this session in the session header (or signed cookie), so it passes
+through `SessionMiddleware` like any session request (lease, limits) — or an
+operator with ``Authorization: Bearer $SESSIONSTORE_ADMIN_TOKEN``. A session id
+is a bearer secret, so its holder may manage its own upstreams with its own
+secret, which is encrypted before it is stored. Two things reach beyond the
+session and need the admin token: a credential *reference* (``env:``/``file:``
+resolves a secret of the server's own environment, so a client could have
+the server send any of them to a host it picked) and a chosen breaker name
+(a session could feed its failures into another upstream's shared breaker).
+
+``GET .../health`` reads the record in Redis (what the fleet last saw: no
+upstream I/O, the same on every replica); ``?probe=true`` sends a NOOP from
+this replica now. Secrets never appear in answers, validation errors or logs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hmac
+import logging
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from ...asgi.dependencies import optional_session
+from ...exceptions import InvalidInput, UpstreamNotFound
+from ...upstream import UpstreamRecord, UpstreamSpec, UpstreamState, verify_upstream
+from .._auth import Credentials, check_bearer
+from .._state import ServerState, State
+from ..upstream_models import (
+    UPSTREAM_NAME_PATTERN,
+    RegisterUpstream,
+    UpstreamBreakerOut,
+    UpstreamHealthOut,
+    UpstreamList,
+    UpstreamOut,
+)
+from ._common import SESSION_ID_DOC, SESSION_PROBLEMS, problems
+
+logger = logging.getLogger("sessionstore.server")
+
+SessionId = Annotated[str, Path(description=SESSION_ID_DOC)]
+UpstreamName = Annotated[
+    str,
+    Path(
+        pattern=UPSTREAM_NAME_PATTERN,
+        max_length=256,
+        description="The session's name for the upstream, e.g. mail.",
+    ),
+]
+#: The route whose body carries a secret: its validation errors never echo input.
+REGISTER_PATH = "/sessions/{session_id}/upstreams/{name}"
+#: Refusals every upstream route can give.
+UPSTREAM_PROBLEMS = {
+    401: {"description": "Neither this session's header nor the admin bearer token"},
+    403: {"description": "Another session's header, or an admin-only field"},
+    **problems(*SESSION_PROBLEMS, 422, 429),
+}
+
+
+def short_id(session_id: str) -> str:
+    """A session id cut for logs: ids are bearer secrets."""
+    return session_id[:6] + "..."
+
+
+class Caller(StrEnum):
+    """Who is calling an upstream route."""
+
+    #: The session's own client (its id in the session header or cookie).
+    OWNER = "owner"
+    #: An operator or backend with the admin token.
+    ADMIN = "admin"
+
+
+def upstream_caller(
+    session_id: SessionId, request: Request, state: State, credentials: Credentials
+) -> Caller:
+    """Dependency: the admin token if one is sent, else this session's own client.
+
+    Dependencies run before the body is validated: an unauthenticated caller
+    learns nothing about what its body lacks.
+    """
+    if credentials is not None:
+        check_bearer(
+            state.settings.admin_token,
+            credentials,
+            disabled="upstream administration disabled: set SESSIONSTORE_ADMIN_TOKEN, "
+            "or call without a bearer token and with the session's own header",
+        )
+        return Caller.ADMIN
+    session = optional_session(request)
+    header = state.settings.session_header
+    if session is None:
+        raise HTTPException(
+            401,
+            f"send this session's id in the {header} header, or the admin bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(session.id.encode(), session_id.encode()):
+        raise HTTPException(403, f"the {header} header names another session")
+    return Caller.OWNER
+
+
+CallerDep = Annotated[Caller, Depends(upstream_caller)]
+
+
+def _documented(header: str) -> dict[str, Any]:
+    """The session header as an optional OpenAPI parameter (the admin token is the other way)."""
+    return {
+        "parameters": [
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": "This session's id: its own client may manage its upstreams.",
+                "schema": {"type": "string", "maxLength": 64},
+            }
+        ]
+    }
+
+
+def _allowed(state: ServerState, host: str) -> None:
+    patterns = state.settings.upstream_allowed_hosts
+    if patterns is None:
+        return
+    wanted = host.lower()
+    for pattern in patterns.split(","):
+        if pattern.strip() and fnmatch.fnmatchcase(wanted, pattern.strip().lower()):
+            return
+    raise InvalidInput(f"host {host} is not allowed (SESSIONSTORE_UPSTREAM_ALLOWED_HOSTS)")
+
+
+def _spec(name: str, body: RegisterUpstream) -> UpstreamSpec:
+    try:
+        return UpstreamSpec(
+            name=name,
+            kind=body.kind,
+            host=body.host,
+            port=body.port,
+            username=body.username,
+            tls=body.tls,
+            breaker=body.breaker,
+        )
+    except ValidationError as exc:
+        # Field names only: the values are the client's and stay out of the answer.
+        fields = ", ".join(str(error["loc"][0]) for error in exc.errors() if error["loc"])
+        raise InvalidInput(f"invalid upstream fields: {fields}") from None
+
+
+async def _record(state: ServerState, session_id: str, name: str) -> UpstreamRecord:
+    pool = state.upstreams.pool
+    record = await pool.records.get(session_id, name)
+    if record is None:
+        await state.store.get(session_id)  # 404 / 410 when the session is why
+        # Removed elsewhere: a socket this replica still holds for it goes too (no I/O if none).
+        await pool.release(session_id, name)
+        raise UpstreamNotFound(name, "no upstream of this name is registered for the session")
+    return record
+
+
+async def _breaker(state: ServerState, record: UpstreamRecord) -> UpstreamBreakerOut:
+    return UpstreamBreakerOut.of(await state.breakers.admin.status(record.spec.breaker_name))
+
+
+async def register_upstream(
+    session_id: SessionId,
+    name: UpstreamName,
+    body: RegisterUpstream,
+    caller: CallerDep,
+    state: State,
+    verify: Annotated[
+        bool, Query(description="Connect, log in and NOOP first; store only if that works.")
+    ] = False,
+) -> UpstreamOut:
+    """Create or replace the session's upstream `name` (state ``closed``, no socket yet).
+
+    With ``verify=true`` the upstream is tried first and nothing is stored unless
+    it takes the login: 422 ``upstream_rejected`` (a wrong password: not counted
+    against the breaker), 503 ``upstream_unavailable`` or ``breaker_open`` with
+    Retry-After; on success the record starts ``connected`` with the round trip.
+    """
+    if caller is Caller.OWNER and (body.credential_ref is not None or body.breaker):
+        raise HTTPException(
+            403,
+            "credential_ref and breaker need the admin token: a reference resolves "
+            "a secret of the server's environment, a breaker is shared by every session",
+        )
+    _allowed(state, body.host)
+    spec = _spec(name, body)
+    pool = state.upstreams.pool
+    elapsed_ms = None
+    if verify:
+        await state.store.get(session_id)  # no upstream I/O for an ended session
+        elapsed_ms = await verify_upstream(
+            pool, spec, secret=body.secret, credential_ref=body.credential_ref
+        )
+    record = await pool.register(
+        session_id, spec, secret=body.secret, credential_ref=body.credential_ref
+    )
+    if elapsed_ms is not None:
+        record = await pool.records.update(
+            session_id,
+            name,
+            state=UpstreamState.CONNECTED,
+            success=True,
+            response_time_ms=elapsed_ms,
+        )
+    logger.info(
+        "session %s: upstream %s registered by %s (%s %s, credential %s%s)",
+        short_id(session_id), name, caller.value, spec.kind, spec.address,
+        record.credential.scheme, ", verified" if verify else "",
+    )  # fmt: skip
+    return UpstreamOut.of(record)
+
+
+async def list_upstreams(session_id: SessionId, caller: CallerDep, state: State) -> UpstreamList:
+    """Every upstream record of the session, by name (one read from Redis)."""
+    records = await state.upstreams.pool.records.list(session_id)
+    if not records:
+        await state.store.get(session_id)  # 404 / 410 rather than an empty list
+    return UpstreamList(upstreams=[UpstreamOut.of(records[n]) for n in sorted(records)])
+
+
+async def read_upstream(
+    session_id: SessionId, name: UpstreamName, caller: CallerDep, state: State
+) -> UpstreamOut:
+    """State, last success and error, attempts, next reconnect, last round trip."""
+    return UpstreamOut.of(await _record(state, session_id, name))
+
+
+async def upstream_health(
+    session_id: SessionId,
+    name: UpstreamName,
+    caller: CallerDep,
+    state: State,
+    probe: Annotated[
+        bool,
+        Query(description="Send a NOOP from this replica now instead of reading the record."),
+    ] = False,
+) -> UpstreamHealthOut:
+    """Seed 000's fields. By default from the record in Redis (the fleet's last word,
+    no upstream I/O) and the breaker's state; ``probe=true`` checks the upstream now
+    through this replica's pool (opening a connection if it holds none) and stores
+    the round trip in the record. An unhealthy upstream is a 200 with
+    ``healthy: false``: the health was read."""
+    record = await _record(state, session_id, name)
+    if not probe:
+        return UpstreamHealthOut.from_record(record, await _breaker(state, record))
+    report = await state.upstreams.pool.health(session_id, name)
+    after = await state.upstreams.pool.records.get(session_id, name)
+    return UpstreamHealthOut.from_probe(report, after, await _breaker(state, record))
+
+
+async def remove_upstream(
+    session_id: SessionId, name: UpstreamName, caller: CallerDep, state: State
+) -> Response:
+    """Delete the record and close this replica's socket for it. A replica that holds
+    another socket for it drops it when its next write finds the record gone (within
+    ``record_interval`` while in use), else at its refresh age or the session's end."""
+    pool = state.upstreams.pool
+    if not await pool.records.remove(session_id, name):
+        raise UpstreamNotFound(name, "no upstream of this name is registered for the session")
+    await pool.release(session_id, name)  # the socket here; the record is gone already
+    logger.info("session %s: upstream %s removed by %s", short_id(session_id), name,
+                caller.value)  # fmt: skip
+    return Response(status_code=204)
+
+
+def router_for(header: str) -> APIRouter:
+    """The upstream routes, documenting `header` as the owner's session header."""
+    routes = APIRouter(tags=["upstreams"])
+    common: dict[str, Any] = {"openapi_extra": _documented(header), "responses": UPSTREAM_PROBLEMS}
+    many = "/sessions/{session_id}/upstreams"
+    routes.add_api_route(
+        REGISTER_PATH,
+        register_upstream,
+        methods=["PUT"],
+        summary="Register an upstream connection",
+        **{**common, "responses": {**UPSTREAM_PROBLEMS, 502: {"description": "Not understood"}}},
+    )
+    routes.add_api_route(
+        many, list_upstreams, methods=["GET"], summary="List a session's upstreams", **common
+    )
+    routes.add_api_route(
+        REGISTER_PATH, read_upstream, methods=["GET"], summary="Read one upstream", **common
+    )
+    routes.add_api_route(
+        f"{REGISTER_PATH}/health",
+        upstream_health,
+        methods=["GET"],
+        summary="An upstream connection's health",
+        **common,
+    )
+    routes.add_api_route(
+        REGISTER_PATH,
+        remove_upstream,
+        methods=["DELETE"],
+        status_code=204,
+        summary="Remove an upstream connection",
+        **common,
+    )
+    return routes

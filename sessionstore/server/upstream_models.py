@@ -1,0 +1,231 @@
+"""Request and response bodies of the upstream endpoints (``/sessions/{id}/upstreams``).
+
+The request body refuses unknown fields (``extra="forbid"``) and carries the
+bounds `UpstreamSpec` and `StoredCredential` check again, so bad input is a
+clear 4xx before anything reaches Redis. No response ever holds a secret: a
+stored credential is shown as its reference, or as ``encrypted``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ..breaker import BreakerSnapshot, BreakerState
+from ..upstream import HealthReport, UpstreamRecord
+from .models import NAME_PATTERN
+
+#: An upstream's name in a URL path segment: the name rule without ``/``.
+UPSTREAM_NAME_PATTERN = r"^[A-Za-z0-9_.:@+=-]{1,256}$"
+#: Keep in step with ``sessionstore.upstream._spec`` (checked again there).
+_KIND = r"^[a-z][a-z0-9_]{0,31}$"
+_HOST = r"^[A-Za-z0-9.:-]{1,253}$"
+_REF = r"^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9_.@+=/-]{1,256}$"
+#: One line: a CR or LF would end an IMAP command early.
+_ONE_LINE = r"^[^\r\n\x00]*$"
+
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+
+
+class RegisterUpstream(BaseModel):
+    """Body of ``PUT /sessions/{id}/upstreams/{name}``: where, as who, and the credential.
+
+    Exactly one of ``secret`` (encrypted with ``SESSIONSTORE_SECRET_KEY`` before it
+    is stored; refused without a key) and ``credential_ref`` (``env:NAME``,
+    ``file:NAME``: resolved by the connecting process; admin token only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Annotated[str, Field(pattern=_KIND)] = "imap"
+    host: Annotated[str, Field(pattern=_HOST, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    #: Implicit TLS (IMAPS on 993); false for plain IMAP.
+    tls: bool = True
+    username: Annotated[str, Field(min_length=1, max_length=320, pattern=_ONE_LINE)]
+    secret: Secret | None = None
+    credential_ref: Annotated[str, Field(pattern=_REF, max_length=290)] | None = None
+    #: The circuit breaker to report to (default ``<kind>:<host>:<port>``); admin token only.
+    breaker: Annotated[str, Field(pattern=NAME_PATTERN, max_length=256)] | None = None
+
+
+class CredentialOut(BaseModel):
+    """How the credential is stored; never the secret or its token."""
+
+    #: ``ref``: a reference resolved where the connection is made; ``encrypted``: a
+    #: Fernet token (``SESSIONSTORE_SECRET_KEY``).
+    kind: Literal["ref", "encrypted"]
+    ref: str | None = None
+
+
+class UpstreamOut(BaseModel):
+    """One upstream connection's record, as every replica and worker sees it in Redis."""
+
+    name: str
+    kind: str
+    host: str
+    port: int
+    tls: bool
+    username: str
+    #: The circuit breaker this connection reports to.
+    breaker: str
+    credential: CredentialOut
+    #: connected, reconnecting, failed or closed (see docs/upstream.md).
+    state: str
+    registered_at: datetime
+    updated_at: datetime
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    #: Failed attempts since the last success (calls and reconnect jobs).
+    attempts: int
+    #: When the scheduled reconnect job runs (None: none scheduled).
+    next_attempt_at: datetime | None
+    #: Round trip of the last health check, in milliseconds.
+    response_time_ms: float | None
+    checked_at: datetime | None
+
+    @classmethod
+    def of(cls, record: UpstreamRecord) -> UpstreamOut:
+        """The API view of a record (the credential reduced to its kind and reference)."""
+        spec, stored = record.spec, record.credential
+        credential = (
+            CredentialOut(kind="ref", ref=stored.ref)
+            if stored.ref is not None
+            else CredentialOut(kind="encrypted")
+        )
+        return cls(
+            name=spec.name,
+            kind=spec.kind,
+            host=spec.host,
+            port=spec.port,
+            tls=spec.tls,
+            username=spec.username,
+            breaker=spec.breaker_name,
+            credential=credential,
+            state=record.state.value,
+            registered_at=record.registered_at,
+            updated_at=record.updated_at,
+            last_success=record.last_success,
+            last_error=record.last_error,
+            last_error_at=record.last_error_at,
+            attempts=record.attempts,
+            next_attempt_at=record.next_attempt_at,
+            response_time_ms=record.response_time_ms,
+            checked_at=record.checked_at,
+        )
+
+
+class UpstreamList(BaseModel):
+    """Every upstream connection of a session, by name."""
+
+    upstreams: list[UpstreamOut]
+
+
+class UpstreamBreakerOut(BaseModel):
+    """The breaker of an upstream, as Redis holds it (the same for every replica)."""
+
+    name: str
+    state: BreakerState
+    #: What a call would meet now (``half_open`` for an ``open`` breaker past its time).
+    effective_state: BreakerState
+
+    @classmethod
+    def of(cls, snapshot: BreakerSnapshot) -> UpstreamBreakerOut:
+        """The breaker part of a snapshot."""
+        # As `BreakerOut`: an open breaker past `open_until` half-opens on the next call.
+        elapsed = snapshot.state is BreakerState.OPEN and snapshot.now_ms >= snapshot.open_until_ms
+        effective = BreakerState.HALF_OPEN if elapsed else snapshot.state
+        return cls(name=snapshot.name, state=snapshot.state, effective_state=effective)
+
+    @property
+    def lets_callers_through(self) -> bool:
+        """True when a call would pass (closed or forced closed)."""
+        return self.effective_state in (BreakerState.CLOSED, BreakerState.FORCED_CLOSED)
+
+
+class UpstreamHealthOut(BaseModel):
+    """Seed 000's health fields (healthy, timestamp, host, port, response_time_ms,
+    last_activity, error) and where they come from."""
+
+    healthy: bool
+    #: When the reported health was established: the probe's time, or the record's
+    #: last write (``source: record``).
+    timestamp: datetime
+    host: str
+    port: int
+    #: The probe's round trip, or the record's last health check (milliseconds).
+    response_time_ms: float | None
+    #: The last successful call, probe or reconnect.
+    last_activity: datetime | None
+    #: Classifier label and message of the failure (secrets redacted).
+    error: str | None
+    upstream: str
+    #: ``record``: read from Redis, no upstream I/O; ``probe``: a NOOP sent now from this replica.
+    source: Literal["record", "probe"]
+    #: The record's state (after the probe, for ``source: probe``).
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    #: When the last health check ran (its round trip is ``response_time_ms``).
+    checked_at: datetime | None
+    breaker: UpstreamBreakerOut | None
+    #: Age of this replica's connection in seconds (``source: probe`` only).
+    connection_age_s: float | None = None
+
+    @classmethod
+    def from_record(
+        cls, record: UpstreamRecord, breaker: UpstreamBreakerOut | None
+    ) -> UpstreamHealthOut:
+        """Health as the record says: healthy while ``connected``, the last thing recorded was
+        a success (a success clears ``last_error``) and its breaker lets calls in."""
+        passing = breaker is None or breaker.lets_callers_through
+        healthy = record.state.value == "connected" and record.last_error is None and passing
+        error = None
+        if not healthy:
+            error = record.last_error or (
+                f"breaker_open: circuit breaker {breaker.name} is {breaker.effective_state.value}"
+                if breaker is not None and not passing
+                else f"{record.state.value}: not connected (probe=true checks the upstream now)"
+            )
+        return cls(
+            healthy=healthy,
+            timestamp=record.updated_at,
+            host=record.spec.host,
+            port=record.spec.port,
+            response_time_ms=record.response_time_ms,
+            last_activity=record.last_success,
+            error=error,
+            upstream=record.name,
+            source="record",
+            state=record.state.value,
+            attempts=record.attempts,
+            next_attempt_at=record.next_attempt_at,
+            checked_at=record.checked_at,
+            breaker=breaker,
+        )
+
+    @classmethod
+    def from_probe(
+        cls, report: HealthReport, record: UpstreamRecord | None, breaker: UpstreamBreakerOut | None
+    ) -> UpstreamHealthOut:
+        """Health as a live probe found it (`UpstreamPool.health`)."""
+        return cls(
+            healthy=report.healthy,
+            timestamp=report.timestamp,
+            host=report.host,
+            port=report.port,
+            response_time_ms=report.response_time_ms,
+            last_activity=report.last_activity,
+            error=report.error,
+            upstream=report.upstream,
+            source="probe",
+            state=report.state,
+            attempts=record.attempts if record else 0,
+            next_attempt_at=record.next_attempt_at if record else None,
+            checked_at=record.checked_at if record else None,
+            breaker=breaker,
+            connection_age_s=report.connection_age_s,
+        )
