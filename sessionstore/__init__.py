@@ -8,6 +8,7 @@ state is shared in Redis so every replica agrees on which upstream is healthy.
 from __future__ import annotations
 
 from ._embedded import LocalCluster, LocalRedis, find_server_binary
+from ._environment import Settings
 from ._events import Event, EventConsumer, EventFollower, EventKind
 from ._heartbeat import Heartbeat, WorkerInfo, WorkerState, list_workers, publish_heartbeat
 from ._ids import new_session_id
@@ -28,7 +29,6 @@ from ._settings import (
     BreakerSettings,
     RedisSettings,
     SessionSettings,
-    Settings,
     UpstreamSettings,
 )
 from ._store import Mutator, SessionStore

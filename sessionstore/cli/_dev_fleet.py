@@ -24,10 +24,10 @@ from typing import IO
 import httpx
 
 from .._embedded import LocalRedis, wait_until
+from .._environment import Settings
 from .._heartbeat import WorkerState, list_workers
 from .._keys import KeySpace
 from .._redis import create_client
-from .._settings import Settings
 from ..exceptions import BackendUnavailable
 from ..upstream import SecretBox
 

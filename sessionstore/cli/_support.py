@@ -15,8 +15,8 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
+from .._environment import Settings
 from .._redis import create_client
-from .._settings import Settings
 from .._store import SessionStore
 from ..exceptions import BackendUnavailable, InvalidInput, SessionStoreError
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from .._environment import Settings
 from .._redis import create_client
-from .._settings import Settings
 from ..breaker import BreakerAdmin, BreakerSnapshot, BreakerStatus
 from ..exceptions import BackendUnavailable, InvalidInput
 

@@ -16,8 +16,9 @@ from datetime import timedelta
 import typer
 
 from .._embedded import LocalRedis
+from .._environment import Settings
 from .._redis import create_client
-from .._settings import RedisSettings, Settings
+from .._settings import RedisSettings
 from .._store import SessionStore
 from ..exceptions import SessionExpired, SessionLimitExceeded, VersionConflict
 

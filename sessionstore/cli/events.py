@@ -9,9 +9,9 @@ import signal
 import pydantic
 import typer
 
+from .._environment import Settings
 from .._events import Event, EventConsumer, EventFollower
 from .._redis import create_client
-from .._settings import Settings
 from ..exceptions import BackendUnavailable, InvalidInput
 
 app = typer.Typer(help="Session events (created, expired, deleted, rotated, resumed).")

@@ -6,8 +6,8 @@ import json
 
 import typer
 
+from .._environment import Settings
 from .._keys import describe_layout
-from .._settings import Settings
 
 
 def print_layout(

@@ -13,8 +13,8 @@ import json
 
 import typer
 
+from .._environment import Settings
 from .._redis import create_client
-from .._settings import Settings
 from .._store import SessionStore
 from ..exceptions import BackendUnavailable, InvalidInput, SessionGone, SessionNotFound
 from ..upstream import SecretBox, UpstreamRecord, UpstreamRecords

@@ -14,7 +14,7 @@ import pydantic
 import redis.exceptions as rex
 import typer
 
-from .._settings import Settings
+from .._environment import Settings
 from ..exceptions import BackendUnavailable, InvalidInput
 
 

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pydantic
 import typer
 
+from .._environment import Settings
 from .._heartbeat import WorkerInfo, WorkerState, list_workers
 from .._keys import KeySpace
 from .._redis import create_client
-from .._settings import Settings
 from ..exceptions import BackendUnavailable, InvalidInput
 
 

@@ -21,8 +21,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from .. import __version__
+from .._environment import Settings
 from .._redis import create_client
-from .._settings import Settings
 from .._store import SessionStore
 from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
 from ..breaker import BreakerRegistry

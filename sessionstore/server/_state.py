@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from .._environment import Settings
 from .._redis import RedisClient
-from .._settings import Settings
 from .._store import SessionStore
 from ..asgi import InFlightRequests
 from ..breaker import BreakerRegistry

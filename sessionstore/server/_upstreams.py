@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from .._environment import Settings
 from .._redis import RedisClient, backend_errors, create_client
-from .._settings import Settings
 from .._store import SessionStore
 from ..breaker import BreakerRegistry
 from ..exceptions import InvalidInput

@@ -21,8 +21,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, SecretStr
 from redis.exceptions import RedisError
 
+from .._environment import Settings
 from .._keys import KeySpace
-from .._settings import Settings, UpstreamSettings
+from .._settings import UpstreamSettings
 from ..breaker import Outcome
 from ..exceptions import (
     BreakerOpen,

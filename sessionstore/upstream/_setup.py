@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from .._settings import Settings, UpstreamSettings
+from .._environment import Settings
+from .._settings import UpstreamSettings
 from ._connector import Connector
 from .credentials import CredentialProvider, Credentials, EnvCredentials, FileCredentials, SecretBox
 
