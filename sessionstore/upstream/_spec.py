@@ -30,8 +30,9 @@ class UpstreamSpec(BaseModel):
         host, port: where it is.
         username: who logs in; the secret is stored apart (`StoredCredential`).
         tls: implicit TLS (IMAPS on 993); False for plain IMAP (tests, STARTTLS-less).
-        breaker: the circuit breaker's name; defaults to ``<kind>:<host>:<port>``,
-            so every session using that host shares one breaker.
+        breaker: the circuit breaker's name; defaults to ``<kind>:<host>:<port>``
+            (``<kind>+plain:<host>:<port>`` without TLS), so every session using
+            that host the same way shares one breaker.
         options: connector-specific settings (plain values only).
 
     .. versionadded:: 0.1
@@ -77,8 +78,16 @@ class UpstreamSpec(BaseModel):
 
     @property
     def breaker_name(self) -> str:
-        """The circuit breaker this connection reports to."""
-        return self.breaker or f"{self.kind}:{self.host}:{self.port}"
+        """The circuit breaker this connection reports to.
+
+        Plain and TLS connections to one port get separate breakers: a port speaks
+        one of the two, so sessions registered the wrong way fail every call, and
+        those failures must not trip the breaker the correct sessions share.
+        """
+        if self.breaker:
+            return self.breaker
+        kind = self.kind if self.tls else f"{self.kind}+plain"
+        return f"{kind}:{self.host}:{self.port}"
 
     @property
     def address(self) -> str:

@@ -183,7 +183,6 @@ def _upstream_not_there(response: Any) -> bool:
         return False
     problem = response.json()
     refused = problem.get("error") == "upstream_unavailable" and problem.get("reason") == "refused"
-    tripped = (
-        problem.get("error") == "breaker_open" and problem.get("breaker") == "imap:127.0.0.1:1"
-    )
+    breakers = {"imap+plain:127.0.0.1:1", "imap:127.0.0.1:1"}
+    tripped = problem.get("error") == "breaker_open" and problem.get("breaker") in breakers
     return bool(refused or tripped)

@@ -134,3 +134,16 @@ def test_the_package_imports_without_aioimaplib() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "imap module needs the extra" in done.stdout
+
+
+def test_plain_and_tls_connections_to_one_port_have_separate_breakers() -> None:
+    """Sessions registered without TLS against a TLS port fail every call; their
+    failures go to a breaker of their own, not to the one correct sessions share."""
+    from sessionstore.upstream import UpstreamSpec
+
+    tls = UpstreamSpec(name="mail", host="imap.example.com", port=993, username="a")
+    plain = UpstreamSpec(name="mail", host="imap.example.com", port=993, username="b", tls=False)
+    assert tls.breaker_name == "imap:imap.example.com:993"
+    assert plain.breaker_name == "imap+plain:imap.example.com:993"
+    named = UpstreamSpec(name="m", host="h", port=1, username="c", tls=False, breaker="shared")
+    assert named.breaker_name == "shared"

@@ -67,7 +67,7 @@ async def test_an_operator_registers_an_env_reference_and_reads_health(
     assert put.status_code == 200, put.text
     made = put.json()
     assert made["credential"] == {"kind": "ref", "ref": ref}
-    assert (made["state"], made["breaker"]) == ("closed", f"imap:127.0.0.1:{dovecot.port}")
+    assert (made["state"], made["breaker"]) == ("closed", f"imap+plain:127.0.0.1:{dovecot.port}")
     probed = await replica.http.get(url(session.id, tail="/health?probe=true"), headers=ADMIN_AUTH)
     assert probed.status_code == 200, probed.text
     live = probed.json()
@@ -200,7 +200,7 @@ async def test_a_wrong_password_is_a_clear_error_and_never_feeds_the_breaker(
     ).json()
     assert recorded["healthy"] is False and recorded["error"].startswith("auth_failed")
     admin = BreakerAdmin(standalone_store.redis, key_prefix=standalone_store.settings.key_prefix)
-    breaker = f"imap:127.0.0.1:{dovecot.port}"
+    breaker = f"imap+plain:127.0.0.1:{dovecot.port}"
     assert (await admin.status(breaker)).calls == 0
     right = body(dovecot, secret=PASSWORD)
     assert (
@@ -272,7 +272,7 @@ async def test_a_stopped_server_shows_in_the_record_and_recovers(
     recorded = (await replica.http.get(url(session.id, tail="/health"), headers=headers)).json()
     assert recorded["healthy"] is False and recorded["error"] == down["error"]
     admin = BreakerAdmin(standalone_store.redis, key_prefix=standalone_store.settings.key_prefix)
-    assert (await admin.status(f"imap:127.0.0.1:{dovecot.port}")).failures >= 1
+    assert (await admin.status(f"imap+plain:127.0.0.1:{dovecot.port}")).failures >= 1
     dovecot.start()
     back = (
         await replica.http.get(url(session.id, tail="/health?probe=true"), headers=headers)
@@ -432,7 +432,7 @@ async def test_an_open_breaker_refuses_verification_with_retry_after(
     the breaker, both recorded and live, without touching Dovecot, and the refused probe
     queues the connection's reconnect job for the workers."""
     session = await standalone_store.create()
-    breaker = f"imap:127.0.0.1:{dovecot.port}"
+    breaker = f"imap+plain:127.0.0.1:{dovecot.port}"
     why = {"actor": "test", "reason": "maintenance"}
     forced = await replica.http.post(
         f"/breakers/{breaker}/force-open", json=why, headers=ADMIN_AUTH
