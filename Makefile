@@ -24,5 +24,11 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Benchmarks print figures and ratios against a baseline run beside them; the
+# sweep benchmark loads a million sessions (about two minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store_ops.py
+	$(BIN)/python -u benchmarks/breaker_overhead.py
+	$(BIN)/python benchmarks/server_requests.py
+	$(BIN)/python benchmarks/upstream_pool.py
+	$(BIN)/python benchmarks/sweep_cost.py
