@@ -15,8 +15,11 @@ request it:
    down, all JSON with ``Retry-After`` where a retry helps), or, with
    ``renew_expired``, replaces an expired id by its successor (`SessionStore.resume`)
    and returns the new id in the session header;
-4. returns the lease when the response is done, and writes the session id
-   back (header and cookie) when the app created, rotated or dropped the session.
+4. returns the lease just before the response's last body message goes out
+   (so a client that waits for one response before sending the next never
+   meets its own lease: sequential requests never hit a per-session limit of 1;
+   background tasks run after that, unleased), and writes the session id back
+   (header and cookie) when the app created, rotated or dropped the session.
 
 It also watches the ASGI lifespan: on shutdown it refuses new session
 requests, drains the running ones (bounded by ``drain_timeout``) and returns
@@ -57,7 +60,9 @@ class _Opened:
     tracked: TrackedLease
     lease: Lease
     session: Session
+    ticket: int = 0
     renewed_from: str | None = None
+    returned: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,13 +146,13 @@ class SessionMiddleware:
         state[SESSION] = opened.session
         state[LEASE] = opened.lease
         state[RENEWED_FROM] = opened.renewed_from
-        ticket = self.inflight.add(store, opened.lease)
+        opened.ticket = self.inflight.add(store, opened.lease)
         try:
             await self.app(scope, receive, self._writer(scope, send, incoming, opened))
         except BaseException as exc:
-            await self._close(opened, ticket, exc)
+            await self._close(opened, exc)
             raise
-        await self._close(opened, ticket, None)
+        await self._close(opened, None)
 
     # -- finding and opening the session ----------------------------------------
 
@@ -208,8 +213,12 @@ class SessionMiddleware:
         assert lease.session is not None
         return _Opened(tracked, lease, lease.session)
 
-    async def _close(self, opened: _Opened, ticket: int, exc: BaseException | None) -> None:
-        self.inflight.remove(ticket)
+    async def _close(self, opened: _Opened, exc: BaseException | None) -> None:
+        """Return the lease, once: at the response's end or when the app finishes."""
+        if opened.returned:
+            return
+        opened.returned = True
+        self.inflight.remove(opened.ticket)
         try:
             await opened.tracked.__aexit__(
                 type(exc) if exc else None, exc, exc.__traceback__ if exc else None
@@ -247,7 +256,8 @@ class SessionMiddleware:
     def _writer(
         self, scope: Scope, send: Send, incoming: _Incoming, opened: _Opened | None = None
     ) -> Send:
-        """Wrap `send` to write the session id back when it changed during the request."""
+        """Wrap `send` to write the session id back when it changed during the request, and
+        to return the lease before the response's last body message."""
 
         async def send_with_session(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -260,6 +270,8 @@ class SessionMiddleware:
                 if opened is not None and opened.renewed_from:
                     headers[RENEWED_HEADER] = opened.renewed_from
                 self._write_cookie(headers, incoming, current_id)
+            elif _last_body(message) and opened is not None and scope["type"] == "http":
+                await self._close(opened, None)
             await send(message)
 
         return send_with_session
@@ -292,3 +304,7 @@ class SessionMiddleware:
             return message
 
         return receive_and_drain
+
+
+def _last_body(message: Message) -> bool:
+    return message["type"] == "http.response.body" and not message.get("more_body", False)

@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionstore import (
     RedisClient,
@@ -209,6 +210,33 @@ async def test_per_session_limit_gives_429_with_retry_after(
     assert refused.json()["error"] == "session_limit_exceeded"
     assert int(refused.headers["Retry-After"]) >= 1
     assert after.status_code == 200, "the limit frees up when the first request ends"
+
+
+async def test_the_lease_is_returned_before_the_response_ends(
+    client: RedisClient, key_prefix: str
+) -> None:
+    """The server sees the last body message only after the lease is back: a client that
+    waits for each response never meets its own lease, even with one request allowed."""
+    store = store_with(client, key_prefix, max_requests_per_session=1)
+    made = await store.create()
+    seen_at_the_end: list[int] = []
+
+    def spy(app: ASGIApp) -> ASGIApp:
+        # Stands where the HTTP server is: outside the middleware.
+        async def server_side(scope: Scope, receive: Receive, send: Send) -> None:
+            async def send_and_look(message: Message) -> None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    seen_at_the_end.append((await store.get(made.id)).active_requests)
+                await send(message)
+
+            await app(scope, receive, send_and_look if scope["type"] == "http" else send)
+
+        return server_side
+
+    async with serving(spy(make_app(store))) as (http, _):
+        answers = [(await http.get("/whoami", headers={HEADER: made.id})) for _ in range(3)]
+    assert [a.json()["requests_now"] for a in answers] == [1, 1, 1]
+    assert seen_at_the_end == [0, 0, 0]
 
 
 async def test_global_limit_gives_503_with_retry_after(
