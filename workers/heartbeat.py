@@ -10,10 +10,10 @@ workers`` reads it. A clean shut-down writes a last beat marked ``stopped``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sessionstore import BackendUnavailable, Settings, publish_heartbeat
+from sessionstore._tasks import stop_tasks
 
 from .context import JobFamily, WorkerContext
 
@@ -52,9 +52,7 @@ async def stop(ctx: WorkerContext) -> None:
     """Stop the task and write a last beat that says ``stopped``."""
     task = ctx.get("heartbeat_task")
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
     ctx["heartbeat"].stopped = True
     await beat(ctx)
 

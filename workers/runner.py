@@ -18,7 +18,6 @@ an outage (its supervisor restarts it).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import time
@@ -28,6 +27,7 @@ import redis.exceptions as rex
 from arq.worker import Worker, create_worker
 
 from sessionstore import BackendUnavailable
+from sessionstore._tasks import stop_tasks
 
 from .context import WorkerContext
 
@@ -116,10 +116,7 @@ def run_until_stopped(worker_settings: type) -> Worker:
 
 async def _discard(worker: Worker) -> None:
     """Finish what arq's close() could not with Redis gone; touches Redis only if it is back."""
-    tasks = [task for task in worker.tasks.values() if not task.done()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_tasks(worker.tasks.values())
     worker.tasks.clear()
     ctx: dict[str, Any] = worker.ctx
     if worker.on_shutdown is not None and "store_redis" in ctx:

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from .._keys import KeySpace
 from .._redis import RedisClient
 from .._settings import BreakerSettings
+from .._tasks import stop_tasks
 from ..exceptions import BackendUnavailable
 from ._admin import BreakerAdmin
 from ._guard import Breaker, Classifier
@@ -130,9 +131,7 @@ class BreakerRegistry:
         if self._state is RegistryState.CLOSED:
             return
         self._state = RegistryState.CLOSED
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         await self.flush()
         if self._spawned:
             await asyncio.gather(*self._spawned, return_exceptions=True)

@@ -14,7 +14,6 @@ idling, reopen after a drop), release, health and maintenance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 from .._events import EventFollower
 from .._settings import UpstreamSettings
 from .._store import SessionStore
+from .._tasks import stop_tasks
 from ..exceptions import (
     BackendUnavailable,
     InvalidInput,
@@ -151,10 +151,7 @@ class UpstreamPool:
         if self._state is PoolState.CLOSED:
             return
         self._state = PoolState.CLOSED
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         for entry in list(self._entries.values()):
             await self.drop(entry)
         self._entries.clear()
