@@ -24,43 +24,21 @@ import argparse
 import asyncio
 import faulthandler
 import multiprocessing
-import os
 import queue
 import secrets
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 import pybreaker
 import redis
-from redis.asyncio.connection import AbstractConnection as AsyncConnection
-from redis.connection import AbstractConnection as SyncConnection
+from _common import SENDS, redis_url
 
-from sessionstore import BreakerSettings, LocalRedis, RedisSettings, create_client
+from sessionstore import BreakerSettings, RedisSettings, create_client
 from sessionstore.breaker import BreakerAdmin, BreakerRegistry
-
-SENDS: Counter[str] = Counter()
-_async_send = AsyncConnection.send_packed_command
-_sync_send = SyncConnection.send_packed_command
-
-
-async def _counting_async(self: AsyncConnection, command: Any, check_health: bool = True) -> None:
-    SENDS["n"] += 1
-    await _async_send(self, command, check_health)
-
-
-def _counting_sync(self: SyncConnection, command: Any, check_health: bool = True) -> None:
-    SENDS["n"] += 1
-    _sync_send(self, command, check_health)
-
-
-AsyncConnection.send_packed_command = _counting_async  # type: ignore[method-assign]
-SyncConnection.send_packed_command = _counting_sync  # type: ignore[method-assign]
 
 NAME = "imap:bench.example.com:993"
 
@@ -259,10 +237,8 @@ def main() -> None:
     args = parser.parse_args()
     # A stall prints every thread's stack and exits rather than hanging silently.
     faulthandler.dump_traceback_later(600, exit=True)
-    url = os.environ.get("SESSIONSTORE_REDIS_URL")
-    with nullcontext(url) if url else LocalRedis() as server:
-        target = url or server.url  # type: ignore[union-attr]
-        asyncio.run(run_async(target, args.calls, args.transitions))
+    with redis_url() as url:
+        asyncio.run(run_async(url, args.calls, args.transitions))
     faulthandler.cancel_dump_traceback_later()
 
 

@@ -20,48 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
 from typing import Any
 
 import httpx
-from redis.asyncio.connection import AbstractConnection
+from _common import measure, redis_url
 
-from sessionstore import LocalRedis, SessionStore, Settings
+from sessionstore import SessionStore, Settings
 from sessionstore.server import create_app
-
-SENDS: Counter[str] = Counter()
-_original_send = AbstractConnection.send_packed_command
-
-
-async def _counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-    SENDS["n"] += 1
-    await _original_send(self, command, check_health)
-
-
-AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
-
-
-async def measure(
-    count: int, concurrency: int, call: Callable[[], Awaitable[object]]
-) -> tuple[float, float]:
-    """(calls per second, Redis round trips per call) for `count` calls."""
-    SENDS.clear()
-    left = count
-
-    async def runner() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(runner() for _ in range(concurrency)))
-    return count / (time.perf_counter() - start), SENDS["n"] / count
 
 
 async def run(url: str, count: int, concurrency: int) -> None:
@@ -78,17 +44,17 @@ async def run(url: str, count: int, concurrency: int) -> None:
             made = (await http.post("/sessions", json={"state": {"n": 1}})).json()["id"]
             header = {"Mcp-Session-Id": made}
 
-            async def healthz() -> None:
+            async def healthz(_: int) -> None:
                 assert (await http.get("/healthz")).status_code == 200
 
-            async def read() -> None:
+            async def read(_: int) -> None:
                 assert (await http.get(f"/sessions/{made}")).status_code == 200
 
-            async def current() -> None:
+            async def current(_: int) -> None:
                 assert (await http.get("/session", headers=header)).status_code == 200
 
             rows = [
-                ("store.get (no HTTP)", lambda: store.get(made)),
+                ("store.get (no HTTP)", lambda _: store.get(made)),
                 ("GET /healthz (no Redis)", healthz),
                 ("GET /sessions/{id}", read),
                 ("GET /session (middleware)", current),
@@ -111,9 +77,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    given = os.environ.get("SESSIONSTORE_REDIS_URL")
-    with nullcontext(None) if given else LocalRedis() as server:
-        url = given or server.url
+    with redis_url() as url:
         asyncio.run(run(url, args.requests, args.concurrency))
 
 

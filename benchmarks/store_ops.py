@@ -14,48 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
-import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
-from typing import Any
 
-from redis.asyncio.connection import AbstractConnection
+from _common import measure, redis_url
 
-from sessionstore import LocalRedis, RedisSettings, SessionSettings, SessionStore, create_client
-
-SENDS: Counter[str] = Counter()
-_original_send = AbstractConnection.send_packed_command
-
-
-async def _counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-    SENDS["n"] += 1
-    await _original_send(self, command, check_health)
-
-
-AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
-
-
-async def measure(
-    ops: int, concurrency: int, op: Callable[[int], Awaitable[object]]
-) -> tuple[float, float]:
-    """(ops per second, round trips per op) for `ops` calls, `concurrency` at a time."""
-    SENDS.clear()
-    next_index = 0
-
-    async def runner() -> None:
-        nonlocal next_index
-        while next_index < ops:
-            index = next_index
-            next_index += 1
-            await op(index)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(runner() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    return ops / elapsed, SENDS["n"] / ops
+from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
 
 
 async def run(url: str, ops: int, concurrency: int) -> None:
@@ -148,10 +112,8 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    url = os.environ.get("SESSIONSTORE_REDIS_URL")
-    with nullcontext(url) if url else LocalRedis() as server:
-        target = url or server.url  # type: ignore[union-attr]
-        asyncio.run(run(target, args.ops, args.concurrency))
+    with redis_url() as url:
+        asyncio.run(run(url, args.ops, args.concurrency))
 
 
 if __name__ == "__main__":

@@ -18,37 +18,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
-from redis.asyncio.connection import AbstractConnection
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from sessionstore import LocalRedis, RedisSettings, SessionSettings, SessionStore, create_client
+from _common import SENDS, redis_url
+
+from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
 from sessionstore._settings import UpstreamSettings
 from sessionstore.upstream import Credentials, EnvCredentials, ImapClient, UpstreamPool
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
 from tests.integration.upstream.conftest import imap_spec
 from tests.integration.upstream.dovecot import Dovecot
-
-SENDS: Counter[str] = Counter()
-_original_send = AbstractConnection.send_packed_command
-
-
-async def _counting_send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-    SENDS["n"] += 1
-    await _original_send(self, command, check_health)
-
-
-AbstractConnection.send_packed_command = _counting_send  # type: ignore[method-assign]
 
 PASSWORD = "bench-secret"  # noqa: S105  (a throw-away account of a private test server)
 
@@ -110,11 +96,9 @@ async def main(ops: int, sessions: int, rounds: int) -> None:
     server = Dovecot({"testuser": PASSWORD})
     server.deliver("testuser", 10)
     server.start()
-    url = os.environ.get("SESSIONSTORE_REDIS_URL")
-    local = nullcontext() if url else LocalRedis()
     try:
-        with local as running:
-            redis = create_client(RedisSettings.from_dsn(url or running.url))  # type: ignore[union-attr]
+        with redis_url() as url:
+            redis = create_client(RedisSettings.from_dsn(url))
             store = SessionStore(redis, SessionSettings(key_prefix="bench-upstream", shards=4))
             settings = UpstreamSettings.for_profile("stable")
             connector = ImapConnector.from_settings(settings)

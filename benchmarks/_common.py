@@ -1,0 +1,72 @@
+"""What the benchmarks share: a Redis round-trip counter, the Redis to run against, and a
+loop that runs calls a number at a time.
+
+Importing this module patches redis-py (async and sync) so that every command
+or pipeline written to a socket counts one in `SENDS`: one write is one round
+trip. The scripts are run as ``python benchmarks/<name>.py``, so this folder is
+on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection as AsyncConnection
+from redis.connection import AbstractConnection as SyncConnection
+
+from sessionstore import LocalRedis
+
+SENDS: Counter[str] = Counter()
+_async_send = AsyncConnection.send_packed_command
+_sync_send = SyncConnection.send_packed_command
+
+
+async def _counting_async(self: AsyncConnection, command: Any, check_health: bool = True) -> None:
+    SENDS["n"] += 1
+    await _async_send(self, command, check_health)
+
+
+def _counting_sync(self: SyncConnection, command: Any, check_health: bool = True) -> None:
+    SENDS["n"] += 1
+    _sync_send(self, command, check_health)
+
+
+AsyncConnection.send_packed_command = _counting_async  # type: ignore[method-assign]
+SyncConnection.send_packed_command = _counting_sync  # type: ignore[method-assign]
+
+
+@contextmanager
+def redis_url() -> Iterator[str]:
+    """``SESSIONSTORE_REDIS_URL`` if set, else the URL of a private server for the run."""
+    given = os.environ.get("SESSIONSTORE_REDIS_URL")
+    if given:
+        yield given
+        return
+    with LocalRedis() as server:
+        yield server.url
+
+
+async def measure(
+    count: int, concurrency: int, call: Callable[[int], Awaitable[object]]
+) -> tuple[float, float]:
+    """(calls per second, Redis round trips per call) for `count` calls of ``call(index)``,
+    `concurrency` at a time."""
+    SENDS.clear()
+    next_index = 0
+
+    async def runner() -> None:
+        nonlocal next_index
+        while next_index < count:
+            index = next_index
+            next_index += 1
+            await call(index)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+    return count / (time.perf_counter() - start), SENDS["n"] / count
