@@ -69,6 +69,8 @@ def run(action: Callable[[], Awaitable[T]]) -> T:
         fail(str(exc), EXIT_UNAVAILABLE)
     except InvalidInput as exc:
         fail(str(exc), EXIT_USAGE)
+    except ValidationError as exc:  # the parts' settings, derived in the body, are validated
+        fail(f"bad SESSIONSTORE_* setting: {exc}", EXIT_USAGE)
     except SessionStoreError as exc:
         fail(str(exc), EXIT_FAILED)
 

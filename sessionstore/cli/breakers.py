@@ -9,7 +9,6 @@ who (``--actor``, default ``cli:<user>@<host>``), when (Redis time) and why
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import socket
@@ -18,12 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from .._environment import Settings
 from .._redis import create_client
 from ..breaker import BreakerAdmin, BreakerSnapshot, BreakerStatus
-from ..exceptions import BackendUnavailable, InvalidInput
+from ..exceptions import SessionStoreError
+from ._support import load_settings, run, store_url
 
 T = TypeVar("T")
 
@@ -38,8 +36,11 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.
 ACTOR_OPTION = typer.Option(None, "--actor", help="Who acts (default: cli:<user>@<host>).")
 
 
-class NotFound(Exception):
-    """The breaker is unknown to Redis."""
+class NotFound(SessionStoreError):
+    """The breaker is unknown to Redis (exit 1)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no breaker named {name}")
 
 
 def _default_actor() -> str:
@@ -52,18 +53,12 @@ def _default_actor() -> str:
 
 def _with_admin(body: Callable[[BreakerAdmin], Awaitable[T]]) -> T:
     """Run `body` with an admin on the configured Redis; map failures to exit codes."""
-    try:
-        settings = Settings()
-        breaker_settings = settings.breaker_settings()
-    except ValidationError as exc:
-        typer.echo(f"bad settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if not settings.redis_url:
-        typer.echo("set SESSIONSTORE_REDIS_URL to the store's Redis", err=True)
-        raise typer.Exit(2)
+    settings = load_settings()
+    url = store_url(settings)
 
-    async def run() -> T:
-        client = create_client(settings.store_redis(settings.redis_url or ""))
+    async def with_admin() -> T:
+        breaker_settings = settings.breaker_settings()
+        client = create_client(settings.store_redis(url))
         try:
             return await body(
                 BreakerAdmin(client, breaker_settings, key_prefix=settings.key_prefix)
@@ -71,17 +66,7 @@ def _with_admin(body: Callable[[BreakerAdmin], Awaitable[T]]) -> T:
         finally:
             await client.aclose()
 
-    try:
-        return asyncio.run(run())
-    except InvalidInput as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except NotFound as exc:
-        typer.echo(f"no breaker named {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except BackendUnavailable as exc:
-        typer.echo(f"Redis unavailable: {exc}", err=True)
-        raise typer.Exit(3) from exc
+    return run(with_admin)
 
 
 def _when(ms: int) -> str:

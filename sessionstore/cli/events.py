@@ -6,13 +6,12 @@ import asyncio
 import json
 import signal
 
-import pydantic
 import typer
 
 from .._environment import Settings
 from .._events import Event, EventConsumer, EventFollower
 from .._redis import create_client
-from ..exceptions import BackendUnavailable, InvalidInput
+from ._support import load_settings, run, store_url
 
 app = typer.Typer(help="Session events (created, expired, deleted, rotated, resumed).")
 
@@ -79,14 +78,13 @@ def tail(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Follow the events of every shard until interrupted (or --limit events)."""
+    settings = load_settings()
+    url = store_url(settings)
     try:
-        settings = Settings()
-        if not settings.redis_url:
-            raise InvalidInput("SESSIONSTORE_REDIS_URL is not set")
-        asyncio.run(
-            _tail(
+        run(
+            lambda: _tail(
                 settings,
-                settings.redis_url,
+                url,
                 start=start,
                 limit=limit,
                 group=group,
@@ -94,11 +92,5 @@ def tail(
                 as_json=as_json,
             )
         )
-    except (InvalidInput, pydantic.ValidationError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except BackendUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(3) from exc
     except KeyboardInterrupt:
         return

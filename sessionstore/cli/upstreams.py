@@ -8,16 +8,13 @@ Exit codes: 0 done, 1 no such session or no records, 2 bad usage, 3 Redis unavai
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import typer
 
 from .._environment import Settings
-from .._redis import create_client
-from .._store import SessionStore
-from ..exceptions import BackendUnavailable, InvalidInput, SessionGone, SessionNotFound
 from ..upstream import SecretBox, UpstreamRecord, UpstreamRecords
+from ._support import fail, load_settings, open_store, run
 
 app = typer.Typer(help="Upstream connection records (IMAP...) of sessions.", no_args_is_help=True)
 
@@ -28,24 +25,10 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Print the session's upstream records: state, attempts, errors, next attempt."""
-    settings = Settings()
-    if not settings.redis_url:
-        typer.echo("SESSIONSTORE_REDIS_URL is not set", err=True)
-        raise typer.Exit(2)
-    try:
-        records = asyncio.run(_records(settings, session_id))
-    except InvalidInput as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    except (SessionGone, SessionNotFound) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
-    except BackendUnavailable as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(3) from None
+    settings = load_settings()
+    records = run(lambda: _records(settings, session_id))
     if not records:
-        typer.echo(f"session {session_id} has no upstream records", err=True)
-        raise typer.Exit(1)
+        fail(f"session {session_id} has no upstream records")
     if as_json:
         rows = {name: r.model_dump(mode="json") for name, r in records.items()}
         typer.echo(json.dumps(rows, indent=2))
@@ -54,16 +37,11 @@ def show(
 
 
 async def _records(settings: Settings, session_id: str) -> dict[str, UpstreamRecord]:
-    assert settings.redis_url is not None
-    client = create_client(settings.store_redis(settings.redis_url))
-    try:
-        store = SessionStore(client, settings.session_settings())
+    async with open_store(settings) as store:
         records = await UpstreamRecords(store).list(session_id)
         if not records:
             await store.get(session_id)  # says why: ended or never issued
         return records
-    finally:
-        await client.aclose()
 
 
 def _table(records: dict[str, UpstreamRecord]) -> None:

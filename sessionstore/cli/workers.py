@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import timedelta
 
-import pydantic
 import typer
 
 from .._environment import Settings
 from .._heartbeat import WorkerInfo, WorkerState, list_workers
 from .._keys import KeySpace
 from .._redis import create_client
-from ..exceptions import BackendUnavailable, InvalidInput
+from ._support import load_settings, run, store_url
 
 
-async def _read(settings: Settings, url: str, dead_after: timedelta) -> list[WorkerInfo]:
-    client = create_client(settings.store_redis(url))
+async def _read(settings: Settings) -> list[WorkerInfo]:
+    dead_after = settings.worker_config().worker_dead_after
+    client = create_client(settings.store_redis(store_url(settings)))
     try:
         keys = KeySpace(settings.key_prefix, settings.shards)
         return await list_workers(client, keys, dead_after=dead_after)
@@ -42,18 +40,9 @@ def list_fleet(
     ),
 ) -> None:
     """List workers that beat within the heartbeat TTL; those silent too long are dead."""
-    try:
-        settings = Settings()
-        if not settings.redis_url:
-            raise InvalidInput("SESSIONSTORE_REDIS_URL is not set")
-        dead_after = settings.worker_config().worker_dead_after
-        workers = asyncio.run(_read(settings, settings.redis_url, dead_after))
-    except (InvalidInput, pydantic.ValidationError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except BackendUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(3) from exc
+    settings = load_settings()
+    store_url(settings)  # exit 2 before any I/O when it is missing
+    workers = run(lambda: _read(settings))
     if check is not None:
         state = next((w.state.value for w in workers if w.id == check), "unknown")
         typer.echo(f"{check}: {state}")

@@ -58,7 +58,8 @@ def test_show_prints_the_records(env: dict[str, str], redis_url: str, key_prefix
 
 
 def test_show_exit_codes(env: dict[str, str], redis_url: str, key_prefix: str) -> None:
-    """1 for an ended session, 2 for a malformed id, 3 when Redis is unreachable."""
+    """1 for an ended session, 2 for a malformed id or bad settings, 3 when Redis is
+    unreachable."""
     ended = asyncio.run(_session_with_a_record(redis_url, key_prefix, end=True))
     runner = CliRunner()
     gone = runner.invoke(app, ["upstreams", "show", ended], env=env)
@@ -66,6 +67,12 @@ def test_show_exit_codes(env: dict[str, str], redis_url: str, key_prefix: str) -
     assert runner.invoke(app, ["upstreams", "show", "not-an-id"], env=env).exit_code == 2
     down = env | {"SESSIONSTORE_REDIS_URL": "redis://127.0.0.1:1/0"}
     assert runner.invoke(app, ["upstreams", "show", ended], env=down).exit_code == 3
+    bad = runner.invoke(app, ["upstreams", "show", ended], env=env | {"SESSIONSTORE_SHARDS": "0"})
+    assert bad.exit_code == 2 and "bad SESSIONSTORE_* setting" in bad.output
+    unset = runner.invoke(
+        app, ["upstreams", "show", ended], env=env | {"SESSIONSTORE_REDIS_URL": ""}
+    )
+    assert unset.exit_code == 2 and "SESSIONSTORE_REDIS_URL is not set" in unset.output
 
 
 def test_new_key_prints_a_fernet_key() -> None:
