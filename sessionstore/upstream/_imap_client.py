@@ -8,13 +8,45 @@ connections it receives come from `sessionstore.upstream.imap.ImapConnector`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..exceptions import InvalidInput
 from ._connector import HealthReport, Operation, Served
 
 if TYPE_CHECKING:
     from ._pool import UpstreamPool
+
+
+#: Messages fetched per pool operation while streaming metadata.
+METADATA_CHUNK = 25
+#: The largest page `get_emails_metadata_stream` serves.
+MAX_PAGE_SIZE = 500
+
+
+class EmailMetadata(BaseModel):
+    """One message's metadata, as `ImapClient.get_emails_metadata_stream` yields it.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    uid: int
+    subject: str
+    #: The From header, decoded (``Name <address>``); ``from`` in dumps.
+    sender: str = Field(alias="from")
+    #: The addresses of the To header.
+    to: list[str]
+    #: The Date header (None when missing or unreadable).
+    date: datetime | None
+    #: IMAP flags (``\\Seen``, ``\\Flagged``...).
+    flags: tuple[str, ...]
+    #: RFC822.SIZE in bytes.
+    size: int
 
 
 class ImapClient:
@@ -64,6 +96,34 @@ class ImapClient:
             lambda conn: conn.search(*criteria, mailbox=mailbox), label="search"
         )
         return list(served.value)
+
+    async def get_emails_metadata_stream(
+        self, page: int = 1, page_size: int = 10, *, mailbox: str = "INBOX"
+    ) -> AsyncIterator[EmailMetadata]:
+        """The metadata of one page of messages, newest first (highest UID first).
+
+        Page 1 holds the `page_size` newest messages. The UID list is read
+        once, then the page's messages are fetched in chunks, each chunk one
+        pool operation with the same retry, reconnect and fallback as any
+        other call; messages deleted meanwhile are left out.
+
+        Raises:
+            InvalidInput: `page` below 1, or `page_size` not in 1..500.
+        """
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"page must be >= 1 and page_size in 1..{MAX_PAGE_SIZE}")
+        served = await self.run(lambda conn: conn.uids(mailbox), label="get_emails_metadata")
+        newest_first = list(reversed(served.value))
+        wanted = newest_first[(page - 1) * page_size : page * page_size]
+        for start in range(0, len(wanted), METADATA_CHUNK):
+            chunk = wanted[start : start + METADATA_CHUNK]
+
+            async def fetch(conn: Any, chunk: list[int] = chunk) -> list[EmailMetadata]:
+                return list(await conn.fetch_metadata(chunk, mailbox))
+
+            fetched = await self.run(fetch, label="get_emails_metadata")
+            for item in fetched.value:
+                yield item
 
     async def health_check(self) -> HealthReport:
         """NOOP with its response time; see `UpstreamPool.health`."""

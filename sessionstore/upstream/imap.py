@@ -21,17 +21,21 @@ untagged ``BYE`` is only logged when no command is waiting. So here:
 from __future__ import annotations
 
 import asyncio
+import email.header
+import email.parser
+import email.policy
+import email.utils
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aioimaplib import aioimaplib as _imap
 from pydantic import SecretStr
 
 from ..retry import ConnectionDropped, ReplyError, ServerBye
-from ._imap_client import ImapClient
+from ._imap_client import EmailMetadata, ImapClient
 from ._spec import UpstreamSpec
 
 logger = logging.getLogger("sessionstore.upstream.imap")
@@ -41,6 +45,11 @@ T = TypeVar("T")
 _LIVE_STATES = frozenset({_imap.NONAUTH, _imap.AUTH, _imap.SELECTED})
 _MESSAGES = re.compile(rb"MESSAGES (\d+)")
 _LIST_LINE = re.compile(rb'\((?P<flags>[^)]*)\) (?P<sep>"[^"]*"|NIL) (?P<name>.+)$')
+_FETCH_UID = re.compile(rb"\bUID (\d+)")
+_FETCH_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+_FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_METADATA_ITEMS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM TO DATE)])"
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
 class _ScrubLogin(logging.Filter):
@@ -253,6 +262,30 @@ class ImapConnection:
             found.extend(w for w in words if w.isdigit())
         return found
 
+    async def uids(self, mailbox: str = "INBOX") -> list[int]:
+        """Every message UID in `mailbox`, ascending (SELECT, UID SEARCH ALL)."""
+        await self.command("select", quote_mailbox(mailbox))
+        response = await self.command("uid_search", "ALL")
+        found: set[int] = set()
+        for line in response.lines[:-1]:
+            found.update(int(w) for w in bytes(line).split() if w.isdigit())
+        return sorted(found)
+
+    async def fetch_metadata(
+        self, uids: Sequence[int], mailbox: str = "INBOX"
+    ) -> list[EmailMetadata]:
+        """Headers, flags and size of the messages `uids` (in that order; gone ones left out).
+
+        Uses ``BODY.PEEK``, so reading metadata never marks a message seen.
+        """
+        if not uids:
+            return []
+        await self.command("select", quote_mailbox(mailbox))
+        wanted = ",".join(str(uid) for uid in uids)
+        response = await self.command("uid", "fetch", wanted, _METADATA_ITEMS)
+        found = {m.uid: m for m in parse_metadata(response.lines)}
+        return [found[uid] for uid in uids if uid in found]
+
     async def close(self, timeout: float) -> None:
         """LOGOUT if the session is live, then close the socket; never raises."""
         self._closing = True
@@ -278,6 +311,57 @@ def _consume(task: asyncio.Future[Any]) -> None:
     # Retrieve the outcome of an abandoned command so asyncio does not log it.
     if not task.cancelled():
         task.exception()
+
+
+def parse_metadata(lines: Sequence[Any]) -> list[EmailMetadata]:
+    """`EmailMetadata` from the lines of a UID FETCH answer (see `fetch_metadata`).
+
+    aioimaplib gives each message as its ``* n FETCH (...{size}`` line followed
+    by the header literal as a ``bytearray`` and a closing ``)`` line.
+    """
+    found: list[EmailMetadata] = []
+    head: bytes | None = None
+    for line in lines:
+        if isinstance(line, bytearray) and head is not None:
+            found.append(_one_metadata(head, bytes(line)))
+            head = None
+        elif isinstance(line, bytes) and b" FETCH (" in line:
+            if head is not None:  # a message without a header literal
+                found.append(_one_metadata(head, b""))
+            head = line
+    if head is not None:
+        found.append(_one_metadata(head, b""))
+    return found
+
+
+def _one_metadata(head: bytes, header_block: bytes) -> EmailMetadata:
+    uid = _FETCH_UID.search(head)
+    flags = _FETCH_FLAGS.search(head)
+    size = _FETCH_SIZE.search(head)
+    headers = _HEADERS.parsebytes(header_block)
+    date_text = headers.get("Date")
+    try:
+        date = email.utils.parsedate_to_datetime(date_text) if date_text else None
+    except (TypeError, ValueError):
+        date = None
+    return EmailMetadata.model_validate(
+        {
+            "uid": int(uid.group(1)) if uid else 0,
+            "subject": _decoded(headers.get("Subject")),
+            "from": _decoded(headers.get("From")),
+            "to": [a for _, a in email.utils.getaddresses(headers.get_all("To") or []) if a],
+            "date": date,
+            "flags": tuple(flags.group(1).decode("ascii", "replace").split()) if flags else (),
+            "size": int(size.group(1)) if size else 0,
+        }
+    )
+
+
+def _decoded(value: str | None) -> str:
+    """A header value with RFC 2047 encoded words decoded."""
+    if not value:
+        return ""
+    return str(email.header.make_header(email.header.decode_header(value)))
 
 
 def reply_fault(command: str, response: Any) -> ReplyError | None:
@@ -388,4 +472,12 @@ class ImapConnector:
         return text
 
 
-__all__ = ["ImapClient", "ImapConnection", "ImapConnector", "quote_mailbox", "reply_fault"]
+__all__ = [
+    "EmailMetadata",
+    "ImapClient",
+    "ImapConnection",
+    "ImapConnector",
+    "parse_metadata",
+    "quote_mailbox",
+    "reply_fault",
+]
