@@ -23,6 +23,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Benchmarks print figures and ratios against a baseline run beside them; the
 # sweep benchmark loads a million sessions (about two minutes).

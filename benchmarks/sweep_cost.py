@@ -33,8 +33,9 @@ from sessionstore import (
     new_session_id,
     sweep_store,
 )
-from sessionstore._payload import encode_metadata
-from sessionstore._scripts import Arg, Batch, script
+from sessionstore._scripts import Arg, Batch
+from sessionstore.store._lua import script
+from sessionstore.store._payload import encode_metadata
 
 CHUNK = 5000
 

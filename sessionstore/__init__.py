@@ -9,31 +9,15 @@ from __future__ import annotations
 
 from ._embedded import LocalCluster, LocalRedis, find_server_binary
 from ._environment import Settings
-from ._events import Event, EventConsumer, EventFollower, EventKind
-from ._heartbeat import Heartbeat, WorkerInfo, WorkerState, list_workers, publish_heartbeat
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
-from ._lock import SessionLock
-from ._models import (
-    Session,
-    SessionCounts,
-    SessionStatus,
-    ShardCounts,
-    SweepResult,
-    Tombstone,
-)
 from ._redis import RedisClient, create_client
-from ._repair import RepairReport, repair_store
-from ._requests import Lease, TrackedLease
 from ._settings import (
     BreakerSettings,
     RedisSettings,
     SessionSettings,
     UpstreamSettings,
 )
-from ._store import Mutator, SessionStore
-from ._sweeper import SweepReport, sweep_store
-from ._worker_config import WorkerConfig
 from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
@@ -60,6 +44,28 @@ from .exceptions import (
     UpstreamRejected,
     UpstreamUnavailable,
     VersionConflict,
+)
+from .fleet import Heartbeat, WorkerConfig, WorkerInfo, WorkerState, list_workers, publish_heartbeat
+from .store import (
+    Event,
+    EventConsumer,
+    EventFollower,
+    EventKind,
+    Lease,
+    Mutator,
+    RepairReport,
+    Session,
+    SessionCounts,
+    SessionLock,
+    SessionStatus,
+    SessionStore,
+    ShardCounts,
+    SweepReport,
+    SweepResult,
+    Tombstone,
+    TrackedLease,
+    repair_store,
+    sweep_store,
 )
 
 __version__ = "0.1.0"

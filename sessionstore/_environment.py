@@ -2,7 +2,7 @@
 
 Built only at the edge (the command line, the server's lifespan,
 ``workers/settings.py``); it hands out the frozen per-concept settings of
-``_settings.py`` and ``_worker_config.py`` that library code takes as
+``_settings.py`` and ``fleet/_config.py`` that library code takes as
 arguments. Each area's variables sit in their own block below.
 """
 
@@ -22,8 +22,8 @@ from ._settings import (
     UpstreamSettings,
     reconnect_policy,
 )
-from ._worker_config import WorkerConfig
 from .exceptions import InvalidInput
+from .fleet import WorkerConfig
 from .retry import BackoffPolicy, Jitter, get_profile
 
 

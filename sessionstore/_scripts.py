@@ -1,17 +1,19 @@
 """Lua scripts: loading, calling by SHA, and batching several calls into one round trip.
 
-Each script lives in ``sessionstore/lua/<name>.lua`` with a header that states
-its KEYS, ARGV and reply. ``lua/_prelude.lua`` (clock, event and tombstone
-helpers) is prepended to every script, so a script is self-contained on the
-server. Scripts are called with EVALSHA; on NOSCRIPT (a restarted or
-failed-over Redis) the same call is re-sent as EVAL, which also caches it.
+Each part keeps its scripts beside its modules, in ``<package>/lua/<name>.lua``
+(the store's in ``store/lua/``, the breaker's in ``breaker/lua/``...), each
+with a header that states its KEYS, ARGV and reply, and declares them with a
+`ScriptLibrary`. ``_prelude.lua`` beside this module (clock, event and
+tombstone helpers) is prepended to every script, so a script is
+self-contained on the server. Scripts are called with EVALSHA; on NOSCRIPT (a
+restarted or failed-over Redis) the same call is re-sent as EVAL, which also
+caches it. Why not redis-py's ``register_script``: see docs/development.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -38,31 +40,54 @@ class LuaScript:
         object.__setattr__(self, "sha", digest)
 
 
-def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+def _prelude() -> str:
+    return resources.files(__package__).joinpath("_prelude.lua").read_text("utf-8")
 
 
-@cache
-def script(name: str) -> LuaScript:
-    """The script ``lua/<name>.lua`` with the prelude prepended (loaded once).
+#: Every library declared so far (one per part that has scripts), for `load_all`.
+_LIBRARIES: list[ScriptLibrary] = []
+
+
+class ScriptLibrary:
+    """The scripts of one package: ``<package>/lua/<name>.lua``, each read once.
 
     A script named ``<family>_<rest>`` also gets its family's helpers,
     ``lua/_<family>.lua``, after the prelude when that file exists (the
-    breaker scripts share ``lua/_breaker.lua``).
+    breaker scripts share ``breaker/lua/_breaker.lua``). Declared once per
+    package, at import (the sources are constants, not connections).
     """
-    family = resources.files(__package__).joinpath("lua", f"_{name.partition('_')[0]}.lua")
-    helpers = family.read_text("utf-8") + "\n" if "_" in name and family.is_file() else ""
-    return LuaScript(name, _read("_prelude") + "\n" + helpers + _read(name))
+
+    def __init__(self, package: str) -> None:
+        self._dir = resources.files(package).joinpath("lua")
+        self._cache: dict[str, LuaScript] = {}
+        _LIBRARIES.append(self)
+
+    def _read(self, name: str) -> str:
+        return self._dir.joinpath(f"{name}.lua").read_text("utf-8")
+
+    def __call__(self, name: str) -> LuaScript:
+        """The script ``lua/<name>.lua`` with the prelude (and family helpers) prepended."""
+        found = self._cache.get(name)
+        if found is None:
+            family = self._dir.joinpath(f"_{name.partition('_')[0]}.lua")
+            helpers = family.read_text("utf-8") + "\n" if "_" in name and family.is_file() else ""
+            source = _prelude() + "\n" + helpers + self._read(name)
+            found = self._cache[name] = LuaScript(name, source)
+        return found
+
+    def all(self) -> list[LuaScript]:
+        """Every script of the package (helper files are part of each, not one themselves)."""
+        names = sorted(
+            entry.name.removesuffix(".lua")
+            for entry in self._dir.iterdir()
+            if entry.name.endswith(".lua") and not entry.name.startswith("_")
+        )
+        return [self(name) for name in names]
 
 
 def all_scripts() -> list[LuaScript]:
-    """Every script in ``lua/`` (the prelude is part of each, not one itself)."""
-    names = sorted(
-        entry.name.removesuffix(".lua")
-        for entry in resources.files(__package__).joinpath("lua").iterdir()
-        if entry.name.endswith(".lua") and not entry.name.startswith("_")
-    )
-    return [script(name) for name in names]
+    """Every script of every library declared so far."""
+    return [lua for library in _LIBRARIES for lua in library.all()]
 
 
 async def load_all(client: RedisClient) -> int:

@@ -1,7 +1,7 @@
 """Frozen settings objects, one per concept, that library code takes as arguments.
 
 `RedisSettings`, `SessionSettings`, `BreakerSettings` and `UpstreamSettings`
-(and `WorkerConfig` in ``_worker_config.py``) are built once at the edge, by
+(and `WorkerConfig` in ``fleet/_config.py``) are built once at the edge, by
 `sessionstore._environment.Settings` from ``SESSIONSTORE_*`` variables or by a
 caller directly, and passed down. Library code never reads ``os.environ``.
 """

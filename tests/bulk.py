@@ -11,8 +11,9 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 from sessionstore import Event, RedisClient, SessionStore, new_session_id
-from sessionstore._payload import encode_metadata
-from sessionstore._scripts import Arg, Batch, script
+from sessionstore._scripts import Arg, Batch
+from sessionstore.store._lua import script
+from sessionstore.store._payload import encode_metadata
 
 
 async def create_many(

@@ -2,7 +2,7 @@
 
 arq de-duplicates cron runs across the fleet, so a heartbeat cannot be one:
 each worker runs its own background task from start-up to shut-down. The
-record (`sessionstore._heartbeat`) carries the worker's id, host, pid, start
+record (`sessionstore.fleet`) carries the worker's id, host, pid, start
 time, jobs run and its last sweep and repair reports; ``sessionstore
 workers`` reads it. A clean shut-down writes a last beat marked ``stopped``.
 """
@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from sessionstore import BackendUnavailable, Settings, publish_heartbeat
-from sessionstore._tasks import stop_tasks
+from sessionstore.tasks import stop_tasks
 
 from .context import JobFamily, WorkerContext
 

@@ -27,7 +27,7 @@ import redis.exceptions as rex
 from arq.worker import Worker, create_worker
 
 from sessionstore import BackendUnavailable
-from sessionstore._tasks import stop_tasks
+from sessionstore.tasks import stop_tasks
 
 from .context import WorkerContext
 
@@ -126,8 +126,7 @@ async def _discard(worker: Worker) -> None:
         except OUTAGE_ERRORS as exc:
             logger.warning("shut-down hooks of the lost worker failed: %s", exc)
         ctx.pop("store_redis", None)
-    # arq keeps its pool in _pool and offers no public way to drop a broken one.
-    pool = worker._pool
-    if pool is not None:
-        worker._pool = None
-        await pool.aclose(close_connection_pool=True)
+    # arq's close() stopped before closing its pool (Redis was gone): the worker
+    # is dropped, so close the pool's connections here.
+    if worker.pool is not None:
+        await worker.pool.aclose(close_connection_pool=True)

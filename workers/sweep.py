@@ -1,6 +1,6 @@
 """Expiry sweeps: cron jobs that expire due sessions on every shard.
 
-Tiered cleanup (seed 001):
+Tiered cleanup:
 
 - standard mode: ``sweep_due`` every ``sweep_interval``;
 - aggressive mode (``SESSIONSTORE_AGGRESSIVE_CLEANUP=true``): ``sweep_due``

@@ -12,9 +12,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from .._requests import Lease
-from .._store import SessionStore
 from ..exceptions import SessionStoreError
+from ..store import Lease, SessionStore
 
 logger = logging.getLogger("sessionstore.asgi")
 

@@ -37,10 +37,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._models import Session
-from .._requests import Lease, TrackedLease
-from .._store import SessionStore
 from ..exceptions import SessionExpired, SessionStoreError
+from ..store import Lease, Session, SessionStore, TrackedLease
 from ._cookie import SessionCookie
 from ._inflight import InFlightRequests
 from ._problems import Problem, problem_for, shutting_down

@@ -20,9 +20,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from .._models import Session
-from .._store import SessionStore
 from ..breaker import BreakerRegistry
+from ..store import Session, SessionStore
 from ._middleware import SESSION
 
 

@@ -11,9 +11,9 @@ import re
 from datetime import datetime
 
 from .._keys import KeySpace
-from .._models import ms_to_datetime
 from .._redis import RedisClient
 from .._settings import BreakerSettings
+from .._time import ms_to_datetime
 from ..exceptions import BackendUnavailable, InvalidInput
 from ._health import logger
 from ._model import AuditEntry, BreakerEvent, BreakerSnapshot, BreakerStatus

@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from .._models import from_ms, ms_to_datetime
 from .._settings import BreakerRedisDownPolicy
+from .._time import from_ms, ms_to_datetime
 
 
 class BreakerState(StrEnum):

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from .._keys import KeySpace
 from .._redis import RedisClient
 from .._settings import BreakerSettings
-from .._tasks import stop_tasks
 from ..exceptions import BackendUnavailable
+from ..tasks import stop_tasks
 from ._admin import BreakerAdmin
 from ._guard import Breaker, Classifier
 from ._health import RedisHealth

@@ -2,7 +2,7 @@
 
 Each method is one atomic script (``lua/breaker_*.lua``) or one batch of
 them: one round trip on a single Redis, one per node on a cluster. Breaker
-scripts get ``lua/_prelude.lua`` and ``lua/_breaker.lua`` prepended; the
+scripts get the prelude and ``lua/_breaker.lua`` prepended; the
 index script only the common prelude. Nothing here keeps state of its own.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._keys import KeySpace
-from .._models import ms_to_datetime
 from .._redis import RedisClient, backend_errors
-from .._scripts import Arg, Batch, LuaScript, call, script
+from .._scripts import Arg, Batch, LuaScript, ScriptLibrary, call
 from .._settings import BreakerSettings
+from .._time import ms_to_datetime
 from ..exceptions import SessionStoreError
 from ._model import (
     AuditEntry,
@@ -30,9 +30,13 @@ from ._policy import WindowCounts, bucket_ms, ms
 ControlAction = Literal["force_open", "force_closed", "reset"]
 
 
+#: ``breaker/lua/``: the breaker's scripts.
+_scripts = ScriptLibrary("sessionstore.breaker")
+
+
 def breaker_script(name: str) -> LuaScript:
     """``lua/breaker_<name>.lua`` (with the prelude and ``lua/_breaker.lua``)."""
-    return script(f"breaker_{name}")
+    return _scripts(f"breaker_{name}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ import httpx
 
 from .._embedded import LocalRedis, wait_until
 from .._environment import Settings
-from .._heartbeat import WorkerState, list_workers
 from .._keys import KeySpace
 from .._redis import create_client
 from ..exceptions import BackendUnavailable
+from ..fleet import WorkerState, list_workers
 from ..upstream import SecretBox
 
 #: How long a child gets to come up, and to stop before it is killed.

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from .._environment import Settings
 from .._redis import create_client
-from .._store import SessionStore
 from ..exceptions import BackendUnavailable, InvalidInput, SessionStoreError
+from ..store import SessionStore
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from .._embedded import LocalRedis
 from .._environment import Settings
 from .._redis import create_client
 from .._settings import RedisSettings
-from .._store import SessionStore
 from ..exceptions import SessionExpired, SessionLimitExceeded, VersionConflict
+from ..store import SessionStore
 
 
 def run_demo(

@@ -9,8 +9,8 @@ import signal
 import typer
 
 from .._environment import Settings
-from .._events import Event, EventConsumer, EventFollower
 from .._redis import create_client
+from ..store import Event, EventConsumer, EventFollower
 from ._support import load_settings, run, store_url
 
 app = typer.Typer(help="Session events (created, expired, deleted, rotated, resumed).")

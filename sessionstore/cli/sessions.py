@@ -14,12 +14,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .._heartbeat import list_workers, summarize_workers, unswept_problem
-from .._listing import list_by_status
-from .._models import Session, SessionStatus, Tombstone
 from .._redis import backend_errors
-from .._store import SessionStore
 from ..breaker import BreakerAdmin, BreakerState, BreakerStatus
+from ..fleet import list_workers, summarize_workers, unswept_problem
+from ..store import Session, SessionStatus, SessionStore, Tombstone, list_by_status
 from ..upstream import read_upstream_totals
 from ._support import EXIT_FAILED, fail, load_settings, open_store, print_json, run
 

@@ -7,9 +7,9 @@ import json
 import typer
 
 from .._environment import Settings
-from .._heartbeat import WorkerInfo, WorkerState, list_workers
 from .._keys import KeySpace
 from .._redis import create_client
+from ..fleet import WorkerInfo, WorkerState, list_workers
 from ._support import load_settings, run, store_url
 
 

@@ -23,10 +23,10 @@ from fastapi import FastAPI
 from .. import __version__
 from .._environment import Settings
 from .._redis import create_client
-from .._store import SessionStore
 from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
 from ..breaker import BreakerRegistry
 from ..exceptions import BackendUnavailable, InvalidInput
+from ..store import SessionStore
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
 from ._metrics import RequestMetrics, ServerMetrics

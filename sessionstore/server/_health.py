@@ -20,10 +20,10 @@ from typing import Any
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr
 
-from .._heartbeat import list_workers, summarize_workers, unswept_problem
 from .._redis import backend_errors
 from ..breaker import BreakerHealth, BreakerState, BreakerStatus
 from ..exceptions import BackendUnavailable, SessionStoreError
+from ..fleet import list_workers, summarize_workers, unswept_problem
 from ..upstream import read_upstream_totals
 from ._auth import check_bearer
 from ._state import ServerState

@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._heartbeat import WorkerState
-from .._models import SessionCounts
+from ..fleet import WorkerState
+from ..store import SessionCounts
 from ._breaker_metrics import BreakerMetrics
 from ._upstream_metrics import UpstreamMetrics
 

@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 
 from .._environment import Settings
 from .._redis import RedisClient
-from .._store import SessionStore
 from ..asgi import InFlightRequests
 from ..breaker import BreakerRegistry
+from ..store import SessionStore
 
 if TYPE_CHECKING:
     from ._health import HealthCheck

@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 
 from .._environment import Settings
 from .._redis import RedisClient, backend_errors, create_client
-from .._store import SessionStore
 from ..breaker import BreakerRegistry
 from ..exceptions import InvalidInput
+from ..store import SessionStore
 from ..upstream import (
     ArqReconnects,
     BreakerGates,

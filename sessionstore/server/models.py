@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from .._models import Session
+from ..store import Session
 
 #: Keep in step with ``sessionstore._ids._NAME`` (a unit test checks it).
 NAME_PATTERN = r"^[A-Za-z0-9_.:@+=/-]{1,256}$"

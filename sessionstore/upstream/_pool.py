@@ -23,10 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from .._events import EventFollower
 from .._settings import UpstreamSettings
-from .._store import SessionStore
-from .._tasks import stop_tasks
 from ..exceptions import (
     BackendUnavailable,
     InvalidInput,
@@ -37,6 +34,8 @@ from ..exceptions import (
     UpstreamNotFound,
 )
 from ..retry import classify
+from ..store import EventFollower, SessionStore
+from ..tasks import stop_tasks
 from ._attempts import AttemptLoop
 from ._connector import Connector, HealthReport, Operation, Served
 from ._entry import Entry, short_id

@@ -3,7 +3,7 @@
 Each record is one JSON field of the session's upstreams hash
 (``<prefix>:{N}:upstreams:<session id>``, field = upstream name), so an
 operator reads it with ``redis-cli HGET`` and the session's end, sweep and
-rotate scripts take it along. Every write is the one ``upstream.lua``
+rotate scripts take it along. Every write is the one ``lua/upstream.lua``
 script: Redis time, refused for an ended session, one round trip.
 """
 
@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .._models import from_ms, ms_to_datetime
-from .._replies import raise_refusal
-from .._scripts import Arg, call, script
+from .._scripts import Arg, ScriptLibrary, call
+from .._time import from_ms, ms_to_datetime
 from ..exceptions import InvalidInput, UpstreamError, UpstreamNotFound
+from ..store._replies import raise_refusal
 from ._connector import MAX_ERROR_CHARS
 from ._spec import StoredCredential, UpstreamSpec
 
 if TYPE_CHECKING:
-    from .._store import SessionStore
+    from ..store import SessionStore
+
+#: ``upstream/lua/``: the record script.
+_scripts = ScriptLibrary("sessionstore.upstream")
 
 
 class UpstreamState(StrEnum):
@@ -228,7 +231,7 @@ class UpstreamRecords:
             next_in,
             only_states,
         ]
-        reply = await call(self.store.redis, script("upstream"), keys.ordered(), args)
+        reply = await call(self.store.redis, _scripts("upstream"), keys.ordered(), args)
         kind = reply[0]
         if kind == "ok":
             return UpstreamRecord.from_json(str(reply[2]))

@@ -21,7 +21,7 @@ from .._scripts import Batch
 from ._records import UpstreamState
 
 if TYPE_CHECKING:
-    from .._store import SessionStore
+    from ..store import SessionStore
 
 #: Stats-hash fields of the plain counters (the names ``upstream.lua`` increments).
 _PLAIN = ("registered", "removed", "failed_attempts", "reconnected")

@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-from .._events import EventFollower, EventKind
 from .._scripts import Batch
-from .._store import SessionStore
 from ..exceptions import BackendUnavailable
+from ..store import EventFollower, EventKind, SessionStore
 from ._entry import Entry
 from ._records import UpstreamState
 

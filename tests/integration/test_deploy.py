@@ -33,7 +33,7 @@ from sessionstore import (
     list_workers,
 )
 from sessionstore._embedded import find_server_binary, free_port, wait_until
-from sessionstore._listing import list_by_status
+from sessionstore.store import list_by_status
 from tests.polling import eventually
 from workers.settings import build_worker_settings
 

@@ -39,3 +39,22 @@ def test_errors_survive_pickling() -> None:
     assert str(copy) == str(error)
     gone = pickle.loads(pickle.dumps(exceptions.SessionExpired("0.x", "0.y")))
     assert gone.superseded_by == "0.y"
+
+
+def test_store_and_fleet_export_what_they_define() -> None:
+    """`sessionstore.store` and `sessionstore.fleet` list every public name, sorted."""
+    from sessionstore import fleet, store
+
+    for package in (store, fleet):
+        public = {n for n in dir(package) if not n.startswith("_")} - {"annotations"}
+        modules = {n for n in public if type(getattr(package, n)).__name__ == "module"}
+        assert sorted(package.__all__) == package.__all__
+        assert set(package.__all__) == public - modules
+
+
+def test_the_root_re_exports_the_store_core() -> None:
+    """The package root hands out the same objects as `sessionstore.store`."""
+    from sessionstore import store
+
+    for name in ("SessionStore", "SessionLock", "TrackedLease", "sweep_store", "repair_store"):
+        assert getattr(sessionstore, name) is getattr(store, name)

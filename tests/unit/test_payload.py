@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionstore import InvalidInput, PayloadTooLarge, SessionSettings
-from sessionstore._payload import encode_metadata, encode_state
+from sessionstore.store._payload import encode_metadata, encode_state
 
 SETTINGS = SessionSettings(max_attribute_bytes=200, max_state_bytes=500, max_attributes=5)
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sessionstore._tasks import stop_tasks
+from sessionstore.tasks import stop_tasks
 
 
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from sessionstore import InvalidInput, RedisSettings, Settings, WorkerConfig
-from sessionstore._worker_config import cron_interval_error
+from sessionstore.fleet import cron_interval_error
 from workers.context import CRON_MAX_TRIES, cron_fields
 from workers.settings import arq_redis_settings, build_worker_settings
 

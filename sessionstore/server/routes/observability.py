@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..._heartbeat import list_workers
 from ..._redis import backend_errors
 from ...exceptions import BackendUnavailable
+from ...fleet import list_workers
 from ...upstream import read_upstream_totals
 from .._auth import Credentials
 from .._health import check_token, ping, session_health

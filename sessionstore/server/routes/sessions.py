@@ -11,10 +11,9 @@ from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from ..._models import Session, Tombstone
-from ..._replies import gone_error
-from ..._store import SessionStore
 from ...asgi import etag
+from ...store import Session, SessionStore, Tombstone
+from ...store._replies import gone_error
 from .._state import State
 from ..models import CreateSession, SessionList, SessionOut, StateUpdate, TouchOut, VersionOut
 from ._common import SESSION_ID_DOC, SESSION_PROBLEMS, matches_etag, parse_if_match, problems

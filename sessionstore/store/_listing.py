@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._scripts import Batch
+from ._context import HasStoreContext, StoreContext
+from ._lua import script
 from ._models import Session, SessionStatus, Tombstone, parse_pairs
-from ._scripts import Batch, script
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
 
 #: The event that ends an id with each status.
 _ENDING_EVENT = {
@@ -33,7 +32,7 @@ Progress = Callable[[int, int], None]
 
 
 async def list_by_status(
-    store: SessionStore,
+    store: HasStoreContext,
     status: SessionStatus,
     *,
     limit: int = 100,
@@ -44,18 +43,19 @@ async def list_by_status(
 
     .. versionadded:: 0.1
     """
+    context = store.context
     found: list[Session | Tombstone] = []
     if status in (SessionStatus.ACTIVE, SessionStatus.EXPIRED):
-        found += await _from_indexes(store, overdue=status is SessionStatus.EXPIRED, limit=limit)
+        found += await _from_indexes(context, overdue=status is SessionStatus.EXPIRED, limit=limit)
     if status is not SessionStatus.ACTIVE and len(found) < limit:
         seen = {item.id for item in found}
-        ended = await _from_events(store, status, limit - len(found), scan_events, progress)
+        ended = await _from_events(context, status, limit - len(found), scan_events, progress)
         found += [t for t in ended if t.id not in seen]
     return found[:limit]
 
 
 async def _from_indexes(
-    store: SessionStore, *, overdue: bool, limit: int
+    store: StoreContext, *, overdue: bool, limit: int
 ) -> list[Session | Tombstone]:
     shards = range(store.keys.shards)
     stats = Batch(store.redis)
@@ -85,7 +85,7 @@ async def _from_indexes(
 
 
 async def _from_events(
-    store: SessionStore,
+    store: StoreContext,
     status: SessionStatus,
     limit: int,
     scan_events: int,
@@ -108,7 +108,7 @@ async def _from_events(
     return tombs[:limit]
 
 
-async def _read(store: SessionStore, ids: list[str]) -> list[Session | Tombstone]:
+async def _read(store: StoreContext, ids: list[str]) -> list[Session | Tombstone]:
     """Read sessions or tombstones in one round trip; ids with neither are skipped."""
     if not ids:
         return []

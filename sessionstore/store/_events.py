@@ -28,11 +28,11 @@ import redis.exceptions as rex
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import RedisCluster
 
-from ._keys import KeySpace
-from ._models import ms_to_datetime, to_ms
-from ._redis import RedisClient, backend_errors
-from ._settings import SessionSettings
-from .exceptions import InvalidInput
+from .._keys import KeySpace
+from .._redis import RedisClient, backend_errors
+from .._settings import SessionSettings
+from .._time import ms_to_datetime, to_ms
+from ..exceptions import InvalidInput
 
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MAX_SEQ = 2**64 - 1

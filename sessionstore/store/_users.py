@@ -9,16 +9,14 @@ rebuilt by the repair job when it drifts. It is never the source of truth.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ._models import Session, SessionStatus, to_ms
-from ._scripts import Batch, call, script
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
+from .._scripts import Batch, call
+from .._time import to_ms
+from ._context import StoreContext
+from ._lua import script
+from ._models import Session, SessionStatus
 
 
-def queue_add(store: SessionStore, batch: Batch, user_id: str, session_id: str) -> None:
+def queue_add(store: StoreContext, batch: Batch, user_id: str, session_id: str) -> None:
     """Queue the index entry for a new session on `batch` (no extra round trip)."""
     lifetime = to_ms(store.settings.absolute_lifetime)
     batch.script(
@@ -26,20 +24,20 @@ def queue_add(store: SessionStore, batch: Batch, user_id: str, session_id: str) 
     )
 
 
-async def add(store: SessionStore, user_id: str, session_id: str) -> None:
+async def add(store: StoreContext, user_id: str, session_id: str) -> None:
     """Index a session that was created by another script (resume)."""
     batch = Batch(store.redis)
     queue_add(store, batch, user_id, session_id)
     await batch.execute()
 
 
-async def replace(store: SessionStore, user_id: str, old_id: str, new_id: str) -> None:
+async def replace(store: StoreContext, user_id: str, old_id: str, new_id: str) -> None:
     """Point the user's entry for `old_id` at `new_id`, keeping its deadline (rotate)."""
     index = store.keys.user_index(user_id)
     await call(store.redis, script("user_index"), [index], ["replace", old_id, new_id])
 
 
-async def list_sessions(store: SessionStore, user_id: str, *, limit: int) -> list[Session]:
+async def list_sessions(store: StoreContext, user_id: str, *, limit: int) -> list[Session]:
     """The user's active sessions: index ids read back in one pipelined round trip;
     ids of ended sessions are removed from the index as they are found."""
     index = store.keys.user_index(user_id)

@@ -1,8 +1,10 @@
 """`SessionStore`: sessions in Redis, one atomic script per transition.
 
 Hot-path calls (create, get, touch, state writes) are one round trip each.
-Request leases live in ``_requests.py``, locks in ``_lock.py``, shard-wide
-counts and sweeps in ``_shards.py``; they all take a store to reach Redis.
+Request leases live in ``_leases.py``, locks in ``_lock.py``, resume and
+rotate in ``_successors.py``, the user index in ``_users.py``, counts in
+``_counts.py`` and the sweep in ``_sweep.py``; each takes the store's
+`StoreContext` (client, key space, settings), never the store itself.
 """
 
 from __future__ import annotations
@@ -15,27 +17,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import _shards, _successors, _users
-from ._ids import check_attribute, check_name, new_session_id
-from ._keys import KeySpace, SessionKeys
-from ._lock import SessionLock
-from ._models import (
-    Session,
-    SessionCounts,
-    SessionStatus,
-    SweepResult,
-    Tombstone,
-    ms_to_datetime,
-    parse_pairs,
-    to_ms,
-)
-from ._payload import encode_json, encode_metadata, encode_state
-from ._redis import RedisClient
-from ._replies import gone_error, raise_refusal
-from ._requests import LeaseTracker, TrackedLease
-from ._scripts import Arg, Batch, call, load_all, script
-from ._settings import SessionSettings
-from .exceptions import (
+from .._ids import check_attribute, check_name, new_session_id
+from .._keys import KeySpace, SessionKeys
+from .._redis import RedisClient
+from .._scripts import Arg, Batch, call, load_all
+from .._settings import SessionSettings
+from .._time import ms_to_datetime, to_ms
+from ..exceptions import (
     InvalidInput,
     PayloadTooLarge,
     SessionExpired,
@@ -44,6 +32,14 @@ from .exceptions import (
     StaleFence,
     VersionConflict,
 )
+from . import _counts, _successors, _sweep, _users
+from ._context import StoreContext
+from ._leases import LeaseTracker, TrackedLease
+from ._lock import SessionLock
+from ._lua import script
+from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombstone, parse_pairs
+from ._payload import encode_json, encode_metadata, encode_state
+from ._replies import gone_error, raise_refusal
 
 #: A `mutate` callback: gets a copy of the state, returns the new state (or
 #: None after changing the copy in place). May be async.
@@ -63,10 +59,23 @@ class SessionStore:
     """
 
     def __init__(self, redis: RedisClient, settings: SessionSettings | None = None) -> None:
-        self.redis = redis
-        self.settings = settings or SessionSettings()
-        self.keys = KeySpace(self.settings.key_prefix, self.settings.shards)
-        self.leases = LeaseTracker(self)
+        self.context = StoreContext.of(redis, settings or SessionSettings())
+        self.leases = LeaseTracker(self.context)
+
+    @property
+    def redis(self) -> RedisClient:
+        """The client this store talks to (not owned: whoever made it closes it)."""
+        return self.context.redis
+
+    @property
+    def settings(self) -> SessionSettings:
+        """Lifetimes, limits and the key prefix."""
+        return self.context.settings
+
+    @property
+    def keys(self) -> KeySpace:
+        """The store's key space (the only builder of its key names)."""
+        return self.context.keys
 
     async def load_scripts(self) -> int:
         """Load every Lua script into Redis now (call once at start-up); returns how many.
@@ -118,7 +127,7 @@ class SessionStore:
         The user index is only a hint: every id in it is read back, and ids of
         ended sessions are dropped from the index as they are found.
         """
-        return await _users.list_sessions(self, user_id, limit=limit)
+        return await _users.list_sessions(self.context, user_id, limit=limit)
 
     # -- creating --------------------------------------------------------------
 
@@ -170,7 +179,7 @@ class SessionStore:
             batch = Batch(self.redis)
             batch.script(script("create"), keys.ordered(), [session_id, *args])
             if user:
-                _users.queue_add(self, batch, user, session_id)
+                _users.queue_add(self.context, batch, user, session_id)
             reply = (await batch.execute())[0]
             if reply[0] == "ok":
                 now = ms_to_datetime(reply[1])
@@ -386,7 +395,7 @@ class SessionStore:
             SessionClosed / SessionRotated: such ids are never resumed.
             SessionNotFound: unknown, or the tombstone has lapsed.
         """
-        return await _successors.resume(self, session_id)
+        return await _successors.resume(self.context, session_id)
 
     async def rotate(self, session_id: str) -> Session:
         """Give the session a new id (session-fixation defence); returns it.
@@ -394,7 +403,8 @@ class SessionStore:
         Data, leases, lock and upstream records move to the new id; the old id
         answers ``rotated`` with ``superseded_by`` for the retention period.
         """
-        return await _successors.rotate(self, session_id)
+        new_id = await _successors.rotate(self.context, session_id)
+        return await self.get(new_id)
 
     def session_keys(self, session_id: str) -> SessionKeys:
         """The Redis keys of `session_id` (validates the id)."""
@@ -427,10 +437,10 @@ class SessionStore:
 
     async def counts(self) -> SessionCounts:
         """Active, overdue and lifetime counts in O(shards); see `SessionCounts`."""
-        return await _shards.counts(self)
+        return await _counts.counts(self.context)
 
     async def sweep_shard(
         self, shard: int, *, batch: int = 500, min_overdue: timedelta = timedelta(0)
     ) -> SweepResult:
-        """Expire up to `batch` due sessions of `shard`; see `sessionstore._shards`."""
-        return await _shards.sweep_shard(self, shard, batch=batch, min_overdue=min_overdue)
+        """Expire up to `batch` due sessions of `shard`; see `sweep_shard`."""
+        return await _sweep.sweep_shard(self.context, shard, batch=batch, min_overdue=min_overdue)

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._ids import check_name
+from .._ids import check_name
 
 _MINUTE, _HOUR, _DAY = 60, 3600, 86400
 

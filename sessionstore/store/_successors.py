@@ -7,17 +7,15 @@ The user index is another slot and is updated right after.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .._ids import new_session_id
+from .._scripts import Arg, call
+from .._time import to_ms
+from ..exceptions import SessionStoreError
 from . import _users
-from ._ids import new_session_id
-from ._models import Session, to_ms
+from ._context import StoreContext
+from ._lua import script
+from ._models import Session
 from ._replies import raise_refusal
-from ._scripts import Arg, call, script
-from .exceptions import SessionStoreError
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
 
 #: How many successor hops `resume` follows before giving up (each is a round trip).
 MAX_RESUME_HOPS = 8
@@ -25,7 +23,7 @@ MAX_RESUME_HOPS = 8
 _ID_DRAWS = 3
 
 
-async def resume(store: SessionStore, session_id: str) -> Session:
+async def resume(store: StoreContext, session_id: str) -> Session:
     """See `SessionStore.resume`."""
     cfg = store.settings
     current = session_id
@@ -57,8 +55,8 @@ async def resume(store: SessionStore, session_id: str) -> Session:
     raise SessionStoreError(f"session {session_id}: too many successors to follow")
 
 
-async def rotate(store: SessionStore, session_id: str) -> Session:
-    """See `SessionStore.rotate`."""
+async def rotate(store: StoreContext, session_id: str) -> str:
+    """See `SessionStore.rotate`; returns the new id (the store reads the session back)."""
     old = store.keys.session(session_id)
     for _ in range(_ID_DRAWS):
         new_id = new_session_id(old.shard)
@@ -73,7 +71,7 @@ async def rotate(store: SessionStore, session_id: str) -> Session:
         if reply[0] == "ok":
             if reply[1]:
                 await _users.replace(store, str(reply[1]), session_id, new_id)
-            return await store.get(new_id)
+            return new_id
         if reply[0] != "exists":
             raise_refusal(session_id, reply)
     raise SessionStoreError("could not draw an unused session id")

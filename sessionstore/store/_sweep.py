@@ -1,10 +1,14 @@
-"""Sweeping the whole store: every shard, in rounds of atomic batches.
+"""The expiry sweep: due sessions expired shard by shard, in atomic batches.
 
-One round sends one ``sweep`` script per shard that still has due sessions,
-pipelined (`Batch`: one round trip per node). Each script expires up to a
-batch of its shard's due head atomically, so a run's cost grows with the
-number of due sessions, never with the live ones, and any number of workers
-may sweep at once without expiring a session twice. A run ends when nothing
+One ``sweep`` script (``lua/sweep.lua``) expires up to a batch of one shard's
+due head atomically: each expired session gets its tombstone, loses its
+leases, lock and upstream records, is counted and emits an ``expired`` event.
+`sweep_shard` runs it once; `sweep_store` sweeps the whole store.
+
+One round of `sweep_store` sends one ``sweep`` script per shard that still
+has due sessions, pipelined (`Batch`: one round trip per node), so a run's
+cost grows with the number of due sessions, never with the live ones, and
+any number of workers may sweep at once without expiring a session twice. A run ends when nothing
 is due, or at its budget (entries handled, time), leaving the rest for the
 next run: after downtime, successive runs catch up oldest first.
 """
@@ -14,17 +18,63 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ._models import ms_to_datetime
-from ._scripts import Arg, Batch, script
-from ._shards import sweep_call, sweep_result
-from .exceptions import InvalidInput
+from .._scripts import Arg, Batch, call
+from .._time import ms_to_datetime, to_ms
+from ..exceptions import InvalidInput
+from ._context import HasStoreContext, StoreContext
+from ._lua import script
+from ._models import SweepResult
 
-if TYPE_CHECKING:
-    from ._store import SessionStore
+
+def sweep_call(
+    store: StoreContext, shard: int, *, batch: int, min_overdue_ms: int = 0
+) -> tuple[list[str], list[Arg]]:
+    """Keys and arguments of one ``sweep`` script call on `shard` (see lua/sweep.lua)."""
+    cfg = store.settings
+    args: list[Arg] = [
+        batch,
+        to_ms(cfg.expired_retention),
+        cfg.events_maxlen,
+        *store.keys.session_prefix_args(shard),
+        min_overdue_ms,
+    ]
+    keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
+    return keys, args
+
+
+def sweep_result(shard: int, reply: list[Any]) -> SweepResult:
+    """The `SweepResult` of a ``sweep`` script reply."""
+    return SweepResult(
+        shard=shard,
+        expired=int(reply[0]),
+        lost=int(reply[1]),
+        rescheduled=int(reply[2]),
+        still_due=int(reply[3]),
+        removed=int(reply[6]),
+    )
+
+
+async def sweep_shard(
+    store: StoreContext, shard: int, *, batch: int = 500, min_overdue: timedelta = timedelta(0)
+) -> SweepResult:
+    """Expire up to `batch` due sessions of `shard` in one atomic script.
+
+    Each expired session gets its tombstone, loses its leases, lock and
+    upstream records, is counted and emits an ``expired`` event, all inside the
+    same script. With `min_overdue`, only sessions due by at least that long
+    are taken (the aggressive start-up pass). Whole-store sweeps in rounds
+    are `sweep_store`.
+
+    .. versionadded:: 0.1
+    """
+    overdue_ms = int(min_overdue.total_seconds() * 1000)
+    keys, args = sweep_call(store, shard, batch=batch, min_overdue_ms=overdue_ms)
+    return sweep_result(shard, await call(store.redis, script("sweep"), keys, args))
+
 
 #: Why a sweep run ended.
 StopReason = Literal["done", "max_sessions", "time_budget"]
@@ -66,7 +116,7 @@ class SweepReport(BaseModel):
 class _Run:
     """The state of one sweep run: totals, per-shard due counts, Redis times."""
 
-    def __init__(self, store: SessionStore, batch: int, overdue_ms: int) -> None:
+    def __init__(self, store: StoreContext, batch: int, overdue_ms: int) -> None:
         self.store = store
         self.batch = batch
         self.overdue_ms = overdue_ms
@@ -118,7 +168,7 @@ class _Run:
 
 
 async def sweep_store(
-    store: SessionStore,
+    store: HasStoreContext,
     *,
     batch: int = 500,
     max_sessions: int = 50_000,
@@ -145,9 +195,10 @@ async def sweep_store(
     """
     if batch < 1 or max_sessions < 1 or min_overdue < timedelta(0):
         raise InvalidInput("batch and max_sessions must be positive, min_overdue not negative")
-    run = _Run(store, batch, int(min_overdue.total_seconds() * 1000))
+    context = store.context
+    run = _Run(context, batch, int(min_overdue.total_seconds() * 1000))
     deadline = None if time_budget is None else clock() + time_budget.total_seconds()
-    pending = list(range(store.keys.shards))
+    pending = list(range(context.keys.shards))
     stopped: StopReason = "done"
     while pending:
         if run.handled >= max_sessions:
@@ -161,7 +212,7 @@ async def sweep_store(
         pending = [shard for shard in pending if run.still_due.get(shard, 1) > 0]
         if handled == 0 and len(pending) == before:
             break  # no progress at all (cannot happen with batch >= 1): never spin
-    unvisited = [shard for shard in range(store.keys.shards) if shard not in run.still_due]
+    unvisited = [shard for shard in range(context.keys.shards) if shard not in run.still_due]
     if unvisited:
         await run.count(unvisited)
     return SweepReport(

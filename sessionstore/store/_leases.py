@@ -15,20 +15,20 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from ._models import Session, to_ms
-from ._replies import raise_refusal
-from ._scripts import Arg, Batch, call, script
-from .exceptions import (
+from .._scripts import Arg, Batch, call
+from .._time import to_ms
+from ..exceptions import (
     GlobalLimitExceeded,
     LockNotOwned,
     SessionLimitExceeded,
     SessionStoreError,
 )
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
+from ._context import StoreContext
+from ._lua import script
+from ._models import Session
+from ._replies import raise_refusal
 
 logger = logging.getLogger("sessionstore.requests")
 
@@ -61,21 +61,22 @@ class Lease:
 class LeaseTracker:
     """Takes, renews and returns leases for one store.
 
-    Use `SessionStore`-level helpers: ``store_requests(store).track(session_id)``.
+    Reached through the store: ``async with store.track_request(session_id) as lease:``
+    (or `SessionStore.track_connection`), which use `track`.
     """
 
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
-        cfg = store.settings
+    def __init__(self, context: StoreContext) -> None:
+        self.context = context
+        cfg = context.settings
         self.lease_seconds = cfg.request_lease_ttl.total_seconds()
         self.lease_ms = to_ms(cfg.request_lease_ttl)
         self.grace_ms = to_ms(cfg.sweep_grace)
 
     def _limit(self, kind: LeaseKind) -> int:
-        return self.store.settings.max_requests_per_session if kind == "requests" else 0
+        return self.context.settings.max_requests_per_session if kind == "requests" else 0
 
     def _uses_global(self, kind: LeaseKind) -> bool:
-        return kind == "requests" and self.store.settings.max_requests_global > 0
+        return kind == "requests" and self.context.settings.max_requests_global > 0
 
     async def take(
         self, session_id: str, kind: LeaseKind = "requests", *, read_session: bool = False
@@ -90,11 +91,11 @@ class LeaseTracker:
             GlobalLimitExceeded: the fleet is at `max_requests_global`.
             SessionGone / SessionNotFound: the session cannot be used.
         """
-        keys = self.store.keys.session(session_id)
+        keys = self.context.keys.session(session_id)
         lease = Lease(session_id, secrets.token_hex(8), kind, live=0)
         lease.global_lease = self._uses_global(kind)
         lease_ms = self.lease_ms
-        batch = Batch(self.store.redis)
+        batch = Batch(self.context.redis)
         args: list[Arg] = [
             session_id,
             kind,
@@ -107,10 +108,10 @@ class LeaseTracker:
         ]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
-            limit = self.store.settings.max_requests_global
+            limit = self.context.settings.max_requests_global
             batch.script(
                 script("global_lease"),
-                [self.store.keys.global_requests()],
+                [self.context.keys.global_requests()],
                 ["take", lease.global_member, lease_ms, limit],
             )
         replies = await batch.execute()
@@ -125,7 +126,7 @@ class LeaseTracker:
         if local[0] == "ok":
             lease.global_lease = False
             await self.release(lease)
-            raise GlobalLimitExceeded(self.store.settings.max_requests_global)
+            raise GlobalLimitExceeded(self.context.settings.max_requests_global)
         if lease.global_lease and global_ok:
             await self._release_global(lease)
         if local[0] == "limit":
@@ -139,9 +140,9 @@ class LeaseTracker:
             LockNotOwned: the lease lapsed and was reclaimed.
             SessionGone / SessionNotFound: the session ended meanwhile.
         """
-        keys = self.store.keys.session(lease.session_id)
+        keys = self.context.keys.session(lease.session_id)
         lease_ms = self.lease_ms
-        batch = Batch(self.store.redis)
+        batch = Batch(self.context.redis)
         args: list[Arg] = [
             lease.session_id,
             lease.kind,
@@ -156,7 +157,7 @@ class LeaseTracker:
         if lease.global_lease:
             batch.script(
                 script("global_lease"),
-                [self.store.keys.global_requests()],
+                [self.context.keys.global_requests()],
                 ["renew", lease.global_member, lease_ms, 0],
             )
         reply = (await batch.execute())[0]
@@ -167,23 +168,23 @@ class LeaseTracker:
 
     async def release(self, lease: Lease) -> None:
         """Return the lease: one round trip. Returning it twice is harmless."""
-        keys = self.store.keys.session(lease.session_id)
-        batch = Batch(self.store.redis)
+        keys = self.context.keys.session(lease.session_id)
+        batch = Batch(self.context.redis)
         args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id, self.grace_ms]
         batch.script(script("lease_release"), keys.ordered(), args)
         if lease.global_lease:
             batch.script(
                 script("global_lease"),
-                [self.store.keys.global_requests()],
+                [self.context.keys.global_requests()],
                 ["release", lease.global_member],
             )
         await batch.execute()
 
     async def _release_global(self, lease: Lease) -> None:
         await call(
-            self.store.redis,
+            self.context.redis,
             script("global_lease"),
-            [self.store.keys.global_requests()],
+            [self.context.keys.global_requests()],
             ["release", lease.global_member],
         )
 

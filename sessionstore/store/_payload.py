@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._ids import check_attribute
-from ._settings import SessionSettings
-from .exceptions import InvalidInput, PayloadTooLarge
+from .._ids import check_attribute
+from .._settings import SessionSettings
+from ..exceptions import InvalidInput, PayloadTooLarge
 
 
 def encode_json(value: Any, what: str) -> str:

@@ -7,11 +7,13 @@ Lua can compare them); these models hold aware UTC datetimes.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
+
+from .._time import from_ms, ms_to_datetime
 
 
 class SessionStatus(StrEnum):
@@ -25,23 +27,6 @@ class SessionStatus(StrEnum):
     CLOSED = "closed"
     #: The id was rotated; the session lives on under `superseded_by`.
     ROTATED = "rotated"
-
-
-def to_ms(delta: timedelta) -> int:
-    """A duration as whole milliseconds (at least 1), as scripts take them."""
-    return max(1, int(delta.total_seconds() * 1000))
-
-
-def ms_to_datetime(value: str | int) -> datetime:
-    """Epoch milliseconds (as Redis returns them) to an aware UTC datetime."""
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
-
-
-def from_ms(value: str | int | None) -> datetime | None:
-    """Like `ms_to_datetime`, with None and "" (an unset field) giving None."""
-    if value is None or value == "":
-        return None
-    return ms_to_datetime(value)
 
 
 def _opt(value: str | None) -> str | None:

@@ -19,10 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from ._keys import KeySpace
-from ._models import from_ms, ms_to_datetime, to_ms
-from ._redis import RedisClient, backend_errors
-from ._scripts import Arg, Batch, script
+from .._keys import KeySpace
+from .._redis import RedisClient, backend_errors
+from .._scripts import Arg, Batch, ScriptLibrary
+from .._time import from_ms, ms_to_datetime, to_ms
+
+#: ``fleet/lua/``: the heartbeat record and the index of workers.
+script = ScriptLibrary("sessionstore.fleet")
 
 
 class WorkerState(StrEnum):

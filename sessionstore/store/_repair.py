@@ -27,19 +27,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from ._ids import session_shard
-from ._models import to_ms
-from ._redis import backend_errors
-from ._scripts import Arg, Batch, call, script
-from .exceptions import InvalidInput, InvalidSessionId
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
+from .._ids import session_shard
+from .._redis import backend_errors
+from .._scripts import Arg, Batch, call
+from .._time import to_ms
+from ..exceptions import InvalidInput, InvalidSessionId
+from ._context import HasStoreContext, StoreContext
+from ._lua import script
 
 
 class RepairReport(BaseModel):
@@ -94,7 +93,7 @@ class _Run:
 
 
 async def repair_store(
-    store: SessionStore,
+    store: HasStoreContext,
     *,
     cursor: str | None = None,
     batch: int = 500,
@@ -118,19 +117,20 @@ async def repair_store(
     """
     if batch < 1:
         raise InvalidInput("batch must be positive")
-    stage, inner = _parse_cursor(cursor, store.keys.shards)
+    context = store.context
+    stage, inner = _parse_cursor(cursor, context.keys.shards)
     run = _Run(time_budget, clock)
     next_cursor: str | None = None
-    while stage <= store.keys.shards:
-        if stage < store.keys.shards:
-            left = await _repair_shard(store, stage, inner, batch, run)
+    while stage <= context.keys.shards:
+        if stage < context.keys.shards:
+            left = await _repair_shard(context, stage, inner, batch, run)
         else:
-            left = await _repair_user_indexes(store, inner, batch, run)
+            left = await _repair_user_indexes(context, inner, batch, run)
         if left is not None:
             next_cursor = f"{stage}/{left}"
             break
         stage, inner = stage + 1, ""
-        if stage <= store.keys.shards and run.out_of_time():
+        if stage <= context.keys.shards and run.out_of_time():
             next_cursor = f"{stage}/"
             break
     return RepairReport(next_cursor=next_cursor, **run.counts)
@@ -146,7 +146,7 @@ def _parse_cursor(cursor: str | None, shards: int) -> tuple[int, str]:
 
 
 async def _scan_page(
-    store: SessionStore, cursor: int, match: str, count: int, node: ClusterNode | None
+    store: StoreContext, cursor: int, match: str, count: int, node: ClusterNode | None
 ) -> tuple[int, list[str]]:
     redis = store.redis
     with backend_errors("SCAN"):
@@ -157,7 +157,7 @@ async def _scan_page(
         return int(next_cursor), list(keys)
 
 
-async def _shard_node(store: SessionStore, shard: int) -> ClusterNode | None:
+async def _shard_node(store: StoreContext, shard: int) -> ClusterNode | None:
     if not isinstance(store.redis, RedisCluster):
         return None
     await store.redis.initialize()
@@ -166,7 +166,7 @@ async def _shard_node(store: SessionStore, shard: int) -> ClusterNode | None:
 
 
 async def _repair_shard(
-    store: SessionStore, shard: int, inner: str, batch: int, run: _Run
+    store: StoreContext, shard: int, inner: str, batch: int, run: _Run
 ) -> str | None:
     """Records first (SCAN), then the index (ZSCAN); returns the inner cursor if out of time."""
     phase, _, position = (inner or "records:0").partition(":")
@@ -199,7 +199,7 @@ async def _repair_shard(
             return f"{phase}:{cursor}"
 
 
-async def _fix_sessions(store: SessionStore, shard: int, ids: list[str], run: _Run) -> None:
+async def _fix_sessions(store: StoreContext, shard: int, ids: list[str], run: _Run) -> None:
     cfg = store.settings
     args: list[Arg] = [
         to_ms(cfg.expired_retention),
@@ -224,7 +224,7 @@ async def _fix_sessions(store: SessionStore, shard: int, ids: list[str], run: _R
 
 
 async def _repair_user_indexes(
-    store: SessionStore, inner: str, batch: int, run: _Run
+    store: StoreContext, inner: str, batch: int, run: _Run
 ) -> str | None:
     """Drop user-index entries of sessions without a record; returns a cursor if out of time."""
     nodes: list[ClusterNode | None] = [None]
@@ -250,7 +250,7 @@ async def _repair_user_indexes(
     return None
 
 
-async def _prune_user_index(store: SessionStore, key: str, run: _Run) -> None:
+async def _prune_user_index(store: StoreContext, key: str, run: _Run) -> None:
     with backend_errors("ZRANGE"):
         members: list[str] = await store.redis.zrange(key, 0, -1)
     stale: list[Arg] = []

@@ -13,15 +13,14 @@ import random
 import secrets
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._models import to_ms
+from .._scripts import Arg, call
+from .._time import to_ms
+from ..exceptions import InvalidInput, LockNotAcquired, LockNotOwned
+from ._context import HasStoreContext
+from ._lua import script
 from ._replies import raise_refusal
-from ._scripts import Arg, call, script
-from .exceptions import InvalidInput, LockNotAcquired, LockNotOwned
-
-if TYPE_CHECKING:
-    from ._store import SessionStore
 
 
 class SessionLock:
@@ -41,16 +40,16 @@ class SessionLock:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: HasStoreContext,
         session_id: str,
         *,
         ttl: timedelta | None = None,
         owner: str | None = None,
     ) -> None:
-        self.store = store
-        self.keys = store.keys.session(session_id)
+        self.context = store.context
+        self.keys = self.context.keys.session(session_id)
         self.session_id = session_id
-        self.ttl = ttl or store.settings.lock_ttl
+        self.ttl = ttl or self.context.settings.lock_ttl
         if self.ttl <= timedelta(0):
             raise InvalidInput("lock ttl must be positive")
         self.owner = owner or secrets.token_hex(16)
@@ -111,7 +110,7 @@ class SessionLock:
 
     async def _do(self, mode: str) -> list[Any]:
         args: list[Arg] = [self.session_id, mode, self.owner, to_ms(self.ttl)]
-        reply: list[Any] = await call(self.store.redis, script("lock"), self.keys.ordered(), args)
+        reply: list[Any] = await call(self.context.redis, script("lock"), self.keys.ordered(), args)
         return reply
 
     async def __aenter__(self) -> int:

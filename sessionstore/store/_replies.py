@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from .exceptions import (
+from ..exceptions import (
     SessionClosed,
     SessionExpired,
     SessionGone,

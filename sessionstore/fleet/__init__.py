@@ -1,0 +1,30 @@
+"""The worker fleet's library side: `WorkerConfig` and per-worker heartbeats.
+
+The arq layer (``workers/``, at the top level) builds on these; the server's
+health and the CLI's ``sessionstore workers`` read the heartbeats.
+"""
+
+from __future__ import annotations
+
+from ._config import WorkerConfig, cron_interval_error
+from ._heartbeat import (
+    Heartbeat,
+    WorkerInfo,
+    WorkerState,
+    list_workers,
+    publish_heartbeat,
+    summarize_workers,
+    unswept_problem,
+)
+
+__all__ = [
+    "Heartbeat",
+    "WorkerConfig",
+    "WorkerInfo",
+    "WorkerState",
+    "cron_interval_error",
+    "list_workers",
+    "publish_heartbeat",
+    "summarize_workers",
+    "unswept_problem",
+]
