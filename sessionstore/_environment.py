@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     health_max_sweeper_lag: Duration = timedelta(minutes=5)
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=8000, ge=0, le=65535)
+    # -- served fleet: slow and abusive clients (docs/security.md) ---------------
+    #: A request body must arrive whole within this (408 otherwise); it is read
+    #: before the session's request lease is taken.
+    request_body_timeout: Duration = timedelta(seconds=30)
+    #: A request's headers must arrive within this, from the connection's opening
+    #: or the previous response (408 and the connection closed otherwise).
+    request_header_timeout: Duration = timedelta(seconds=10)
+    #: Connections (and running requests) one replica serves at once; beyond it
+    #: uvicorn answers 503 (``limit_concurrency``).
+    server_limit_concurrency: int = Field(default=1000, ge=1)
     # -- served fleet: breaker endpoints (docs/server.md, "Circuit breakers") ---
     #: Bearer token of the breaker control endpoints (force open, force closed,
     #: reset) and of upstream administration (registering credential references),

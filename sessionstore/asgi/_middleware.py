@@ -7,7 +7,10 @@ request it:
 1. finds the session id in the session header (default ``Mcp-Session-Id``)
    or the signed cookie; a request without one passes through with
    ``state["session"] = None``;
-2. takes a request lease (``store.track_request``), which checks the session,
+2. reads the request body whole first (within `BodyReadLimits`: 408 when it
+   does not arrive in time, 413 when too large), so a client trickling its
+   body holds no lease while it does; then takes a request lease
+   (``store.track_request``), which checks the session,
    slides its idle deadline, enforces the fleet-wide limits and reads the
    session in the same round trip, and puts it on ``scope["state"]["session"]``
    (``request.state.session``);
@@ -39,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..exceptions import SessionExpired, SessionStoreError
 from ..store import Lease, Session, SessionStore, TrackedLease
+from ._body import DEFAULT_BODY_LIMITS, BodyReadLimits, read_body
 from ._cookie import SessionCookie
 from ._inflight import InFlightRequests
 from ._problems import Problem, problem_for, shutting_down
@@ -89,6 +93,9 @@ class SessionMiddleware:
         exclude_paths: paths served without looking at the session (health, metrics).
         inflight: the registry of running requests (share it to read its size).
         drain_timeout: seconds running requests get to finish on shutdown.
+        body_limits: the deadline and size of a body read before the lease is
+            taken; None hands the body to the app unread (and leased while it
+            arrives).
 
     .. versionadded:: 0.1
     """
@@ -106,6 +113,7 @@ class SessionMiddleware:
         exclude_paths: Collection[str] = (),
         inflight: InFlightRequests | None = None,
         drain_timeout: float = 10.0,
+        body_limits: BodyReadLimits | None = DEFAULT_BODY_LIMITS,
     ) -> None:
         self.app = app
         self.store = store
@@ -118,6 +126,7 @@ class SessionMiddleware:
         self.exclude_paths = frozenset(exclude_paths)
         self.inflight = inflight if inflight is not None else InFlightRequests()
         self.drain_timeout = drain_timeout
+        self.body_limits = body_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -135,6 +144,12 @@ class SessionMiddleware:
         if self.inflight.closing:
             await self._refuse(scope, receive, send, shutting_down(), incoming)
             return
+        if self.body_limits is not None:
+            # Before the lease: a slow body must not hold one of the session's slots.
+            receive, problem = await read_body(scope, receive, self.body_limits)
+            if problem is not None:
+                await self._refuse(scope, receive, send, problem, incoming)
+                return
         store = self._store(scope)
         try:
             opened = await self._open(store, incoming.session_id, scope["type"] == "websocket")

@@ -24,6 +24,7 @@ def serve(
     import uvicorn
 
     from ..server import create_app
+    from ..server._protocol import header_deadline_protocol
 
     settings = load_settings()
     store_url(settings)
@@ -38,5 +39,9 @@ def serve(
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout.total_seconds()),
         # Behind the compose load balancer: trust its X-Forwarded-* headers.
         proxy_headers=True,
+        # Slow clients: a deadline for headers (the body's is the app's), a bound on
+        # connections; h11, which the header deadline extends.
+        http=header_deadline_protocol(settings.request_header_timeout.total_seconds()),
+        limit_concurrency=settings.server_limit_concurrency,
         lifespan="on",
     )

@@ -23,7 +23,14 @@ from fastapi import FastAPI
 from .. import __version__
 from .._environment import Settings
 from .._redis import create_client
-from ..asgi import InFlightRequests, SessionCookie, SessionMiddleware
+from ..asgi import (
+    BodyLimits,
+    BodyReadLimits,
+    BodyReads,
+    InFlightRequests,
+    SessionCookie,
+    SessionMiddleware,
+)
 from ..breaker import BreakerRegistry
 from ..exceptions import BackendUnavailable, InvalidInput
 from ..store import SessionStore
@@ -56,7 +63,8 @@ def create_app(
     """
     settings = settings or Settings()
     inflight = InFlightRequests()
-    metrics = ServerMetrics(in_flight=inflight.__len__)
+    body_reads = BodyReads()
+    metrics = ServerMetrics(in_flight=inflight.__len__, bodies_reading=body_reads.__len__)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -118,9 +126,13 @@ def create_app(
     app.include_router(upstreams.router_for(settings.session_header))
     if settings.demo_routes:
         app.include_router(demo.router)
+    body_limits = BodyReadLimits(
+        timeout=settings.request_body_timeout.total_seconds(), max_bytes=settings.max_body_bytes
+    )
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         SessionMiddleware,
+        body_limits=body_limits,
         header=settings.session_header,
         cookie=_cookie(settings),
         renew_expired=settings.renew_expired_sessions,
@@ -128,6 +140,8 @@ def create_app(
         inflight=inflight,
         drain_timeout=settings.drain_timeout.total_seconds(),
     )
+    # Every body is read whole (408 late, 413 large) before anything else runs.
+    app.add_middleware(BodyLimits, limits=body_limits, reads=body_reads)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
 

@@ -37,8 +37,11 @@ class FleetCollector(Collector):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, in_flight: Callable[[], int]) -> None:
+    def __init__(
+        self, in_flight: Callable[[], int], bodies_reading: Callable[[], int] = lambda: 0
+    ) -> None:
         self._in_flight = in_flight
+        self._bodies_reading = bodies_reading
         self.counts: SessionCounts | None = None
         self.global_leases: int | None = None
         #: Workers by heartbeat state (fleet-wide, from Redis).
@@ -53,6 +56,11 @@ class FleetCollector(Collector):
             "sessionstore_request_leases_in_flight",
             "Request leases this replica holds now",
             value=self._in_flight(),
+        )
+        yield GaugeMetricFamily(
+            "sessionstore_request_bodies_reading",
+            "Requests on this replica whose body is still arriving (no lease held yet)",
+            value=self._bodies_reading(),
         )
         counts = self.counts
         if counts is None or not self.redis_up:
@@ -102,7 +110,9 @@ class ServerMetrics:
     .. versionadded:: 0.1
     """
 
-    def __init__(self, in_flight: Callable[[], int]) -> None:
+    def __init__(
+        self, in_flight: Callable[[], int], bodies_reading: Callable[[], int] = lambda: 0
+    ) -> None:
         self.registry = CollectorRegistry()
         self.http_requests = Counter(
             "sessionstore_http_requests",
@@ -122,7 +132,7 @@ class ServerMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
-        self.fleet = FleetCollector(in_flight)
+        self.fleet = FleetCollector(in_flight, bodies_reading)
         self.registry.register(self.fleet)
         self.breakers = BreakerMetrics(self.registry)
         self.upstreams = UpstreamMetrics(self.registry)

@@ -26,7 +26,13 @@ from sessionstore import (
     create_client,
 )
 from sessionstore._embedded import free_port
-from sessionstore.asgi import RENEWED_HEADER, InFlightRequests, SessionCookie, SessionMiddleware
+from sessionstore.asgi import (
+    RENEWED_HEADER,
+    BodyReadLimits,
+    InFlightRequests,
+    SessionCookie,
+    SessionMiddleware,
+)
 from tests.asgi import serving
 from tests.polling import eventually
 
@@ -72,7 +78,7 @@ def make_app(store: SessionStore, gate: Gate | None = None, **options: Any) -> S
         yield {"session_store": store}
 
     routes = [
-        Route("/whoami", whoami),
+        Route("/whoami", whoami, methods=["GET", "POST"]),
         Route("/hold", hold),
         Route("/new", new, methods=["POST"]),
         Route("/drop", drop, methods=["POST"]),
@@ -237,6 +243,47 @@ async def test_the_lease_is_returned_before_the_response_ends(
         answers = [(await http.get("/whoami", headers={HEADER: made.id})) for _ in range(3)]
     assert [a.json()["requests_now"] for a in answers] == [1, 1, 1]
     assert seen_at_the_end == [0, 0, 0]
+
+
+async def test_a_trickling_body_holds_no_lease(client: RedisClient, key_prefix: str) -> None:
+    """The body is read before the lease is taken: while one request's body is still on
+    its way, the session's only request slot serves another request."""
+    store = store_with(client, key_prefix, max_requests_per_session=1)
+    made = await store.create()
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"{"
+        started.set()
+        await finish.wait()
+        yield b"}"
+
+    async with serving(make_app(store)) as (http, _):
+        slow = asyncio.create_task(
+            http.post("/whoami", content=trickle(), headers={HEADER: made.id})
+        )
+        await started.wait()
+        meanwhile = await http.get("/whoami", headers={HEADER: made.id})
+        finish.set()
+        assert (await slow).json() == {"id": made.id, "requests_now": 1}
+    assert meanwhile.status_code == 200, meanwhile.text
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408(store: SessionStore) -> None:
+    """A body still on its way at the deadline: 408 request_timeout, Connection: close."""
+    made = await store.create()
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"{"
+        await never.wait()
+
+    app = make_app(store, body_limits=BodyReadLimits(timeout=0.2))
+    async with serving(app) as (http, _):
+        answer = await http.post("/whoami", content=stalled(), headers={HEADER: made.id})
+    assert answer.status_code == 408 and answer.json()["error"] == "request_timeout"
+    assert answer.headers["Connection"] == "close"
+    assert (await store.get(made.id)).active_requests == 0
 
 
 async def test_global_limit_gives_503_with_retry_after(
