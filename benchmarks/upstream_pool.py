@@ -33,8 +33,8 @@ from sessionstore import RedisSettings, SessionSettings, SessionStore, create_cl
 from sessionstore._settings import UpstreamSettings
 from sessionstore.upstream import Credentials, EnvCredentials, ImapClient, UpstreamPool
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
-from tests.integration.upstream.conftest import imap_spec
-from tests.integration.upstream.dovecot import Dovecot
+from tests.upstream.conftest import imap_spec
+from tests.upstream.dovecot import Dovecot
 
 PASSWORD = "bench-secret"  # noqa: S105  (a throw-away account of a private test server)
 

@@ -47,6 +47,30 @@ def cluster_url() -> Iterator[str]:
         yield cluster.url
 
 
+#: Fixtures that mean "this test talks to a real Redis started by the tests".
+REDIS_FIXTURES = frozenset({"redis_url", "cluster_url", "backend_url"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real Redis `redis`, and drop the Cluster variant of
+    tests marked `standalone` (they also talk to servers bound to the standalone Redis)."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & REDIS_FIXTURES:
+            item.add_marker(pytest.mark.redis)
+        callspec = getattr(item, "callspec", None)
+        on_cluster = callspec is not None and callspec.params.get("backend_url") == "cluster"
+        if on_cluster and item.get_closest_marker("standalone") is not None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(
     params=["standalone", pytest.param("cluster", marks=pytest.mark.cluster)],
 )

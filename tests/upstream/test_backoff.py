@@ -1,4 +1,4 @@
-"""Backoff bounds (hypothesis), seed 000's numbers, profiles, settings and the testing switch."""
+"""Backoff bounds (hypothesis), the mail-client defaults, profiles, settings, testing switch."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def test_ceilings_never_shrink(policy: BackoffPolicy) -> None:
     assert ceilings[-1] <= policy.max_delay.total_seconds()
 
 
-def test_seed_000_icloud_numbers_without_jitter() -> None:
-    """Seed 000: 1 s, 2 s, 4 s... capped at 30 s, 3 attempts for iCloud."""
+def test_icloud_numbers_without_jitter() -> None:
+    """The iCloud profile: 1 s, 2 s, 4 s... capped at 30 s, 3 attempts."""
     icloud = get_profile("icloud")
     plain = icloud.backoff.model_copy(update={"jitter": Jitter.NONE})
     assert plain.max_attempts == 3
@@ -87,10 +87,10 @@ def test_seed_000_icloud_numbers_without_jitter() -> None:
         ("icloud", 3, 1.0, 30, 1800),
     ],
 )
-def test_seed_profiles_carry_the_seed_numbers(
+def test_mail_profiles_carry_their_documented_numbers(
     name: str, attempts: int, initial: float, cap: float, session_timeout: int
 ) -> None:
-    """stable, unreliable and icloud are seed 000's three configurations."""
+    """stable, unreliable and icloud carry the numbers their docs promise."""
     profile = PROFILES[name]
     assert profile.backoff.max_attempts == attempts
     assert profile.backoff.initial_delay.total_seconds() == initial

@@ -7,7 +7,7 @@ from pathlib import Path
 from sessionstore import KeySpace
 from sessionstore._keys import describe_layout
 
-DOC = Path(__file__).parents[2] / "docs" / "keys.md"
+DOC = Path(__file__).parents[1] / "docs" / "keys.md"
 
 
 def test_every_key_pattern_is_documented() -> None:

@@ -14,8 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sessionstore import Heartbeat, RedisSettings, SessionStore, create_client, publish_heartbeat
 from sessionstore._embedded import free_port
 from sessionstore.server import create_app
-from tests.asgi import serving
-from tests.integration.test_server_api import TOKEN, server_settings
+from tests.server.test_api import TOKEN, server_settings
+from tests.serving import serving
+
+#: These tests serve an app on the standalone Redis (`redis_url`); the store matches it.
+pytestmark = pytest.mark.standalone
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -24,13 +27,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 async def http(redis_url: str, key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     async with serving(create_app(server_settings(redis_url, key_prefix))) as (client, _):
         yield client
-
-
-@pytest.fixture
-async def store(redis_url: str, key_prefix: str) -> AsyncIterator[SessionStore]:
-    client = create_client(RedisSettings.from_dsn(redis_url))
-    yield SessionStore(client, server_settings(redis_url, key_prefix).session_settings())
-    await client.aclose()
 
 
 @pytest.fixture

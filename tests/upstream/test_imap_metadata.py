@@ -11,10 +11,10 @@ from sessionstore import SessionStore
 from sessionstore.exceptions import InvalidInput
 from sessionstore.upstream import ImapClient, UpstreamPool
 from sessionstore.upstream.imap import EmailMetadata, ImapConnection
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, imap_spec
-from tests.integration.upstream.dovecot import Dovecot
+from tests.upstream.conftest import ENV_PASSWORD_NAME, imap_spec
+from tests.upstream.dovecot import Dovecot
 
-pytestmark = pytest.mark.imap
+pytestmark = [pytest.mark.imap, pytest.mark.standalone]
 
 
 def _message(index: int) -> bytes:
@@ -47,11 +47,11 @@ async def _mail_session(store: SessionStore, pool: UpstreamPool, server: Dovecot
 
 
 async def test_metadata_pages_newest_first_with_every_field(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """Appended messages come back page by page, newest first, with uid, subject
     (RFC 2047 decoded), from, to, date, flags and size; reading never marks seen."""
-    sid = await _mail_session(standalone_store, imap_pool, dovecot)
+    sid = await _mail_session(store, imap_pool, dovecot)
     await _appended(imap_pool, sid, 5)  # INBOX now holds 3 delivered + 5 appended
     client = ImapClient(imap_pool, sid)
 
@@ -81,10 +81,10 @@ async def test_metadata_pages_newest_first_with_every_field(
 
 
 async def test_metadata_stream_reconnects_after_a_kick(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """A BYE between two pages: the next page reconnects and is served (same retry)."""
-    sid = await _mail_session(standalone_store, imap_pool, dovecot)
+    sid = await _mail_session(store, imap_pool, dovecot)
     client = ImapClient(imap_pool, sid)
     page_one = [m.uid async for m in client.get_emails_metadata_stream(1, 2)]
     first = imap_pool.entry(sid, "mail").connection
@@ -95,10 +95,10 @@ async def test_metadata_stream_reconnects_after_a_kick(
 
 
 async def test_metadata_stream_refuses_bad_pages(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """Page 0 or an oversized page is refused before any IMAP traffic."""
-    sid = await _mail_session(standalone_store, imap_pool, dovecot)
+    sid = await _mail_session(store, imap_pool, dovecot)
     client = ImapClient(imap_pool, sid)
     for page, size in [(0, 10), (1, 0), (1, 501)]:
         with pytest.raises(InvalidInput):

@@ -16,9 +16,10 @@ import pytest
 from sessionstore import RedisClient, SessionStore, UpstreamNotFound
 from sessionstore.breaker import BreakerAdmin
 from sessionstore.upstream import SecretBox
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD
-from tests.integration.upstream.dovecot import Dovecot
-from tests.integration.upstream.replicas import (
+from tests.polling import eventually
+from tests.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD
+from tests.upstream.dovecot import Dovecot
+from tests.upstream.replicas import (
     ADMIN_AUTH,
     HEALTH_AUTH,
     QUOTED,
@@ -30,7 +31,6 @@ from tests.integration.upstream.replicas import (
     url,
     when,
 )
-from tests.polling import eventually
 
 pytestmark = pytest.mark.imap
 
@@ -54,12 +54,13 @@ async def everything_in_redis(redis: RedisClient, prefix: str) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.standalone
 async def test_an_operator_registers_an_env_reference_and_reads_health(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Admin token + ``env:`` reference: stored as the reference; a live probe is healthy with
     a response time, which the record keeps; the recorded health says the same on read."""
-    session = await standalone_store.create()
+    session = await store.create()
     ref = f"env:{ENV_PASSWORD_NAME}"
     put = await replica.http.put(
         url(session.id), json=body(dovecot, credential_ref=ref), headers=ADMIN_AUTH
@@ -79,16 +80,15 @@ async def test_an_operator_registers_an_env_reference_and_reads_health(
     assert recorded["source"] == "record" and recorded["healthy"] is True
     assert recorded["response_time_ms"] == round(live["response_time_ms"], 3)
     assert recorded["breaker"]["effective_state"] == "closed"
-    raw = await standalone_store.redis.hget(
-        standalone_store.keys.session(session.id).upstreams, "mail"
-    )
+    raw = await store.redis.hget(store.keys.session(session.id).upstreams, "mail")
     assert ref in raw and PASSWORD not in raw
 
 
+@pytest.mark.standalone
 async def test_the_sessions_own_client_registers_a_secret_that_stays_secret(
     replica: Replica,
     dovecot: Dovecot,
-    standalone_store: SessionStore,
+    store: SessionStore,
     secret_key: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -96,7 +96,7 @@ async def test_the_sessions_own_client_registers_a_secret_that_stays_secret(
     configured key; the secret is in no answer, no Redis key and no log line (DEBUG on,
     aioimaplib's included, for a password that needs IMAP quoting)."""
     caplog.set_level(logging.DEBUG)
-    session = await standalone_store.create()
+    session = await store.create()
     put = await replica.http.put(
         url(session.id) + "?verify=true",
         json=body(dovecot, secret=PASSWORD),
@@ -114,7 +114,7 @@ async def test_the_sessions_own_client_registers_a_secret_that_stays_secret(
     assert record is not None and record.credential.fernet is not None
     opened = SecretBox([secret_key]).decrypt(record.credential.fernet)
     assert opened is not None and opened.get_secret_value() == PASSWORD
-    stored = await everything_in_redis(standalone_store.redis, standalone_store.settings.key_prefix)
+    stored = await everything_in_redis(store.redis, store.settings.key_prefix)
     assert record.credential.fernet in stored, "the search saw the record"
     for text in (put.text, probed.text, stored, caplog.text):
         assert PASSWORD not in text and QUOTED not in text
@@ -124,12 +124,13 @@ async def test_the_sessions_own_client_registers_a_secret_that_stays_secret(
     assert ours and not any(session.id in line for line in ours), "ids are bearer secrets"
 
 
+@pytest.mark.standalone
 async def test_references_and_breaker_names_need_the_admin_token(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """A session's client may not point the server at its environment's secrets or at a
     shared breaker (403); nothing is stored."""
-    session = await standalone_store.create()
+    session = await store.create()
     ref = await replica.http.put(
         url(session.id), json=body(dovecot, credential_ref="env:SESSIONSTORE_SECRET_KEY"),
         headers=owner(session.id),
@@ -143,13 +144,14 @@ async def test_references_and_breaker_names_need_the_admin_token(
     assert await replica.state.upstreams.pool.records.list(session.id) == {}
 
 
+@pytest.mark.standalone
 async def test_a_secret_without_a_key_is_refused_as_the_library_does(
-    standalone_store: SessionStore, redis_url: str, dovecot: Dovecot
+    store: SessionStore, redis_url: str, dovecot: Dovecot
 ) -> None:
     """No SESSIONSTORE_SECRET_KEY: a secret is refused (422, nothing stored), a reference is
     still taken."""
-    settings = replica_settings(standalone_store, redis_url, None)
-    session = await standalone_store.create()
+    settings = replica_settings(store, redis_url, None)
+    session = await store.create()
     async with running(settings) as keyless:
         refused = await keyless.http.put(
             url(session.id), json=body(dovecot, secret=PASSWORD), headers=owner(session.id)
@@ -166,13 +168,14 @@ async def test_a_secret_without_a_key_is_refused_as_the_library_does(
     assert taken.status_code == 200 and names == {"ref"}
 
 
+@pytest.mark.standalone
 async def test_a_wrong_password_is_a_clear_error_and_never_feeds_the_breaker(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """verify=true with a wrong password: 422 upstream_rejected / auth_failed, nothing stored.
     Registered unverified, its live probe says unhealthy with auth_failed. The breaker's
     window holds no call from either, and holds the one success that follows."""
-    session = await standalone_store.create()
+    session = await store.create()
     wrong = body(dovecot, secret="not-the-password")
     refused = await replica.http.put(
         url(session.id) + "?verify=true", json=wrong, headers=owner(session.id)
@@ -199,7 +202,7 @@ async def test_a_wrong_password_is_a_clear_error_and_never_feeds_the_breaker(
         await replica.http.get(url(session.id, tail="/health"), headers=owner(session.id))
     ).json()
     assert recorded["healthy"] is False and recorded["error"].startswith("auth_failed")
-    admin = BreakerAdmin(standalone_store.redis, key_prefix=standalone_store.settings.key_prefix)
+    admin = BreakerAdmin(store.redis, key_prefix=store.settings.key_prefix)
     breaker = f"imap+plain:127.0.0.1:{dovecot.port}"
     assert (await admin.status(breaker)).calls == 0
     right = body(dovecot, secret=PASSWORD)
@@ -214,12 +217,13 @@ async def test_a_wrong_password_is_a_clear_error_and_never_feeds_the_breaker(
     assert (status.calls, status.failures) == (1, 0), "the window is fed by real outcomes"
 
 
+@pytest.mark.standalone
 async def test_a_kicked_connection_is_replaced_by_the_next_probe(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """``doveadm kick`` (BYE) ends this replica's connection; the next probe opens a new one
     on its own (upkeep, not a failure: healthy, no error) and the record's check is newer."""
-    session = await standalone_store.create()
+    session = await store.create()
     headers = owner(session.id)
     await replica.http.put(url(session.id), json=body(dovecot, secret=PASSWORD), headers=headers)
     first = (
@@ -244,13 +248,14 @@ async def test_a_kicked_connection_is_replaced_by_the_next_probe(
     assert (record["state"], record["attempts"], record["last_error"]) == ("connected", 0, None)
 
 
+@pytest.mark.standalone
 async def test_a_stopped_server_shows_in_the_record_and_recovers(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Dovecot stopped: the live probe and then the record say unhealthy, naming the fault,
     and the breaker counts it; Dovecot back: the next probe reconnects and the record is
     healthy again with its error cleared."""
-    session = await standalone_store.create()
+    session = await store.create()
     headers = owner(session.id)
     await replica.http.put(url(session.id), json=body(dovecot, secret=PASSWORD), headers=headers)
     assert (
@@ -271,7 +276,7 @@ async def test_a_stopped_server_shows_in_the_record_and_recovers(
     assert down["error"].startswith("refused"), down["error"]
     recorded = (await replica.http.get(url(session.id, tail="/health"), headers=headers)).json()
     assert recorded["healthy"] is False and recorded["error"] == down["error"]
-    admin = BreakerAdmin(standalone_store.redis, key_prefix=standalone_store.settings.key_prefix)
+    admin = BreakerAdmin(store.redis, key_prefix=store.settings.key_prefix)
     assert (await admin.status(f"imap+plain:127.0.0.1:{dovecot.port}")).failures >= 1
     dovecot.start()
     back = (
@@ -283,12 +288,13 @@ async def test_a_stopped_server_shows_in_the_record_and_recovers(
     assert when(record["last_activity"]) > when(recorded["last_activity"])
 
 
+@pytest.mark.standalone
 async def test_list_read_and_remove(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Records are listed by name; removing one closes this replica's socket for it and
     leaves the others; a second removal and a read of it are 404."""
-    session = await standalone_store.create()
+    session = await store.create()
     headers = owner(session.id)
     for name in ("mail", "backup"):
         put = await replica.http.put(
@@ -310,14 +316,13 @@ async def test_list_read_and_remove(
     assert [u["name"] for u in left["upstreams"]] == ["backup"]
 
 
-async def test_unknown_ended_and_malformed_sessions(
-    replica: Replica, standalone_store: SessionStore
-) -> None:
+@pytest.mark.standalone
+async def test_unknown_ended_and_malformed_sessions(replica: Replica, store: SessionStore) -> None:
     """Through the admin token (no middleware in front): unknown 404, ended 410, malformed
     400, an unknown upstream 404 upstream_not_found, a name outside the rule 422."""
-    live = await standalone_store.create()
-    ended = await standalone_store.create()
-    await standalone_store.delete(ended.id)
+    live = await store.create()
+    ended = await store.create()
+    await store.delete(ended.id)
     unknown = "0." + "A" * 24
     answers = {
         "unknown": await replica.http.get(f"/sessions/{unknown}/upstreams", headers=ADMIN_AUTH),
@@ -336,12 +341,11 @@ async def test_unknown_ended_and_malformed_sessions(
     assert answers["empty"].json() == {"upstreams": []}
 
 
-async def test_who_may_call(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
-) -> None:
+@pytest.mark.standalone
+async def test_who_may_call(replica: Replica, dovecot: Dovecot, store: SessionStore) -> None:
     """No header and no token: 401; another session's header: 403; a wrong bearer or the
     health token: 401; the admin token or this session's header: allowed."""
-    mine, other = await standalone_store.create(), await standalone_store.create()
+    mine, other = await store.create(), await store.create()
     where = f"/sessions/{mine.id}/upstreams"
     cases = {
         "nothing": {},
@@ -362,13 +366,14 @@ async def test_who_may_call(
     assert put.status_code == 401 and put.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.standalone
 async def test_no_admin_token_turns_administration_off(
-    standalone_store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
+    store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
 ) -> None:
     """With SESSIONSTORE_ADMIN_TOKEN unset any bearer is refused with 403; the session's own
     client still manages its upstreams."""
-    settings = replica_settings(standalone_store, redis_url, secret_key, admin_token=None)
-    session = await standalone_store.create()
+    settings = replica_settings(store, redis_url, secret_key, admin_token=None)
+    session = await store.create()
     async with running(settings) as served:
         admin = await served.http.get(f"/sessions/{session.id}/upstreams", headers=ADMIN_AUTH)
         mine = await served.http.put(
@@ -378,6 +383,7 @@ async def test_no_admin_token_turns_administration_off(
     assert mine.status_code == 200
 
 
+@pytest.mark.standalone
 @pytest.mark.parametrize(
     "sent",
     [
@@ -388,11 +394,11 @@ async def test_no_admin_token_turns_administration_off(
     ],
 )
 async def test_validation_errors_never_echo_what_was_sent(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore, sent: dict[str, Any]
+    replica: Replica, dovecot: Dovecot, store: SessionStore, sent: dict[str, Any]
 ) -> None:
     """A body the schema refuses gets FastAPI's 422 with the field and the reason, but not the
     values (they may be the secret); nothing is stored."""
-    session = await standalone_store.create()
+    session = await store.create()
     answer = await replica.http.put(
         url(session.id), json=body(dovecot) | sent, headers=owner(session.id)
     )
@@ -402,12 +408,13 @@ async def test_validation_errors_never_echo_what_was_sent(
     assert await replica.state.upstreams.pool.records.list(session.id) == {}
 
 
+@pytest.mark.standalone
 async def test_exactly_one_credential_and_only_allowed_hosts(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Neither or both of secret and credential_ref: 422; a host off the allow-list: 422
     naming the setting; an unknown kind: 422. Nothing is stored."""
-    session = await standalone_store.create()
+    session = await store.create()
     sent = {
         "neither": body(dovecot),
         "both": body(dovecot, secret="x", credential_ref=f"env:{ENV_PASSWORD_NAME}"),
@@ -424,14 +431,15 @@ async def test_exactly_one_credential_and_only_allowed_hosts(
     assert await replica.state.upstreams.pool.records.list(session.id) == {}
 
 
+@pytest.mark.standalone
 async def test_an_open_breaker_refuses_verification_with_retry_after(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """A breaker forced open across the fleet: verify=true answers 503 breaker_open with
     Retry-After and stores nothing; an unverified registration's health says unhealthy by
     the breaker, both recorded and live, without touching Dovecot, and the refused probe
     queues the connection's reconnect job for the workers."""
-    session = await standalone_store.create()
+    session = await store.create()
     breaker = f"imap+plain:127.0.0.1:{dovecot.port}"
     why = {"actor": "test", "reason": "maintenance"}
     forced = await replica.http.post(
@@ -456,19 +464,18 @@ async def test_an_open_breaker_refuses_verification_with_retry_after(
     # The refusal handed the connection to the worker fleet: reconnecting, one job queued
     # on the queue's Redis (here the store's), to probe when the breaker lets it.
     assert live["state"] == "reconnecting" and live["next_attempt_at"] is not None
-    keys = standalone_store.keys
-    queued = await standalone_store.redis.zscore(
-        keys.job_queue(), keys.reconnect_job_id(session.id, "mail")
-    )
+    keys = store.keys
+    queued = await store.redis.zscore(keys.job_queue(), keys.reconnect_job_id(session.id, "mail"))
     assert queued is not None
 
 
+@pytest.mark.standalone
 async def test_a_session_that_ends_takes_its_socket_along(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Deleting the session closes this replica's socket for its upstream soon after (the
     pool follows the session events), and the records went with the session."""
-    session = await standalone_store.create()
+    session = await store.create()
     headers = owner(session.id)
     await replica.http.put(url(session.id), json=body(dovecot, secret=PASSWORD), headers=headers)
     await replica.http.get(url(session.id, tail="/health?probe=true"), headers=headers)
@@ -484,19 +491,20 @@ async def test_a_session_that_ends_takes_its_socket_along(
     assert gone.status_code == 410
 
 
+@pytest.mark.standalone
 async def test_a_removal_through_one_replica_closes_the_others_sockets(
     replica: Replica,
     dovecot: Dovecot,
-    standalone_store: SessionStore,
+    store: SessionStore,
     redis_url: str,
     secret_key: str,
 ) -> None:
     """B holds sockets for two upstreams; A removes both. B's pool, on its next write for
     one, finds the record gone and drops the socket (never keeps using a removed one); B's
     routes, reading the other's record, answer 404 and drop that socket too."""
-    session = await standalone_store.create()
+    session = await store.create()
     headers = owner(session.id)
-    async with running(replica_settings(standalone_store, redis_url, secret_key)) as other:
+    async with running(replica_settings(store, redis_url, secret_key)) as other:
         pool = other.state.upstreams.pool
         for name in ("mail", "backup"):
             put = await replica.http.put(

@@ -19,15 +19,15 @@ from sessionstore.upstream import (
     UpstreamState,
 )
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
-from tests.integration.upstream.conftest import (
+from tests.polling import eventually
+from tests.upstream.conftest import (
     ENV_PASSWORD_NAME,
     PASSWORD,
     PoolFactory,
     imap_spec,
 )
-from tests.integration.upstream.dovecot import Dovecot
-from tests.integration.upstream.fakes import FakeGates, RecordedJobs
-from tests.polling import eventually
+from tests.upstream.dovecot import Dovecot
+from tests.upstream.fakes import FakeGates, RecordedJobs
 
 pytestmark = pytest.mark.imap
 
@@ -38,11 +38,12 @@ async def _session(store: SessionStore, pool: UpstreamPool, upstream: UpstreamSp
     return session.id
 
 
+@pytest.mark.standalone
 async def test_login_and_mail_operations(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
-    """Seed 000's client: count, list and search work; the record says connected."""
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    """The managed email client: count, list and search work; the record says connected."""
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     client = ImapClient(imap_pool, sid, "mail")
     assert await client.get_email_count("INBOX") == 3
     assert await client.list_mailboxes() == ["INBOX"]
@@ -54,11 +55,12 @@ async def test_login_and_mail_operations(
     assert imap_pool.open_connections() == []
 
 
+@pytest.mark.standalone
 async def test_noop_health_reports_response_time(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """health_check sends NOOP, measures it and stores the figure in the record."""
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     report = await ImapClient(imap_pool, sid).health_check()
     assert report.healthy and report.error is None
     assert report.host == "127.0.0.1" and report.port == dovecot.port
@@ -68,11 +70,12 @@ async def test_noop_health_reports_response_time(
     assert record.checked_at is not None
 
 
+@pytest.mark.standalone
 async def test_kick_sends_bye_and_the_next_call_reconnects(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """doveadm kick: the BYE push marks the connection dead; the next call reopens it."""
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     client = ImapClient(imap_pool, sid)
     assert await client.get_email_count() == 3
     first = imap_pool.entry(sid, "mail").connection
@@ -88,11 +91,12 @@ async def test_kick_sends_bye_and_the_next_call_reconnects(
     assert imap_pool.entry(sid, "mail").connection is not first
 
 
+@pytest.mark.standalone
 async def test_bye_during_a_command_reconnects_and_retries(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """A kick while a command runs: the BYE ends it at once, the pool retries on a new link."""
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     kicked = False
 
     async def count_after_kick(conn: ImapConnection) -> int:
@@ -107,15 +111,16 @@ async def test_bye_during_a_command_reconnects_and_retries(
     assert served.value == 3 and served.attempts == 2
 
 
+@pytest.mark.standalone
 async def test_wrong_password_fails_fast_without_retry_or_breaker_failure(
     dovecot: Dovecot,
-    standalone_store: SessionStore,
+    store: SessionStore,
     make_pool: PoolFactory,
 ) -> None:
     """AUTHENTICATIONFAILED: one login attempt, record failed, no job, breaker not fed."""
     gates, jobs = FakeGates(), RecordedJobs()
     async with make_pool(gates=gates, reconnects=jobs) as pool:
-        session = await standalone_store.create()
+        session = await store.create()
         wrong = imap_spec(dovecot, username="other")  # its password is not PASSWORD
         await pool.register(session.id, wrong, credential_ref=f"env:{ENV_PASSWORD_NAME}")
         for _ in range(3):
@@ -131,13 +136,14 @@ async def test_wrong_password_fails_fast_without_retry_or_breaker_failure(
     assert dovecot.log().count("auth failed") + dovecot.log().count("Disconnected") >= 1
 
 
+@pytest.mark.standalone
 async def test_server_down_then_back(
-    dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
+    dovecot: Dovecot, store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """Stopped server: refused, attempts spent, record reconnecting, a job asked; then back."""
     jobs = RecordedJobs()
     async with make_pool(reconnects=jobs) as pool:
-        sid = await _session(standalone_store, pool, imap_spec(dovecot))
+        sid = await _session(store, pool, imap_spec(dovecot))
         client = ImapClient(pool, sid)
         assert await client.get_email_count() == 3
         dovecot.stop()
@@ -154,11 +160,12 @@ async def test_server_down_then_back(
         assert record is not None and record.state is UpstreamState.CONNECTED
 
 
+@pytest.mark.standalone
 async def test_unknown_mailbox_fails_fast_and_keeps_the_connection(
-    dovecot: Dovecot, imap_pool: UpstreamPool, standalone_store: SessionStore
+    dovecot: Dovecot, imap_pool: UpstreamPool, store: SessionStore
 ) -> None:
     """NO [NONEXISTENT] is bad input: raised at once, the session stays usable."""
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     client = ImapClient(imap_pool, sid)
     assert await client.get_email_count() == 3
     conn = imap_pool.entry(sid, "mail").connection
@@ -168,8 +175,9 @@ async def test_unknown_mailbox_fails_fast_and_keeps_the_connection(
     assert imap_pool.entry(sid, "mail").connection is conn and conn.alive
 
 
+@pytest.mark.standalone
 async def test_imaps_with_the_servers_certificate_watches_the_link(
-    tls_dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
+    tls_dovecot: Dovecot, store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """Implicit TLS works, and a kick is seen at once (aioimaplib's IMAP4_SSL drops
     conn_lost_cb; the connector wires it on TLS too)."""
@@ -180,7 +188,7 @@ async def test_imaps_with_the_servers_certificate_watches_the_link(
         upstream = imap_spec(tls_dovecot).model_copy(
             update={"port": tls_dovecot.tls_port, "tls": True}
         )
-        sid = await _session(standalone_store, pool, upstream)
+        sid = await _session(store, pool, upstream)
         assert await ImapClient(pool, sid).get_email_count() == 3
         conn = pool.entry(sid, "mail").connection
         tls_dovecot.kick("testuser")
@@ -192,8 +200,9 @@ async def test_imaps_with_the_servers_certificate_watches_the_link(
         assert await ImapClient(pool, sid).get_email_count() == 3
 
 
+@pytest.mark.standalone
 async def test_untrusted_certificate_fails_fast(
-    tls_dovecot: Dovecot, standalone_store: SessionStore, make_pool: PoolFactory
+    tls_dovecot: Dovecot, store: SessionStore, make_pool: PoolFactory
 ) -> None:
     """A certificate the system does not trust is a configuration error: no retry."""
     connects = 0
@@ -208,7 +217,7 @@ async def test_untrusted_certificate_fails_fast(
         upstream = imap_spec(tls_dovecot).model_copy(
             update={"port": tls_dovecot.tls_port, "tls": True}
         )
-        sid = await _session(standalone_store, pool, upstream)
+        sid = await _session(store, pool, upstream)
         with pytest.raises(UpstreamRejected) as caught:
             await ImapClient(pool, sid).get_email_count()
         assert caught.value.reason == "tls_verify_failed"
@@ -244,17 +253,18 @@ async def test_every_call_is_bounded_by_a_timeout(silent_server: int) -> None:
         await connector.connect(spec, SecretStr("x"))
 
 
+@pytest.mark.standalone
 async def test_no_password_in_logs_or_records(
     dovecot: Dovecot,
     imap_pool: UpstreamPool,
-    standalone_store: SessionStore,
+    store: SessionStore,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """DEBUG logs of sessionstore and aioimaplib, and the records, never hold the password."""
     caplog.set_level(logging.DEBUG)
-    sid = await _session(standalone_store, imap_pool, imap_spec(dovecot))
+    sid = await _session(store, imap_pool, imap_spec(dovecot))
     assert await ImapClient(imap_pool, sid).get_email_count() == 3
-    other = await standalone_store.create()
+    other = await store.create()
     await imap_pool.register(
         other.id, imap_spec(dovecot, username="other"), credential_ref=f"env:{ENV_PASSWORD_NAME}"
     )
@@ -263,5 +273,5 @@ async def test_no_password_in_logs_or_records(
     assert "LOGIN" in caplog.text  # aioimaplib did log the command...
     for form in (PASSWORD, PASSWORD.replace('"', '\\"'), "w0rd"):
         assert form not in caplog.text  # ...but not its argument
-    raw = await standalone_store.redis.hgetall(standalone_store.session_keys(other.id).upstreams)
+    raw = await store.redis.hgetall(store.session_keys(other.id).upstreams)
     assert "w0rd" not in str(raw)

@@ -31,9 +31,9 @@ from sessionstore.upstream import (
     UpstreamState,
 )
 from sessionstore.upstream.imap import ImapConnector
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PoolFactory, imap_spec
-from tests.integration.upstream.dovecot import Dovecot
-from tests.integration.upstream.fakes import FakeConnector, FakeGate, FakeGates, spec
+from tests.upstream.conftest import ENV_PASSWORD_NAME, PoolFactory, imap_spec
+from tests.upstream.dovecot import Dovecot
+from tests.upstream.fakes import FakeConnector, FakeGate, FakeGates, spec
 from workers.reconnect import reconnect_function
 
 ArqFactory = Callable[[], Awaitable[ArqRedis]]
@@ -138,12 +138,13 @@ def fake_reconnector(
     return reconnector, connector, gates
 
 
+@pytest.mark.standalone
 async def test_one_job_per_connection_however_many_replicas_ask(
-    arq_pools: ArqFactory, queue: str, standalone_store: SessionStore
+    arq_pools: ArqFactory, queue: str, store: SessionStore
 ) -> None:
     """Five concurrent requests from two replicas queue one job; another upstream gets its own."""
-    session = await standalone_store.create()
-    replicas = [ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)] * 2
+    session = await store.create()
+    replicas = [ArqReconnects(await arq_pools(), store.keys, queue_name=queue)] * 2
     asks = [r.schedule(session.id, "mail", delay=5.0) for r in replicas for _ in range(5)]
     assert sorted(await asyncio.gather(*asks)) == [False] * 9 + [True]
     assert await replicas[0].schedule(session.id, "backup", delay=5.0)
@@ -151,20 +152,21 @@ async def test_one_job_per_connection_however_many_replicas_ask(
     assert await check.zcard(queue) == 2
 
 
+@pytest.mark.standalone
 async def test_job_reconnects_once_the_server_is_back(
     dovecot: Dovecot,
     arq_pools: ArqFactory,
     queue: str,
     key_prefix: str,
-    standalone_store: SessionStore,
+    store: SessionStore,
     credentials: Credentials,
     make_pool: PoolFactory,
 ) -> None:
     """Server down: the call gives up and queues a job; server back: the job reconnects."""
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
     imap = ImapConnector.from_settings(SETTINGS)
     async with make_pool(connectors=[imap], settings=SETTINGS, reconnects=jobs) as pool:
-        session = await standalone_store.create()
+        session = await store.create()
         await pool.register(
             session.id, imap_spec(dovecot), credential_ref=f"env:{ENV_PASSWORD_NAME}"
         )
@@ -174,9 +176,7 @@ async def test_job_reconnects_once_the_server_is_back(
             await client.get_email_count()
         assert await (await arq_pools()).zcard(queue) == 1
         dovecot.start()
-        worker = await run_burst(
-            arq_pools, queue, key_prefix, imap_reconnector(standalone_store, credentials)
-        )
+        worker = await run_burst(arq_pools, queue, key_prefix, imap_reconnector(store, credentials))
         assert (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed) == (1, 0, 0)
         record = await pool.records.get(session.id, "mail")
         assert record is not None and record.state is UpstreamState.CONNECTED
@@ -184,23 +184,20 @@ async def test_job_reconnects_once_the_server_is_back(
         assert await client.get_email_count() == 3
 
 
+@pytest.mark.standalone
 async def test_job_backs_off_then_gives_up_while_the_server_stays_down(
     dovecot: Dovecot,
     arq_pools: ArqFactory,
     queue: str,
     key_prefix: str,
-    standalone_store: SessionStore,
+    store: SessionStore,
     credentials: Credentials,
 ) -> None:
     """Each failed attempt re-queues the same job; after the last one the record is failed."""
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    session_id, records = await queued_reconnect(
-        standalone_store, credentials, jobs, imap_spec(dovecot)
-    )
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(store, credentials, jobs, imap_spec(dovecot))
     dovecot.stop()
-    worker = await run_burst(
-        arq_pools, queue, key_prefix, imap_reconnector(standalone_store, credentials)
-    )
+    worker = await run_burst(arq_pools, queue, key_prefix, imap_reconnector(store, credentials))
     assert (worker.jobs_retried, worker.jobs_complete) == (1, 1)  # attempts 2 and 3 of 3
     record = await records.get(session_id, "mail")
     assert record is not None and record.state is UpstreamState.FAILED
@@ -209,22 +206,23 @@ async def test_job_backs_off_then_gives_up_while_the_server_stays_down(
     assert await (await arq_pools()).zcard(queue) == 0
 
 
+@pytest.mark.standalone
 async def test_open_breaker_defers_the_job_without_touching_the_upstream(
     arq_pools: ArqFactory,
     queue: str,
     key_prefix: str,
-    standalone_store: SessionStore,
+    store: SessionStore,
     credentials: Credentials,
 ) -> None:
     """Breaker open: the job re-queues itself for when it may half-open; no connect."""
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(store, credentials, jobs)
     reconnector, connector, _ = fake_reconnector(records, credentials, breaker="open")
     before_ms = time.time() * 1000
     worker = await run_burst(arq_pools, queue, key_prefix, reconnector, max_burst_jobs=1)
     assert worker.jobs_retried == 1 and connector.opened == 0
     check = await arq_pools()
-    job_id = standalone_store.keys.reconnect_job_id(session_id, "mail")
+    job_id = store.keys.reconnect_job_id(session_id, "mail")
     score = await check.zscore(queue, job_id)
     assert score is not None and score >= before_ms + 29_000  # deferred ~30 s
     assert not await jobs.schedule(session_id, "mail", delay=0)  # still one job
@@ -233,16 +231,17 @@ async def test_open_breaker_defers_the_job_without_touching_the_upstream(
     assert record.state is UpstreamState.RECONNECTING and record.attempts == 1
 
 
+@pytest.mark.standalone
 async def test_half_open_probe_is_taken_by_the_job(
     arq_pools: ArqFactory,
     queue: str,
     key_prefix: str,
-    standalone_store: SessionStore,
+    store: SessionStore,
     credentials: Credentials,
 ) -> None:
     """Half-open: the worker's attempt is the probe, and its success is reported."""
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(store, credentials, jobs)
     reconnector, connector, gates = fake_reconnector(records, credentials, breaker="half_open")
     gate = gates.gates[spec().breaker_name]
     await run_burst(arq_pools, queue, key_prefix, reconnector)
@@ -252,29 +251,31 @@ async def test_half_open_probe_is_taken_by_the_job(
     assert record is not None and record.state is UpstreamState.CONNECTED
 
 
+@pytest.mark.standalone
 async def test_a_job_for_an_ended_session_does_nothing(
     arq_pools: ArqFactory,
     queue: str,
     key_prefix: str,
-    standalone_store: SessionStore,
+    store: SessionStore,
     credentials: Credentials,
 ) -> None:
     """Sessions that end take their connections along: the job connects to nothing."""
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
-    session_id, records = await queued_reconnect(standalone_store, credentials, jobs)
-    await standalone_store.expire(session_id)
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
+    session_id, records = await queued_reconnect(store, credentials, jobs)
+    await store.expire(session_id)
     reconnector, connector, _ = fake_reconnector(records, credentials)
     worker = await run_burst(arq_pools, queue, key_prefix, reconnector)
     assert worker.jobs_complete == 1 and connector.opened == 0
     assert (await reconnector.attempt(session_id, "mail")).status == "gone"
 
 
+@pytest.mark.standalone
 async def test_job_arguments_hide_the_session_id(
-    arq_pools: ArqFactory, queue: str, standalone_store: SessionStore
+    arq_pools: ArqFactory, queue: str, store: SessionStore
 ) -> None:
     """The queued job shows neither the session id in its id nor in its logged arguments."""
-    session = await standalone_store.create()
-    jobs = ArqReconnects(await arq_pools(), standalone_store.keys, queue_name=queue)
+    session = await store.create()
+    jobs = ArqReconnects(await arq_pools(), store.keys, queue_name=queue)
     assert await jobs.schedule(session.id, "mail", delay=60)
     check = await arq_pools()
     [raw_id] = await check.zrange(queue, 0, -1)

@@ -18,9 +18,9 @@ from sessionstore import (
 )
 from sessionstore._embedded import free_port
 from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec, UpstreamState
-from tests.integration.upstream.conftest import PASSWORD
-from tests.integration.upstream.dovecot import Dovecot
-from tests.integration.upstream.replicas import (
+from tests.upstream.conftest import PASSWORD
+from tests.upstream.dovecot import Dovecot
+from tests.upstream.replicas import (
     ADMIN_AUTH,
     HEALTH_AUTH,
     Replica,
@@ -40,15 +40,16 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.standalone
 @pytest.mark.imap
 async def test_metrics_count_reconnects_fleet_wide_and_sockets_per_process(
-    replica: Replica, dovecot: Dovecot, standalone_store: SessionStore
+    replica: Replica, dovecot: Dovecot, store: SessionStore
 ) -> None:
     """Record writes made anywhere (here: another process's `UpstreamRecords`, as a worker's
     reconnect job writes them) show as fleet-wide counters; this replica's own socket shows
     in the per-process gauges."""
-    worker_side = UpstreamRecords(standalone_store)
-    elsewhere = await standalone_store.create()
+    worker_side = UpstreamRecords(store)
+    elsewhere = await store.create()
     spec = UpstreamSpec(name="mail", host="127.0.0.1", port=993, username="a")
     await worker_side.register(elsewhere.id, spec, StoredCredential(ref="env:X"))
     for _ in range(2):  # an operation gave up, then a reconnect attempt failed
@@ -56,7 +57,7 @@ async def test_metrics_count_reconnects_fleet_wide_and_sockets_per_process(
             elsewhere.id, "mail", state=UpstreamState.RECONNECTING, error="timeout", attempts="incr"
         )
     await worker_side.update(elsewhere.id, "mail", state=UpstreamState.CONNECTED, success=True)
-    mine = await standalone_store.create()
+    mine = await store.create()
     await replica.http.put(
         url(mine.id), json=body(dovecot, secret=PASSWORD), headers=owner(mine.id)
     )
@@ -75,6 +76,7 @@ async def test_metrics_count_reconnects_fleet_wide_and_sockets_per_process(
     assert seen[(tracked, (("state", "reconnecting"),))] == 0
 
 
+@pytest.mark.standalone
 async def test_session_health_has_a_bounded_upstreams_section(replica: Replica) -> None:
     """The section names the queue the reconnect jobs go to (reachable, with its PING),
     this replica's sockets and the fleet counters, and lists no connection."""
@@ -89,18 +91,19 @@ async def test_session_health_has_a_bounded_upstreams_section(replica: Replica) 
     assert "problem" not in section
 
 
+@pytest.mark.standalone
 @pytest.mark.imap
 async def test_a_queue_that_is_down_degrades_health_but_not_the_routes(
-    standalone_store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
+    store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
 ) -> None:
     """The job queue on a Redis nobody runs: the replica starts, /session-health is 200
     "degraded" naming the queue, and registering and probing still work."""
     dead_queue = f"redis://127.0.0.1:{free_port()}/0"
     settings = replica_settings(
-        standalone_store, redis_url, secret_key, queue_redis_url=dead_queue,
+        store, redis_url, secret_key, queue_redis_url=dead_queue,
         redis_connect_timeout=timedelta(milliseconds=300),
     )  # fmt: skip
-    session = await standalone_store.create()
+    session = await store.create()
     async with running(settings) as served:
         health = await served.http.get("/session-health", headers=HEALTH_AUTH)
         put = await served.http.put(
@@ -138,13 +141,14 @@ async def test_a_cluster_store_without_a_queue_url_runs_without_reconnect_jobs(
     assert listed.status_code == 200 and listed.json() == {"upstreams": []}
 
 
+@pytest.mark.standalone
 async def test_redis_down_gives_fast_503s_on_the_upstream_routes(
-    standalone_store: SessionStore, redis_url: str, secret_key: str
+    store: SessionStore, redis_url: str, secret_key: str
 ) -> None:
     """With the store's (and queue's) Redis unreachable at start-up the replica still
     starts; upstream routes answer 503 backend_unavailable with Retry-After."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    settings = replica_settings(standalone_store, redis_url, secret_key)
+    settings = replica_settings(store, redis_url, secret_key)
     settings = settings.model_copy(update={"redis_url": dead})
     session_id = "1." + "A" * 24
     sent: dict[str, Any] = {"host": "127.0.0.1", "port": 143, "username": "u", "secret": "x"}
@@ -158,14 +162,15 @@ async def test_redis_down_gives_fast_503s_on_the_upstream_routes(
     assert ("sessionstore_upstream_pool_sockets_open", ()) in samples(metrics.text)
 
 
+@pytest.mark.standalone
 @pytest.mark.imap
 async def test_stopping_the_replica_closes_its_upstream_sockets_and_pool(
-    standalone_store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
+    store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
 ) -> None:
     """The lifespan's shutdown closes the pool: its IMAP socket is closed and the pool
     refuses further use; the record stays as it was (the session lives on)."""
-    session = await standalone_store.create()
-    settings = replica_settings(standalone_store, redis_url, secret_key)
+    session = await store.create()
+    settings = replica_settings(store, redis_url, secret_key)
     async with running(settings) as served:
         headers = owner(session.id)
         await served.http.put(url(session.id), json=body(dovecot, secret=PASSWORD), headers=headers)
@@ -176,5 +181,5 @@ async def test_stopping_the_replica_closes_its_upstream_sockets_and_pool(
     assert not connection.alive and pool.open_connections() == []
     with pytest.raises(SessionStoreError, match="closed"):
         pool.require_open()
-    record = await UpstreamRecords(standalone_store).get(session.id, "mail")
+    record = await UpstreamRecords(store).get(session.id, "mail")
     assert record is not None and record.state is UpstreamState.CONNECTED

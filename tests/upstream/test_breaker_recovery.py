@@ -27,9 +27,9 @@ from sessionstore.upstream import (
     credentials_for,
 )
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
-from tests.integration.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
-from tests.integration.upstream.dovecot import Dovecot
 from tests.polling import eventually
+from tests.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
+from tests.upstream.dovecot import Dovecot
 from workers.settings import build_worker_settings
 
 # arq 0.28's Worker.close() calls redis-py's deprecated Redis.close(); that warning is arq's.
@@ -50,9 +50,10 @@ class CountingImap(ImapConnector):
         return await super().connect(spec, secret)
 
 
+@pytest.mark.standalone
 async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
     dovecot: Dovecot,
-    standalone_store: SessionStore,
+    store: SessionStore,
     redis_url: str,
     secret_key: str,
     run_fleet_worker: RunWorker,
@@ -60,7 +61,7 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
     """Down: calls fail, the breaker opens, the replica stops calling, the job defers and
     its half-open probe fails. Back: the job's probe succeeds and closes the breaker."""
     settings = fleet_settings(
-        standalone_store,
+        store,
         redis_url,
         secret_key,
         breaker_minimum_calls=2,
@@ -72,18 +73,16 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
     upstream = settings.upstream_settings()
     spec = imap_spec(dovecot)
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
-    admin = BreakerAdmin(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
-    )
+    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
     registry = BreakerRegistry(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
     )
     CountingImap.connects = 0
     try:
         async with (
             registry,
             UpstreamPool(
-                standalone_store,
+                store,
                 connectors=[CountingImap.from_settings(upstream)],
                 credentials=credentials_for(settings, {}),
                 settings=upstream,
@@ -92,7 +91,7 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
                 maintain_every=None,
             ) as pool,
         ):
-            session = await standalone_store.create()
+            session = await store.create()
             await pool.register(session.id, spec, secret=SecretStr(PASSWORD))
             client = ImapClient(pool, session.id)
             assert await client.get_email_count() == 3
@@ -152,12 +151,13 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
         await queue.aclose()
 
 
+@pytest.mark.standalone
 async def test_wrong_password_never_opens_the_fleet_breaker(
-    dovecot: Dovecot, standalone_store: SessionStore, redis_url: str, secret_key: str
+    dovecot: Dovecot, store: SessionStore, redis_url: str, secret_key: str
 ) -> None:
     """Bad credentials fail fast, one LOGIN per call, and the breaker records nothing."""
     settings = fleet_settings(
-        standalone_store,
+        store,
         redis_url,
         secret_key,
         breaker_minimum_calls=2,
@@ -165,16 +165,14 @@ async def test_wrong_password_never_opens_the_fleet_breaker(
     )
     upstream = settings.upstream_settings()
     registry = BreakerRegistry(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
     )
-    admin = BreakerAdmin(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
-    )
+    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
     CountingImap.connects = 0
     async with (
         registry,
         UpstreamPool(
-            standalone_store,
+            store,
             connectors=[CountingImap.from_settings(upstream)],
             credentials=credentials_for(settings, {}),
             settings=upstream,
@@ -182,7 +180,7 @@ async def test_wrong_password_never_opens_the_fleet_breaker(
             maintain_every=None,
         ) as pool,
     ):
-        session = await standalone_store.create()
+        session = await store.create()
         wrong = imap_spec(dovecot, username="other")  # its password is not PASSWORD
         await pool.register(session.id, wrong, secret=SecretStr(PASSWORD))
         for _ in range(3):

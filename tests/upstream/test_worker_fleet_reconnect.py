@@ -17,8 +17,8 @@ from sessionstore.upstream import (
     credentials_for,
     reconnect_job_name,
 )
-from tests.integration.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
-from tests.integration.upstream.dovecot import Dovecot
+from tests.upstream.conftest import PASSWORD, RunWorker, fleet_settings, imap_spec
+from tests.upstream.dovecot import Dovecot
 from workers.context import job_name
 from workers.settings import build_worker_settings
 
@@ -34,9 +34,10 @@ def test_the_fleet_registers_the_reconnect_job(redis_url: str) -> None:
     assert reconnect_job_name("fleetcheck") == job_name("fleetcheck", "reconnect_upstream")
 
 
+@pytest.mark.standalone
 async def test_a_failed_call_is_reconnected_by_the_fleet_worker(
     dovecot: Dovecot,
-    standalone_store: SessionStore,
+    store: SessionStore,
     redis_url: str,
     secret_key: str,
     run_fleet_worker: RunWorker,
@@ -46,19 +47,19 @@ async def test_a_failed_call_is_reconnected_by_the_fleet_worker(
     The replica encrypts the password with SESSIONSTORE_SECRET_KEY; the worker,
     built from the same settings, opens it: nothing secret travels in the job.
     """
-    settings = fleet_settings(standalone_store, redis_url, secret_key)
+    settings = fleet_settings(store, redis_url, secret_key)
     upstream = settings.upstream_settings()
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
     try:
         async with UpstreamPool(
-            standalone_store,
+            store,
             connectors=connectors_for(upstream),
             credentials=credentials_for(settings, {}),
             settings=upstream,
             reconnects=ArqReconnects.from_settings(queue, settings),
             maintain_every=None,
         ) as pool:
-            session = await standalone_store.create()
+            session = await store.create()
             await pool.register(session.id, imap_spec(dovecot), secret=SecretStr(PASSWORD))
             dovecot.stop()
             with pytest.raises(UpstreamUnavailable):

@@ -22,8 +22,8 @@ from sessionstore.retry import (
 
 R, C, F = Action.RETRY, Action.RECONNECT, Action.FAIL
 
-# Seed 000's list of retryable errors, as messages of errors of unknown type.
-SEED_000 = [
+# The mail client's list of retryable errors, as messages of errors of unknown type.
+RETRYABLE_MESSAGES = [
     ("invalid session ID", C, False, "session_invalid"),
     ("Session expired, please log in again", C, False, "session_expired"),
     ("connection lost", C, True, "connection_lost"),
@@ -36,11 +36,11 @@ SEED_000 = [
 ]
 
 
-@pytest.mark.parametrize(("message", "action", "counts", "reason"), SEED_000)
-def test_seed_000_messages_are_retryable(
+@pytest.mark.parametrize(("message", "action", "counts", "reason"), RETRYABLE_MESSAGES)
+def test_known_retryable_messages_are_retryable(
     message: str, action: Action, counts: bool, reason: str
 ) -> None:
-    """Every phrase of seed 000's list reconnects; stale-session ones spare the breaker."""
+    """Every phrase of the known list reconnects; stale-session ones spare the breaker."""
     verdict = classify(RuntimeError(message))
     assert (verdict.action, verdict.counts_against_breaker, verdict.reason) == (
         action,

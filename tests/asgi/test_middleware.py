@@ -33,8 +33,11 @@ from sessionstore.asgi import (
     SessionCookie,
     SessionMiddleware,
 )
-from tests.asgi import serving
 from tests.polling import eventually
+from tests.serving import serving
+
+#: These tests serve an app on the standalone Redis (`redis_url`); the store matches it.
+pytestmark = pytest.mark.standalone
 
 HEADER = "Mcp-Session-Id"
 
@@ -87,20 +90,8 @@ def make_app(store: SessionStore, gate: Gate | None = None, **options: Any) -> S
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[RedisClient]:
-    redis = create_client(RedisSettings.from_dsn(redis_url))
-    yield redis
-    await redis.aclose()
-
-
-def store_with(client: RedisClient, key_prefix: str, **limits: Any) -> SessionStore:
-    return SessionStore(client, SessionSettings(key_prefix=key_prefix, shards=4, **limits))
-
-
-@pytest.fixture
-def store(client: RedisClient, key_prefix: str) -> SessionStore:
-    return store_with(client, key_prefix)
+def store_with(redis: RedisClient, key_prefix: str, **limits: Any) -> SessionStore:
+    return SessionStore(redis, SessionSettings(key_prefix=key_prefix, shards=4, **limits))
 
 
 async def test_header_session_is_on_the_request_and_holds_a_lease(store: SessionStore) -> None:
@@ -199,10 +190,10 @@ async def test_session_created_by_the_app_is_sent_back_in_the_header(store: Sess
 
 
 async def test_per_session_limit_gives_429_with_retry_after(
-    client: RedisClient, key_prefix: str
+    redis: RedisClient, key_prefix: str
 ) -> None:
     """With one request allowed per session, a second concurrent one is refused (429)."""
-    store = store_with(client, key_prefix, max_requests_per_session=1)
+    store = store_with(redis, key_prefix, max_requests_per_session=1)
     made = await store.create()
     gate = Gate()
     async with serving(make_app(store, gate)) as (http, _):
@@ -219,11 +210,11 @@ async def test_per_session_limit_gives_429_with_retry_after(
 
 
 async def test_the_lease_is_returned_before_the_response_ends(
-    client: RedisClient, key_prefix: str
+    redis: RedisClient, key_prefix: str
 ) -> None:
     """The server sees the last body message only after the lease is back: a client that
     waits for each response never meets its own lease, even with one request allowed."""
-    store = store_with(client, key_prefix, max_requests_per_session=1)
+    store = store_with(redis, key_prefix, max_requests_per_session=1)
     made = await store.create()
     seen_at_the_end: list[int] = []
 
@@ -245,10 +236,10 @@ async def test_the_lease_is_returned_before_the_response_ends(
     assert seen_at_the_end == [0, 0, 0]
 
 
-async def test_a_trickling_body_holds_no_lease(client: RedisClient, key_prefix: str) -> None:
+async def test_a_trickling_body_holds_no_lease(redis: RedisClient, key_prefix: str) -> None:
     """The body is read before the lease is taken: while one request's body is still on
     its way, the session's only request slot serves another request."""
-    store = store_with(client, key_prefix, max_requests_per_session=1)
+    store = store_with(redis, key_prefix, max_requests_per_session=1)
     made = await store.create()
     started, finish = asyncio.Event(), asyncio.Event()
 
@@ -286,11 +277,9 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(store: SessionStore)
     assert (await store.get(made.id)).active_requests == 0
 
 
-async def test_global_limit_gives_503_with_retry_after(
-    client: RedisClient, key_prefix: str
-) -> None:
+async def test_global_limit_gives_503_with_retry_after(redis: RedisClient, key_prefix: str) -> None:
     """With one request allowed fleet-wide, another session's request gets 503 capacity."""
-    store = store_with(client, key_prefix, max_requests_global=1)
+    store = store_with(redis, key_prefix, max_requests_global=1)
     first, second = await store.create(), await store.create()
     gate = Gate()
     async with serving(make_app(store, gate)) as (http, _):

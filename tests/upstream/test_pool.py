@@ -23,8 +23,9 @@ from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
 from sessionstore.retry import ConnectionDropped, ReplyError, ServerBye, set_testing
 from sessionstore.upstream import Credentials, UpstreamPool, UpstreamState
 from tests.conftest import RoundTrips
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD
-from tests.integration.upstream.fakes import (
+from tests.polling import eventually
+from tests.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD
+from tests.upstream.fakes import (
     FakeClock,
     FakeConnector,
     FakeGates,
@@ -32,7 +33,6 @@ from tests.integration.upstream.fakes import (
     failing,
     spec,
 )
-from tests.polling import eventually
 
 SETTINGS = UpstreamSettings.for_profile(
     "icloud",  # 3 attempts, 1 s initial delay, 30 s cap, 30 min sessions
@@ -62,7 +62,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(standalone_store: SessionStore, credentials: Credentials) -> AsyncIterator[Rig]:
+async def rig(store: SessionStore, credentials: Credentials) -> AsyncIterator[Rig]:
     """A pool over fakes, with a hand-moved clock and recorded backoff waits."""
     connector, gates, jobs, clock = FakeConnector(), FakeGates(), RecordedJobs(), FakeClock()
     sleeps: list[float] = []
@@ -71,7 +71,7 @@ async def rig(standalone_store: SessionStore, credentials: Credentials) -> Async
         sleeps.append(seconds)
 
     pool = UpstreamPool(
-        standalone_store,
+        store,
         connectors=[connector],
         credentials=credentials,
         settings=SETTINGS,
@@ -82,9 +82,10 @@ async def rig(standalone_store: SessionStore, credentials: Credentials) -> Async
         sleep=sleep,
     )
     async with pool:
-        yield Rig(pool, connector, gates, jobs, clock, standalone_store, sleeps)
+        yield Rig(pool, connector, gates, jobs, clock, store, sleeps)
 
 
+@pytest.mark.standalone
 async def test_healthy_connection_is_reused_and_recorded_once(
     rig: Rig, round_trips: RoundTrips
 ) -> None:
@@ -102,6 +103,7 @@ async def test_healthy_connection_is_reused_and_recorded_once(
     assert record.last_success is not None
 
 
+@pytest.mark.standalone
 async def test_retry_keeps_the_connection_and_reconnect_replaces_it(rig: Rig) -> None:
     """RETRY verdicts reuse the connection; RECONNECT verdicts open a new one."""
     sid = await rig.session_with("mail")
@@ -115,6 +117,7 @@ async def test_retry_keeps_the_connection_and_reconnect_replaces_it(rig: Rig) ->
     assert gate.outcomes.count(Outcome.FAILURE) == 1  # the timeout; BYE and INUSE spare it
 
 
+@pytest.mark.standalone
 async def test_backoff_waits_follow_the_profile(rig: Rig) -> None:
     """Between attempts the pool waits per the policy: full jitter under 1 s, then 2 s."""
     set_testing(False)
@@ -124,6 +127,7 @@ async def test_backoff_waits_follow_the_profile(rig: Rig) -> None:
     assert 0 <= rig.sleeps[0] <= 1.0 and 0 <= rig.sleeps[1] <= 2.0
 
 
+@pytest.mark.standalone
 async def test_fail_fast_is_not_retried_and_spares_the_breaker(rig: Rig) -> None:
     """An unknown mailbox raises at once; the connection stays; the breaker ignores it."""
     sid = await rig.session_with("mail")
@@ -138,6 +142,7 @@ async def test_fail_fast_is_not_retried_and_spares_the_breaker(rig: Rig) -> None
     assert rig.jobs.asked == []
 
 
+@pytest.mark.standalone
 async def test_bad_credentials_mark_the_record_failed_without_a_job(rig: Rig) -> None:
     """A refused LOGIN fails fast, marks the record failed and queues no reconnect."""
     sid = await rig.session_with("mail")
@@ -152,6 +157,7 @@ async def test_bad_credentials_mark_the_record_failed_without_a_job(rig: Rig) ->
     assert rig.jobs.asked == [] and rig.connector.opened == 0
 
 
+@pytest.mark.standalone
 async def test_spent_attempts_record_reconnecting_and_queue_a_job(rig: Rig) -> None:
     """After max attempts: UpstreamUnavailable, record reconnecting, one job asked."""
     sid = await rig.session_with("mail")
@@ -171,6 +177,7 @@ async def test_spent_attempts_record_reconnecting_and_queue_a_job(rig: Rig) -> N
     assert record.attempts == 0 and record.next_attempt_at is None
 
 
+@pytest.mark.standalone
 async def test_open_breaker_refuses_without_touching_the_upstream(rig: Rig) -> None:
     """Open or half-open: BreakerOpen at once; one job and one write per refusal period."""
     sid = await rig.session_with("mail")
@@ -192,8 +199,9 @@ async def test_open_breaker_refuses_without_touching_the_upstream(rig: Rig) -> N
     assert (await rig.pool.run(sid, "mail", failing(then=1))).value == 1
 
 
+@pytest.mark.standalone
 async def test_fallback_serves_when_the_primary_breaker_is_open(rig: Rig) -> None:
-    """Seed 003: fallbacks in order; the result names who served and who was skipped."""
+    """Fallbacks in order; the result names who served and who was skipped."""
     sid = await rig.session_with("mail", "backup", "third")
     (await rig.gates.gate("fake:host0.example.com:993")).state = "open"
     served = await rig.pool.run(sid, "mail", failing(then="v"), fallbacks=["backup", "third"])
@@ -201,6 +209,7 @@ async def test_fallback_serves_when_the_primary_breaker_is_open(rig: Rig) -> Non
     assert served.skipped == (("mail", "breaker_open"),)
 
 
+@pytest.mark.standalone
 async def test_fallback_after_spent_attempts_and_when_all_fail(rig: Rig) -> None:
     """Spent attempts move on to the fallback; when every one fails, one error says so."""
     sid = await rig.session_with("mail", "backup")
@@ -214,6 +223,7 @@ async def test_fallback_after_spent_attempts_and_when_all_fail(rig: Rig) -> None
     assert caught.value.reason == "all_failed" and caught.value.attempts == 6
 
 
+@pytest.mark.standalone
 async def test_fail_fast_on_the_primary_does_not_fall_back(rig: Rig) -> None:
     """Bad input would be bad on every upstream: no fallback is tried."""
     sid = await rig.session_with("mail", "backup")
@@ -222,6 +232,7 @@ async def test_fail_fast_on_the_primary_does_not_fall_back(rig: Rig) -> None:
     assert [c.spec.name for c in rig.connector.connections] == ["mail"]
 
 
+@pytest.mark.standalone
 async def test_connections_are_refreshed_before_the_maximum_age(rig: Rig) -> None:
     """iCloud drops sessions at 30 min: at 29 min the pool opens a fresh connection."""
     sid = await rig.session_with("mail")
@@ -235,6 +246,7 @@ async def test_connections_are_refreshed_before_the_maximum_age(rig: Rig) -> Non
     assert SETTINGS.refresh_after == timedelta(minutes=29)
 
 
+@pytest.mark.standalone
 async def test_idle_connections_are_probed_and_dead_ones_replaced(rig: Rig) -> None:
     """After idling the pool probes first; a failed probe or a known drop reopens quietly."""
     sid = await rig.session_with("mail")
@@ -248,6 +260,7 @@ async def test_idle_connections_are_probed_and_dead_ones_replaced(rig: Rig) -> N
     assert (rig.connector.opened, served.attempts) == (3, 1)
 
 
+@pytest.mark.standalone
 async def test_maintenance_closes_connections_of_ended_sessions(rig: Rig) -> None:
     """Expired or deleted sessions take their in-process sockets with them."""
     kept, gone = await rig.session_with("mail"), await rig.session_with("mail")
@@ -260,6 +273,7 @@ async def test_maintenance_closes_connections_of_ended_sessions(rig: Rig) -> Non
     assert rig.connector.connections[1].closed
 
 
+@pytest.mark.standalone
 async def test_a_write_refused_for_an_ended_session_closes_the_socket(rig: Rig) -> None:
     """Check on use: the session ended, so the call fails and its connection is closed."""
     sid = await rig.session_with("mail")
@@ -271,6 +285,7 @@ async def test_a_write_refused_for_an_ended_session_closes_the_socket(rig: Rig) 
     assert rig.pool.open_connections() == []
 
 
+@pytest.mark.standalone
 async def test_a_result_can_be_a_fault(rig: Rig) -> None:
     """A value the connector flags (IMAP NO as a result) is classified like a raise."""
     sid = await rig.session_with("mail")
@@ -279,7 +294,8 @@ async def test_a_result_can_be_a_fault(rig: Rig) -> None:
         await rig.pool.run(sid, "mail", failing(then="NO-result"))
 
 
-async def test_health_report_has_the_seed_fields(rig: Rig) -> None:
+@pytest.mark.standalone
+async def test_health_report_has_the_documented_fields(rig: Rig) -> None:
     """healthy, timestamp, host, port, response_time_ms, last_activity, error."""
     sid = await rig.session_with("mail")
     report = await rig.pool.health(sid, "mail")
@@ -302,6 +318,7 @@ async def test_health_report_has_the_seed_fields(rig: Rig) -> None:
     assert not bad.healthy and bad.error is not None and bad.error.startswith("connection_reset")
 
 
+@pytest.mark.standalone
 async def test_bad_calls_are_refused_before_any_io(rig: Rig) -> None:
     """Unknown upstream, repeated fallback, unknown kind: clear errors."""
     sid = await rig.session_with("mail")
@@ -315,6 +332,7 @@ async def test_bad_calls_are_refused_before_any_io(rig: Rig) -> None:
         await rig.pool.register(sid, spec(), secret=PASSWORD)  # type: ignore[arg-type]
 
 
+@pytest.mark.standalone
 async def test_a_closed_pool_refuses_work_and_cannot_reopen(rig: Rig) -> None:
     """Lifecycle: closed is final."""
     sid = await rig.session_with("mail")
@@ -327,6 +345,7 @@ async def test_a_closed_pool_refuses_work_and_cannot_reopen(rig: Rig) -> None:
         await rig.pool.open()
 
 
+@pytest.mark.standalone
 async def test_release_closes_and_marks_closed(rig: Rig) -> None:
     """release() closes this process's connection and records `closed`."""
     sid = await rig.session_with("mail")
@@ -337,6 +356,7 @@ async def test_release_closes_and_marks_closed(rig: Rig) -> None:
     assert rig.pool.open_connections() == []
 
 
+@pytest.mark.standalone
 async def test_secret_never_reaches_redis_in_plaintext(rig: Rig) -> None:
     """Encrypted registration: the raw hash holds a Fernet token, not the password."""
     session = await rig.store.create()
@@ -347,13 +367,14 @@ async def test_secret_never_reaches_redis_in_plaintext(rig: Rig) -> None:
     assert served.value == 1 and rig.connector.secrets[-1] == PASSWORD
 
 
+@pytest.mark.standalone
 async def test_session_events_close_connections_at_once(
-    standalone_store: SessionStore, credentials: Credentials
+    store: SessionStore, credentials: Credentials
 ) -> None:
     """With follow_events, a deleted or rotated session's socket closes without maintenance."""
     connector = FakeConnector()
     async with UpstreamPool(
-        standalone_store,
+        store,
         connectors=[connector],
         credentials=credentials,
         maintain_every=None,
@@ -361,12 +382,12 @@ async def test_session_events_close_connections_at_once(
     ) as pool:
         sids = []
         for _ in range(3):
-            session = await standalone_store.create()
+            session = await store.create()
             await pool.register(session.id, spec(), credential_ref=f"env:{ENV_PASSWORD_NAME}")
             await pool.run(session.id, "mail", failing())
             sids.append(session.id)
-        await standalone_store.delete(sids[0])
-        await standalone_store.rotate(sids[1])
+        await store.delete(sids[0])
+        await store.rotate(sids[1])
 
         async def only_the_third_is_open() -> bool:
             return pool.open_connections() == [(sids[2], "mail")]

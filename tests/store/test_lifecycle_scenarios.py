@@ -1,4 +1,5 @@
-"""The five scenarios of seed 004 (an MCP session manager's acceptance tests).
+"""The acceptance scenarios an MCP session manager must pass: create, persist state,
+concurrent sessions, recover after a disconnect, expire then reissue.
 
 "Another client" is a new Redis client and a new store object, as a second
 server replica would have.

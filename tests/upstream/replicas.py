@@ -15,9 +15,9 @@ from sessionstore import SessionStore, Settings
 from sessionstore.server import create_app
 from sessionstore.server._state import STATE_KEY, ServerState
 from sessionstore.upstream import SecretBox
-from tests.asgi import serving
-from tests.integration.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD, fleet_settings
-from tests.integration.upstream.dovecot import Dovecot
+from tests.serving import serving
+from tests.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD, fleet_settings
+from tests.upstream.dovecot import Dovecot
 
 ADMIN = "admin-t0ken"
 HEALTH = "health-t0ken"

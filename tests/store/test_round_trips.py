@@ -1,4 +1,4 @@
-"""Guarantee 1: every hot-path operation is exactly one round trip.
+"""Every hot-path operation is exactly one round trip.
 
 The `round_trips` fixture counts socket writes per connection: a single
 command or a whole pipeline is one write. On a cluster, operations that touch

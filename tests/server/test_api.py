@@ -9,9 +9,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sessionstore import RedisSettings, SessionStore, Settings, create_client
+from sessionstore import SessionStore, Settings
 from sessionstore.server import create_app
-from tests.asgi import serving
+from tests.serving import serving
+
+#: These tests serve an app on the standalone Redis (`redis_url`); the store matches it.
+pytestmark = pytest.mark.standalone
 
 TOKEN = "health-t0ken"
 
@@ -30,14 +33,6 @@ def server_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
 async def http(redis_url: str, key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     async with serving(create_app(server_settings(redis_url, key_prefix))) as (client, _):
         yield client
-
-
-@pytest.fixture
-async def store(redis_url: str, key_prefix: str) -> AsyncIterator[SessionStore]:
-    """A store on the same Redis and prefix as the server, to check what it wrote."""
-    client = create_client(RedisSettings.from_dsn(redis_url))
-    yield SessionStore(client, server_settings(redis_url, key_prefix).session_settings())
-    await client.aclose()
 
 
 async def create(http: httpx.AsyncClient, **body: Any) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from tests.fleet.served import (
     run_haproxy,
     seen_by,
 )
-from tests.integration.upstream.dovecot import Dovecot, dovecot_binary
 from tests.polling import eventually
+from tests.upstream.dovecot import Dovecot, dovecot_binary
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 

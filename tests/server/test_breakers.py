@@ -17,9 +17,9 @@ from sessionstore import RedisSettings, Settings, create_client
 from sessionstore._embedded import free_port
 from sessionstore.breaker import BreakerAdmin, BreakerRegistry
 from sessionstore.server import create_app
-from tests.asgi import Lifespan, serving
 from tests.conftest import RoundTrips
 from tests.polling import eventually
+from tests.serving import Lifespan, serving
 
 HEALTH = "health-t0ken"
 ADMIN = "admin-t0ken"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
 from sessionstore.cli import app
 from sessionstore.upstream import SecretBox, StoredCredential, UpstreamRecords, UpstreamState
-from tests.integration.upstream.fakes import spec
+from tests.upstream.fakes import spec
 
 
 async def _session_with_a_record(url: str, prefix: str, *, end: bool = False) -> str:

@@ -11,12 +11,8 @@ from arq.worker import Worker
 from pydantic import SecretStr
 
 from sessionstore import (
-    RedisClient,
-    RedisSettings,
-    SessionSettings,
     SessionStore,
     Settings,
-    create_client,
 )
 from sessionstore._settings import UpstreamSettings
 from sessionstore.upstream import (
@@ -26,7 +22,7 @@ from sessionstore.upstream import (
     UpstreamPool,
     UpstreamSpec,
 )
-from tests.integration.upstream.dovecot import Dovecot, dovecot_binary
+from tests.upstream.dovecot import Dovecot, dovecot_binary
 
 PASSWORD = 'pa"ss w0rd'  # needs IMAP quoting: aioimaplib's own log scrub misses it
 ENV_PASSWORD_NAME = "TEST_IMAP_PASSWORD"
@@ -54,22 +50,6 @@ def tls_dovecot() -> Iterator[Dovecot]:
     server.start()
     yield server
     server.remove()
-
-
-@pytest.fixture
-async def standalone_redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    """A client of the standalone test Redis (IMAP tests need no cluster variant)."""
-    client = create_client(RedisSettings.from_dsn(redis_url))
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def standalone_store(
-    standalone_redis: RedisClient, session_settings: SessionSettings
-) -> SessionStore:
-    """A store on the standalone Redis with this test's key prefix."""
-    return SessionStore(standalone_redis, session_settings)
 
 
 @pytest.fixture
@@ -109,7 +89,7 @@ PoolFactory = Callable[..., UpstreamPool]
 
 @pytest.fixture
 def make_pool(
-    standalone_store: SessionStore, credentials: Credentials, upstream_settings: UpstreamSettings
+    store: SessionStore, credentials: Credentials, upstream_settings: UpstreamSettings
 ) -> PoolFactory:
     """``async with make_pool(**overrides) as pool``: the real IMAP connector, no breaker,
     no reconnect jobs, no maintenance task, unless overridden."""
@@ -122,7 +102,7 @@ def make_pool(
             "settings": upstream_settings,
             "maintain_every": None,
         }
-        return UpstreamPool(standalone_store, **(options | overrides))
+        return UpstreamPool(store, **(options | overrides))
 
     return make
 
@@ -135,13 +115,11 @@ async def imap_pool(make_pool: PoolFactory) -> AsyncIterator[UpstreamPool]:
 
 
 @pytest.fixture
-async def replica(
-    standalone_store: SessionStore, redis_url: str, secret_key: str
-) -> AsyncIterator[Any]:
-    """A reference-server replica in-process (`tests.integration.upstream.replicas`)."""
-    from tests.integration.upstream.replicas import replica_settings, running
+async def replica(store: SessionStore, redis_url: str, secret_key: str) -> AsyncIterator[Any]:
+    """A reference-server replica in-process (`tests.upstream.replicas`)."""
+    from tests.upstream.replicas import replica_settings, running
 
-    async with running(replica_settings(standalone_store, redis_url, secret_key)) as served:
+    async with running(replica_settings(store, redis_url, secret_key)) as served:
         yield served
 
 

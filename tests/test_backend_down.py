@@ -1,4 +1,4 @@
-"""Guarantee 11: Redis down means a fast, clear error, and recovery by itself."""
+"""Redis down means a fast, clear error, and recovery by itself."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Guarantee 9 with several processes: the window is fleet-wide, half-open admits a fixed
+"""Breakers across several processes: the window is fleet-wide, half-open admits a fixed
 number of probes across the fleet, a killed prober's lease is reclaimed, and a replica
 sees another's transition within the staleness bound."""
 
@@ -17,7 +17,7 @@ from sessionstore import BreakerSettings, KeySpace, RedisClient, RedisSettings, 
 from sessionstore.breaker import BreakerAdmin, BreakerState
 from sessionstore.breaker._policy import WindowCounts
 from sessionstore.breaker._remote import BreakerScripts, PendingRecord
-from tests.fleet import breaker_procs as procs
+from tests.breaker import procs
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
