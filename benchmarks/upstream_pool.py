@@ -30,8 +30,13 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from _common import SENDS, redis_url
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
-from sessionstore._settings import UpstreamSettings
-from sessionstore.upstream import Credentials, EnvCredentials, ImapClient, UpstreamPool
+from sessionstore.upstream import (
+    Credentials,
+    EnvCredentials,
+    ImapClient,
+    UpstreamPool,
+    UpstreamSettings,
+)
 from sessionstore.upstream.imap import ImapConnection, ImapConnector
 from tests.upstream.conftest import imap_spec
 from tests.upstream.dovecot import Dovecot

@@ -16,7 +16,6 @@ from ._settings import (
     BreakerSettings,
     RedisSettings,
     SessionSettings,
-    UpstreamSettings,
 )
 from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
@@ -67,6 +66,7 @@ from .store import (
     repair_store,
     sweep_store,
 )
+from .upstream import UpstreamSettings
 
 __version__ = "0.1.0"
 

@@ -19,12 +19,10 @@ from ._settings import (
     Duration,
     RedisSettings,
     SessionSettings,
-    UpstreamSettings,
-    reconnect_policy,
 )
 from .exceptions import InvalidInput
 from .fleet import WorkerConfig
-from .retry import BackoffPolicy, Jitter, get_profile
+from .upstream import BackoffPolicy, Jitter, UpstreamSettings, get_profile, reconnect_policy
 
 
 class Settings(BaseSettings):
@@ -146,7 +144,7 @@ class Settings(BaseSettings):
     #: upstreams: the replicas and workers connect wherever a registration points.
     upstream_allowed_hosts: str | None = None
 
-    # -- upstream connections: retry, pool, IMAP, credentials (branch `upstream`) --
+    # -- upstream connections: retry, pool, IMAP, credentials --
     #: Provider profile: stable, unreliable, icloud, gmail or outlook.
     upstream_profile: str = "stable"
     #: Overrides of the profile's numbers (unset: the profile's own).

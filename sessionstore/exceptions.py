@@ -21,7 +21,7 @@ Every error is a `SessionStoreError`; the tree is shallow on purpose::
     │   ├── LockNotAcquired          held by someone else
     │   └── LockNotOwned             release or renew by a non-owner, or the lease lapsed
     ├── BreakerOpen                  an upstream's circuit breaker refused the call
-    ├── UpstreamError                an upstream call failed (see sessionstore.retry)
+    ├── UpstreamError                an upstream call failed (see upstream.classify)
     │   ├── UpstreamUnavailable      unreachable, dropped or timed out; retries spent (transient)
     │   ├── UpstreamRejected         refused: bad credentials, unknown mailbox... (not retried)
     │   └── UpstreamNotFound         the session has no upstream of that name

@@ -26,7 +26,7 @@ from sessionstore import (
     SessionStore,
     create_client,
 )
-from sessionstore.retry import set_testing
+from sessionstore.upstream import set_testing
 
 
 @pytest.fixture(scope="session")

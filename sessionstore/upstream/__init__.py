@@ -5,7 +5,7 @@
   is the only one importing it, so this package imports without it).
 - `UpstreamPool`: reuses healthy connections, refreshes them before their
   maximum age, runs operations with retry, breaker and fallback (`Served`
-  says which upstream answered); `ImapClient` is seed 000's managed client.
+  says which upstream answered); `ImapClient` is the managed IMAP client.
 - `UpstreamRecords`: each connection's record in Redis next to its session.
 - `Credentials`, `SecretBox`, `EnvCredentials`, `FileCredentials`: secrets
   are stored as references or Fernet tokens, never in plaintext.
@@ -15,14 +15,33 @@
 - `verify_upstream`: try a connection before registering it.
 - `read_upstream_totals`: fleet-wide counters (registrations, failed attempts,
   reconnects, changes of state) kept by the record script in Redis.
+- Retry and classification (no I/O): `classify` turns a fault into a `Verdict`
+  (retry on the same connection, reconnect then retry, or fail fast, and
+  whether it counts against the breaker), `classify_reply` does the same for
+  an IMAP ``NO``/``BAD`` answer; `BackoffPolicy` (exponential, full or
+  decorrelated `Jitter`); `PROFILES`/`get_profile` (stable, unreliable,
+  icloud, gmail, outlook); `set_testing` zeroes every backoff wait in tests;
+  `UpstreamSettings` gathers them with the pool's timeouts and lifetimes.
 """
 
 from __future__ import annotations
 
+from ._backoff import BackoffPolicy, Jitter, is_testing, set_testing
+from ._classify import (
+    RESPONSE_CODES,
+    TEXT_RULES,
+    Action,
+    Verdict,
+    classify,
+    classify_reply,
+    classify_text,
+)
 from ._connector import Connection, Connector, HealthReport, Operation, Served
+from ._faults import ConnectionDropped, ReplyError, ServerBye
 from ._gates import BreakerGates, Gate, Gates, NoGates, Ticket
 from ._imap_client import ImapClient
 from ._pool import PoolState, UpstreamPool
+from ._profiles import PROFILES, ProviderProfile, get_profile
 from ._reconnect import (
     RECONNECT_JOB,
     ArqReconnects,
@@ -32,6 +51,7 @@ from ._reconnect import (
     reconnect_job_name,
 )
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
+from ._settings import UpstreamSettings, reconnect_policy
 from ._setup import connectors_for, credentials_for
 from ._spec import StoredCredential, UpstreamSpec
 from ._totals import UpstreamTotals, read_upstream_totals
@@ -46,10 +66,16 @@ from .credentials import (
 )
 
 __all__ = [
+    "PROFILES",
     "RECONNECT_JOB",
+    "RESPONSE_CODES",
+    "TEXT_RULES",
+    "Action",
     "ArqReconnects",
+    "BackoffPolicy",
     "BreakerGates",
     "Connection",
+    "ConnectionDropped",
     "Connector",
     "CredentialProvider",
     "Credentials",
@@ -59,27 +85,40 @@ __all__ = [
     "Gates",
     "HealthReport",
     "ImapClient",
+    "Jitter",
     "MaintenanceReport",
     "NoGates",
     "Operation",
     "PoolCensus",
     "PoolState",
+    "ProviderProfile",
     "ReconnectResult",
     "ReconnectScheduler",
     "Reconnector",
+    "ReplyError",
     "SecretBox",
     "Served",
+    "ServerBye",
     "StoredCredential",
     "Ticket",
     "UpstreamPool",
     "UpstreamRecord",
     "UpstreamRecords",
+    "UpstreamSettings",
     "UpstreamSpec",
     "UpstreamState",
     "UpstreamTotals",
+    "Verdict",
+    "classify",
+    "classify_reply",
+    "classify_text",
     "connectors_for",
     "credentials_for",
+    "get_profile",
+    "is_testing",
     "read_upstream_totals",
     "reconnect_job_name",
+    "reconnect_policy",
+    "set_testing",
     "verify_upstream",
 ]

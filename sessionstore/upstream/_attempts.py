@@ -2,7 +2,7 @@
 
 For one upstream, each attempt takes permission from the breaker, checks a
 connection out of the pool, runs the operation and classifies any fault
-(`sessionstore.retry.classify`):
+(`classify`):
 
 - ``retry``: wait (backoff) and try again on the same connection;
 - ``reconnect``: drop the connection, wait, open a new one, try again;
@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ..breaker import Outcome
 from ..exceptions import (
@@ -35,14 +36,13 @@ from ..exceptions import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from ..retry import Action, Verdict
+from ._classify import Action, Verdict
+from ._connections import ConnectionCache, Entry, short_id
 from ._connector import HealthReport, Operation, Served, describe
-from ._entry import Entry, short_id
-from ._gates import Gate, Ticket, settle
-from ._records import UpstreamRecord, UpstreamState
-
-if TYPE_CHECKING:
-    from ._pool import UpstreamPool
+from ._gates import Gate, Gates, Ticket, settle
+from ._reconnect import ReconnectScheduler
+from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
+from ._settings import UpstreamSettings
 
 logger = logging.getLogger("sessionstore.upstream")
 
@@ -52,19 +52,37 @@ T = TypeVar("T")
 _MIN_REFUSAL_PERIOD = 1.0
 
 
-class AttemptLoop:
-    """Runs operations for an `UpstreamPool` (one instance per pool)."""
+@dataclass(frozen=True)
+class AttemptContext:
+    """What the attempt loop works with: the pool's parts, not the pool itself."""
 
-    def __init__(
-        self,
-        pool: UpstreamPool,
-        *,
-        probes_in_process: bool,
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.pool = pool
-        self.probes_in_process = probes_in_process
-        self.sleep = sleep
+    connections: ConnectionCache
+    records: UpstreamRecords
+    gates: Gates
+    settings: UpstreamSettings
+    #: Queues reconnect jobs once attempts are spent (None: no queue).
+    reconnects: ReconnectScheduler | None
+    #: Monotonic seconds.
+    clock: Callable[[], float]
+    #: How backoff waits.
+    sleep: Callable[[float], Awaitable[None]]
+    #: Take half-open probe slots here (no workers to probe).
+    probes_in_process: bool
+    #: Raises unless the pool is open: a pool closed meanwhile opens nothing new.
+    require_open: Callable[[], None]
+
+
+class AttemptLoop:
+    """Runs operations on the connection cache (one instance per pool).
+
+    Written by hand rather than with stamina or tenacity: between attempts it
+    asks the fleet's breaker for permission, may drop and reopen the
+    connection, and on giving up writes the record and queues a reconnect job
+    (see docs/development.md).
+    """
+
+    def __init__(self, ctx: AttemptContext) -> None:
+        self.ctx = ctx
 
     # -- fallback ------------------------------------------------------------------
 
@@ -107,20 +125,20 @@ class AttemptLoop:
     async def run_on(
         self, session_id: str, name: str, op: Operation[T], what: str
     ) -> tuple[T, int]:
-        pool = self.pool
-        entry = pool.entry(session_id, name)
+        ctx, cache = self.ctx, self.ctx.connections
+        entry = cache.entry(session_id, name)
         async with entry.lock:
-            record = await pool.record_of(entry)
-            connector = pool.connector_for(record)
-            gate = await pool.gates.gate(record.spec.breaker_name)
-            policy = pool.settings.backoff
+            record = await cache.record_of(entry)
+            connector = cache.connector_for(record)
+            gate = await ctx.gates.gate(record.spec.breaker_name)
+            policy = ctx.settings.backoff
             previous: float | None = None
             for attempt in range(1, policy.max_attempts + 1):
-                pool.require_open()  # a pool closed meanwhile opens nothing new
+                ctx.require_open()  # a pool closed meanwhile opens nothing new
                 ticket = await self._admit(entry, record, gate)
                 connecting = True
                 try:
-                    conn = await pool.checkout(entry, record)
+                    conn = await cache.checkout(entry, record)
                     connecting = False
                     value = await op(conn)
                     fault = connector.result_fault(value)
@@ -133,7 +151,7 @@ class AttemptLoop:
                     verdict = await settle(ticket, exc)
                     text = self._describe(entry, verdict, exc)
                     if verdict.action is Action.RECONNECT or connecting:
-                        await pool.drop(entry)
+                        await cache.drop(entry)
                     if verdict.action is Action.FAIL:
                         if connecting:
                             await self._write(entry, state=UpstreamState.FAILED, error=text)
@@ -153,7 +171,7 @@ class AttemptLoop:
                         short_id(session_id), name, what, attempt, policy.max_attempts,
                         verdict.reason, previous,
                     )  # fmt: skip
-                    await self.sleep(previous)
+                    await ctx.sleep(previous)
                     continue
                 await ticket.finish(Outcome.SUCCESS)
                 entry.last_activity = datetime.now(UTC)
@@ -165,7 +183,7 @@ class AttemptLoop:
         """Permission from the breaker; on refusal, leave the probing to a reconnect job."""
         name = record.spec.breaker_name
         try:
-            if not gate.lets_callers_through and not self.probes_in_process:
+            if not gate.lets_callers_through and not self.ctx.probes_in_process:
                 raise BreakerOpen(name, gate.retry_after())
             return await gate.admit()
         except BreakerOpen as exc:
@@ -174,7 +192,7 @@ class AttemptLoop:
 
     async def _await_recovery(self, entry: Entry, retry_after: float) -> None:
         # Once per connection and refusal period: further refused calls cost no round trip.
-        now = self.pool.clock()
+        now = self.ctx.clock()
         if now < entry.recovery_asked_until:
             return
         entry.recovery_asked_until = now + max(retry_after, _MIN_REFUSAL_PERIOD)
@@ -188,7 +206,7 @@ class AttemptLoop:
 
     async def _give_up(self, entry: Entry, text: str) -> float:
         attempts = (entry.record.attempts if entry.record else 0) + 1
-        delay = self.pool.settings.reconnect_backoff.wait(attempts)
+        delay = self.ctx.settings.reconnect_backoff.wait(attempts)
         await self._write(
             entry,
             state=UpstreamState.RECONNECTING,
@@ -200,12 +218,12 @@ class AttemptLoop:
         return delay
 
     async def _schedule(self, entry: Entry, delay: float) -> None:
-        if self.pool.reconnects is not None:
-            await self.pool.reconnects.schedule(entry.session_id, entry.name, delay=delay)
+        if self.ctx.reconnects is not None:
+            await self.ctx.reconnects.schedule(entry.session_id, entry.name, delay=delay)
 
     async def _note_success(self, entry: Entry) -> None:
-        interval = self.pool.settings.record_interval.total_seconds()
-        fresh = self.pool.clock() - entry.recorded_at < interval
+        interval = self.ctx.settings.record_interval.total_seconds()
+        fresh = self.ctx.clock() - entry.recorded_at < interval
         if entry.recorded_state is UpstreamState.CONNECTED and fresh:
             return
         await self._write(
@@ -220,43 +238,44 @@ class AttemptLoop:
         """Update the record; an ended session or a removed record closes the connection
         here and re-raises."""
         try:
-            record = await self.pool.records.update(entry.session_id, entry.name, **changes)
+            record = await self.ctx.records.update(entry.session_id, entry.name, **changes)
         except (SessionGone, SessionNotFound, UpstreamNotFound):  # removed: stop using it too
-            await self.pool.drop(entry)
-            self.pool.forget(entry)
+            await self.ctx.connections.drop(entry)
+            self.ctx.connections.forget(entry)
             raise
         entry.record, entry.recorded_state = record, record.state
-        entry.recorded_at = self.pool.clock()
+        entry.recorded_at = self.ctx.clock()
         return record
 
     def _describe(self, entry: Entry, verdict: Verdict, exc: BaseException) -> str:
-        connector = self.pool.connectors.get(entry.record.spec.kind) if entry.record else None
+        connectors = self.ctx.connections.connectors
+        connector = connectors.get(entry.record.spec.kind) if entry.record else None
         return describe(verdict, exc, connector=connector, secret=entry.secret)
 
     # -- health ------------------------------------------------------------------------
 
     async def health(self, session_id: str, name: str) -> HealthReport:
-        pool = self.pool
-        entry = pool.entry(session_id, name)
+        ctx, cache = self.ctx, self.ctx.connections
+        entry = cache.entry(session_id, name)
         async with entry.lock:
-            record = await pool.record_of(entry)
-            gate = await pool.gates.gate(record.spec.breaker_name)
+            record = await cache.record_of(entry)
+            gate = await ctx.gates.gate(record.spec.breaker_name)
             try:
                 ticket = await self._admit(entry, record, gate)
             except BreakerOpen as exc:
                 return self._report(entry, None, f"breaker_open: {exc}")
             try:
-                conn = await pool.checkout(entry, record)
-                started = pool.clock()
-                await pool.connector_for(record).probe(conn)
-                elapsed_ms = (pool.clock() - started) * 1000
+                conn = await cache.checkout(entry, record)
+                started = ctx.clock()
+                await cache.connector_for(record).probe(conn)
+                elapsed_ms = (ctx.clock() - started) * 1000
             except asyncio.CancelledError:
                 await ticket.cancel()
                 raise
             except Exception as exc:
                 verdict = await settle(ticket, exc)
                 text = self._describe(entry, verdict, exc)
-                await pool.drop(entry)
+                await cache.drop(entry)
                 await self._write(entry, error=text)
                 return self._report(entry, None, text)
             await ticket.finish(Outcome.SUCCESS)
@@ -285,5 +304,5 @@ class AttemptLoop:
             session_id=entry.session_id,
             upstream=entry.name,
             state=record.state.value,
-            connection_age_s=entry.age(self.pool.clock()),
+            connection_age_s=entry.age(self.ctx.clock()),
         )

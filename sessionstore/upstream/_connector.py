@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..retry import Verdict
+from ._classify import Verdict
 from ._spec import UpstreamSpec
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..breaker import Breaker, BreakerRegistry, BreakerState, Outcome
-from ..retry import Verdict, classify
+from ._classify import Verdict, classify
 
 
 async def settle(ticket: Ticket, fault: BaseException) -> Verdict:

@@ -2,13 +2,14 @@
 
 Callers name a session and an upstream and hand over an operation; the pool
 finds or opens the connection, runs the operation under the retry policy
-(`sessionstore.retry`), reports to the upstream's circuit breaker, falls back
+(`classify`, `BackoffPolicy`), reports to the upstream's circuit breaker, falls back
 to other upstreams when asked, and keeps the connection's record in Redis in
-step. Seed 000's ``SessionManagedEmailClient`` is `ImapClient` on top of it.
+step. `ImapClient` is the managed IMAP client on top of it.
 
-The attempt loop lives in ``_attempts.py``; this module holds the
-connections: checkout (reuse, refresh before the maximum age, probe after
-idling, reopen after a drop), release, health and maintenance.
+The attempt loop lives in ``_attempts.py`` and the connection cache (checkout:
+reuse, refresh before the maximum age, probe after idling, reopen after a
+drop) in ``_connections.py``; both are built here and neither imports this
+module. This one holds the lifecycle, registration, release and maintenance.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import SecretStr
 
-from .._settings import UpstreamSettings
 from ..exceptions import (
     BackendUnavailable,
     InvalidInput,
@@ -31,17 +31,16 @@ from ..exceptions import (
     SessionNotFound,
     SessionStoreError,
     UpstreamError,
-    UpstreamNotFound,
 )
-from ..retry import classify
 from ..store import EventFollower, SessionStore
 from ..tasks import stop_tasks
-from ._attempts import AttemptLoop
+from ._attempts import AttemptContext, AttemptLoop
+from ._connections import ConnectionCache, Entry, short_id
 from ._connector import Connector, HealthReport, Operation, Served
-from ._entry import Entry, short_id
 from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
+from ._settings import UpstreamSettings
 from ._spec import UpstreamSpec
 from ._upkeep import (
     MaintenanceReport,
@@ -113,12 +112,31 @@ class UpstreamPool:
         self.gates: Gates = gates or NoGates()
         self.reconnects = reconnects
         self.clock = clock
-        self._entries: dict[tuple[str, str], Entry] = {}
+        self.connections = ConnectionCache(
+            store,
+            self.records,
+            connectors=self.connectors,
+            credentials=credentials,
+            settings=self.settings,
+            clock=clock,
+        )
         self._maintain_every = maintain_every
         self._follow_events = follow_events
         self._tasks: list[asyncio.Task[None]] = []
         self._state = PoolState.UNOPENED
-        self._loop = AttemptLoop(self, probes_in_process=probes_in_process, sleep=sleep)
+        self._loop = AttemptLoop(
+            AttemptContext(
+                connections=self.connections,
+                records=self.records,
+                gates=self.gates,
+                settings=self.settings,
+                reconnects=reconnects,
+                clock=clock,
+                sleep=sleep,
+                probes_in_process=probes_in_process,
+                require_open=self.require_open,
+            )
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -151,9 +169,9 @@ class UpstreamPool:
             return
         self._state = PoolState.CLOSED
         await stop_tasks(self._tasks)
-        for entry in list(self._entries.values()):
+        for entry in self.connections.entries():
             await self.drop(entry)
-        self._entries.clear()
+        self.connections.clear()
 
     def require_open(self) -> None:
         """Raise unless the pool is open (entered and not closed)."""
@@ -185,7 +203,7 @@ class UpstreamPool:
             raise InvalidInput(f"no connector for upstream kind {spec.kind!r}")
         stored = self.credentials.seal(secret=secret, ref=credential_ref)
         record = await self.records.register(session_id, spec, stored)
-        entry = self._entries.get((session_id, spec.name))
+        entry = self.connections.get(session_id, spec.name)
         if entry is not None:
             async with entry.lock:
                 await self.drop(entry)
@@ -226,115 +244,25 @@ class UpstreamPool:
     # -- connections ---------------------------------------------------------------
 
     def entry(self, session_id: str, upstream: str) -> Entry:
-        """The slot of (session, upstream), created empty on first use."""
-        key = (session_id, upstream)
-        found = self._entries.get(key)
-        if found is None:
-            self.store.keys.session(session_id)  # validates the id before it is kept
-            found = self._entries[key] = Entry(session_id, upstream)
-        return found
-
-    def connector_for(self, record: UpstreamRecord) -> Connector:
-        """The connector of the record's kind."""
-        connector = self.connectors.get(record.spec.kind)
-        if connector is None:
-            raise UpstreamError(record.name, f"no connector for kind {record.spec.kind!r}")
-        return connector
-
-    async def record_of(self, entry: Entry) -> UpstreamRecord:
-        """The entry's record, read from Redis the first time (one round trip).
-
-        Raises:
-            SessionGone / SessionNotFound: the session ended (its records went with it).
-            UpstreamNotFound: the session has no upstream of that name.
-        """
-        if entry.record is None:
-            record = await self.records.get(entry.session_id, entry.name)
-            if record is None:
-                self.forget(entry)
-                await self.store.get(entry.session_id)  # raises if the session ended
-                raise UpstreamNotFound(entry.name, "not registered for this session")
-            entry.record, entry.recorded_state = record, record.state
-        return entry.record
-
-    async def checkout(self, entry: Entry, record: UpstreamRecord) -> Any:
-        """A usable connection for `entry`: reused, refreshed, probed or newly opened.
-
-        A connection known dead, past `refresh_after`, or failing its idle
-        probe is replaced silently: that is upkeep, not a failed attempt.
-        Faults while opening are raised for the caller to classify.
-        """
-        connector = self.connector_for(record)
-        now = self.clock()
-        conn = entry.connection
-        if conn is not None and not conn.alive:
-            logger.info(
-                "%s/%s: connection was dropped; reopening", short_id(entry.session_id), entry.name
-            )
-            await self.drop(entry)
-        elif (
-            conn is not None
-            and now - entry.opened_at >= self.settings.refresh_after.total_seconds()
-        ):
-            logger.info(
-                "%s/%s: connection is %.0fs old; refreshing",
-                short_id(entry.session_id),
-                entry.name,
-                now - entry.opened_at,
-            )
-            await self.drop(entry)
-        elif (
-            conn is not None
-            and now - entry.last_used >= self.settings.probe_idle_after.total_seconds()
-        ):
-            try:
-                await connector.probe(conn)
-            except Exception as exc:  # classified only to log it; the connection is replaced
-                logger.info(
-                    "%s/%s: idle probe failed (%s); reopening",
-                    short_id(entry.session_id),
-                    entry.name,
-                    classify(exc).reason,
-                )
-                await self.drop(entry)
-        if entry.connection is None:
-            secret = await self.credentials.open(record.credential, upstream=entry.name)
-            logger.info(
-                "%s/%s: opening %s connection to %s",
-                short_id(entry.session_id),
-                entry.name,
-                record.spec.kind,
-                record.spec.address,
-            )
-            entry.connection = await connector.connect(record.spec, secret)
-            entry.secret = secret
-            entry.opened_at = self.clock()
-        entry.last_used = self.clock()
-        return entry.connection
+        """The slot of (session, upstream) in the connection cache, created empty on first use."""
+        return self.connections.entry(session_id, upstream)
 
     async def drop(self, entry: Entry) -> None:
         """Close the entry's connection here (its record is not touched)."""
-        conn, entry.connection = entry.connection, None
-        if conn is not None and entry.record is not None:
-            await self.connector_for(entry.record).close(conn)
-
-    def forget(self, entry: Entry) -> None:
-        """Stop tracking `entry` (its connection must already be dropped)."""
-        if self._entries.get(entry.key) is entry:
-            del self._entries[entry.key]
+        await self.connections.drop(entry)
 
     def open_connections(self) -> list[tuple[str, str]]:
         """(session id, upstream) of every connection open in this process."""
-        return [key for key, entry in self._entries.items() if entry.connection is not None]
+        return self.connections.open_connections()
 
     def census(self) -> PoolCensus:
         """Open sockets and tracked connections by record state, in this process (no I/O)."""
-        return census(self._entries.values())
+        return census(self.connections.entries())
 
     # -- health, release, maintenance ---------------------------------------------
 
     async def health(self, session_id: str, upstream: str) -> HealthReport:
-        """Probe the connection (IMAP NOOP) and report seed 000's health fields.
+        """Probe the connection (IMAP NOOP) and report its health fields.
 
         The probe's round trip is stored in the record (``response_time_ms``).
         A breaker that refuses callers makes the report unhealthy without
@@ -350,13 +278,13 @@ class UpstreamPool:
         number of connections closed here.
         """
         closed = 0
-        for entry in [e for e in self._entries.values() if e.session_id == session_id]:
+        for entry in self.connections.entries(session_id):
             if upstream is not None and entry.name != upstream:
                 continue
             async with entry.lock:
                 closed += entry.connection is not None
                 await self.drop(entry)
-                del self._entries[entry.key]
+                self.connections.forget(entry)
             try:
                 await self.records.update(session_id, entry.name, state=UpstreamState.CLOSED)
             except (SessionGone, SessionNotFound, UpstreamError):
@@ -372,11 +300,11 @@ class UpstreamPool:
         Closes its connections here without writing to Redis (its records are gone).
         """
         closed = 0
-        for entry in [e for e in self._entries.values() if e.session_id == session_id]:
+        for entry in self.connections.entries(session_id):
             async with entry.lock:
                 closed += entry.connection is not None
                 await self.drop(entry)
-                self._entries.pop(entry.key, None)
+                self.connections.forget(entry)
         return closed
 
     async def maintain(self) -> MaintenanceReport:
@@ -384,10 +312,10 @@ class UpstreamPool:
 
         Sessions are checked in one pipelined round trip (one per node on a cluster).
         """
-        ids = {e.session_id for e in self._entries.values()}
+        ids = {e.session_id for e in self.connections.entries()}
         ended = [await self.session_ended(sid) for sid in await ended_sessions(self.store, ids)]
         aged, dead = await close_idle(
-            list(self._entries.values()),
+            self.connections.entries(),
             self.drop,
             now=self.clock(),
             refresh_after=self.settings.refresh_after.total_seconds(),

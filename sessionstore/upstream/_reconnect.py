@@ -16,14 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 from redis.exceptions import RedisError
 
-from .._environment import Settings
 from .._keys import KeySpace
-from .._settings import UpstreamSettings
 from ..breaker import Outcome
 from ..exceptions import (
     BreakerOpen,
@@ -32,12 +30,30 @@ from ..exceptions import (
     UpstreamError,
     UpstreamRejected,
 )
-from ..retry import Action
+from ._classify import Action
+from ._connections import short_id
 from ._connector import Connector, describe
-from ._entry import short_id
 from ._gates import Gates, NoGates, Ticket, settle
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
+from ._settings import UpstreamSettings
 from .credentials import Credentials
+
+if TYPE_CHECKING:
+    from .._settings import SessionSettings
+    from ..fleet import WorkerConfig
+
+
+class FleetSettings(Protocol):
+    """What `ArqReconnects.from_settings` reads of `Settings` (which imports this package)."""
+
+    def session_settings(self) -> SessionSettings:
+        """The store's key prefix and shards."""
+        ...
+
+    def worker_config(self) -> WorkerConfig:
+        """The worker fleet's queue name."""
+        ...
+
 
 logger = logging.getLogger("sessionstore.upstream")
 
@@ -92,7 +108,7 @@ class ArqReconnects:
         return self._queue_name
 
     @classmethod
-    def from_settings(cls, queue: Any, settings: Settings) -> ArqReconnects:
+    def from_settings(cls, queue: Any, settings: FleetSettings) -> ArqReconnects:
         """Jobs for the worker fleet of `settings` (its key prefix and queue name)."""
         session = settings.session_settings()
         keys = KeySpace(session.key_prefix, session.shards)

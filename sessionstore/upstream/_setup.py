@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from .._environment import Settings
-from .._settings import UpstreamSettings
 from ._connector import Connector
+from ._settings import UpstreamSettings
 from .credentials import CredentialProvider, Credentials, EnvCredentials, FileCredentials, SecretBox
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+
+class CredentialSettings(Protocol):
+    """What `credentials_for` reads of `Settings` (which imports this package)."""
+
+    @property
+    def upstream_credentials_dir(self) -> str | None:
+        """Where ``file:`` references are read."""
+        ...
+
+    def secret_keys(self) -> tuple[SecretStr, ...]:
+        """The Fernet keys, newest first."""
+        ...
+
 
 logger = logging.getLogger("sessionstore.upstream")
 
@@ -30,7 +47,7 @@ def connectors_for(settings: UpstreamSettings) -> list[Connector]:
     return [ImapConnector.from_settings(settings)]
 
 
-def credentials_for(settings: Settings, environ: Mapping[str, str]) -> Credentials:
+def credentials_for(settings: CredentialSettings, environ: Mapping[str, str]) -> Credentials:
     """``env:`` references from `environ`, ``file:`` references from
     ``SESSIONSTORE_UPSTREAM_CREDENTIALS_DIR``, Fernet with ``SESSIONSTORE_SECRET_KEY``.
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from .._scripts import Batch
 from ..exceptions import BackendUnavailable
 from ..store import EventFollower, EventKind, SessionStore
-from ._entry import Entry
+from ._connections import Entry
 from ._records import UpstreamState
 
 logger = logging.getLogger("sessionstore.upstream")

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from ..breaker import Outcome
 from ..exceptions import BreakerOpen, InvalidInput, UpstreamRejected, UpstreamUnavailable
-from ..retry import Action
+from ._classify import Action
 from ._connector import describe
 from ._gates import settle
 from ._spec import UpstreamSpec

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from aioimaplib import aioimaplib as _imap
 from pydantic import SecretStr
 
-from ..retry import ConnectionDropped, ReplyError, ServerBye
+from ._faults import ConnectionDropped, ReplyError, ServerBye
 from ._imap_client import EmailMetadata, ImapClient
 from ._spec import UpstreamSpec
 

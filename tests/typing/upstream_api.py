@@ -8,8 +8,8 @@ from datetime import timedelta
 from pydantic import SecretStr
 
 from sessionstore import SessionStore, Settings, UpstreamSettings
-from sessionstore.retry import BackoffPolicy, Verdict, classify, get_profile
 from sessionstore.upstream import (
+    BackoffPolicy,
     HealthReport,
     ImapClient,
     Served,
@@ -17,8 +17,11 @@ from sessionstore.upstream import (
     UpstreamRecord,
     UpstreamRecords,
     UpstreamSpec,
+    Verdict,
+    classify,
     connectors_for,
     credentials_for,
+    get_profile,
 )
 from sessionstore.upstream.imap import ImapConnection
 

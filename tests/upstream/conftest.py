@@ -14,12 +14,12 @@ from sessionstore import (
     SessionStore,
     Settings,
 )
-from sessionstore._settings import UpstreamSettings
 from sessionstore.upstream import (
     Credentials,
     EnvCredentials,
     SecretBox,
     UpstreamPool,
+    UpstreamSettings,
     UpstreamSpec,
 )
 from tests.upstream.dovecot import Dovecot, dovecot_binary

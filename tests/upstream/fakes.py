@@ -57,7 +57,7 @@ class FakeConnector:
 
     def result_fault(self, value: object) -> Exception | None:
         if value in self.bad_results:
-            from sessionstore.retry import ReplyError
+            from sessionstore.upstream import ReplyError
 
             return ReplyError("FAKE", "NO", "[NONEXISTENT] no such thing")
         return None

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionstore import InvalidInput, Settings
-from sessionstore._settings import UpstreamSettings
-from sessionstore.retry import (
+from sessionstore.upstream import (
     PROFILES,
     BackoffPolicy,
     Jitter,
+    UpstreamSettings,
     get_profile,
     is_testing,
     set_testing,

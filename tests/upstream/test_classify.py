@@ -9,7 +9,7 @@ import pytest
 
 from sessionstore import BackendUnavailable, BreakerOpen, InvalidInput
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
-from sessionstore.retry import (
+from sessionstore.upstream import (
     RESPONSE_CODES,
     Action,
     ConnectionDropped,

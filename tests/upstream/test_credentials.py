@@ -118,9 +118,8 @@ def test_the_package_imports_without_aioimaplib() -> None:
                 if name == "aioimaplib" or name.startswith("aioimaplib."):
                     raise ImportError("blocked for the test")
         sys.meta_path.insert(0, Block())
-        import sessionstore, sessionstore.retry, sessionstore.upstream, workers.reconnect
-        from sessionstore.upstream import connectors_for
-        from sessionstore._settings import UpstreamSettings
+        import sessionstore, sessionstore.upstream, workers.reconnect
+        from sessionstore.upstream import UpstreamSettings, connectors_for
         assert connectors_for(UpstreamSettings()) == []
         assert "aioimaplib" not in sys.modules
         try:

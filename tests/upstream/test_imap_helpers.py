@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 pytest.importorskip("aioimaplib")
 
-from sessionstore.retry import classify
+from sessionstore.upstream import classify
 from sessionstore.upstream.imap import ImapConnector, quote_mailbox, reply_fault
 
 Response = namedtuple("Response", "result lines")  # aioimaplib's shape

@@ -17,11 +17,18 @@ from sessionstore import (
     SessionStoreError,
     UpstreamError,
 )
-from sessionstore._settings import UpstreamSettings
 from sessionstore.breaker import Outcome
 from sessionstore.exceptions import UpstreamRejected, UpstreamUnavailable
-from sessionstore.retry import ConnectionDropped, ReplyError, ServerBye, set_testing
-from sessionstore.upstream import Credentials, UpstreamPool, UpstreamState
+from sessionstore.upstream import (
+    ConnectionDropped,
+    Credentials,
+    ReplyError,
+    ServerBye,
+    UpstreamPool,
+    UpstreamSettings,
+    UpstreamState,
+    set_testing,
+)
 from tests.conftest import RoundTrips
 from tests.polling import eventually
 from tests.upstream.conftest import ENV_PASSWORD_NAME, PASSWORD

@@ -19,7 +19,6 @@ from arq.jobs import Job
 from arq.worker import Worker
 
 from sessionstore import SessionStore
-from sessionstore._settings import UpstreamSettings
 from sessionstore.exceptions import UpstreamUnavailable
 from sessionstore.upstream import (
     ArqReconnects,
@@ -27,6 +26,7 @@ from sessionstore.upstream import (
     ImapClient,
     Reconnector,
     UpstreamRecords,
+    UpstreamSettings,
     UpstreamSpec,
     UpstreamState,
 )
