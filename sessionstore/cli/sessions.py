@@ -6,7 +6,6 @@ Human tables by default (rich), ``--json`` for scripts. Exit codes: 0 done,
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
@@ -14,11 +13,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .._redis import backend_errors
-from ..breaker import BreakerAdmin, BreakerState, BreakerStatus
-from ..fleet import list_workers, summarize_workers, unswept_problem
+from .._health import STORE_CHECKS, HealthSection, HealthSources, verdict
+from ..breaker import BreakerAdmin
+from ..exceptions import BackendUnavailable
 from ..store import Session, SessionStatus, SessionStore, Tombstone, list_by_status
-from ..upstream import read_upstream_totals
 from ._support import EXIT_FAILED, fail, load_settings, open_store, print_json, run
 
 app = typer.Typer(help="List, show, expire and delete sessions.", no_args_is_help=True)
@@ -177,18 +175,17 @@ def _sweep_text(sweep: dict[str, Any] | None) -> str:
     return f"{sweep.get('expired', 0)} expired at {sweep.get('at')} by {sweep.get('worker')}"
 
 
-def _breakers(statuses: list[BreakerStatus]) -> dict[str, Any]:
+#: The CLI names a breaker that is not closed by these fields only.
+_NOT_CLOSED_FIELDS = ("name", "state", "cause", "actor")
+
+
+def _breakers(section: HealthSection) -> dict[str, Any]:
     """Counts by state and every breaker not closed (the rule of /session-health: an open
     breaker is the fleet shielding itself, so it never makes the store degraded)."""
-    by_state = {state.value: 0 for state in BreakerState}
-    for status in statuses:
-        by_state[status.state.value] += 1
-    not_closed = [
-        {"name": s.name, "state": s.state.value, "cause": s.cause or None, "actor": s.actor or None}
-        for s in sorted(statuses, key=lambda s: s.name)
-        if s.state is not BreakerState.CLOSED
-    ]
-    return {"known": len(statuses), "by_state": by_state, "not_closed": not_closed}
+    if not section.ok:
+        raise BackendUnavailable(section.data["problem"])
+    not_closed = [{k: item[k] for k in _NOT_CLOSED_FIELDS} for item in section.data["not_closed"]]
+    return {**section.data, "not_closed": not_closed}
 
 
 def _breakers_text(value: dict[str, Any]) -> str:
@@ -220,37 +217,39 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     async def body() -> dict[str, Any]:
         async with open_store(settings) as store:
-            started = time.perf_counter()
-            with backend_errors("ping"):
-                await store.redis.ping()
-            latency_ms = (time.perf_counter() - started) * 1000
-            counts = await store.counts()
-            workers = summarize_workers(
-                await list_workers(store.redis, store.keys, dead_after=settings.worker_dead_after)
-            )
             admin = BreakerAdmin(
                 store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
             )
-            breakers = _breakers(await admin.statuses())
-            upstreams = await read_upstream_totals(store)
-        lag = counts.sweeper_lag
-        max_lag = settings.health_max_sweeper_lag
-        problem = unswept_problem(workers["live"], lag, max_lag)
+            sources = HealthSources(
+                store=store,
+                breakers=admin,
+                max_sweeper_lag=settings.health_max_sweeper_lag,
+                worker_dead_after=settings.worker_dead_after,
+            )
+            # One after the other: a Redis lost midway exits 3, as the first PING would.
+            redis, sessions, workers, breakers, upstreams = [
+                await check(sources) for check in STORE_CHECKS
+            ]
+        if not redis.ok:
+            raise BackendUnavailable(redis.data["error"])
+        if not upstreams.ok:
+            raise BackendUnavailable(upstreams.data["problem"])
+        problem = workers.data.get("problem")
         return {
-            "status": "healthy" if lag <= max_lag and problem is None else "degraded",
-            "redis_latency_ms": round(latency_ms, 3),
-            "total": counts.active + counts.overdue,
-            "active": counts.active,
-            "expired": counts.overdue,
-            "sweeper_lag_seconds": lag.total_seconds(),
-            "lifetime": counts.totals,
-            "live_workers": workers["live_ids"],
-            "dead_workers": workers["dead_ids"],
-            "last_sweep": workers["last_sweep"],
-            "breakers": breakers,
-            "upstreams": upstreams.report(),
+            "status": verdict([sessions, workers])[0],
+            "redis_latency_ms": redis.data["latency_ms"],
+            "total": sessions.data["total"],
+            "active": sessions.data["active"],
+            "expired": sessions.data["expired"],
+            "sweeper_lag_seconds": sessions.data["sweeper_lag_seconds"],
+            "lifetime": sessions.data["lifetime"],
+            "live_workers": workers.data["live_ids"],
+            "dead_workers": workers.data["dead_ids"],
+            "last_sweep": workers.data["last_sweep"],
+            "breakers": _breakers(breakers),
+            "upstreams": upstreams.data["fleet"],
             **({"problem": problem} if problem else {}),
-            "at": counts.at.isoformat(),
+            "at": sessions.data["at"],
         }
 
     report = run(body)

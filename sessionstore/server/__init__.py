@@ -6,9 +6,10 @@ then come from ``SESSIONSTORE_*`` environment variables.
 
 from __future__ import annotations
 
+from .._health import HealthSection
 from ._app import UNSESSIONED_PATHS, create_app
-from ._health import CORE_CHECKS, HealthCheck, HealthSection
-from ._state import ServerState
+from ._health import CORE_CHECKS
+from ._state import HealthCheck, ServerState
 
 __all__ = [
     "CORE_CHECKS",

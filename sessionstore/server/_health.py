@@ -1,50 +1,30 @@
-"""``/session-health``: one section per concern, and the bearer-token check.
+"""``/session-health``: the store's health sections plus what this replica knows, and
+the bearer-token check.
 
-Each section is an async check of the `ServerState` returning a
-`HealthSection`. Redis is checked first: when it is unreachable the answer is
-503 at once, without waiting on the other sections. A failing section marked
-``critical`` makes the answer 503 ("unhealthy"); a failing non-critical one
-makes it "degraded" (200), so a load balancer keeps the replica in rotation.
+The sections are computed in `sessionstore._health` (the CLI's ``health``
+reads the same ones); here each is a check of the `ServerState`, and the
+breaker and upstream sections add this replica's registry, pool and
+reconnect-job queue. Redis is checked first: when it is unreachable the
+answer is 503 at once, without waiting on the other sections. A failing
+section marked ``critical`` makes the answer 503 ("unhealthy"); a failing
+non-critical one makes it "degraded" (200), so a load balancer keeps the
+replica in rotation.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr
 
-from .._redis import backend_errors
-from ..breaker import BreakerHealth, BreakerState, BreakerStatus
-from ..exceptions import BackendUnavailable, SessionStoreError
-from ..fleet import list_workers, summarize_workers, unswept_problem
-from ..upstream import read_upstream_totals
+from .. import _health as store_health
+from .._health import HealthSection
+from ..breaker import BreakerHealth
+from ..exceptions import BackendUnavailable
 from ._auth import check_bearer
-from ._state import ServerState
-
-
-@dataclass(frozen=True)
-class HealthSection:
-    """One concern's part of the health answer.
-
-    .. versionadded:: 0.1
-    """
-
-    name: str
-    ok: bool
-    data: dict[str, Any] = field(default_factory=dict)
-    #: When a critical section fails the whole answer is 503.
-    critical: bool = False
-
-
-#: A health check: reads what it needs from the server state.
-HealthCheck = Callable[[ServerState], Awaitable[HealthSection]]
+from ._state import HealthCheck, ServerState
 
 
 def check_token(
@@ -68,66 +48,24 @@ async def ping(state: ServerState) -> float:
     Raises:
         BackendUnavailable: Redis did not answer.
     """
-    started = time.perf_counter()
-    with backend_errors("ping"):
-        await state.redis.ping()
-    elapsed = time.perf_counter() - started
+    elapsed = await store_health.ping(state.redis)
     state.metrics.redis_latency.observe(elapsed)
     return elapsed
 
 
 async def redis_section(state: ServerState) -> HealthSection:
     """Redis connectivity and PING latency (critical)."""
-    try:
-        latency = await ping(state)
-    except BackendUnavailable as exc:
-        return HealthSection("redis", False, {"status": "unreachable", "error": str(exc)}, True)
-    return HealthSection(
-        "redis", True, {"status": "connected", "latency_ms": round(latency * 1000, 3)}, True
-    )
+    return await store_health.redis_section(state.health_sources())
 
 
 async def sessions_section(state: ServerState) -> HealthSection:
-    """Session counts and sweeper lag, read in O(shards) (`SessionStore.counts`)."""
-    counts = await state.store.counts()
-    lag = counts.sweeper_lag
-    lagging = lag > state.settings.health_max_sweeper_lag
-    data = {
-        # Live records: active plus expired ones the sweeper has not reached yet.
-        "total": counts.active + counts.overdue,
-        "active": counts.active,
-        "expired": counts.overdue,
-        "lifetime": counts.totals,
-        "sweeper_lag_seconds": lag.total_seconds(),
-        "oldest_overdue": counts.oldest_overdue.isoformat() if counts.oldest_overdue else None,
-        "at": counts.at.isoformat(),
-    }
-    if lagging:
-        data["problem"] = "the sweeper lags: are the workers running?"
-    return HealthSection("sessions", not lagging, data)
+    """Session counts and sweeper lag (`sessionstore._health.sessions_section`)."""
+    return await store_health.sessions_section(state.health_sources())
 
 
 async def workers_section(state: ServerState) -> HealthSection:
-    """The worker fleet by its heartbeats: live and dead workers, the newest sweep.
-
-    Fails (``degraded``) only when no worker is live while the oldest overdue
-    session has waited past ``health_max_sweeper_lag`` (`unswept_problem`): a
-    rolling restart of the workers does not flip the health of every replica,
-    sessions piling up with nobody to expire them does.
-    """
-    settings = state.settings
-    workers = await list_workers(
-        state.redis, state.store.keys, dead_after=settings.worker_dead_after
-    )
-    data = summarize_workers(workers)
-    problem = None
-    if not data["live"]:
-        # The lag matters only when nobody sweeps: read it only then.
-        lag = (await state.store.counts()).sweeper_lag
-        problem = unswept_problem(0, lag, settings.health_max_sweeper_lag)
-    if problem:
-        data["problem"] = problem
-    return HealthSection("workers", problem is None, data)
+    """The worker fleet by its heartbeats (`sessionstore._health.workers_section`)."""
+    return await store_health.workers_section(state.health_sources())
 
 
 #: What each Redis-down policy does to guarded calls (for the problem line).
@@ -135,18 +73,6 @@ _POLICY_EFFECT = {
     "fail_open": "guarded calls follow the last known state and are not recorded",
     "fail_closed": "guarded calls are refused",
 }
-
-
-def _not_closed(status: BreakerStatus) -> dict[str, Any]:
-    return {
-        "name": status.name,
-        "state": status.state.value,
-        "since": _iso(status.changed_at),
-        "cause": status.cause or None,
-        "open_until": _iso(status.open_until),
-        "actor": status.actor or None,
-        "reason": status.reason or None,
-    }
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -168,35 +94,23 @@ def _replica_breakers(health: BreakerHealth) -> dict[str, Any]:
 
 
 async def breakers_section(state: ServerState) -> HealthSection:
-    """The fleet's breakers from Redis (counts by state, every one not closed) and this
+    """The fleet's breakers from Redis (`sessionstore._health.breakers_section`) and this
     replica's registry (Redis reachability, the Redis-down policy, push, local views).
 
-    Breakers that are open, half-open or forced never fail the section: an open
-    breaker is the fleet shielding itself from a failing upstream, the same on
-    every replica, and readiness must not hang on an upstream (alert on
-    ``sessionstore_breaker_state`` instead). It fails (``degraded``) when this
+    Open breakers never fail the section. It fails (``degraded``) when this
     replica's breakers cannot reach Redis: their views may be stale and the
     Redis-down policy decides the guarded calls.
     """
     health = state.breakers.health()
+    fleet = await store_health.breakers_section(state.health_sources())
     problem = None
     if not health.redis_reachable:
         problem = (
             f"this replica's breakers cannot reach Redis (since {_iso(health.down_since)}); "
             f"policy {health.policy}: {_POLICY_EFFECT[health.policy]}"
         )
-    data: dict[str, Any] = {}
-    try:
-        statuses = sorted(await state.breakers.admin.statuses(), key=lambda s: s.name)
-    except BackendUnavailable as exc:
-        problem = problem or f"could not read the breakers: {exc}"
-    else:
-        counted = Counter(status.state for status in statuses)
-        data["known"] = len(statuses)
-        data["by_state"] = {s.value: counted.get(s, 0) for s in BreakerState}
-        data["not_closed"] = [
-            _not_closed(s) for s in statuses if s.state is not BreakerState.CLOSED
-        ]
+    data = dict(fleet.data)
+    problem = problem or data.pop("problem", None)
     data["replica"] = _replica_breakers(health)
     if problem:
         data["problem"] = problem
@@ -219,26 +133,22 @@ async def _reconnect_jobs(state: ServerState) -> tuple[dict[str, Any], str | Non
 
 async def upstreams_section(state: ServerState) -> HealthSection:
     """This replica's upstream pool (no I/O), whether it can queue reconnect jobs (one
-    PING of the queue's Redis) and the fleet-wide counters (O(shards)).
+    PING of the queue's Redis) and the fleet-wide counters
+    (`sessionstore._health.upstreams_section`).
 
-    Bounded on purpose: it lists no connection. Which connections are unhealthy
-    would need every session's records (a scan); ask per session with
-    ``GET /sessions/{id}/upstreams/{name}/health``. Unhealthy upstreams never
-    fail the section (an IMAP provider's outage must not take replicas out of
-    rotation); an unreachable queue does (``degraded``): failing connections
-    would get no reconnect job.
+    Which connections are unhealthy would need every session's records (a
+    scan); ask per session with ``GET /sessions/{id}/upstreams/{name}/health``.
+    An unreachable queue fails the section (``degraded``): failing
+    connections would get no reconnect job.
     """
     census = state.upstreams.pool.census()
     data: dict[str, Any] = {
         "replica": {"open_sockets": census.open_connections, "by_state": census.by_state}
     }
     data["reconnect_jobs"], problem = await _reconnect_jobs(state)
-    try:
-        totals = await read_upstream_totals(state.store)
-    except BackendUnavailable as exc:
-        problem = problem or f"could not read the upstream counters: {exc}"
-    else:
-        data["fleet"] = totals.report()
+    fleet = await store_health.upstreams_section(state.health_sources())
+    data.update(fleet.data)
+    problem = problem or data.pop("problem", None)
     if problem:
         data["problem"] = problem
     return HealthSection("upstreams", problem is None, data)
@@ -254,26 +164,10 @@ CORE_CHECKS: tuple[HealthCheck, ...] = (
 )
 
 
-async def _run(check: HealthCheck, state: ServerState) -> HealthSection:
-    try:
-        return await check(state)
-    except SessionStoreError as exc:
-        name = getattr(check, "__name__", "check").removesuffix("_section")
-        return HealthSection(name, False, {"error": str(exc)}, critical=False)
-
-
 async def session_health(state: ServerState) -> tuple[int, dict[str, Any]]:
     """The status code and body of ``/session-health``."""
-    first, *rest = state.health_checks or list(CORE_CHECKS)
-    sections = [await _run(first, state)]
-    if sections[0].ok or not sections[0].critical:
-        sections += await asyncio.gather(*(_run(check, state) for check in rest))
-    if any(s.critical and not s.ok for s in sections):
-        status, code = "unhealthy", 503
-    elif all(s.ok for s in sections):
-        status, code = "healthy", 200
-    else:
-        status, code = "degraded", 200
+    sections = await store_health.gather(state.health_checks or list(CORE_CHECKS), state)
+    status, code = store_health.verdict(sections)
     body: dict[str, Any] = {"status": status}
     for section in sections:
         body[section.name] = section.data

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from .._environment import Settings
+from .._health import HealthSection, HealthSources
 from .._redis import RedisClient
 from ..asgi import InFlightRequests
 from ..breaker import BreakerRegistry
 from ..store import SessionStore
 
 if TYPE_CHECKING:
-    from ._health import HealthCheck
     from ._metrics import ServerMetrics
     from ._upstreams import ServerUpstreams
 
@@ -40,6 +41,20 @@ class ServerState:
     upstreams: ServerUpstreams
     #: The sections of ``/session-health``, one per concern.
     health_checks: list[HealthCheck] = field(default_factory=list)
+
+    def health_sources(self) -> HealthSources:
+        """What the store's health sections read, with this replica's thresholds."""
+        return HealthSources(
+            store=self.store,
+            breakers=self.breakers.admin,
+            max_sweeper_lag=self.settings.health_max_sweeper_lag,
+            worker_dead_after=self.settings.worker_dead_after,
+            observe_ping=self.metrics.redis_latency.observe,
+        )
+
+
+#: A health check: reads what it needs from the server state.
+HealthCheck = Callable[[ServerState], Awaitable[HealthSection]]
 
 
 def server_state(request: Request) -> ServerState:
