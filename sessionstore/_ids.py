@@ -17,13 +17,17 @@ from .exceptions import InvalidInput, InvalidSessionId
 #: Random bytes per id: 144 bits, base64url-encoded into 24 characters.
 TOKEN_BYTES = 18
 _TOKEN_CHARS = 24
-_SESSION_ID = re.compile(r"(0|[1-9][0-9]{0,3})\.([A-Za-z0-9_-]{" + str(_TOKEN_CHARS) + "})")
+#: A session id, ``<shard>.<token>``, as a regular expression (the API's schema uses it).
+SESSION_ID_PATTERN = r"^(0|[1-9][0-9]{0,3})\.([A-Za-z0-9_-]{" + str(_TOKEN_CHARS) + "})$"
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _MAX_ID_LENGTH = 5 + _TOKEN_CHARS
 
 #: user ids, conversation ids, upstream names: printable, no key-pattern or tag characters.
-_NAME = re.compile(r"[A-Za-z0-9_.:@+=/-]{1,256}")
+NAME_PATTERN = r"^[A-Za-z0-9_.:@+=/-]{1,256}$"
+_NAME = re.compile(NAME_PATTERN)
 #: state attribute names: short and plain, so `redis-cli HGETALL` stays readable.
-_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_ATTRIBUTE = re.compile(ATTRIBUTE_PATTERN)
 
 
 def new_session_id(shard: int) -> str:

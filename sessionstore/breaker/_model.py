@@ -89,6 +89,14 @@ class BreakerSnapshot(BaseModel):
         """Redis time of this snapshot."""
         return ms_to_datetime(self.now_ms)
 
+    @property
+    def effective_state(self) -> BreakerState:
+        """What a call would meet now: an ``open`` breaker past `open_until` moves to
+        ``half_open`` on the next call anywhere in the fleet."""
+        if self.state is BreakerState.OPEN and self.now_ms >= self.open_until_ms:
+            return BreakerState.HALF_OPEN
+        return self.state
+
     def is_newer_than(self, other: BreakerSnapshot | None) -> bool:
         """True when this snapshot should replace `other` in a local view.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
 from ..breaker import AuditEntry, BreakerEvent, BreakerSnapshot, BreakerState, BreakerStatus
 from ..breaker._admin import MAX_ACTOR, MAX_REASON
@@ -42,51 +42,62 @@ class BreakerReset(_Request):
     reason: Reason = ""
 
 
-class BreakerOut(BaseModel):
-    """A breaker's state as Redis holds it (the same for every replica)."""
+class BreakerOut(BreakerSnapshot):
+    """A breaker's state as Redis holds it (the same for every replica): the snapshot's
+    fields, its times as datetimes and empty texts as null."""
 
-    name: str
-    #: As stored; an ``open`` breaker past ``open_until`` moves to ``half_open``
-    #: on the next call anywhere in the fleet (see ``effective_state``).
-    state: BreakerState
-    #: What a call would meet now: ``half_open`` for an ``open`` breaker past ``open_until``.
-    effective_state: BreakerState
-    #: Grows by one with every transition.
-    generation: int
-    changed_at: datetime | None
-    open_until: datetime | None
-    #: Why the last transition happened (failure_rate, force_open, reset...).
-    cause: str | None
-    #: Who made the last manual transition, and why.
-    actor: str | None
-    reason: str | None
-    #: Automatic openings over the breaker's life.
-    trips: int
-    #: Redis time of this reading.
-    read_at: datetime
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    @classmethod
-    def fields_of(cls, snapshot: BreakerSnapshot) -> dict[str, object]:
-        """The snapshot's fields under this model's names."""
-        elapsed = snapshot.state is BreakerState.OPEN and snapshot.now_ms >= snapshot.open_until_ms
-        return {
-            "name": snapshot.name,
-            "state": snapshot.state,
-            "effective_state": BreakerState.HALF_OPEN if elapsed else snapshot.state,
-            "generation": snapshot.gen,
-            "changed_at": snapshot.changed_at,
-            "open_until": snapshot.open_until,
-            "cause": snapshot.cause or None,
-            "actor": snapshot.actor or None,
-            "reason": snapshot.reason or None,
-            "trips": snapshot.trips,
-            "read_at": snapshot.read_at,
-        }
+    # Raw forms the API shows under other names (``generation``, ``changed_at``...).
+    gen: int = Field(exclude=True)
+    now_ms: int = Field(exclude=True)
+    changed_at_ms: int = Field(default=0, exclude=True)
+    open_until_ms: int = Field(default=0, exclude=True)
+    successes: int = Field(default=0, exclude=True)
+
+    @field_serializer("cause", "actor", "reason")
+    def _blank_is_null(self, value: str) -> str | None:
+        return value or None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def effective_state(self) -> BreakerState:
+        """What a call would meet now: ``half_open`` for an ``open`` breaker past
+        ``open_until`` (it moves there on the next call anywhere in the fleet)."""
+        return super().effective_state
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def generation(self) -> int:
+        """Grows by one with every transition."""
+        return self.gen
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def changed_at(self) -> datetime | None:
+        """When the last transition happened (null: never left the initial closed state)."""
+        return super().changed_at
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def open_until(self) -> datetime | None:
+        """When an open breaker may move to half-open."""
+        return super().open_until
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def read_at(self) -> datetime:
+        """Redis time of this reading."""
+        return super().read_at
 
     @classmethod
     def of(cls, snapshot: BreakerSnapshot) -> BreakerOut:
         """The API form of a snapshot."""
-        return cls.model_validate(cls.fields_of(snapshot))
+        return cls.model_validate(snapshot.model_dump(include=_SNAPSHOT_FIELDS))
+
+
+#: The fields a `BreakerOut` takes from a snapshot (a status carries more).
+_SNAPSHOT_FIELDS: set[str] = set(BreakerSnapshot.model_fields)
 
 
 class WindowOut(BaseModel):
@@ -120,7 +131,7 @@ class BreakerStatusOut(BreakerOut):
         """The API form of a status read."""
         return cls.model_validate(
             {
-                **BreakerOut.fields_of(status),
+                **status.model_dump(include=_SNAPSHOT_FIELDS),
                 "window": WindowOut(
                     calls=status.calls,
                     failures=status.failures,

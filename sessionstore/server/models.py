@@ -8,16 +8,13 @@ so every bad input is a clear 4xx.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
+from .._ids import ATTRIBUTE_PATTERN, NAME_PATTERN
 from ..store import Session
 
-#: Keep in step with ``sessionstore._ids._NAME`` (a unit test checks it).
-NAME_PATTERN = r"^[A-Za-z0-9_.:@+=/-]{1,256}$"
-#: Keep in step with ``sessionstore._ids._ATTRIBUTE``.
-ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 #: A year: longer lifetimes are almost certainly a unit mistake.
 _MAX_SECONDS = 366 * 24 * 3600
 
@@ -64,37 +61,31 @@ class StateUpdate(_Request):
     metadata: dict[str, JsonValue] | None = None
 
 
-class SessionOut(BaseModel):
-    """A session as the API returns it."""
+class SessionOut(Session):
+    """A session as the API returns it: `Session`, with the idle timeout in seconds and
+    the earlier deadline as ``expires_at``."""
 
-    id: str
-    status: str
-    user_id: str | None
-    conversation_id: str | None
-    created_at: datetime
-    last_activity: datetime
-    idle_timeout_seconds: float
-    idle_deadline: datetime
-    absolute_deadline: datetime
-    expires_at: datetime
-    metadata: dict[str, JsonValue]
-    state: dict[str, JsonValue]
-    version: int
-    fence: int
-    active_requests: int
-    connection_count: int
-    resumed_from: str | None
-    rotated_from: str | None
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    #: Shown as ``idle_timeout_seconds``.
+    idle_timeout: timedelta = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def idle_timeout_seconds(self) -> float:
+        """The idle timeout in seconds."""
+        return self.idle_timeout.total_seconds()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def expires_at(self) -> datetime:
+        """The earlier of the idle and absolute deadlines."""
+        return super().expires_at
 
     @classmethod
     def of(cls, session: Session) -> SessionOut:
         """The API view of `session`."""
-        data: dict[str, Any] = session.model_dump(exclude={"idle_timeout"})
-        return cls(
-            **data,
-            idle_timeout_seconds=session.idle_timeout.total_seconds(),
-            expires_at=session.expires_at,
-        )
+        return cls.model_validate(session.model_dump())
 
 
 class VersionOut(BaseModel):

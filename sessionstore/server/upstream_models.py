@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .._ids import NAME_PATTERN
 from ..breaker import BreakerSnapshot, BreakerState
 from ..upstream import HealthReport, UpstreamRecord
-from .models import NAME_PATTERN
 
 #: An upstream's name in a URL path segment: the name rule without ``/``.
 UPSTREAM_NAME_PATTERN = r"^[A-Za-z0-9_.:@+=-]{1,256}$"
@@ -135,10 +135,9 @@ class UpstreamBreakerOut(BaseModel):
     @classmethod
     def of(cls, snapshot: BreakerSnapshot) -> UpstreamBreakerOut:
         """The breaker part of a snapshot."""
-        # As `BreakerOut`: an open breaker past `open_until` half-opens on the next call.
-        elapsed = snapshot.state is BreakerState.OPEN and snapshot.now_ms >= snapshot.open_until_ms
-        effective = BreakerState.HALF_OPEN if elapsed else snapshot.state
-        return cls(name=snapshot.name, state=snapshot.state, effective_state=effective)
+        return cls(
+            name=snapshot.name, state=snapshot.state, effective_state=snapshot.effective_state
+        )
 
     @property
     def lets_callers_through(self) -> bool:
@@ -146,23 +145,16 @@ class UpstreamBreakerOut(BaseModel):
         return self.effective_state in (BreakerState.CLOSED, BreakerState.FORCED_CLOSED)
 
 
-class UpstreamHealthOut(BaseModel):
-    """Seed 000's health fields (healthy, timestamp, host, port, response_time_ms,
-    last_activity, error) and where they come from."""
+class UpstreamHealthOut(HealthReport):
+    """A connection's health (`HealthReport`: healthy, timestamp, host, port,
+    response_time_ms, last_activity, error, upstream, state, connection_age_s) and
+    where it comes from."""
 
-    healthy: bool
+    #: Never in the answer: the caller named the session (its id is a bearer secret).
+    session_id: str = Field(default="", exclude=True)
     #: When the reported health was established: the probe's time, or the record's
     #: last write (``source: record``).
     timestamp: datetime
-    host: str
-    port: int
-    #: The probe's round trip, or the record's last health check (milliseconds).
-    response_time_ms: float | None
-    #: The last successful call, probe or reconnect.
-    last_activity: datetime | None
-    #: Classifier label and message of the failure (secrets redacted).
-    error: str | None
-    upstream: str
     #: ``record``: read from Redis, no upstream I/O; ``probe``: a NOOP sent now from this replica.
     source: Literal["record", "probe"]
     #: The record's state (after the probe, for ``source: probe``).
@@ -213,19 +205,10 @@ class UpstreamHealthOut(BaseModel):
     ) -> UpstreamHealthOut:
         """Health as a live probe found it (`UpstreamPool.health`)."""
         return cls(
-            healthy=report.healthy,
-            timestamp=report.timestamp,
-            host=report.host,
-            port=report.port,
-            response_time_ms=report.response_time_ms,
-            last_activity=report.last_activity,
-            error=report.error,
-            upstream=report.upstream,
+            **report.model_dump(exclude={"session_id"}),
             source="probe",
-            state=report.state,
             attempts=record.attempts if record else 0,
             next_attempt_at=record.next_attempt_at if record else None,
             checked_at=record.checked_at if record else None,
             breaker=breaker,
-            connection_age_s=report.connection_age_s,
         )

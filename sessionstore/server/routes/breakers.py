@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from ..._ids import NAME_PATTERN
 from ...asgi import Problem
 from ...breaker import BreakerRegistry, BreakerSnapshot, BreakerStatus
 from .._auth import Credentials, check_bearer
@@ -30,7 +31,7 @@ from ..breaker_models import (
     BreakerStatusOut,
     LocalViewOut,
 )
-from ..models import NAME_PATTERN, ProblemOut
+from ..models import ProblemOut
 from ._common import problems
 
 logger = logging.getLogger("sessionstore.server")
