@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection as AsyncConnection
 from redis.connection import AbstractConnection as SyncConnection
 
-from sessionstore import LocalRedis
+from sessionstore.testing import LocalRedis
 
 SENDS: Counter[str] = Counter()
 _async_send = AsyncConnection.send_packed_command

@@ -25,7 +25,6 @@ from contextlib import ExitStack
 from datetime import timedelta
 
 from sessionstore import (
-    LocalRedis,
     RedisSettings,
     SessionSettings,
     SessionStore,
@@ -36,6 +35,7 @@ from sessionstore import (
 from sessionstore._scripts import Arg, Batch
 from sessionstore.store._lua import script
 from sessionstore.store._payload import encode_metadata
+from sessionstore.testing import LocalRedis
 
 CHUNK = 5000
 

@@ -7,7 +7,6 @@ state is shared in Redis so every replica agrees on which upstream is healthy.
 
 from __future__ import annotations
 
-from ._embedded import LocalCluster, LocalRedis, find_server_binary
 from ._environment import Settings
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
@@ -89,8 +88,6 @@ __all__ = [
     "KeySpace",
     "Lease",
     "LimitExceeded",
-    "LocalCluster",
-    "LocalRedis",
     "LockError",
     "LockNotAcquired",
     "LockNotOwned",
@@ -130,7 +127,6 @@ __all__ = [
     "WorkerInfo",
     "WorkerState",
     "create_client",
-    "find_server_binary",
     "list_workers",
     "new_session_id",
     "publish_heartbeat",

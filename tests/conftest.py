@@ -18,14 +18,13 @@ import pytest
 from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import (
-    LocalCluster,
-    LocalRedis,
     RedisClient,
     RedisSettings,
     SessionSettings,
     SessionStore,
     create_client,
 )
+from sessionstore.testing import LocalCluster, LocalRedis
 from sessionstore.upstream import set_testing
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from sessionstore import (
     BackendUnavailable,
-    LocalRedis,
     RedisSettings,
     SessionSettings,
     SessionStore,
     create_client,
 )
+from sessionstore.testing import LocalRedis
 from tests.polling import eventually
 
 #: A hang would blow through this; a fast failure is far inside it.

@@ -58,3 +58,35 @@ def test_the_root_re_exports_the_store_core() -> None:
 
     for name in ("SessionStore", "SessionLock", "TrackedLease", "sweep_store", "repair_store"):
         assert getattr(sessionstore, name) is getattr(store, name)
+
+
+def test_testing_helpers_live_apart_from_the_package_root() -> None:
+    """The dev and test helpers are exported by `sessionstore.testing` (complete, sorted
+    `__all__`) and no longer from the package root."""
+    import sessionstore.testing as testing
+
+    public = {n for n in dir(testing) if not n.startswith("_")} - {"annotations"}
+    modules = {name for name in public if type(getattr(testing, name)).__name__ == "module"}
+    assert sorted(testing.__all__) == testing.__all__
+    assert set(testing.__all__) == public - modules
+    for name in ("LocalRedis", "LocalCluster", "LocalSentinel", "find_server_binary"):
+        assert name in testing.__all__
+        assert name not in sessionstore.__all__
+        assert not hasattr(sessionstore, name)
+
+
+def test_the_library_and_the_server_load_no_dev_code() -> None:
+    """Importing the package, the server, the middleware and the upstreams loads neither the
+    testing helpers nor the dev commands (nor the demo routes)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, sessionstore, sessionstore.server, sessionstore.asgi, sessionstore.upstream;"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('sessionstore.testing', 'sessionstore.cli.dev'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]", done.stdout

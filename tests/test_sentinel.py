@@ -15,7 +15,7 @@ from sessionstore import (
     SessionStore,
     create_client,
 )
-from sessionstore._embedded import LocalSentinel
+from sessionstore.testing import LocalSentinel
 from tests.polling import eventually
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import typer
 
-from . import breakers, demo, dev, events, keys, serve, sessions, upstreams, worker, workers
+from . import breakers, events, keys, serve, sessions, upstreams, worker, workers
+from .dev import command as dev
+from .dev import demo
 
 app = typer.Typer(
     name="sessionstore",

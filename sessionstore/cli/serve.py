@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import typer
 
 from ._support import load_settings, store_url
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .._environment import Settings
 
 
 def serve(
@@ -23,13 +29,12 @@ def serve(
     """
     import uvicorn
 
-    from ..server import create_app
     from ..server._protocol import header_deadline_protocol
 
     settings = load_settings()
     store_url(settings)
     uvicorn.run(
-        create_app(settings),
+        served_app(settings),
         host=host or settings.server_host,
         port=settings.server_port if port is None else port,
         log_level=log_level,
@@ -45,3 +50,20 @@ def serve(
         limit_concurrency=settings.server_limit_concurrency,
         lifespan="on",
     )
+
+
+def served_app(settings: Settings) -> FastAPI:
+    """The app `serve` runs: the reference server, plus the demo route when
+    ``SESSIONSTORE_DEMO_ROUTES`` is on (the dev fleet's replicas; never in production).
+
+    The demo route is dev code (``sessionstore.cli.dev``), not part of the server: it is
+    imported only then.
+    """
+    from ..server import create_app
+
+    app = create_app(settings)
+    if settings.demo_routes:
+        from .dev.demo_routes import mount_demo_routes
+
+        mount_demo_routes(app)
+    return app

@@ -40,7 +40,7 @@ from ._metrics import RequestMetrics, ServerMetrics
 from ._state import STATE_KEY, ServerState
 from ._upstreams import open_upstreams
 from .routes import breakers as breaker_routes
-from .routes import current, demo, observability, sessions, upstreams
+from .routes import current, observability, sessions, upstreams
 
 logger = logging.getLogger("sessionstore.server")
 
@@ -124,8 +124,6 @@ def create_app(
     app.include_router(observability.router)
     app.include_router(breaker_routes.router)
     app.include_router(upstreams.router_for(settings.session_header))
-    if settings.demo_routes:
-        app.include_router(demo.router)
     body_limits = BodyReadLimits(
         timeout=settings.request_body_timeout.total_seconds(), max_bytes=settings.max_body_bytes
     )

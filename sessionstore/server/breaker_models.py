@@ -1,4 +1,4 @@
-"""Request and response bodies of the breaker endpoints (``/breakers``, ``/demo``).
+"""Request and response bodies of the breaker endpoints (``/breakers``).
 
 Request bodies refuse unknown fields (``extra="forbid"``) and carry the same
 bounds `BreakerAdmin` checks again before anything reaches Redis (actor 1-128
@@ -8,7 +8,7 @@ printable characters, reason at most 500), so every bad input is a clear 4xx.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
@@ -180,20 +180,3 @@ class BreakerDetail(BaseModel):
     events: list[BreakerEvent]
     #: Newest first: manual actions with who, when and why.
     audit: list[AuditEntry]
-
-
-class DemoCall(_Request):
-    """Body of ``POST /demo/upstreams/{upstream}/call``: how the simulated upstream answers."""
-
-    outcome: Literal["success", "failure"]
-
-
-class DemoCallOut(BaseModel):
-    """A guarded call to the simulated upstream that went through."""
-
-    breaker: str
-    outcome: Literal["success"]
-    #: True when this call was one of the fleet's half-open probes.
-    probe: bool
-    #: This replica's view of the breaker after the call.
-    state: BreakerState

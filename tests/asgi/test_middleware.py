@@ -25,7 +25,6 @@ from sessionstore import (
     SessionStore,
     create_client,
 )
-from sessionstore._embedded import free_port
 from sessionstore.asgi import (
     RENEWED_HEADER,
     BodyReadLimits,
@@ -33,6 +32,7 @@ from sessionstore.asgi import (
     SessionCookie,
     SessionMiddleware,
 )
+from sessionstore.testing import free_port
 from tests.polling import eventually
 from tests.serving import serving
 

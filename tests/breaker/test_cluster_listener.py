@@ -7,8 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from sessionstore import BreakerSettings, LocalCluster, RedisSettings, create_client
+from sessionstore import (
+    BreakerSettings,
+    RedisSettings,
+    create_client,
+)
 from sessionstore.breaker import BreakerAdmin, BreakerRegistry, BreakerState
+from sessionstore.testing import LocalCluster
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -14,12 +14,12 @@ import pytest
 from sessionstore import (
     BreakerOpen,
     BreakerSettings,
-    LocalRedis,
     RedisClient,
     RedisSettings,
     create_client,
 )
 from sessionstore.breaker import AttemptKind, BreakerRegistry, BreakerState
+from sessionstore.testing import LocalRedis
 from tests.polling import eventually
 
 #: Far above a fast failure, far below a hang.

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from sessionstore._embedded import free_port
 from sessionstore.cli import app
+from sessionstore.testing import free_port
 
 NAME = "imap:imap.mail.me.com:993"
 

@@ -17,8 +17,8 @@ from sessionstore import (
     create_client,
     publish_heartbeat,
 )
-from sessionstore._embedded import free_port
 from sessionstore.cli import app
+from sessionstore.testing import free_port
 from tests.bulk import create_many
 
 

@@ -19,9 +19,9 @@ from sessionstore import (
     create_client,
     publish_heartbeat,
 )
-from sessionstore._embedded import free_port
 from sessionstore.breaker import BreakerAdmin
 from sessionstore.cli import app
+from sessionstore.testing import free_port
 from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec, UpstreamState
 
 T = TypeVar("T")

@@ -32,8 +32,8 @@ from sessionstore import (
     create_client,
     list_workers,
 )
-from sessionstore._embedded import find_server_binary, free_port, wait_until
 from sessionstore.store import list_by_status
+from sessionstore.testing import find_server_binary, free_port, wait_until
 from tests.polling import eventually
 from workers.settings import build_worker_settings
 

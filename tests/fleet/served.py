@@ -1,9 +1,10 @@
 """A served fleet for tests: a private Redis, several `sessionstore serve` processes and
 `sessionstore worker` processes.
 
-Each replica and worker is a real child process (``python -m sessionstore ...``),
-logging to a file in the fleet's directory, stopped by pid. A replica is ready
-when it answers /healthz, a worker when its heartbeat is live.
+Each replica and worker is a real child process (``python -m sessionstore ...``) run by
+the supervisor ``sessionstore dev`` uses (`sessionstore.testing.Supervisor`), logging
+to a file in the fleet's directory, stopped by pid. A replica is ready when it answers
+/healthz as itself, a worker when its heartbeat is live.
 """
 
 from __future__ import annotations
@@ -12,142 +13,78 @@ import asyncio
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from sessionstore import (
     KeySpace,
-    LocalRedis,
     RedisSettings,
     Settings,
     WorkerState,
     create_client,
     list_workers,
 )
-from sessionstore._embedded import free_port, wait_until
+from sessionstore.testing import (
+    ChildProcess,
+    LocalRedis,
+    Supervisor,
+    free_port,
+    wait_http_ready,
+    wait_until,
+)
 from tests.polling import eventually
 
 _READY_SECONDS = 60.0
+#: A SIGTERMed child gets this long to stop before SIGKILL.
+_STOP_SECONDS = 30.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Replica:
-    """One ``sessionstore serve`` child process."""
+class Replica(ChildProcess):
+    """One ``sessionstore serve`` child process on a port of its own."""
 
     def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
-        self.name = name
-        self.env = env
         self.port = free_port()
-        self.log_path = directory / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Replica:
-        self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", "sessionstore", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(
+        super().__init__(
+            name,
             [*command, "--log-level", "warning"],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log_path=directory / f"{name}.log",
+            env=env,
+            url=f"http://127.0.0.1:{self.port}",
         )
-        return self
 
     def wait_ready(self) -> None:
-        """Poll /healthz until it answers (deadline), failing early if the process died."""
-        deadline = time.monotonic() + _READY_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready after {_READY_SECONDS}s: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no lease returned, as in a crash."""
-        self._signal(signal.SIGKILL)
+        """Poll /healthz until it answers as this process (deadline), failing early if
+        the process died."""
+        wait_http_ready(self, _READY_SECONDS)
 
     def terminate(self) -> int:
         """SIGTERM, as an orchestrator stops a replica; returns the exit code."""
-        return self._signal(signal.SIGTERM)
-
-    def _signal(self, signum: int) -> int:
-        code = 0
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                code = self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                code = self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        return self.stop(_STOP_SECONDS)
 
 
-class Worker:
+class Worker(ChildProcess):
     """One ``sessionstore worker`` child process, with a fixed worker id."""
 
     def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
-        self.name = name
-        self.env = {**env, "SESSIONSTORE_WORKER_ID": name}
-        self.log_path = directory / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sessionstore", "worker"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        return self.full_log()[-3000:]
-
-    def full_log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(
+            name,
+            [sys.executable, "-m", "sessionstore", "worker"],
+            log_path=directory / f"{name}.log",
+            env={**env, "SESSIONSTORE_WORKER_ID": name},
+        )
 
     def terminate(self) -> int:
         """SIGTERM (arq's clean stop); returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.terminate()
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return self.stop(_STOP_SECONDS)
 
 
 async def live_worker_ids(redis_url: str, settings: Settings) -> set[str]:
@@ -177,6 +114,7 @@ class ServedFleet:
             Replica(f"replica-{n + 1}", self.env, self.directory) for n in range(replicas)
         ]
         self.workers = [Worker(f"worker-{n + 1}", self.env, self.directory) for n in range(workers)]
+        self.supervisor = Supervisor()
         # What the children read from the same environment (prefix, shards, dead-after).
         self.settings = Settings(**_fields(self.env))
 
@@ -184,7 +122,7 @@ class ServedFleet:
         try:
             self.redis.start()
             for child in [*self.replicas, *self.workers]:
-                child.start()
+                self.supervisor.start(child)
             for replica in self.replicas:
                 replica.wait_ready()
             asyncio.run(self.wait_workers_live())
@@ -199,8 +137,7 @@ class ServedFleet:
         deadline = time.monotonic() + _READY_SECONDS
         while names - await live_worker_ids(self.redis.url, self.settings):
             for worker in self.workers:
-                if not worker.alive():
-                    raise RuntimeError(f"{worker.name} exited: {worker.log()}")
+                worker.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not live after {_READY_SECONDS}s")
             await asyncio.sleep(0.1)
@@ -211,10 +148,7 @@ class ServedFleet:
         replica.wait_ready()
 
     def stop(self) -> None:
-        for replica in self.replicas:
-            replica.terminate()
-        for worker in self.workers:
-            worker.terminate()
+        self.supervisor.stop()
         self.redis.stop(remove=False)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -252,7 +186,9 @@ def run_haproxy(binary: str, fleet: ServedFleet) -> Iterator[str]:
     port, stats = free_port(), free_port()
     config = fleet.directory / "haproxy.cfg"
     config.write_text(haproxy_config(fleet, port, stats))
-    process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL)
+    haproxy = ChildProcess(
+        "haproxy", [binary, "-db", "-f", str(config)], log_path=fleet.directory / "haproxy.log"
+    ).start()
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -262,11 +198,10 @@ def run_haproxy(binary: str, fleet: ServedFleet) -> Iterator[str]:
             return False
 
     try:
-        wait_until(answers, "haproxy", timeout=30)
+        wait_until(lambda: haproxy.check_alive() or answers(), "haproxy", timeout=30)
         yield url
     finally:
-        process.terminate()
-        process.wait(10)
+        haproxy.stop(10)
 
 
 async def demo_call(

@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from sessionstore import RedisSettings, Settings, create_client
-from sessionstore._embedded import free_port
 from sessionstore.breaker import BreakerAdmin, BreakerRegistry
+from sessionstore.cli.serve import served_app
 from sessionstore.server import create_app
+from sessionstore.testing import free_port
 from tests.conftest import RoundTrips
 from tests.polling import eventually
 from tests.serving import Lifespan, serving
@@ -52,7 +53,7 @@ def settings_for(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
 async def replica(
     redis_url: str, key_prefix: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Lifespan]]:
-    async with serving(create_app(settings_for(redis_url, key_prefix))) as served:
+    async with serving(served_app(settings_for(redis_url, key_prefix))) as served:
         yield served
 
 
@@ -149,7 +150,7 @@ async def test_control_is_off_without_an_admin_token(
 ) -> None:
     """No SESSIONSTORE_ADMIN_TOKEN (the default): control answers 403 to everyone."""
     settings = settings_for(redis_url, key_prefix, admin_token=None)
-    async with serving(create_app(settings)) as (http, _):
+    async with serving(served_app(settings)) as (http, _):
         answer = await http.post(f"/breakers/{NAME}/force-open", json=WHY, headers=ADMIN_AUTH)
     assert answer.status_code == 403 and "SESSIONSTORE_ADMIN_TOKEN" in answer.text
     assert not (await admin.status(NAME)).known
@@ -223,14 +224,16 @@ async def test_real_failures_trip_the_breaker_and_it_refuses(
 
 
 async def test_demo_route_is_off_by_default_and_bounded(redis_url: str, key_prefix: str) -> None:
-    """Without SESSIONSTORE_DEMO_ROUTES the route does not exist; with it one process
-    follows at most 16 demo breakers."""
-    async with serving(create_app(settings_for(redis_url, key_prefix, demo_routes=False))) as (
+    """Without SESSIONSTORE_DEMO_ROUTES the route does not exist (the server itself never
+    has it); with it one process follows at most 16 demo breakers."""
+    async with serving(served_app(settings_for(redis_url, key_prefix, demo_routes=False))) as (
         off,
         _,
     ):
         assert (await call(off, "x", "success")).status_code == 404
-    async with serving(create_app(settings_for(redis_url, key_prefix))) as (http, _):
+    async with serving(create_app(settings_for(redis_url, key_prefix))) as (server, _):
+        assert (await call(server, "x", "success")).status_code == 404
+    async with serving(served_app(settings_for(redis_url, key_prefix))) as (http, _):
         made = [(await call(http, f"u{n}", "success")).status_code for n in range(16)]
         over = await call(http, "u16", "success")
         again = await call(http, "u0", "success")
@@ -244,7 +247,7 @@ async def test_another_replica_sees_the_change_in_its_local_view(
     """Replica B guards calls to a breaker; replica A isolates it; B's local view (what its
     calls go by) turns forced_open within the staleness bound plus a margin, B refuses calls,
     and B's metrics count the transition it observed."""
-    async with serving(create_app(settings_for(redis_url, key_prefix))) as (other, _):
+    async with serving(served_app(settings_for(redis_url, key_prefix))) as (other, _):
         assert (await call(other, "shared", "success")).status_code == 200
         opened = await http.post("/breakers/demo:shared/force-open", json=WHY, headers=ADMIN_AUTH)
         assert opened.status_code == 200
@@ -354,7 +357,7 @@ async def test_redis_down_fail_open_and_liveness_says_so(key_prefix: str) -> Non
     """Redis unreachable: under fail_open a guarded call still passes (nothing recorded),
     control answers 503, and /healthz (200) says the breakers cannot reach Redis."""
     settings = settings_for(f"redis://127.0.0.1:{free_port()}/0", key_prefix)
-    async with serving(create_app(settings)) as (http, _):
+    async with serving(served_app(settings)) as (http, _):
         passed = await call(http, "offline", "success")
         control = await http.post("/breakers/demo:offline/reset", json=WHY, headers=ADMIN_AUTH)
         live = await http.get("/healthz")

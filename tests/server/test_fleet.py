@@ -404,7 +404,7 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
 
         async def workers_wait() -> bool:
             assert all(worker.alive() for worker in fleet.workers), "workers wait, not exit"
-            return all("lost Redis" in worker.full_log() for worker in fleet.workers)
+            return all("lost Redis" in worker.log() for worker in fleet.workers)
 
         await eventually(workers_wait, timeout=30, interval=0.1)
     finally:
@@ -418,7 +418,7 @@ async def test_redis_down_gives_fast_503s_and_the_fleet_recovers(
         await eventually(serving, timeout=30, interval=0.1)
 
     async def workers_back() -> bool:
-        back = all("Redis is back" in worker.full_log() for worker in fleet.workers)
+        back = all("Redis is back" in worker.log() for worker in fleet.workers)
         return back and await live_worker_ids(fleet.redis.url, fleet.settings) == WORKERS
 
     await eventually(workers_back, timeout=60, interval=0.2)

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sessionstore import Heartbeat, RedisSettings, SessionStore, create_client, publish_heartbeat
-from sessionstore._embedded import free_port
 from sessionstore.server import create_app
+from sessionstore.testing import free_port
 from tests.server.test_api import TOKEN, server_settings
 from tests.serving import serving
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sessionstore._embedded import free_port, wait_until
+from sessionstore.testing import free_port, wait_until
 
 _CONFIG = """\
 base_dir = {d}/run

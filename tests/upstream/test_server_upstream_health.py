@@ -16,7 +16,7 @@ from sessionstore import (
     SessionStoreError,
     create_client,
 )
-from sessionstore._embedded import free_port
+from sessionstore.testing import free_port
 from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec, UpstreamState
 from tests.upstream.conftest import PASSWORD
 from tests.upstream.dovecot import Dovecot

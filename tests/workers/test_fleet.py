@@ -25,8 +25,8 @@ from sessionstore import (
     create_client,
     list_workers,
 )
-from sessionstore._embedded import free_port
 from sessionstore._scripts import Batch
+from sessionstore.testing import ChildProcess, Supervisor, free_port
 from tests.bulk import all_events, backdate, create_many, expired_per_session
 from tests.polling import eventually
 
@@ -38,12 +38,14 @@ DUE = timedelta(milliseconds=1)
 
 
 class Fleet:
-    """Worker processes started by one test; every one is stopped at the end."""
+    """Worker processes started by one test (on the supervisor ``sessionstore dev`` uses);
+    every one is stopped at the end."""
 
     def __init__(self, directory: Path, env: dict[str, str]) -> None:
         self.directory = directory
         self.env = env
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.supervisor = Supervisor()
+        self.processes: dict[str, ChildProcess] = {}
 
     def start(self, name: str, *, arq_cli: bool = False, burst: bool = False, **env: str) -> None:
         if arq_cli:
@@ -52,19 +54,18 @@ class Fleet:
             command = [SESSIONSTORE, "worker"]
         if burst:
             command.append("--burst")
-        log = (self.directory / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **self.env, "SESSIONSTORE_WORKER_ID": name, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        self.processes[name] = self.supervisor.start(
+            ChildProcess(
+                name,
+                command,
+                log_path=self.directory / f"{name}.log",
+                cwd=ROOT,
+                env={**os.environ, **self.env, "SESSIONSTORE_WORKER_ID": name, **env},
+            )
         )
-        log.close()
 
     def log(self, name: str) -> str:
-        return (self.directory / f"{name}.log").read_text(errors="replace")
+        return self.processes[name].log()
 
     async def wait(self, name: str, timeout: float) -> int:
         """Wait for a (burst) worker to exit; its log is in the failure message."""
@@ -74,15 +75,7 @@ class Fleet:
             pytest.fail(f"{name} still running after {timeout}s:\n{self.log(name)[-3000:]}")
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.supervisor.stop()
 
 
 @pytest.fixture

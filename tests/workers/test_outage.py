@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from sessionstore import (
-    LocalRedis,
     RedisSettings,
     SessionSettings,
     SessionStore,
@@ -23,6 +21,7 @@ from sessionstore import (
     create_client,
     list_workers,
 )
+from sessionstore.testing import ChildProcess, LocalRedis
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet]
@@ -40,7 +39,7 @@ def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
 
 
 @pytest.fixture
-def worker(redis_server: LocalRedis, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(redis_server: LocalRedis, tmp_path: Path) -> Iterator[ChildProcess]:
     env = {
         **os.environ,
         "SESSIONSTORE_REDIS_URL": redis_server.url,
@@ -54,18 +53,14 @@ def worker(redis_server: LocalRedis, tmp_path: Path) -> Iterator[subprocess.Pope
         "SESSIONSTORE_SWEEP_INTERVAL": "1",
         "SESSIONSTORE_REPAIR_INTERVAL": "86400",
     }
-    with (tmp_path / "worker.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sessionstore", "worker"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = ChildProcess(
+        "worker",
+        [sys.executable, "-m", "sessionstore", "worker"],
+        log_path=tmp_path / "worker.log",
+        env=env,
+    ).start()
     yield process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    process.kill()
 
 
 @pytest.fixture
@@ -106,7 +101,7 @@ async def _swept_by_the_worker(store: SessionStore) -> str:
 
 async def test_a_worker_waits_out_a_redis_outage_and_works_again(
     redis_server: LocalRedis,
-    worker: subprocess.Popen[bytes],
+    worker: ChildProcess,
     stores: list[SessionStore],
     tmp_path: Path,
 ) -> None:
@@ -120,7 +115,7 @@ async def test_a_worker_waits_out_a_redis_outage_and_works_again(
     redis_server.stop(remove=False)
 
     async def lost() -> bool:
-        assert worker.poll() is None, log_of(tmp_path)
+        assert worker.alive(), log_of(tmp_path)
         return "lost Redis" in log_of(tmp_path)
 
     await eventually(lost, timeout=30, interval=0.1)

@@ -13,8 +13,8 @@ import time
 
 import httpx
 
-from .._keys import KeySpace
-from ._dev_fleet import DevFleet
+from ... import KeySpace
+from .fleet import DevFleet
 
 UPSTREAM = "flaky"
 #: The breaker the demo route guards the made-up upstream with.

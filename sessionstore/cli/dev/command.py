@@ -23,11 +23,11 @@ from typing import Annotated
 import httpx
 import typer
 
-from .._embedded import free_port
-from .._keys import KeySpace
-from ._dev_breakers import breaker_lines, trip_demo_breaker
-from ._dev_fleet import DevFleet
-from ._support import EXIT_FAILED, fail, load_settings
+from ... import KeySpace
+from ...testing import free_port
+from .._support import EXIT_FAILED, fail, load_settings
+from .breakers import breaker_lines, trip_demo_breaker
+from .fleet import DevFleet
 
 #: Idle timeout of the short-lived demo session: the worker expires it soon after.
 SHORT_IDLE_SECONDS = 10
@@ -157,11 +157,8 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int) -> N
         "sessionstore dev fleet is up; Ctrl-C stops everything.",
         "",
         f"  redis      {where}",
-        *(f"  {c.name}  {c.url}  (pid {c.process.pid}, log {c.log_path})" for c in fleet.replicas),
-        *(
-            f"  {c.name}   id {c.worker_id}  (pid {c.process.pid}, log {c.log_path})"
-            for c in fleet.workers
-        ),
+        *(f"  {c.name}  {c.url}  (pid {c.pid}, log {c.log_path})" for c in fleet.replicas),
+        *(f"  {c.name}   id {c.worker_id}  (pid {c.pid}, log {c.log_path})" for c in fleet.workers),
         f"  health token  {fleet.token}",
         f"  admin token   {fleet.admin_token}  (breaker control)",
         "",

@@ -1,25 +1,28 @@
-"""``/demo/upstreams``: a guarded call to a simulated upstream (``SESSIONSTORE_DEMO_ROUTES``).
+"""``/demo/upstreams``: a guarded call to a simulated upstream, for the dev fleet and tests.
 
-Mounted only when the setting is on (the dev fleet and the tests): the
-client says how the upstream answers, everything else is the real breaker
-path. The call runs under ``Breaker.guard()`` of this replica's registry, its
-outcome is recorded in the fleet-wide window like any guarded call's, and a
-refusal is the real `BreakerOpen`. It is also the shape an app's own route
-takes to guard its upstream calls. Breakers are named ``demo:<upstream>``, so
-these routes can never touch a real upstream's breaker, and one process
-follows at most `MAX_DEMO_BREAKERS` of them.
+Not part of the reference server: `sessionstore serve` mounts this router
+(`mount_demo_routes`) only when ``SESSIONSTORE_DEMO_ROUTES`` is on, which the
+dev fleet sets for its replicas. The client says how the upstream answers,
+everything else is the real breaker path. The call runs under
+``Breaker.guard()`` of this replica's registry, its outcome is recorded in the
+fleet-wide window like any guarded call's, and a refusal is the real
+`BreakerOpen`. It is also the shape an app's own route takes to guard its
+upstream calls. Breakers are named ``demo:<upstream>``, so these routes can
+never touch a real upstream's breaker, and one process follows at most
+`MAX_DEMO_BREAKERS` of them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, FastAPI, Path
+from pydantic import BaseModel, ConfigDict
 
+from ...breaker import BreakerState
 from ...exceptions import InvalidInput, UpstreamError
-from .._state import State
-from ..breaker_models import DemoCall, DemoCallOut
-from ._common import problems
+from ...server._state import State
+from ...server.routes._common import problems
 
 router = APIRouter(tags=["demo"])
 
@@ -30,6 +33,31 @@ PREFIX = "demo:"
 Upstream = Annotated[
     str, Path(pattern=r"^[a-z0-9-]{1,32}$", description="A made-up upstream name, e.g. flaky.")
 ]
+
+
+class DemoCall(BaseModel):
+    """Body of ``POST /demo/upstreams/{upstream}/call``: how the simulated upstream answers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["success", "failure"]
+
+
+class DemoCallOut(BaseModel):
+    """A guarded call to the simulated upstream that went through."""
+
+    breaker: str
+    outcome: Literal["success"]
+    #: True when this call was one of the fleet's half-open probes.
+    probe: bool
+    #: This replica's view of the breaker after the call.
+    state: BreakerState
+
+
+def mount_demo_routes(app: FastAPI) -> FastAPI:
+    """Add the demo route to a reference-server app (from `create_app`); returns `app`."""
+    app.include_router(router)
+    return app
 
 
 @router.post(
