@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,imap,embedded]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,imap,embedded,mcp]'
 	touch $(STAMP)
 
 dev: $(STAMP)

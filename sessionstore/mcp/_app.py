@@ -1,0 +1,118 @@
+"""`mcp_app`: an SDK server as an ASGI app whose sessions roam the fleet (run it everywhere)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp.server.lowlevel.server import Server
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import SessionStore, Settings, create_client
+from ..exceptions import BackendUnavailable
+from ._logs import redact_sdk_logs
+from ._manager import RoamingSessionManager
+from ._metrics import McpMetrics
+from ._sdk import check_sdk
+
+logger = logging.getLogger("sessionstore.mcp")
+
+
+def lowlevel_server(server: Any) -> Server[Any]:
+    """The SDK's low-level `Server` behind `server` (an ``MCPServer`` or a `Server`)."""
+    if isinstance(server, Server):
+        return server
+    # MCPServer builds its low-level server's session manager here; the manager
+    # names the server it serves (a public attribute).
+    server.streamable_http_app()
+    lowlevel = server.session_manager.app
+    if not isinstance(lowlevel, Server):
+        raise TypeError(f"not an MCP server: {type(server).__name__}")
+    return lowlevel
+
+
+def mcp_app(
+    server: Any,
+    settings: Settings,
+    *,
+    path: str = "/mcp",
+    json_response: bool = False,
+    transport_security: TransportSecuritySettings | None = None,
+    retry_interval: int | None = None,
+    idle_timeout: float | None = 30 * 60,
+    max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
+) -> Starlette:
+    """A Starlette app serving `server` at `path` with sessions kept in the store.
+
+    Run the same app on every replica: any replica serves any session. Also
+    serves ``/metrics`` (Prometheus) and ``/healthz`` (liveness, with the pid).
+
+    Args:
+        server: an ``MCPServer`` or the SDK's low-level `Server`.
+        settings: the store's settings (``SESSIONSTORE_*``), read at the edge.
+        path: the MCP endpoint.
+        json_response: answer with JSON bodies instead of SSE streams.
+        transport_security: the SDK's DNS-rebinding protection (off by default:
+            replicas sit behind a load balancer).
+        retry_interval: SSE ``retry`` hint (ms) for resumable streams.
+        idle_timeout: seconds before the SDK reaps an unused local copy (the
+            session lives on; the next request rebuilds the copy).
+        max_request_body_size: larger bodies get 413.
+
+    .. versionadded:: 0.1
+    """
+    check_sdk()
+    redact_sdk_logs()
+    if settings.redis_url is None:
+        raise ValueError("mcp_app needs SESSIONSTORE_REDIS_URL (settings.redis_url)")
+    metrics = McpMetrics()
+    manager = RoamingSessionManager(
+        lowlevel_server(server),
+        json_response=json_response,
+        security_settings=transport_security,
+        retry_interval=retry_interval,
+        idle_timeout=idle_timeout,
+        max_request_body_size=max_request_body_size,
+        metrics=metrics,
+    )
+    redis_settings = settings.store_redis(settings.redis_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = create_client(redis_settings)
+        store = SessionStore(client, settings.session_settings())
+        try:
+            await store.load_scripts()
+        except BackendUnavailable:
+            # Serve anyway: requests answer 503 until Redis is back.
+            logger.warning("Redis unreachable at start-up; MCP requests answer 503 until it is")
+        try:
+            async with manager.run(store):
+                app.state.mcp_manager = manager
+                yield
+        finally:
+            await client.aclose()
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
+
+    return Starlette(
+        routes=[
+            Route(path, endpoint=manager, methods=["GET", "POST", "DELETE"]),
+            Route("/metrics", metrics_endpoint),
+            Route("/healthz", healthz),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,422 @@
+"""`RoamingSessionManager`: Streamable HTTP sessions that any replica serves.
+
+The SDK's own manager keeps sessions in a dict and answers 404 on every other
+replica. This one speaks the same wire (it drives the SDK's transport and
+server loop), but the ``Mcp-Session-Id`` is a sessionstore session id and the
+session is its record in Redis:
+
+- ``initialize`` (POST without an id) creates the session with the handshake
+  record in its metadata and answers through a fresh local transport;
+- any other request takes the session's request lease (a GET stream: its
+  connection lease), which checks the session, enforces the fleet's limits,
+  slides the idle deadline and reads the record, all in one round trip; a
+  replica without a local copy rebuilds it from that record, once per session
+  however many requests race for it; the lease goes back just before the
+  response's last body message (one more round trip);
+- ``DELETE`` ends the session in the store; every replica drops its copy when
+  the ``deleted`` event reaches it, as for ``expired`` and ``rotated``.
+
+Unknown, ended, malformed or someone else's ids answer 404 (what MCP clients
+answer with a new ``initialize``); Redis down answers a fast 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    RequestBodyLimitMiddleware,
+    TransportSecuritySettings,
+)
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from .. import EventFollower, EventKind, SessionStore
+from ..exceptions import SessionGone, SessionNotFound, SessionStoreError
+from ._handshake import HandshakeRecord, OpeningRejected, read_initialize
+from ._local import LocalSession, serve_local
+from ._metrics import McpMetrics
+from ._replies import error_response, not_found, store_refusal
+from ._sdk import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    MCP_SESSION_ID_HEADER,
+    EventStore,
+    StreamableHTTPServerTransport,
+    handle_modern_request,
+)
+from ._state import McpSession, bind, unbind
+
+logger = logging.getLogger("sessionstore.mcp")
+
+_PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+#: Session events after which no replica may keep a local copy.
+_ENDING = frozenset({EventKind.DELETED, EventKind.EXPIRED, EventKind.ROTATED})
+#: Builds the event store of one session's transport (None: no resumability).
+EventStoreFactory = Callable[[str], EventStore | None]
+
+
+class RoamingSessionManager:
+    """Serves the MCP Streamable HTTP endpoint of one replica, for sessions of the whole fleet.
+
+    An ASGI app; enter `run` (in the app's lifespan) before serving.
+
+    Args:
+        server: the SDK's low-level `Server` (``MCPServer`` apps: see `mcp_app`).
+        json_response: answer POSTs with one JSON body instead of an SSE stream.
+        security_settings: the SDK's DNS-rebinding protection settings.
+        retry_interval: SSE ``retry`` hint in milliseconds for resumable streams.
+        idle_timeout: seconds a local copy may sit unused before the SDK reaps it
+            (the session itself lives on in Redis; the next request rebuilds it).
+        max_request_body_size: larger request bodies get 413 before anything else.
+        event_stores: builds each session's `EventStore` (resumable streams).
+        metrics: the counters to update.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        *,
+        json_response: bool = False,
+        security_settings: TransportSecuritySettings | None = None,
+        retry_interval: int | None = None,
+        idle_timeout: float | None = 30 * 60,
+        max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
+        event_stores: EventStoreFactory | None = None,
+        metrics: McpMetrics | None = None,
+    ) -> None:
+        self.server = server
+        self.json_response = json_response
+        self.security_settings = security_settings
+        self.retry_interval = retry_interval
+        self.idle_timeout = idle_timeout
+        self.metrics = metrics or McpMetrics()
+        self._event_stores = event_stores
+        self._asgi = RequestBodyLimitMiddleware(self._handle, max_request_body_size)
+        self._sessions: dict[str, LocalSession] = {}
+        self._adopt_lock = anyio.Lock()
+        self._store: SessionStore | None = None
+        self._group: TaskGroup | None = None
+        self._lifespan_state: Any = None
+
+    @property
+    def local_sessions(self) -> int:
+        """How many sessions this replica holds a local copy of now."""
+        return len(self._sessions)
+
+    @contextlib.asynccontextmanager
+    async def run(self, store: SessionStore) -> AsyncIterator[None]:
+        """Serve with `store` until the block ends: the server's lifespan, the local
+        copies' tasks and the session-event follower that drops ended sessions."""
+        if self._store is not None:
+            raise RuntimeError("RoamingSessionManager.run() is already running")
+        async with (
+            self.server.lifespan(self.server) as lifespan_state,
+            anyio.create_task_group() as group,
+        ):
+            self._store, self._group, self._lifespan_state = store, group, lifespan_state
+            group.start_soon(self._follow_session_events, store)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+                self._sessions.clear()
+                self.metrics.local_sessions.set(0)
+                self._store = self._group = self._lifespan_state = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    # -- routing -----------------------------------------------------------------
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        store = self._store
+        if store is None:
+            raise RuntimeError("RoamingSessionManager.run() is not running")
+        headers = Headers(scope=scope)
+        version = headers.get(_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            # The 2026-07-28 revision: self-contained requests, no session id.
+            await handle_modern_request(
+                self.server,
+                self.security_settings,
+                self.json_response,
+                self._lifespan_state,
+                scope,
+                receive,
+                send,
+            )
+            return
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        owner = _owner(scope)
+        method = scope["method"]
+        if session_id is None:
+            if method == "POST":
+                await self._open(store, owner, scope, receive, send)
+            else:
+                await error_response(400, "Bad Request: Missing session ID")(scope, receive, send)
+            return
+        if method == "DELETE":
+            await self._end(store, session_id, owner, scope, receive, send)
+        else:
+            await self._serve(store, session_id, owner, scope, receive, send)
+
+    # -- opening -----------------------------------------------------------------
+
+    async def _open(
+        self,
+        store: SessionStore,
+        owner: dict[str, Any] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        body, replay = await _buffer_body(receive)
+        try:
+            record = read_initialize(body, owner)
+            session = await store.create(metadata=record.metadata())
+        except OpeningRejected as refused:
+            await error_response(refused.status, refused.message, refused.code)(
+                scope, receive, send
+            )
+            return
+        except SessionStoreError as exc:
+            await store_refusal(exc)(scope, receive, send)
+            return
+        local = await self._start(session.id, None)
+        self.metrics.sessions_opened.inc()
+        status: int | None = None
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = bind(McpSession(store, session))
+        try:
+            await local.transport.handle_request(scope, replay, watch)
+        finally:
+            unbind(token)
+            if status is None or status >= 400:
+                # Nothing was established: no session is left behind.
+                await self._drop(session.id, "refused")
+                with anyio.CancelScope(shield=True), contextlib.suppress(SessionStoreError):
+                    await store.delete(session.id)
+            elif local.connection is not None:
+                # The client's `initialized` may land on another replica; this copy
+                # must not wait for it before sending server-initiated requests.
+                local.connection.initialized.set()
+
+    # -- serving -----------------------------------------------------------------
+
+    async def _serve(
+        self,
+        store: SessionStore,
+        session_id: str,
+        owner: dict[str, Any] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        stream = scope["method"] == "GET"
+        tracked = (
+            store.track_connection(session_id, read_session=True)
+            if stream
+            else store.track_request(session_id, read_session=True)
+        )
+        try:
+            lease = await tracked.__aenter__()
+        except SessionStoreError as exc:
+            if isinstance(exc, SessionGone | SessionNotFound):
+                await self._drop(session_id, "ended")
+            await store_refusal(exc)(scope, receive, send)
+            return
+        returned = False
+
+        async def give_back() -> None:
+            nonlocal returned
+            if returned:
+                return
+            returned = True
+            try:
+                await tracked.__aexit__(None, None, None)
+            except SessionStoreError:
+                logger.warning("a lease of MCP session %s lapses at its deadline", session_id[:8])
+
+        async def send_then_return(message: Message) -> None:
+            # Return the lease before the last body message, so a client that waits
+            # for this response before its next request never meets its own lease.
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await give_back()
+            await send(message)
+
+        try:
+            assert lease.session is not None
+            record = HandshakeRecord.from_metadata(lease.session.metadata)
+            if record is None or record.owner != owner:
+                await not_found()(scope, receive, send_then_return)
+                return
+            local = await self._local(session_id, record)
+            token = bind(McpSession(store, lease.session))
+            try:
+                await local.transport.handle_request(scope, receive, send_then_return)
+            finally:
+                unbind(token)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await give_back()
+
+    async def _local(self, session_id: str, record: HandshakeRecord) -> LocalSession:
+        """This replica's usable copy of the session, adopted from `record` if it has none.
+
+        Returns with no await between the usability check and the caller's use.
+        """
+        local = self._sessions.get(session_id)
+        if local is not None and local.usable:
+            return local
+        async with self._adopt_lock:
+            local = self._sessions.get(session_id)
+            if local is None or not local.usable:
+                local = await self._start(session_id, record)
+                self.metrics.sessions_adopted.inc()
+        while not local.usable:  # reaped while we waited for the lock: rebuild
+            local = await self._start(session_id, record)
+        return local
+
+    async def _start(self, session_id: str, record: HandshakeRecord | None) -> LocalSession:
+        assert self._group is not None
+        transport = StreamableHTTPServerTransport(
+            mcp_session_id=session_id,
+            is_json_response_enabled=self.json_response,
+            event_store=self._event_stores(session_id) if self._event_stores else None,
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.idle_timeout,
+        )
+        local = LocalSession(session_id, transport)
+        previous = self._sessions.get(session_id)
+        self._sessions[session_id] = local
+        if previous is not None and previous is not local:
+            await self._stop(previous, "replaced")
+        self.metrics.local_sessions.set(len(self._sessions))
+        await self._group.start(self._run_local, local, record)
+        return local
+
+    async def _run_local(
+        self,
+        local: LocalSession,
+        record: HandshakeRecord | None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await serve_local(
+                self.server, self._lifespan_state, local, record, task_status=task_status
+            )
+        finally:
+            if self._sessions.get(local.session_id) is local:
+                del self._sessions[local.session_id]
+                self.metrics.local_sessions.set(len(self._sessions))
+                self.metrics.local_dropped.labels(local.ended or "closed").inc()
+
+    # -- ending ------------------------------------------------------------------
+
+    async def _end(
+        self,
+        store: SessionStore,
+        session_id: str,
+        owner: dict[str, Any] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        try:
+            session = await store.get(session_id)
+            record = HandshakeRecord.from_metadata(session.metadata)
+            if record is None or record.owner != owner:
+                await not_found()(scope, receive, send)
+                return
+            await store.delete(session_id)
+        except SessionStoreError as exc:
+            if isinstance(exc, SessionGone | SessionNotFound):
+                await self._drop(session_id, "ended")
+            await store_refusal(exc)(scope, receive, send)
+            return
+        await self._drop(session_id, "deleted")
+        response = Response(
+            status_code=200,
+            media_type="application/json",
+            headers={MCP_SESSION_ID_HEADER: session_id},
+        )
+        await response(scope, receive, send)
+
+    async def _drop(self, session_id: str, reason: str) -> None:
+        """Drop this replica's copy of the session, if it holds one."""
+        local = self._sessions.pop(session_id, None)
+        if local is None:
+            return
+        self.metrics.local_sessions.set(len(self._sessions))
+        self.metrics.local_dropped.labels(reason).inc()
+        await self._stop(local, reason)
+
+    @staticmethod
+    async def _stop(local: LocalSession, reason: str) -> None:
+        local.ended = reason
+        with anyio.CancelScope(shield=True):
+            await local.transport.terminate()
+
+    async def _follow_session_events(self, store: SessionStore) -> None:
+        """Drop the local copy of every session that ends anywhere in the fleet."""
+        follower = EventFollower(store.redis, store.settings, after="$")
+        while True:
+            try:
+                for event in await follower.read():
+                    if event.kind in _ENDING and event.session_id in self._sessions:
+                        await self._drop(event.session_id, str(event.kind))
+            except SessionStoreError:
+                # Redis is away: requests answer 503 meanwhile; read on from the cursor.
+                logger.warning("session events unreadable; retrying", exc_info=True)
+                await anyio.sleep(1.0)
+                cursor = follower.cursor
+                follower = EventFollower(
+                    store.redis, store.settings, after=cursor if cursor else "$"
+                )
+
+
+def _owner(scope: Scope) -> dict[str, Any] | None:
+    """The credential of the request (set by the SDK's bearer-auth middleware), if any."""
+    user = scope.get("user")
+    if isinstance(user, AuthenticatedUser):
+        return dict(authorization_context(user))
+    return None
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole request body; returns it and a `receive` that hands it out again."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return body, replay

@@ -1,0 +1,185 @@
+"""Proof of roaming MCP sessions: a real Redis, three uvicorn replicas of the example MCP
+server and a worker, HAProxy round robin in front (no stickiness), driven by the SDK's
+own client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp.client.client import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+from sessionstore import RedisSettings, SessionStatus, SessionStore, Tombstone, create_client
+from tests.fleet.mcp_fleet import McpFleet
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+PREFIX = "mcpfleet" + secrets.token_hex(3)
+#: Every session expires this long after it was opened (an open GET stream keeps a
+#: session from idling out, so the test of expiry uses the absolute lifetime).
+LIFETIME_SECONDS = 15
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[McpFleet]:
+    if shutil.which("haproxy") is None and not os.access("/usr/sbin/haproxy", os.X_OK):
+        pytest.skip("haproxy not installed (apt-get install haproxy)")
+    settings = {
+        "SESSIONSTORE_KEY_PREFIX": PREFIX,
+        "SESSIONSTORE_SHARDS": "4",
+        "SESSIONSTORE_ABSOLUTE_LIFETIME": str(LIFETIME_SECONDS),
+        "SESSIONSTORE_SWEEP_INTERVAL": "1",
+        "SESSIONSTORE_REQUEST_LEASE_TTL": "5",
+    }
+    fleet = McpFleet(3, settings, workers=1).start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(scope="module")
+def balancer(fleet: McpFleet) -> Iterator[str]:
+    with fleet.balanced() as url:
+        yield f"{url}/mcp"
+
+
+@pytest.fixture
+async def store(fleet: McpFleet) -> AsyncIterator[SessionStore]:
+    client = create_client(RedisSettings.from_dsn(fleet.redis.url))
+    yield SessionStore(client, fleet.settings.session_settings())
+    await client.aclose()
+
+
+async def tick(client: Client) -> dict[str, Any]:
+    """One call of the example's ``tick`` tool: counter, replica, session id."""
+    result = await client.call_tool("tick", {})
+    assert not result.is_error, result
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def raw_call(url: str, session_id: str) -> httpx.Response:
+    """A tools/call POST for `session_id` straight to `url`, outside the SDK client."""
+    headers = {
+        "Mcp-Session-Id": session_id,
+        "MCP-Protocol-Version": LATEST_HANDSHAKE_VERSION,
+        "Accept": "application/json, text/event-stream",
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "tick"}}
+    async with httpx.AsyncClient() as http:
+        return await http.post(url, json=body, headers=headers, timeout=10)
+
+
+def opened(fleet: McpFleet) -> dict[str, float]:
+    return {r.name: r.metric("sessionstore_mcp_sessions_opened_total") for r in fleet.replicas}
+
+
+async def test_counter_is_exact_while_every_call_lands_on_another_replica(
+    balancer: str, fleet: McpFleet
+) -> None:
+    """Twelve calls through round robin: the counter runs 1..12 with no 404, no two
+    consecutive calls are served by the same replica, and every replica served some."""
+    async with Client(balancer, mode="legacy") as client:
+        calls = [await tick(client) for _ in range(12)]
+    assert [c["counter"] for c in calls] == list(range(1, 13))
+    replicas = [c["replica"] for c in calls]
+    assert all(a != b for a, b in itertools.pairwise(replicas)), replicas
+    assert set(replicas) == {r.name for r in fleet.replicas}
+    adopted = sum(r.metric("sessionstore_mcp_sessions_adopted_total") for r in fleet.replicas)
+    assert adopted >= 2  # the two replicas that did not open it rebuilt it
+
+
+async def test_concurrent_clients_and_increments_end_exact(balancer: str) -> None:
+    """Four clients, each with eight concurrent increments spread over the replicas: each
+    session's counter ends at exactly eight and every value 1..8 was handed out once."""
+
+    async def one_client() -> list[int]:
+        async with Client(balancer, mode="legacy") as client:
+            results = await asyncio.gather(*(tick(client) for _ in range(8)))
+            final = await tick(client)
+        assert final["counter"] == 9
+        return sorted(r["counter"] for r in results)
+
+    outcomes = await asyncio.gather(*(one_client() for _ in range(4)))
+    assert outcomes == [list(range(1, 9))] * 4
+
+
+async def test_session_goes_on_after_its_opening_replica_is_killed(
+    balancer: str, fleet: McpFleet
+) -> None:
+    """The replica that answered initialize is SIGKILLed mid-session; the next calls are
+    served by the others and the counter goes on without a gap."""
+    before = opened(fleet)
+    async with Client(balancer, mode="legacy") as client:
+        first = [await tick(client) for _ in range(3)]
+        after = opened(fleet)
+        (creator,) = [name for name in after if after[name] > before[name]]
+        victim = fleet.replica_named(creator)
+        victim.kill()
+        try:
+            rest = [await tick(client) for _ in range(6)]
+        finally:
+            fleet.restart(victim)
+    assert [c["counter"] for c in first + rest] == list(range(1, 10))
+    assert creator not in {c["replica"] for c in rest}
+
+
+async def test_delete_through_one_replica_is_404_on_every_replica(
+    balancer: str, fleet: McpFleet, store: SessionStore
+) -> None:
+    """Leaving the client sends DELETE through the balancer: the session is closed in the
+    store and every replica answers 404 (the SDK's JSON-RPC error) for it."""
+    async with Client(balancer, mode="legacy") as client:
+        calls = [await tick(client) for _ in range(4)]
+    session_id = calls[0]["session"]
+    found = await store.lookup(session_id)
+    assert isinstance(found, Tombstone) and found.status is SessionStatus.CLOSED
+    for replica in fleet.replicas:
+        answer = await raw_call(f"{replica.url}/mcp", session_id)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"]["message"] == "Session not found"
+
+    async def copies_dropped() -> bool:
+        return all(r.metric("sessionstore_mcp_local_sessions") == 0 for r in fleet.replicas)
+
+    await eventually(copies_dropped, timeout=10)
+
+
+async def test_session_expired_by_a_worker_answers_404_and_a_new_initialize_works(
+    balancer: str, fleet: McpFleet, store: SessionStore
+) -> None:
+    """A session past its lifetime is expired by the worker's sweep; every replica drops
+    its copy, the client's next call gets the 404 error, and a fresh initialize through
+    the same balancer works."""
+    async with Client(balancer, mode="legacy") as client:
+        session_id = (await tick(client))["session"]
+
+        async def swept() -> bool:
+            found = await store.lookup(session_id)  # no side effect: does not slide
+            return isinstance(found, Tombstone) and found.status is SessionStatus.EXPIRED
+
+        await eventually(swept, timeout=LIFETIME_SECONDS + 20, interval=0.2)
+
+        async def copies_dropped() -> bool:
+            return sum(
+                r.metric("sessionstore_mcp_local_sessions_dropped_total", reason="expired")
+                for r in fleet.replicas
+            ) >= 1 and all(r.metric("sessionstore_mcp_local_sessions") == 0 for r in fleet.replicas)
+
+        await eventually(copies_dropped, timeout=10)
+        with pytest.raises(MCPError, match="Session not found"):
+            await client.call_tool("tick", {})
+    async with Client(balancer, mode="legacy") as fresh:
+        again = await tick(fresh)
+    assert again["counter"] == 1 and again["session"] != session_id

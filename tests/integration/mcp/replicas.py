@@ -1,0 +1,100 @@
+"""In-process MCP replicas for tests: `mcp_app` apps on uvicorn servers in this event loop,
+sharing one Redis, and an SDK client whose requests go to each replica in turn."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import uvicorn
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from starlette.applications import Starlette
+
+from sessionstore import Settings
+from sessionstore._embedded import free_port
+from sessionstore.mcp import RoamingSessionManager, mcp_app
+
+
+class Replica:
+    """One `mcp_app` served by uvicorn on a free port of 127.0.0.1."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def manager(self) -> RoamingSessionManager:
+        manager = self.app.state.mcp_manager
+        assert isinstance(manager, RoamingSessionManager)
+        return manager
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+@asynccontextmanager
+async def replicas(
+    count: int, make_server: Callable[[], Any], settings: Settings, **options: Any
+) -> AsyncIterator[list[Replica]]:
+    """`count` replicas of the server `make_server` builds, started and stopped around the block."""
+    started = [Replica(mcp_app(make_server(), settings, **options)) for _ in range(count)]
+    try:
+        for replica in started:
+            await replica.start()
+        yield started
+    finally:
+        for replica in started:
+            await replica.stop()
+
+
+class Rotating(httpx2.AsyncBaseTransport):
+    """Sends each request to the next replica in turn (round robin, no stickiness)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = itertools.cycle(ports)
+        self._inner = httpx2.AsyncHTTPTransport()
+        #: The port each request went to, in order.
+        self.sent: list[int] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = next(self._ports)
+        self.sent.append(port)
+        request.url = request.url.copy_with(port=port)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@asynccontextmanager
+async def roaming_client(
+    group: list[Replica], **options: Any
+) -> AsyncIterator[tuple[Client, Rotating]]:
+    """An SDK client (handshake mode, entered) whose every request goes to the next replica."""
+    rotating = Rotating([r.port for r in group])
+    async with httpx2.AsyncClient(transport=rotating, timeout=httpx2.Timeout(30, read=300)) as http:
+        transport = streamable_http_client(group[0].url, http_client=http)
+        async with Client(transport, mode="legacy", **options) as client:
+            yield client, rotating

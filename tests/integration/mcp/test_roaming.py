@@ -1,0 +1,299 @@
+"""Roaming MCP sessions in one process: several `mcp_app` replicas on one real Redis,
+the SDK's own client sending each request to the next replica."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from redis.asyncio.connection import AbstractConnection
+
+from sessionstore import LocalRedis, RedisSettings, SessionStore, Settings, create_client
+from sessionstore.mcp import mcp_session
+from tests.integration.mcp.replicas import Replica, replicas, roaming_client
+
+HEADERS = {
+    "MCP-Protocol-Version": LATEST_HANDSHAKE_VERSION,
+    "Accept": "application/json, text/event-stream",
+}
+POST_HEADERS = {**HEADERS, "Content-Type": "application/json"}
+CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "bump"}}
+INITIALIZE = (
+    b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"'
+    + LATEST_HANDSHAKE_VERSION.encode()
+    + b'","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}'
+)
+
+
+def make_server() -> MCPServer:
+    server = MCPServer("roaming-test")
+
+    @server.tool()
+    async def bump() -> int:
+        """Increment the session's counter."""
+        return await mcp_session().incr("n")
+
+    @server.tool()
+    async def echo() -> str:
+        """Touch no state."""
+        return "echo"
+
+    @server.tool()
+    async def remember(text: str) -> list[str]:
+        """Append to the session's notes."""
+        state = await mcp_session().mutate(lambda s: {**s, "notes": [*s.get("notes", []), text]})
+        return list(state["notes"])
+
+    return server
+
+
+@pytest.fixture
+def settings(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(redis_url=redis_url, key_prefix=key_prefix, shards=4)
+
+
+@pytest.fixture
+async def group(settings: Settings) -> AsyncIterator[list[Replica]]:
+    async with replicas(2, make_server, settings) as started:
+        yield started
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[SessionStore]:
+    assert settings.redis_url is not None
+    client = create_client(RedisSettings.from_dsn(settings.redis_url))
+    yield SessionStore(client, settings.session_settings())
+    await client.aclose()
+
+
+async def value(client: object, name: str = "bump", **arguments: object) -> object:
+    result = await client.call_tool(name, arguments)  # type: ignore[attr-defined]
+    assert not result.is_error, result
+    return result.structured_content["result"]
+
+
+async def test_every_request_on_the_other_replica(group: list[Replica]) -> None:
+    """Each request goes to the other replica than the one before: the counter is exact
+    and the replica that did not open the session adopted it once."""
+    async with roaming_client(group) as (client, rotating):
+        counts = [await value(client) for _ in range(6)]
+    assert counts == [1, 2, 3, 4, 5, 6]
+    assert len(set(rotating.sent)) == 2
+    opened = [r.manager.metrics.sessions_opened._value.get() for r in group]
+    adopted = [r.manager.metrics.sessions_adopted._value.get() for r in group]
+    assert sorted(opened) == [0, 1]
+    assert adopted[opened.index(1)] == 0 and adopted[opened.index(0)] == 1
+
+
+async def test_a_replica_adopts_once_under_concurrent_requests(group: list[Replica]) -> None:
+    """Sixteen concurrent calls, half of them on the replica without a copy: it rebuilds
+    the session exactly once, and the increments end exact."""
+    async with roaming_client(group) as (client, _):
+        results = await asyncio.gather(*(value(client) for _ in range(16)))
+        notes = await value(client, "remember", text="x")
+    assert sorted(results) == list(range(1, 17))  # type: ignore[type-var]
+    assert notes == ["x"]
+    assert sum(r.manager.metrics.sessions_adopted._value.get() for r in group) == 1
+
+
+async def test_idle_reaping_of_a_local_copy_is_invisible(settings: Settings) -> None:
+    """The SDK reaps the idle local copy of the replica that holds no GET stream; the
+    next calls on it rebuild the copy from the record and the client notices nothing."""
+    async with replicas(2, make_server, settings, idle_timeout=0.3) as group:
+        async with roaming_client(group) as (client, _):
+            assert [await value(client) for _ in range(4)] == [1, 2, 3, 4]
+            await _until(lambda: sum(r.manager.local_sessions for r in group) == 1 or None)
+            before = sum(r.manager.metrics.sessions_adopted._value.get() for r in group)
+            assert [await value(client) for _ in range(4)] == [5, 6, 7, 8]
+        after = sum(r.manager.metrics.sessions_adopted._value.get() for r in group)
+        reaped = sum(r.manager.metrics.local_dropped.labels("idle")._value.get() for r in group)
+    assert after > before and reaped >= 1
+
+
+async def _until(check: object, timeout: float = 10.0) -> None:
+    from tests.polling import eventually
+
+    async def probe() -> object:
+        return check()  # type: ignore[operator]
+
+    await eventually(probe, timeout=timeout, interval=0.05)
+
+
+@pytest.mark.parametrize(
+    ("session_id", "why"),
+    [
+        ("0123456789abcdef0123456789abcdef", "the SDK's own uuid hex ids"),
+        ("1.AAAAAAAAAAAAAAAAAAAAAAAA", "a well-formed id never issued"),
+        ("1.*{x}:AAAAAAAAAAAAAAAAAAA", "key-injection attempt"),
+        ("9" * 5000, "oversized"),
+    ],
+)
+async def test_foreign_and_malformed_session_ids_answer_404(
+    group: list[Replica], session_id: str, why: str
+) -> None:
+    """Ids that lead to no session get the SDK's 404 JSON-RPC error, on every replica."""
+    del why
+    async with httpx.AsyncClient() as http:
+        for replica in group:
+            answer = await http.post(
+                replica.url, json=CALL, headers={**HEADERS, "Mcp-Session-Id": session_id}
+            )
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["error"]["message"] == "Session not found"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "Parse error: the body is not JSON"),
+        (b'{"jsonrpc": "2.0", "id": 1}', 400, "Invalid JSON-RPC message"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}', 400, "Bad Request: Missing session ID"),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}',
+            400,
+            "Invalid initialize params",
+        ),
+    ],
+)
+async def test_bad_opening_requests_create_nothing(
+    group: list[Replica], store: SessionStore, body: bytes, status: int, message: str
+) -> None:
+    """A request without a session id that is not a valid initialize gets a JSON-RPC
+    error and no session is created."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            group[0].url, content=body, headers={**HEADERS, "Content-Type": "application/json"}
+        )
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["message"] == message
+    assert (await store.counts()).active == 0
+
+
+async def test_oversized_body_is_refused_before_anything(
+    settings: Settings, store: SessionStore
+) -> None:
+    """A body over the limit gets 413 and creates nothing."""
+    small = replicas(1, make_server, settings, max_request_body_size=1024)
+    async with small as (replica,), httpx.AsyncClient() as http:
+        answer = await http.post(
+            replica.url,
+            content=b'{"pad": "' + b"x" * 4096 + b'"}',
+            headers={**HEADERS, "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 413
+    assert (await store.counts()).active == 0
+
+
+async def test_delete_on_one_replica_drops_the_copy_on_the_other(group: list[Replica]) -> None:
+    """Leaving the client sends DELETE to one replica; the other drops its local copy
+    when the session event reaches it, and both answer 404 for the id."""
+    async with roaming_client(group) as (client, _):
+        await value(client)
+        await value(client)
+        assert all(r.manager.local_sessions == 1 for r in group)
+        session_ids = list(group[0].manager._sessions)
+    await _until(lambda: all(r.manager.local_sessions == 0 for r in group) or None)
+    async with httpx.AsyncClient() as http:
+        for replica in group:
+            answer = await http.post(
+                replica.url, json=CALL, headers={**HEADERS, "Mcp-Session-Id": session_ids[0]}
+            )
+            assert answer.status_code == 404
+
+
+async def test_rotation_ends_the_mcp_session_everywhere(
+    group: list[Replica], store: SessionStore
+) -> None:
+    """Rotating the session's id (as an operator would) ends it for the MCP client: every
+    replica drops its copy and the next call is the 404 error."""
+    async with roaming_client(group) as (client, _):
+        await value(client)
+        await value(client)
+        (session_id,) = list(group[0].manager._sessions)
+        await store.rotate(session_id)
+        await _until(lambda: all(r.manager.local_sessions == 0 for r in group) or None)
+        with pytest.raises(MCPError, match="Session not found"):
+            await client.call_tool("bump", {})
+
+
+async def test_mcp_session_outside_a_request_is_an_error() -> None:
+    """mcp_session() outside a request served by mcp_app says so."""
+    with pytest.raises(RuntimeError, match="only available while mcp_app serves"):
+        mcp_session()
+
+
+async def test_redis_down_answers_a_fast_503_and_recovers(tmp_path: Path) -> None:
+    """With the session store's Redis stopped, a request for a live session gets 503 with
+    Retry-After (bounded by the short Redis timeouts, never a hang); once Redis is back
+    it is served."""
+    local = LocalRedis(directory=str(tmp_path / "redis"), appendonly=True)
+    local.start()
+    settings = Settings(redis_url=local.url, key_prefix="down", shards=4)
+    try:
+        one = replicas(1, make_server, settings)
+        async with one as (replica,), httpx.AsyncClient() as http:
+            opened = await http.post(replica.url, content=INITIALIZE, headers=POST_HEADERS)
+            session_id = opened.headers["mcp-session-id"]
+            local.stop(remove=False)
+            down = await http.post(
+                replica.url, json=CALL, headers={**POST_HEADERS, "Mcp-Session-Id": session_id}
+            )
+            local.start()
+            back = await http.post(
+                replica.url, json=CALL, headers={**POST_HEADERS, "Mcp-Session-Id": session_id}
+            )
+    finally:
+        local.stop()
+    assert down.status_code == 503 and down.headers["retry-after"] == "1", down.text
+    assert back.status_code == 200, back.text
+
+
+class CallRoundTrips:
+    """Socket writes to Redis (one per command or pipeline), except the event follower's
+    XREAD, which runs in the background whatever the calls do."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def reset(self) -> None:
+        self.total = 0
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> CallRoundTrips:
+    counter = CallRoundTrips()
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes | bytearray) else b"".join(command)
+        if b"XREAD" not in packed:
+            counter.total += 1
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return counter
+
+
+async def test_round_trips_of_a_steady_state_tool_call(
+    group: list[Replica], round_trips: CallRoundTrips
+) -> None:
+    """Once the session is known to a replica, a tool call that touches no state costs two
+    round trips (take the lease and read the record; give it back); an increment one more.
+    The session-event follower's reads are not part of a call and are not counted."""
+    async with roaming_client(group[:1]) as (client, _):
+        await value(client, "echo")
+        await value(client)
+        round_trips.reset()
+        await value(client, "echo")
+        echo = round_trips.total
+        round_trips.reset()
+        await value(client)
+        bump = round_trips.total
+    assert (echo, bump) == (2, 3)
