@@ -37,13 +37,15 @@ class SessionKeys:
     lock: str
     #: hash: upstream connection records, one field (JSON) per upstream name
     upstreams: str
+    #: stream: the session's MCP SSE events (sessionstore.mcp), capped, dropped with the session
+    mcp_events: str
     #: the shard's keys
     expiry: str
     stats: str
     events: str
 
     def ordered(self) -> list[str]:
-        """The nine keys in the order every single-session script takes them."""
+        """The ten keys in the order every single-session script takes them."""
         return [
             self.record,
             self.tombstone,
@@ -54,6 +56,7 @@ class SessionKeys:
             self.expiry,
             self.stats,
             self.events,
+            self.mcp_events,
         ]
 
 
@@ -110,12 +113,12 @@ class KeySpace:
         tag = self.shard_tag(shard)
         return {
             name: f"{tag}:{name}:"
-            for name in ("session", "tomb", "requests", "conns", "lock", "upstreams")
+            for name in ("session", "tomb", "requests", "conns", "lock", "upstreams", "mcp")
         }
 
     def session_prefix_args(self, shard: int) -> list[str]:
         """The prefixes as the batch scripts (sweep, repair_sessions) take them in ARGV:
-        record, tomb, requests, conns, lock, upstreams."""
+        record, tomb, requests, conns, lock, upstreams, mcp events."""
         return list(self.session_prefixes(shard).values())
 
     # -- per session -----------------------------------------------------------
@@ -137,6 +140,7 @@ class KeySpace:
             connections=f"{tag}:conns:{session_id}",
             lock=f"{tag}:lock:{session_id}",
             upstreams=f"{tag}:upstreams:{session_id}",
+            mcp_events=f"{tag}:mcp:{session_id}",
             expiry=self.expiry(shard),
             stats=self.stats(shard),
             events=self.events(shard),
@@ -278,6 +282,13 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "absolute deadline + sweep_grace",
             "upstream connection records, one JSON field per upstream (docs/upstream.md)",
             f"HGETALL {p}:{{N}}:upstreams:<id>",
+        ),
+        (
+            f"{p}:{{N}}:mcp:<id>",
+            "stream",
+            "~max events, the sessions' absolute_lifetime; dropped with the session",
+            "MCP SSE events of the session (sessionstore.mcp, docs/mcp.md): s stream id, m message",
+            f"XREVRANGE {p}:{{N}}:mcp:<id> + - COUNT 10",
         ),
         (
             f"{p}:{{N}}:expiry",
