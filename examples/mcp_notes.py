@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 
 from sessionstore import Settings
 from sessionstore.mcp import mcp_app, mcp_session
@@ -40,4 +41,25 @@ async def add_note(text: str) -> int:
     return len(state["notes"])
 
 
-app = mcp_app(notes, Settings())
+@notes.tool()
+async def countdown(steps: int, ctx: Context) -> str:
+    """Report progress step by step; after step 2 close the SSE stream (the client
+    resumes it, on any replica). Returns the replica that ran the tool."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps)
+        if step == 2:
+            await ctx.close_sse_stream()
+        await anyio.sleep(0.2)  # simulated work, so later steps follow the reconnect
+    return REPLICA
+
+
+@notes.tool()
+async def announce(ctx: Context) -> str:
+    """Notify the client (on its standalone GET stream, wherever that is held) that the
+    tool list changed; returns the replica that sent it."""
+    await ctx.session.send_tool_list_changed()
+    return REPLICA
+
+
+# Clients reconnect a closed stream after 200 ms (the SSE retry hint).
+app = mcp_app(notes, Settings(), retry_interval=200)

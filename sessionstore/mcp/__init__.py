@@ -8,6 +8,7 @@ session; `mcp_session()` gives tools the session's shared state. See docs/mcp.md
 from __future__ import annotations
 
 from ._app import lowlevel_server, mcp_app
+from ._event_store import RedisEventStore
 from ._handshake import HandshakeRecord
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
@@ -19,6 +20,7 @@ __all__ = [
     "HandshakeRecord",
     "McpMetrics",
     "McpSession",
+    "RedisEventStore",
     "RoamingSessionManager",
     "StateMutator",
     "check_sdk",

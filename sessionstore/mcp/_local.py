@@ -16,7 +16,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._handshake import HandshakeRecord
-from ._sdk import Connection, JSONRPCDispatcher, StreamableHTTPServerTransport, serve_connection
+from ._sdk import (
+    Connection,
+    EventStore,
+    JSONRPCDispatcher,
+    StreamableHTTPServerTransport,
+    serve_connection,
+)
 
 logger = logging.getLogger("sessionstore.mcp")
 
@@ -28,6 +34,8 @@ class LocalSession:
     session_id: str
     transport: StreamableHTTPServerTransport
     connection: Connection | None = None
+    #: The session's event store on this replica (None: not resumable).
+    events: EventStore | None = None
     #: Why the server task ended (``idle``, ``ended``, ``crashed``...), once it has.
     ended: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -40,7 +48,12 @@ class LocalSession:
         such a copy is replaced rather than used, so the client never sees the reap.
         """
         idle = self.transport.idle_scope
-        return not self.transport.is_terminated and not (idle is not None and idle.cancel_called)
+        return self.usable_for_streams and not (idle is not None and idle.cancel_called)
+
+    @property
+    def usable_for_streams(self) -> bool:
+        """Whether streams served from this copy should go on (it was not dropped)."""
+        return self.ended is None and not self.transport.is_terminated
 
 
 async def serve_local(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -39,16 +39,18 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .. import EventFollower, EventKind, SessionStore
+from .. import EventFollower, EventKind, SessionStore, TrackedLease
 from ..exceptions import SessionGone, SessionNotFound, SessionStoreError
+from ._event_store import RedisEventStore, parse_event_id
 from ._handshake import HandshakeRecord, OpeningRejected, read_initialize
 from ._local import LocalSession, serve_local
 from ._metrics import McpMetrics
 from ._replies import error_response, not_found, store_refusal
 from ._sdk import (
+    GET_STREAM_KEY,
     HANDSHAKE_PROTOCOL_VERSIONS,
+    LAST_EVENT_ID_HEADER,
     MCP_SESSION_ID_HEADER,
-    EventStore,
     StreamableHTTPServerTransport,
     handle_modern_request,
 )
@@ -59,8 +61,6 @@ logger = logging.getLogger("sessionstore.mcp")
 _PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 #: Session events after which no replica may keep a local copy.
 _ENDING = frozenset({EventKind.DELETED, EventKind.EXPIRED, EventKind.ROTATED})
-#: Builds the event store of one session's transport (None: no resumability).
-EventStoreFactory = Callable[[str], EventStore | None]
 
 
 class RoamingSessionManager:
@@ -76,7 +76,10 @@ class RoamingSessionManager:
         idle_timeout: seconds a local copy may sit unused before the SDK reaps it
             (the session itself lives on in Redis; the next request rebuilds it).
         max_request_body_size: larger request bodies get 413 before anything else.
-        event_stores: builds each session's `EventStore` (resumable streams).
+        resumable: keep every session's SSE events in its Redis stream
+            (`RedisEventStore`), so streams resume on any replica and GET streams
+            carry messages produced on any replica.
+        max_events: each session's stream is capped near this many events.
         metrics: the counters to update.
 
     .. versionadded:: 0.1
@@ -91,7 +94,8 @@ class RoamingSessionManager:
         retry_interval: int | None = None,
         idle_timeout: float | None = 30 * 60,
         max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
-        event_stores: EventStoreFactory | None = None,
+        resumable: bool = True,
+        max_events: int = 1000,
         metrics: McpMetrics | None = None,
     ) -> None:
         self.server = server
@@ -100,7 +104,8 @@ class RoamingSessionManager:
         self.retry_interval = retry_interval
         self.idle_timeout = idle_timeout
         self.metrics = metrics or McpMetrics()
-        self._event_stores = event_stores
+        self.resumable = resumable
+        self.max_events = max_events
         self._asgi = RequestBodyLimitMiddleware(self._handle, max_request_body_size)
         self._sessions: dict[str, LocalSession] = {}
         self._adopt_lock = anyio.Lock()
@@ -241,31 +246,21 @@ class RoamingSessionManager:
                 await self._drop(session_id, "ended")
             await store_refusal(exc)(scope, receive, send)
             return
-        returned = False
-
-        async def give_back() -> None:
-            nonlocal returned
-            if returned:
-                return
-            returned = True
-            try:
-                await tracked.__aexit__(None, None, None)
-            except SessionStoreError:
-                logger.warning("a lease of MCP session %s lapses at its deadline", session_id[:8])
-
-        async def send_then_return(message: Message) -> None:
-            # Return the lease before the last body message, so a client that waits
-            # for this response before its next request never meets its own lease.
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await give_back()
-            await send(message)
-
+        returning = _LeaseReturn(tracked, session_id)
+        send_then_return = returning.before_last_body(send)
         try:
             assert lease.session is not None
             record = HandshakeRecord.from_metadata(lease.session.metadata)
             if record is None or record.owner != owner:
                 await not_found()(scope, receive, send_then_return)
                 return
+            if stream and self.resumable:
+                resumed = await self._stream_from_redis(
+                    session_id, scope, receive, send_then_return
+                )
+                if resumed is None:
+                    return
+                scope = resumed
             local = await self._local(session_id, record)
             token = bind(McpSession(store, lease.session))
             try:
@@ -274,7 +269,38 @@ class RoamingSessionManager:
                 unbind(token)
         finally:
             with anyio.CancelScope(shield=True):
-                await give_back()
+                await returning.give_back()
+
+    async def _stream_from_redis(
+        self, session_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> Scope | None:
+        """The GET's scope, made to resume from the session's Redis stream.
+
+        A GET with ``Last-Event-ID`` resumes after that event; one without starts
+        the standalone stream from now (a priming event is written and resumed
+        from). Either way the replica serves the stream from Redis, so messages
+        produced on any replica reach it. A ``Last-Event-ID`` that is not an event
+        of this session gets 400 and nothing is replayed (None is returned).
+        """
+        assert self._store is not None
+        headers = Headers(scope=scope)
+        last = headers.get(LAST_EVENT_ID_HEADER)
+        if last is not None:
+            if parse_event_id(last, session_id) is None:
+                await error_response(400, "Last-Event-ID is not an event of this session")(
+                    scope, receive, send
+                )
+                return None
+            self.metrics.streams_resumed.inc()
+            return scope
+        self.metrics.streams_opened.inc()
+        try:
+            start = await RedisEventStore(self._store, session_id).store_event(GET_STREAM_KEY, None)
+        except SessionStoreError as exc:
+            await store_refusal(exc)(scope, receive, send)
+            return None
+        raw = [(k, v) for k, v in scope["headers"] if k != LAST_EVENT_ID_HEADER.encode()]
+        return {**scope, "headers": [*raw, (LAST_EVENT_ID_HEADER.encode(), start.encode())]}
 
     async def _local(self, session_id: str, record: HandshakeRecord) -> LocalSession:
         """This replica's usable copy of the session, adopted from `record` if it has none.
@@ -294,16 +320,29 @@ class RoamingSessionManager:
         return local
 
     async def _start(self, session_id: str, record: HandshakeRecord | None) -> LocalSession:
-        assert self._group is not None
+        assert self._group is not None and self._store is not None
+        holder: list[LocalSession] = []
+        events = (
+            RedisEventStore(
+                self._store,
+                session_id,
+                max_events=self.max_events,
+                stopped=lambda: not holder or not holder[0].usable_for_streams,
+                metrics=self.metrics,
+            )
+            if self.resumable
+            else None
+        )
         transport = StreamableHTTPServerTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
-            event_store=self._event_stores(session_id) if self._event_stores else None,
+            event_store=events,
             security_settings=self.security_settings,
             retry_interval=self.retry_interval,
             idle_timeout=self.idle_timeout,
         )
-        local = LocalSession(session_id, transport)
+        local = LocalSession(session_id, transport, events=events)
+        holder.append(local)
         previous = self._sessions.get(session_id)
         self._sessions[session_id] = local
         if previous is not None and previous is not local:
@@ -391,6 +430,34 @@ class RoamingSessionManager:
                 follower = EventFollower(
                     store.redis, store.settings, after=cursor if cursor else "$"
                 )
+
+
+class _LeaseReturn:
+    """Returns a request's lease once: just before the response's last body message,
+    so a client that waits for this response before its next request never meets its
+    own lease, or when the request ends without one."""
+
+    def __init__(self, tracked: TrackedLease, session_id: str) -> None:
+        self._tracked = tracked
+        self._session_id = session_id
+        self._returned = False
+
+    async def give_back(self) -> None:
+        if self._returned:
+            return
+        self._returned = True
+        try:
+            await self._tracked.__aexit__(None, None, None)
+        except SessionStoreError:
+            logger.warning("a lease of MCP session %s lapses at its deadline", self._session_id[:8])
+
+    def before_last_body(self, send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self.give_back()
+            await send(message)
+
+        return sending
 
 
 def _owner(scope: Scope) -> dict[str, Any] | None:

@@ -33,6 +33,11 @@ class McpMetrics:
             ["reason"],
             registry=r,
         )
+        self.streams_opened = Counter(
+            "sessionstore_mcp_streams_opened",
+            "Standalone GET streams opened here (served from the session's Redis stream)",
+            registry=r,
+        )
         self.streams_resumed = Counter(
             "sessionstore_mcp_streams_resumed",
             "SSE streams resumed here with Last-Event-ID",

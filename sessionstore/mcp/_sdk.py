@@ -26,6 +26,7 @@ from mcp.server._streamable_http_modern import handle_modern_request
 from mcp.server.connection import Connection
 from mcp.server.runner import serve_connection
 from mcp.server.streamable_http import (
+    GET_STREAM_KEY,
     LAST_EVENT_ID_HEADER,
     MCP_SESSION_ID_HEADER,
     EventCallback,
@@ -43,6 +44,7 @@ SDK_RANGE = (">=2.3.0", "<2.4")
 _LOW, _HIGH = (2, 3), (2, 4)
 
 __all__ = [
+    "GET_STREAM_KEY",
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "LAST_EVENT_ID_HEADER",
     "LATEST_HANDSHAKE_VERSION",

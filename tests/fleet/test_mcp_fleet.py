@@ -183,3 +183,73 @@ async def test_session_expired_by_a_worker_answers_404_and_a_new_initialize_work
     async with Client(balancer, mode="legacy") as fresh:
         again = await tick(fresh)
     assert again["counter"] == 1 and again["session"] != session_id
+
+
+async def test_a_closed_stream_resumes_through_the_balancer_once_and_in_order(
+    balancer: str, fleet: McpFleet
+) -> None:
+    """The tool closes its SSE stream after step 2 and keeps working; the client resumes
+    with Last-Event-ID through round robin and gets every step once, in order, and the
+    result."""
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    before = sum(r.metric("sessionstore_mcp_streams_resumed_total") for r in fleet.replicas)
+    async with Client(balancer, mode="legacy") as client:
+        result = await client.call_tool("countdown", {"steps": 6}, progress_callback=on_progress)
+    assert not result.is_error, result
+    assert progress == [1, 2, 3, 4, 5, 6]
+    after = sum(r.metric("sessionstore_mcp_streams_resumed_total") for r in fleet.replicas)
+    assert after > before
+
+
+async def test_notifications_reach_the_client_from_every_replica(balancer: str) -> None:
+    """Six calls of a tool that notifies, spread over the three replicas by round robin:
+    all six notifications reach the client through its one GET stream."""
+    seen: list[str] = []
+
+    async def on_message(message: object) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if method == "notifications/tools/list_changed":
+            seen.append(method)
+
+    async with Client(balancer, mode="legacy", message_handler=on_message) as client:
+        senders = set()
+        for _ in range(6):
+            result = await client.call_tool("announce", {})
+            senders.add(result.structured_content["result"])  # type: ignore[index]
+
+        async def all_arrived() -> bool:
+            return len(seen) == 6
+
+        await eventually(all_arrived, timeout=15)
+    assert len(senders) == 3
+
+
+async def test_a_foreign_last_event_id_gets_400_on_every_replica(
+    balancer: str, fleet: McpFleet
+) -> None:
+    """A GET resuming session A with an event id of session B gets 400 from every
+    replica, and nothing is replayed."""
+    async with Client(balancer, mode="legacy") as a, Client(balancer, mode="legacy") as b:
+        mine = (await tick(a))["session"]
+        await tick(b)
+        replayed = sum(r.metric("sessionstore_mcp_events_replayed_total") for r in fleet.replicas)
+        forged = "AAAAAAAA-1-0"
+        for replica in fleet.replicas:
+            async with httpx.AsyncClient() as http:
+                answer = await http.get(
+                    f"{replica.url}/mcp",
+                    headers={
+                        "Mcp-Session-Id": mine,
+                        "MCP-Protocol-Version": LATEST_HANDSHAKE_VERSION,
+                        "Accept": "text/event-stream",
+                        "Last-Event-ID": forged,
+                    },
+                    timeout=10,
+                )
+            assert answer.status_code == 400, answer.text
+        again = sum(r.metric("sessionstore_mcp_events_replayed_total") for r in fleet.replicas)
+    assert again == replayed

@@ -70,16 +70,26 @@ async def replicas(
 
 
 class Rotating(httpx2.AsyncBaseTransport):
-    """Sends each request to the next replica in turn (round robin, no stickiness)."""
+    """Sends each request to the next replica in turn (round robin, no stickiness); a
+    stream resumed with Last-Event-ID always goes to another replica than the last POST."""
 
     def __init__(self, ports: list[int]) -> None:
         self._ports = itertools.cycle(ports)
         self._inner = httpx2.AsyncHTTPTransport()
         #: The port each request went to, in order.
         self.sent: list[int] = []
+        #: (port of the last POST, port of the resume) for every resumed stream.
+        self.resumes: list[tuple[int, int]] = []
+        self._last_post = 0
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         port = next(self._ports)
+        if request.method == "POST":
+            self._last_post = port
+        elif "last-event-id" in request.headers:
+            while port == self._last_post and len(set(self.sent)) > 1:
+                port = next(self._ports)
+            self.resumes.append((self._last_post, port))
         self.sent.append(port)
         request.url = request.url.copy_with(port=port)
         return await self._inner.handle_async_request(request)

@@ -257,13 +257,15 @@ async def test_redis_down_answers_a_fast_503_and_recovers(tmp_path: Path) -> Non
 
 class CallRoundTrips:
     """Socket writes to Redis (one per command or pipeline), except the event follower's
-    XREAD, which runs in the background whatever the calls do."""
+    XREAD, which runs in the background whatever the calls do; writes of SSE events
+    (XADD) are counted apart."""
 
     def __init__(self) -> None:
         self.total = 0
+        self.event_writes = 0
 
     def reset(self) -> None:
-        self.total = 0
+        self.total = self.event_writes = 0
 
 
 @pytest.fixture
@@ -273,7 +275,9 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> CallRoundTrips:
 
     async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         packed = command if isinstance(command, bytes | bytearray) else b"".join(command)
-        if b"XREAD" not in packed:
+        if b"XADD" in packed:
+            counter.event_writes += 1
+        elif b"XREAD" not in packed:
             counter.total += 1
         await original(self, command, check_health)
 
@@ -285,15 +289,20 @@ async def test_round_trips_of_a_steady_state_tool_call(
     group: list[Replica], round_trips: CallRoundTrips
 ) -> None:
     """Once the session is known to a replica, a tool call that touches no state costs two
-    round trips (take the lease and read the record; give it back); an increment one more.
-    The session-event follower's reads are not part of a call and are not counted."""
+    round trips (take the lease and read the record; give it back) besides its two event
+    writes (the stream's priming event and the response); an increment one more. The
+    session-event follower's reads are not part of a call and are not counted."""
     async with roaming_client(group[:1]) as (client, _):
         await value(client, "echo")
         await value(client)
+        # The client's GET stream opens in the background; wait until it is being served.
+        opened = group[0].manager.metrics.streams_opened
+        await _until(lambda: opened._value.get() >= 1 or None)
         round_trips.reset()
         await value(client, "echo")
         echo = round_trips.total
+        events = round_trips.event_writes
         round_trips.reset()
         await value(client)
         bump = round_trips.total
-    assert (echo, bump) == (2, 3)
+    assert (echo, bump, events) == (2, 3, 2)
