@@ -14,7 +14,7 @@ surface, so the range is pinned and `check_sdk()` refuses an untested SDK:
   2026-07-28 single-exchange entry, which the SDK's session manager calls for
   requests naming a modern protocol version.
 
-``tests/unit/mcp/test_sdk_pin.py`` checks the installed version against the range
+``tests/mcp/test_sdk_pin.py`` checks the installed version against the range
 and that each piece still has the shape used here.
 """
 

@@ -17,7 +17,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import LocalRedis, RedisSettings, SessionStore, Settings, create_client
 from sessionstore.mcp import mcp_session
-from tests.integration.mcp.replicas import Replica, replicas, roaming_client
+from tests.mcp.replicas import Replica, replicas, roaming_client
+from tests.polling import eventually
 
 HEADERS = {
     "MCP-Protocol-Version": LATEST_HANDSHAKE_VERSION,
@@ -118,8 +119,6 @@ async def test_idle_reaping_of_a_local_copy_is_invisible(settings: Settings) -> 
 
 
 async def _until(check: object, timeout: float = 10.0) -> None:
-    from tests.polling import eventually
-
     async def probe() -> object:
         return check()  # type: ignore[operator]
 

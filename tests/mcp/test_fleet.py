@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from sessionstore import RedisSettings, SessionStatus, SessionStore, Tombstone, create_client
-from tests.fleet.mcp_fleet import McpFleet
+from tests.mcp.fleet import McpFleet
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]

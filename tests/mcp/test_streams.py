@@ -15,7 +15,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from sessionstore import Settings
 from sessionstore.mcp import mcp_session
-from tests.integration.mcp.replicas import Replica, replicas, roaming_client
+from tests.mcp.replicas import Replica, replicas, roaming_client
 from tests.polling import eventually
 
 #: The replicas of the running test, for tools that wait on what the fleet saw.
