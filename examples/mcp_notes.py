@@ -12,6 +12,7 @@ import os
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 
 from sessionstore import Settings
 from sessionstore.mcp import mcp_app, mcp_session
@@ -59,6 +60,21 @@ async def announce(ctx: Context) -> str:
     tool list changed; returns the replica that sent it."""
     await ctx.session.send_tool_list_changed()
     return REPLICA
+
+
+class Name(BaseModel):
+    """What `greet` asks the client for."""
+
+    name: str
+
+
+@notes.tool()
+async def greet(ctx: Context) -> str:
+    """Ask the user's name (elicitation; the answer may reach any replica) and greet them."""
+    answer = await ctx.elicit(message="What is your name?", schema=Name)
+    if answer.action != "accept" or answer.data is None:
+        return f"{REPLICA}: no name given"
+    return f"{REPLICA}: hello {answer.data.name}"
 
 
 # Clients reconnect a closed stream after 200 ms (the SSE retry hint).

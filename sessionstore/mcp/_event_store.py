@@ -26,7 +26,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
+from mcp_types import (
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
 from pydantic import ValidationError
 
 from .. import SessionStore
@@ -39,6 +45,9 @@ _ENTRY = re.compile(r"^([A-Za-z0-9_-]{8})-([0-9]{1,20}-[0-9]{1,20})$")
 _BATCH = 100
 #: How long one tailing read waits before checking whether to stop (ms).
 _BLOCK_MS = 1000
+#: The stream id under which a client's answer to a server-initiated request is relayed
+#: to the replica that sent the request (not an SDK stream id: those are request ids).
+ANSWERS = "_answers"
 
 
 def session_tag(session_id: str) -> str:
@@ -63,6 +72,8 @@ class RedisEventStore(EventStore):
         session_id: the session this store belongs to.
         max_events: the stream is capped near this many entries.
         stopped: tells a tailing replay to stop (the local copy was dropped).
+        on_request: told (request id, entry id) of every server-initiated request
+            stored, so the replica can wait for its answer wherever it lands.
         metrics: counters to update.
 
     .. versionadded:: 0.1
@@ -75,8 +86,10 @@ class RedisEventStore(EventStore):
         *,
         max_events: int = 1000,
         stopped: Callable[[], bool] = lambda: False,
+        on_request: Callable[[str, str], None] | None = None,
         metrics: McpMetrics | None = None,
     ) -> None:
+        self._on_request = on_request
         self._store = store
         self._session_id = session_id
         self._key = store.keys.session(session_id).mcp_events
@@ -101,7 +114,35 @@ class RedisEventStore(EventStore):
                 pipe.pexpire(self._key, self._ttl_ms)
                 entry_id, _ = await pipe.execute()
         self._metrics.events_stored.inc()
+        if self._on_request is not None and isinstance(message, JSONRPCRequest):
+            self._on_request(str(message.id), entry_id)
         return f"{self._tag}-{entry_id}"
+
+    async def relay_answer(self, message: JSONRPCResponse | JSONRPCError) -> None:
+        """Put a client's answer to a server-initiated request in the session's stream,
+        for the replica that sent the request (one round trip)."""
+        await self.store_event(ANSWERS, message)
+
+    async def answers_after(self, cursor: str) -> tuple[str, list[JSONRPCResponse | JSONRPCError]]:
+        """Relayed answers after entry `cursor` (waits up to a second for one); returns
+        the new cursor and the answers."""
+        with backend_errors("reading MCP events"):
+            reply = await self._store.redis.xread(
+                {self._key: cursor}, count=_BATCH, block=_BLOCK_MS
+            )
+        found: list[JSONRPCResponse | JSONRPCError] = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id
+                if fields.get("s") != ANSWERS:
+                    continue
+                try:
+                    message = jsonrpc_message_adapter.validate_json(fields["m"], by_name=False)
+                except (ValidationError, KeyError):
+                    continue
+                if isinstance(message, JSONRPCResponse | JSONRPCError):
+                    found.append(message)
+        return cursor, found
 
     async def replay_events_after(
         self, last_event_id: EventId, send_callback: EventCallback

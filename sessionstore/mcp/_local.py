@@ -39,6 +39,13 @@ class LocalSession:
     #: Why the server task ended (``idle``, ``ended``, ``crashed``...), once it has.
     ended: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
+    #: Server-initiated requests sent from this copy and not answered yet: request id to
+    #: the stream entry that stored the request (answers are relayed after it).
+    awaiting: dict[str, str] = field(default_factory=dict)
+    #: Whether a task is relaying answers that landed on other replicas.
+    relaying: bool = False
+    #: Host and Origin of the latest request served here (relayed answers carry them).
+    host_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:

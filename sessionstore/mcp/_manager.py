@@ -35,6 +35,8 @@ from mcp.server.transport_security import (
     RequestBodyLimitMiddleware,
     TransportSecuritySettings,
 )
+from mcp_types import JSONRPCError, JSONRPCResponse, jsonrpc_message_adapter
+from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -59,6 +61,8 @@ from ._state import McpSession, bind, unbind
 logger = logging.getLogger("sessionstore.mcp")
 
 _PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+#: Headers the SDK's DNS-rebinding check reads, copied onto relayed answers.
+_HOST_HEADERS = frozenset({b"host", b"origin"})
 #: Session events after which no replica may keep a local copy.
 _ENDING = frozenset({EventKind.DELETED, EventKind.EXPIRED, EventKind.ROTATED})
 
@@ -254,6 +258,13 @@ class RoamingSessionManager:
             if record is None or record.owner != owner:
                 await not_found()(scope, receive, send_then_return)
                 return
+            if not stream:
+                kept = await self._relay_answer_elsewhere(
+                    session_id, scope, receive, send_then_return
+                )
+                if kept is None:
+                    return
+                receive = kept
             if stream and self.resumable:
                 resumed = await self._stream_from_redis(
                     session_id, scope, receive, send_then_return
@@ -262,6 +273,7 @@ class RoamingSessionManager:
                     return
                 scope = resumed
             local = await self._local(session_id, record)
+            local.host_headers = [(k, v) for k, v in scope["headers"] if k in _HOST_HEADERS]
             token = bind(McpSession(store, lease.session))
             try:
                 await local.transport.handle_request(scope, receive, send_then_return)
@@ -270,6 +282,54 @@ class RoamingSessionManager:
         finally:
             with anyio.CancelScope(shield=True):
                 await returning.give_back()
+
+    async def _relay_answer_elsewhere(
+        self, session_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> Receive | None:
+        """Relay a client's answer to a server-initiated request that this replica did not
+        send (it waits on another replica) and answer 202: then None. Otherwise the
+        `receive` that hands out the (already read) body again."""
+        body, replay = await _buffer_body(receive)
+        answer = _client_answer(body)
+        if answer is None:
+            return replay
+        local = self._sessions.get(session_id)
+        if local is not None and local.awaiting.pop(str(answer.id), None) is not None:
+            return replay  # sent from here: the local transport takes it
+        assert self._store is not None
+        try:
+            await RedisEventStore(self._store, session_id).relay_answer(answer)
+        except SessionStoreError as exc:
+            await store_refusal(exc)(scope, replay, send)
+            return None
+        self.metrics.answers_relayed.inc()
+        accepted = Response(status_code=202, headers={MCP_SESSION_ID_HEADER: session_id})
+        await accepted(scope, replay, send)
+        return None
+
+    def _await_answer(self, local: LocalSession, request_id: str, entry_id: str) -> None:
+        """Note a server-initiated request sent from `local`; relay answers that land on
+        other replicas to it until every such request is answered."""
+        local.awaiting[request_id] = entry_id
+        if not local.relaying and self._group is not None:
+            local.relaying = True
+            self._group.start_soon(self._relay_answers, local, entry_id)
+
+    async def _relay_answers(self, local: LocalSession, cursor: str) -> None:
+        events = local.events
+        assert isinstance(events, RedisEventStore)
+        try:
+            while local.awaiting and local.usable_for_streams:
+                try:
+                    cursor, answers = await events.answers_after(cursor)
+                except SessionStoreError:
+                    await anyio.sleep(1.0)
+                    continue
+                for answer in answers:
+                    if local.awaiting.pop(str(answer.id), None) is not None:
+                        await _deliver(local, answer)
+        finally:
+            local.relaying = False
 
     async def _stream_from_redis(
         self, session_id: str, scope: Scope, receive: Receive, send: Send
@@ -328,6 +388,9 @@ class RoamingSessionManager:
                 session_id,
                 max_events=self.max_events,
                 stopped=lambda: not holder or not holder[0].usable_for_streams,
+                on_request=lambda request_id, entry: self._await_answer(
+                    holder[0], request_id, entry
+                ),
                 metrics=self.metrics,
             )
             if self.resumable
@@ -458,6 +521,51 @@ class _LeaseReturn:
             await send(message)
 
         return sending
+
+
+def _client_answer(body: bytes) -> JSONRPCResponse | JSONRPCError | None:
+    """The body as a client's answer (a JSON-RPC response or error with an id), if it is one."""
+    if b'"method"' in body:
+        return None  # a request or notification (the common case, not parsed twice)
+    try:
+        message = jsonrpc_message_adapter.validate_json(body, by_name=False)
+    except ValidationError:
+        return None
+    if isinstance(message, JSONRPCResponse | JSONRPCError) and message.id is not None:
+        return message
+    return None
+
+
+async def _deliver(local: LocalSession, answer: JSONRPCResponse | JSONRPCError) -> None:
+    """Hand a relayed answer to the local transport as the POST the client sent elsewhere."""
+    body = answer.model_dump_json(by_alias=True, exclude_unset=True).encode()
+    version = local.connection.protocol_version if local.connection else ""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"accept", b"application/json, text/event-stream"),
+        (MCP_SESSION_ID_HEADER.encode(), local.session_id.encode()),
+        (_PROTOCOL_VERSION_HEADER.encode(), version.encode()),
+        *local.host_headers,
+    ]
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+        "scheme": "http",
+    }
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Message:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def discard(message: Message) -> None:
+        del message
+
+    await local.transport.handle_request(scope, receive, discard)
 
 
 def _owner(scope: Scope) -> dict[str, Any] | None:

@@ -48,6 +48,11 @@ class McpMetrics:
             "Stored MCP events sent again to a resuming client",
             registry=r,
         )
+        self.answers_relayed = Counter(
+            "sessionstore_mcp_answers_relayed",
+            "Client answers to server-initiated requests relayed to the replica that sent them",
+            registry=r,
+        )
         self.events_stored = Counter(
             "sessionstore_mcp_events_stored", "MCP events written to Redis streams", registry=r
         )

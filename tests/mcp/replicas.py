@@ -71,7 +71,8 @@ async def replicas(
 
 class Rotating(httpx2.AsyncBaseTransport):
     """Sends each request to the next replica in turn (round robin, no stickiness); a
-    stream resumed with Last-Event-ID always goes to another replica than the last POST."""
+    stream resumed with Last-Event-ID, and a client's answer to a server-initiated
+    request, always go to another replica than the last request POST."""
 
     def __init__(self, ports: list[int]) -> None:
         self._ports = itertools.cycle(ports)
@@ -80,11 +81,17 @@ class Rotating(httpx2.AsyncBaseTransport):
         self.sent: list[int] = []
         #: (port of the last POST, port of the resume) for every resumed stream.
         self.resumes: list[tuple[int, int]] = []
+        #: (port of the last request POST, port of the answer) for every client answer.
+        self.answers: list[tuple[int, int]] = []
         self._last_post = 0
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         port = next(self._ports)
-        if request.method == "POST":
+        if request.method == "POST" and b'"method"' not in request.content:
+            while port == self._last_post and len(set(self.sent)) > 1:
+                port = next(self._ports)
+            self.answers.append((self._last_post, port))
+        elif request.method == "POST":
             self._last_post = port
         elif "last-event-id" in request.headers:
             while port == self._last_post and len(set(self.sent)) > 1:

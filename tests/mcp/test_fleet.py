@@ -16,6 +16,7 @@ import httpx
 import pytest
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitRequestParams, ElicitResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from sessionstore import RedisSettings, SessionStatus, SessionStore, Tombstone, create_client
@@ -253,3 +254,21 @@ async def test_a_foreign_last_event_id_gets_400_on_every_replica(
             assert answer.status_code == 400, answer.text
         again = sum(r.metric("sessionstore_mcp_events_replayed_total") for r in fleet.replicas)
     assert again == replayed
+
+
+async def test_elicitations_are_answered_whichever_replica_the_answer_reaches(
+    balancer: str, fleet: McpFleet
+) -> None:
+    """Six elicitations from tools spread over the replicas: each answer POST is balanced
+    independently, answers that reach another replica are relayed, and every tool
+    greets with the name given."""
+
+    async def answer(context: object, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"name": "ada"})
+
+    before = sum(r.metric("sessionstore_mcp_answers_relayed_total") for r in fleet.replicas)
+    async with Client(balancer, mode="legacy", elicitation_callback=answer) as client:
+        greetings = [(await client.call_tool("greet", {})).structured_content for _ in range(6)]
+    assert all(g is not None and g["result"].endswith("hello ada") for g in greetings)
+    relayed = sum(r.metric("sessionstore_mcp_answers_relayed_total") for r in fleet.replicas)
+    assert relayed > before  # with three replicas, some answers reach another one

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ElicitRequestParams, ElicitResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from pydantic import BaseModel
 
 from sessionstore import Settings
 from sessionstore.mcp import mcp_session
@@ -24,6 +26,10 @@ FLEET: list[Replica] = []
 
 def resumed_anywhere() -> float:
     return sum(r.manager.metrics.streams_resumed._value.get() for r in FLEET)
+
+
+class Name(BaseModel):
+    name: str
 
 
 def make_server() -> MCPServer:
@@ -40,6 +46,13 @@ def make_server() -> MCPServer:
                 await ctx.close_sse_stream()
                 await eventually(_resumed_since(before), timeout=30, interval=0.02)
         return steps
+
+    @server.tool()
+    async def ask(ctx: Context) -> str:
+        """Ask the client for a name (elicitation) and greet it."""
+        answer = await ctx.elicit(message="Your name?", schema=Name)
+        assert answer.action == "accept" and answer.data is not None
+        return f"hello {answer.data.name}"
 
     @server.tool()
     async def announce(ctx: Context) -> str:
@@ -155,3 +168,18 @@ def _stream_open(group: list[Replica]) -> object:
         return sum(r.manager.metrics.streams_opened._value.get() for r in group) >= 1
 
     return check
+
+
+async def test_an_elicitation_answered_through_another_replica(group: list[Replica]) -> None:
+    """A tool on one replica asks the client (elicitation); the client's answer lands on
+    the other replica, is relayed through Redis, and the tool finishes with it."""
+
+    async def answer(context: object, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"name": "ada"})
+
+    async with roaming_client(group, elicitation_callback=answer) as (client, rotating):
+        results = [await client.call_tool("ask", {}) for _ in range(2)]
+    assert [r.structured_content for r in results] == [{"result": "hello ada"}] * 2
+    assert len(rotating.answers) == 2
+    assert all(post != landed for post, landed in rotating.answers)
+    assert sum(r.manager.metrics.answers_relayed._value.get() for r in group) == 2
