@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from sessionstore._embedded import free_port
 
 HERE = Path(__file__).resolve().parent
 EVENT_WRITES: dict[str, int] = {"n": 0}
+UVICORN = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "mcp_server:app"]
 _send = AbstractConnection.send_packed_command
 
 
@@ -71,7 +72,7 @@ async def served(app: Starlette) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no started event
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}/mcp"
@@ -80,8 +81,8 @@ async def served(app: Starlette) -> AsyncIterator[str]:
         await task
 
 
-@asynccontextmanager
-async def three_replicas_behind_haproxy(url: str, prefix: str) -> AsyncIterator[str]:
+@contextmanager
+def three_replicas_behind_haproxy(url: str, prefix: str) -> Iterator[str]:
     """Three `mcp_app` replicas as child processes and HAProxy in front; yields its MCP URL."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     directory = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
@@ -89,8 +90,7 @@ async def three_replicas_behind_haproxy(url: str, prefix: str) -> AsyncIterator[
     ports = [free_port() for _ in range(3)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "mcp_server:app"]
-            + ["--port", str(port), "--log-level", "error"],
+            [*UVICORN, "--port", str(port), "--log-level", "error"],
             env=env,
             stdin=subprocess.DEVNULL,
         )
@@ -116,7 +116,7 @@ async def three_replicas_behind_haproxy(url: str, prefix: str) -> AsyncIterator[
                 except httpx.TransportError:
                     if time.monotonic() > deadline:
                         raise
-                    await asyncio.sleep(0.1)
+                    time.sleep(0.1)
         yield f"http://127.0.0.1:{front}/mcp"
     finally:
         for child in children:
@@ -147,26 +147,36 @@ async def run_calls(url: str, tool: str, count: int, clients: int) -> tuple[floa
         return rate, trips, EVENT_WRITES["n"] / count
 
 
-async def main(count: int, clients: int) -> None:
+def main(count: int, clients: int) -> None:
     with redis_url() as url:
         prefix = "mcpbench" + secrets.token_hex(3)
-        settings = Settings(redis_url=url, key_prefix=prefix)
-        rows: list[tuple[str, str, float, float, float]] = []
-        async with served(plain_app()) as plain:
-            rows.append(
-                ("plain SDK, 1 replica", "echo", *await run_calls(plain, "echo", count, clients))
-            )
-        async with served(roaming_app(settings)) as one:
-            for tool in ("echo", "bump"):
-                rows.append(
-                    ("mcp_app, 1 replica", tool, *await run_calls(one, tool, count, clients))
-                )
-        async with three_replicas_behind_haproxy(url, prefix) as three:
-            for tool in ("echo", "bump"):
-                rate, _, _ = await run_calls(three, tool, count, clients)
-                rows.append(
-                    ("mcp_app, 3 replicas + HAProxy", tool, rate, float("nan"), float("nan"))
-                )
+        with three_replicas_behind_haproxy(url, prefix) as three:
+            rows = asyncio.run(measure_all(url, prefix, three, count, clients))
+    report(rows, count, clients)
+
+
+Row = tuple[str, str, float, float, float]
+
+
+async def measure_all(url: str, prefix: str, three: str, count: int, clients: int) -> list[Row]:
+    """Every row, the configurations one after the other."""
+    settings = Settings(redis_url=url, key_prefix=prefix)
+    rows: list[Row] = []
+    async with served(plain_app()) as plain:
+        rows.append(
+            ("plain SDK, 1 replica", "echo", *await run_calls(plain, "echo", count, clients))
+        )
+    async with served(roaming_app(settings)) as one:
+        for tool in ("echo", "bump"):
+            rows.append(("mcp_app, 1 replica", tool, *await run_calls(one, tool, count, clients)))
+    for tool in ("echo", "bump"):
+        rate, _, _ = await run_calls(three, tool, count, clients)
+        rows.append(("mcp_app, 3 replicas + HAProxy", tool, rate, float("nan"), float("nan")))
+    return rows
+
+
+def report(rows: list[Row], count: int, clients: int) -> None:
+    """The rows as a Markdown table, rates against the plain SDK's."""
     base = rows[0][2]
     print(f"{count} calls, {clients} clients calling concurrently\n")
     print("| server | tool | calls/s | vs plain | Redis RT/call | event writes/call |")
@@ -182,4 +192,4 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.clients))
+    main(args.calls, args.clients)

@@ -148,6 +148,10 @@ class KeySpace:
 
     # -- not slot-bound --------------------------------------------------------
 
+    def mcp_subscriptions(self) -> str:
+        """Stream: the fleet's MCP subscription events (2026-07-28 ``subscriptions/listen``)."""
+        return f"{self.prefix}:mcp:subscriptions"
+
     def user_index(self, user_id: str) -> str:
         """Sorted set: a user's session ids scored by absolute deadline; pruned on read."""
         return f"{self.prefix}:user:{check_name(user_id, 'user_id')}"
@@ -324,6 +328,13 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "longest lease",
             "fleet-wide request leases (only with max_requests_global)",
             f"ZCARD {p}:{{global}}:requests",
+        ),
+        (
+            f"{p}:mcp:subscriptions",
+            "stream",
+            "~maxlen entries (RedisSubscriptionBus, default 1000)",
+            "MCP subscription events of the fleet (2026-07-28 listen): kind, uri",
+            f"XREVRANGE {p}:mcp:subscriptions + - COUNT 10",
         ),
         # -- circuit breakers (docs/breaker.md) --
         (

@@ -12,8 +12,10 @@ from ._event_store import RedisEventStore
 from ._handshake import HandshakeRecord
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
+from ._request_state import fleet_request_state_security
 from ._sdk import SDK_RANGE, check_sdk
 from ._state import McpSession, StateMutator, mcp_session
+from ._subscriptions import RedisSubscriptionBus
 
 __all__ = [
     "SDK_RANGE",
@@ -21,9 +23,11 @@ __all__ = [
     "McpMetrics",
     "McpSession",
     "RedisEventStore",
+    "RedisSubscriptionBus",
     "RoamingSessionManager",
     "StateMutator",
     "check_sdk",
+    "fleet_request_state_security",
     "lowlevel_server",
     "mcp_app",
     "mcp_session",

@@ -23,6 +23,7 @@ from ._logs import redact_sdk_logs
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
 from ._sdk import check_sdk
+from ._subscriptions import RedisSubscriptionBus
 
 logger = logging.getLogger("sessionstore.mcp")
 
@@ -50,6 +51,7 @@ def mcp_app(
     retry_interval: int | None = None,
     idle_timeout: float | None = 30 * 60,
     max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
+    subscriptions: RedisSubscriptionBus | None = None,
 ) -> Starlette:
     """A Starlette app serving `server` at `path` with sessions kept in the store.
 
@@ -67,6 +69,8 @@ def mcp_app(
         idle_timeout: seconds before the SDK reaps an unused local copy (the
             session lives on; the next request rebuilds the copy).
         max_request_body_size: larger bodies get 413.
+        subscriptions: the bus given to ``MCPServer(subscriptions=...)``, run by
+            this app's lifespan (2026-07-28 ``subscriptions/listen`` across replicas).
 
     .. versionadded:: 0.1
     """
@@ -96,7 +100,10 @@ def mcp_app(
             # Serve anyway: requests answer 503 until Redis is back.
             logger.warning("Redis unreachable at start-up; MCP requests answer 503 until it is")
         try:
-            async with manager.run(store):
+            async with contextlib.AsyncExitStack() as running:
+                if subscriptions is not None:
+                    await running.enter_async_context(subscriptions.run(store))
+                await running.enter_async_context(manager.run(store))
                 app.state.mcp_manager = manager
                 yield
         finally:

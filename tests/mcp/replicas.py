@@ -113,5 +113,5 @@ async def roaming_client(
     rotating = Rotating([r.port for r in group])
     async with httpx2.AsyncClient(transport=rotating, timeout=httpx2.Timeout(30, read=300)) as http:
         transport = streamable_http_client(group[0].url, http_client=http)
-        async with Client(transport, mode="legacy", **options) as client:
+        async with Client(transport, **{"mode": "legacy", **options}) as client:
             yield client, rotating
