@@ -41,7 +41,7 @@ from redis.asyncio.connection import AbstractConnection
 from starlette.applications import Starlette
 
 from sessionstore import Settings
-from sessionstore._embedded import free_port
+from sessionstore.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 EVENT_WRITES: dict[str, int] = {"n": 0}

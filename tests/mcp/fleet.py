@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,27 +14,31 @@ from typing import Any
 
 import httpx
 
-from sessionstore import LocalRedis, Settings
-from tests.fleet.served import ROOT, Replica, Worker, _fields, metric_sample, run_haproxy
+from sessionstore import Settings
+from sessionstore.testing import ChildProcess, LocalRedis, Supervisor, free_port, wait_http_ready
+from tests.fleet.served import ROOT, Worker, _fields, metric_sample, run_haproxy
 
 EXAMPLES = ROOT / "examples"
+_READY_SECONDS = 60.0
 
 
-class McpReplica(Replica):
+class McpReplica(ChildProcess):
     """One ``uvicorn mcp_notes:app`` child process (the example MCP server)."""
 
-    def start(self) -> McpReplica:
-        self._log = self.log_path.open("ab")
-        env = {**self.env, "MCP_REPLICA_NAME": self.name}
+    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
+        self.port = free_port()
         command = [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "mcp_notes:app"]
-        self.process = subprocess.Popen(
+        super().__init__(
+            name,
             [*command, "--port", str(self.port), "--log-level", "warning"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log_path=directory / f"{name}.log",
+            env={**env, "MCP_REPLICA_NAME": name},
+            url=f"http://127.0.0.1:{self.port}",
         )
-        return self
+
+    def wait_ready(self) -> None:
+        """Poll /healthz until it answers (deadline), failing early if the process died."""
+        wait_http_ready(self, _READY_SECONDS)
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of this replica's /metrics (0 when absent)."""
@@ -57,13 +60,14 @@ class McpFleet:
             McpReplica(f"replica-{n + 1}", self.env, self.directory) for n in range(replicas)
         ]
         self.workers = [Worker(f"worker-{n + 1}", self.env, self.directory) for n in range(workers)]
+        self.supervisor = Supervisor()
         self.settings = Settings(**_fields(self.env))
 
     def start(self) -> McpFleet:
         try:
             self.redis.start()
             for child in [*self.replicas, *self.workers]:
-                child.start()
+                self.supervisor.start(child)
             for replica in self.replicas:
                 replica.wait_ready()
         except BaseException:
@@ -88,9 +92,6 @@ class McpFleet:
             yield url
 
     def stop(self) -> None:
-        for replica in self.replicas:
-            replica.terminate()
-        for worker in self.workers:
-            worker.terminate()
+        self.supervisor.stop()
         self.redis.stop()
         shutil.rmtree(self.directory, ignore_errors=True)

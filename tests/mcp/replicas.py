@@ -16,8 +16,8 @@ from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 
 from sessionstore import Settings
-from sessionstore._embedded import free_port
 from sessionstore.mcp import RoamingSessionManager, mcp_app
+from sessionstore.testing import free_port
 
 
 class Replica:

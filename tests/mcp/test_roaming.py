@@ -15,8 +15,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from redis.asyncio.connection import AbstractConnection
 
-from sessionstore import LocalRedis, RedisSettings, SessionStore, Settings, create_client
+from sessionstore import RedisSettings, SessionStore, Settings, create_client
 from sessionstore.mcp import mcp_session
+from sessionstore.testing import LocalRedis
 from tests.mcp.replicas import Replica, replicas, roaming_client
 from tests.polling import eventually
 
