@@ -33,3 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/server_requests.py
 	$(BIN)/python benchmarks/upstream_pool.py
 	$(BIN)/python benchmarks/sweep_cost.py
+	$(BIN)/python benchmarks/mcp_calls.py

@@ -2,7 +2,9 @@
 three replicas behind HAProxy, in the same run, with Redis round trips per call.
 
 * ``plain SDK, 1 replica``     the SDK's own Streamable HTTP app (sessions in memory)
-* ``mcp_app, 1 replica``       the same server through `mcp_app` (sessions in Redis)
+* ``mcp_app, 1 replica, resumable=False``  sessions in Redis, SSE events not (the
+                               plain SDK keeps no events either: the like-for-like row)
+* ``mcp_app, 1 replica``       the same server through `mcp_app` (sessions and events in Redis)
 * ``mcp_app, 3 replicas``      three uvicorn processes behind HAProxy (round robin,
                                no stickiness): every call may land on another replica
 
@@ -166,6 +168,10 @@ async def measure_all(url: str, prefix: str, three: str, count: int, clients: in
         rows.append(
             ("plain SDK, 1 replica", "echo", *await run_calls(plain, "echo", count, clients))
         )
+    async with served(roaming_app(settings, resumable=False)) as bare:
+        for tool in ("echo", "bump"):
+            name = "mcp_app, 1 replica, resumable=False"
+            rows.append((name, tool, *await run_calls(bare, tool, count, clients)))
     async with served(roaming_app(settings)) as one:
         for tool in ("echo", "bump"):
             rows.append(("mcp_app, 1 replica", tool, *await run_calls(one, tool, count, clients)))

@@ -37,9 +37,9 @@ def plain_app() -> Starlette:
     return make_server().streamable_http_app(host="bench")
 
 
-def roaming_app(settings: Settings) -> Starlette:
-    """The same server with sessions in the store."""
-    return mcp_app(make_server(), settings)
+def roaming_app(settings: Settings, *, resumable: bool = True) -> Starlette:
+    """The same server with sessions in the store (and, if `resumable`, events in Redis)."""
+    return mcp_app(make_server(), settings, resumable=resumable)
 
 
 if os.environ.get("SESSIONSTORE_REDIS_URL"):

@@ -52,6 +52,7 @@ def mcp_app(
     idle_timeout: float | None = 30 * 60,
     max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
     subscriptions: RedisSubscriptionBus | None = None,
+    resumable: bool = True,
 ) -> Starlette:
     """A Starlette app serving `server` at `path` with sessions kept in the store.
 
@@ -69,6 +70,10 @@ def mcp_app(
         idle_timeout: seconds before the SDK reaps an unused local copy (the
             session lives on; the next request rebuilds the copy).
         max_request_body_size: larger bodies get 413.
+        resumable: keep SSE events in Redis (`RedisEventStore`): streams resume on
+            any replica and carry messages from any replica. Off, each replica
+            serves only its own messages and nothing resumes (two event writes per
+            call fewer).
         subscriptions: the bus given to ``MCPServer(subscriptions=...)``, run by
             this app's lifespan (2026-07-28 ``subscriptions/listen`` across replicas).
 
@@ -86,6 +91,7 @@ def mcp_app(
         retry_interval=retry_interval,
         idle_timeout=idle_timeout,
         max_request_body_size=max_request_body_size,
+        resumable=resumable,
         metrics=metrics,
     )
     redis_settings = settings.store_redis(settings.redis_url)
