@@ -3,7 +3,9 @@
     SESSIONSTORE_REDIS_URL=redis://127.0.0.1:6379/0 \\
         uvicorn --app-dir examples mcp_notes:app --port 8001
 
-Point an MCP client (Streamable HTTP) at ``http://<host>:<port>/mcp``.
+Point an MCP client (Streamable HTTP) at ``http://<host>:<port>/mcp``, or run
+``python examples/mcp_notes.py URL [URL...]``: one session whose calls go to
+each URL in turn (the SDK's client, handshake mode), printing who served them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import BaseModel
 from sessionstore import Settings
 from sessionstore.mcp import mcp_app, mcp_session
 
-notes = MCPServer("notes")
+notes = MCPServer("notes", log_level="WARNING")
 #: Which replica answered (the fleet tests check requests really moved).
 REPLICA = os.environ.get("MCP_REPLICA_NAME", str(os.getpid()))
 
@@ -77,5 +79,35 @@ async def greet(ctx: Context) -> str:
     return f"{REPLICA}: hello {answer.data.name}"
 
 
-# Clients reconnect a closed stream after 200 ms (the SSE retry hint).
-app = mcp_app(notes, Settings(), retry_interval=200)
+async def call_in_turn(urls: list[str], calls: int = 6) -> None:
+    """One client session whose every request goes to the next of `urls`."""
+    import itertools
+
+    import httpx2
+    from mcp.client.client import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    ports = itertools.cycle([httpx2.URL(url).port for url in urls])
+
+    class InTurn(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            request.url = request.url.copy_with(port=next(ports))
+            return await super().handle_async_request(request)
+
+    timeout = httpx2.Timeout(30, read=300)
+    async with (
+        httpx2.AsyncClient(transport=InTurn(), timeout=timeout) as http,
+        Client(streamable_http_client(urls[0], http_client=http), mode="legacy") as client,
+    ):
+        for _ in range(calls):
+            print((await client.call_tool("tick", {})).structured_content)
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+
+    asyncio.run(call_in_turn(sys.argv[1:]))
+else:
+    # Clients reconnect a closed stream after 200 ms (the SSE retry hint).
+    app = mcp_app(notes, Settings(), retry_interval=200)

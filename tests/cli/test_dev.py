@@ -156,10 +156,11 @@ async def _expired_by_the_worker(url: str, session_id: str) -> None:
 def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     dev: DevRun, tmp_path: Path
 ) -> None:
-    """Redis, two replicas and a worker come up; every curl, redis-cli and sessionstore
-    line it prints works (the demo breaker reads open, and its printed reset and open
-    lines steer it); the worker expires the short-lived demo session; SIGINT stops it
-    with exit 0 and no child left behind."""
+    """Redis, two replicas, a worker and two replicas of the example MCP server come up;
+    every curl, redis-cli and sessionstore line it prints works (the demo breaker reads
+    open, and its printed reset and open lines steer it), and so does the printed MCP
+    client line (a counter that roams between the MCP replicas); the worker expires the
+    short-lived demo session; SIGINT stops it with exit 0 and no child left behind."""
     guide = dev.read_guide()
     text = "\n".join(guide)
     replicas = re.findall(r"(replica-\d+)\s+(http://\S+)\s+\(pid (\d+)", text)
@@ -168,7 +169,8 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     export = re.search(r"export SESSIONSTORE_REDIS_URL=(\S+)", text)
     short = re.search(r"short-lived session (\S+)", text)
     demo = re.search(r"demo session (\S+) was created", text)
-    assert len(replicas) == 2 and len(workers) == 1
+    mcp_replicas = re.findall(r"(mcp-\d+)\s+(http://\S+/mcp)\s+\(pid (\d+)", text)
+    assert len(replicas) == 2 and len(workers) == 1 and len(mcp_replicas) == 2
     assert redis_pid and export and short and demo
     for _, url, _ in replicas:
         assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
@@ -212,7 +214,15 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     live = [w for w in json.loads(listed.stdout) if w["state"] == "live"]
     assert [(w["id"], w["pid"]) for w in live] == [(workers[0][1], int(workers[0][2]))]
     asyncio.run(_expired_by_the_worker(export.group(1), short.group(1)))
+    # The printed MCP line: one session whose calls alternate between the two replicas.
+    (mcp_line,) = [line.strip() for line in guide if "mcp_notes.py http" in line]
+    called = subprocess.run(mcp_line.split(), capture_output=True, text=True, timeout=120)
+    assert called.returncode == 0, called.stderr
+    served = re.findall(r"'counter': (\d+), 'replica': '(mcp-\d+)'", called.stdout)
+    assert [int(n) for n, _ in served] == [1, 2, 3, 4, 5, 6]
+    assert {r for _, r in served} == {"mcp-1", "mcp-2"}
 
     assert dev.stop() == 0
-    pids = [int(pid) for _, _, pid in replicas + workers] + [int(redis_pid.group(1))]
+    children = replicas + workers + mcp_replicas
+    pids = [int(pid) for _, _, pid in children] + [int(redis_pid.group(1))]
     assert all(_gone(pid) for pid in pids), "every child process is gone"

@@ -12,6 +12,7 @@ everything: servers and workers first, Redis last.
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import shutil
 import signal
@@ -40,6 +41,9 @@ def dev(
     ),
     redis_port: int = typer.Option(0, min=0, max=65535, help="Embedded Redis port; 0: a free one."),
     workers: int = typer.Option(1, min=0, max=8, help="Workers to start."),
+    mcp_replicas: int = typer.Option(
+        2, min=0, max=8, help="Replicas of the example MCP server (needs the mcp extra)."
+    ),
     data_dir: Annotated[Path, typer.Option(help="Redis data (AOF) and child logs.")] = Path(".dev"),
 ) -> None:
     """Run Redis, server replicas and a worker locally; Ctrl-C stops them all."""
@@ -63,10 +67,10 @@ def dev(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        _start(fleet, replicas, workers, base_port, redis_port)
+        mcp_note = _start(fleet, replicas, workers, mcp_replicas, base_port, redis_port)
         demo_id, short_id = _demo(fleet)
         failed = trip_demo_breaker(fleet)
-        _print_guide(fleet, demo_id, short_id, failed)
+        _print_guide(fleet, demo_id, short_id, failed, mcp_note)
         fleet.watch(stopping)
     except (RuntimeError, httpx.HTTPError) as exc:
         fleet.stop()
@@ -79,7 +83,10 @@ def dev(
     typer.echo("stopped")
 
 
-def _start(fleet: DevFleet, replicas: int, workers: int, base_port: int, redis_port: int) -> None:
+def _start(
+    fleet: DevFleet, replicas: int, workers: int, mcp: int, base_port: int, redis_port: int
+) -> str:
+    """Start everything; returns why no MCP replica runs ("" when they do)."""
     fleet.start_redis(redis_port)
     for index in range(replicas):
         port = base_port + index if base_port else free_port()
@@ -88,7 +95,42 @@ def _start(fleet: DevFleet, replicas: int, workers: int, base_port: int, redis_p
         fleet.start_child(f"replica-{index + 1}", args, url)
     for index in range(workers):
         fleet.start_child(f"worker-{index + 1}", ["worker"])
+    note = _mcp_unavailable() if mcp else "--mcp-replicas 0"
+    if not note:
+        for index in range(mcp):
+            port = base_port + replicas + index if base_port else free_port()
+            fleet.start_mcp_replica(f"mcp-{index + 1}", port, MCP_EXAMPLE)
     fleet.wait_ready()
+    return note
+
+
+#: The example MCP server of a source checkout (not part of an installed wheel).
+MCP_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "mcp_notes.py"
+
+
+def _mcp_unavailable() -> str:
+    """Why the example MCP server cannot run here, or "" if it can."""
+    if importlib.util.find_spec("mcp") is None:
+        return "the mcp extra is not installed (pip install 'sessionstore[mcp]')"
+    if not MCP_EXAMPLE.exists():
+        return f"{MCP_EXAMPLE} is not here (run from a source checkout)"
+    return ""
+
+
+def _mcp_lines(fleet: DevFleet, note: str) -> list[str]:
+    if note:
+        return [f"No MCP server runs: {note}.", ""]
+    first = fleet.mcp_replicas[0].url
+    return [
+        "MCP: the example server (examples/mcp_notes.py) runs on "
+        f"{len(fleet.mcp_replicas)} replicas; its sessions roam between them",
+        "(docs/mcp.md). Point any MCP client (Streamable HTTP) at any of these:",
+        *(f"  {c.name}  {c.url}/mcp  (pid {c.pid}, log {c.log_path})" for c in fleet.mcp_replicas),
+        "Call its tools with the SDK's client, each request on the next replica in turn:",
+        f"  {sys.executable} {MCP_EXAMPLE} {' '.join(f'{c.url}/mcp' for c in fleet.mcp_replicas)}",
+        f"  curl -s {first}/metrics | grep '^sessionstore_mcp_'",
+        "",
+    ]
 
 
 def _demo(fleet: DevFleet) -> tuple[str, str]:
@@ -141,7 +183,7 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
     ]
 
 
-def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int) -> None:
+def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp: str) -> None:
     settings = fleet.settings
     keys = KeySpace(settings.key_prefix, settings.shards).session(demo_id)
     if fleet.redis is not None:
@@ -188,6 +230,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int) -> N
         "",
         *_worker_lines(fleet, short_id, cli),
         *breaker_lines(fleet, failed, cli),
+        *_mcp_lines(fleet, mcp),
         "Every key, its type, TTL and a redis-cli line to read it:",
         "  sessionstore keys",
         "",

@@ -31,6 +31,10 @@ START_SECONDS = 30.0
 DEV_SWEEP_INTERVAL = "5"
 
 
+#: uvicorn's options for the MCP replicas: only warnings in their logs.
+QUIET = ("--log-level", "warning")
+
+
 class Child(ChildProcess):
     """A replica or a worker of the dev fleet."""
 
@@ -55,6 +59,9 @@ class DevFleet:
     redis_url: str = ""
     supervisor: Supervisor = field(default_factory=Supervisor)
     children: list[Child] = field(default_factory=list)
+    #: Replicas of the example MCP server (examples/mcp_notes.py), apart from the
+    #: reference server's replicas.
+    mcp_replicas: list[Child] = field(default_factory=list)
 
     @property
     def replicas(self) -> list[Child]:
@@ -107,9 +114,30 @@ class DevFleet:
         self.supervisor.start(child)
         return child
 
+    def start_mcp_replica(self, name: str, port: int, example: Path) -> Child:
+        """Start the example MCP server `example` (an ``app`` module) on uvicorn."""
+        env = {
+            "SESSIONSTORE_SWEEP_INTERVAL": DEV_SWEEP_INTERVAL,
+            "SESSIONSTORE_SECRET_KEY": self.secret_key,
+            **os.environ,
+            "SESSIONSTORE_REDIS_URL": self.redis_url,
+            "MCP_REPLICA_NAME": name,
+        }
+        uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", str(example.parent)]
+        child = Child(
+            name,
+            [*uvicorn, f"{example.stem}:app", "--host", "127.0.0.1", "--port", str(port), *QUIET],
+            log_path=self.data_dir / "logs" / f"{name}.log",
+            env=env,
+            url=f"http://127.0.0.1:{port}",
+        )
+        self.mcp_replicas.append(child)
+        self.supervisor.start(child)
+        return child
+
     def wait_ready(self) -> None:
         """Wait until every replica answers /healthz and every worker has beaten."""
-        for replica in self.replicas:
+        for replica in [*self.replicas, *self.mcp_replicas]:
             wait_http_ready(replica, START_SECONDS)
         if self.workers:
             asyncio.run(self._wait_workers())
@@ -145,7 +173,7 @@ class DevFleet:
     def watch(self, stopping: list[int]) -> None:
         """Return once `stopping` has a signal; raise if a child dies on its own."""
         while not stopping:
-            for child in self.children:
+            for child in [*self.children, *self.mcp_replicas]:
                 if not child.alive():
                     raise RuntimeError(
                         f"{child.name} exited with {child.returncode}; see {child.log_path}"
