@@ -11,11 +11,6 @@ from ._environment import Settings
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
 from ._redis import RedisClient, create_client
-from ._settings import (
-    BreakerSettings,
-    RedisSettings,
-    SessionSettings,
-)
 from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
@@ -44,6 +39,12 @@ from .exceptions import (
     VersionConflict,
 )
 from .fleet import Heartbeat, WorkerConfig, WorkerInfo, WorkerState, list_workers, publish_heartbeat
+from .settings import (
+    BreakerSettings,
+    RedisSettings,
+    ServerSettings,
+    SessionSettings,
+)
 from .store import (
     Event,
     EventConsumer,
@@ -96,6 +97,7 @@ __all__ = [
     "RedisClient",
     "RedisSettings",
     "RepairReport",
+    "ServerSettings",
     "Session",
     "SessionClosed",
     "SessionCounts",

@@ -17,8 +17,8 @@ import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SlaveNotFoundError
 
-from ._settings import RedisSettings
 from .exceptions import BackendUnavailable
+from .settings import RedisSettings
 
 #: A client the store can talk to: standalone/Sentinel or Cluster.
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"

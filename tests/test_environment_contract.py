@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from sessionstore import Settings
+from sessionstore._environment import ENVIRONMENT_VARIABLES
 from sessionstore.upstream import Jitter
 
 
@@ -136,23 +138,21 @@ EMPTY_MEANS_UNSET = [
 
 def _names(settings: Settings) -> set[str]:
     """Every variable name the reader accepts."""
-    return {"SESSIONSTORE_" + name.upper() for name in type(settings).model_fields}
+    return set(ENVIRONMENT_VARIABLES)
 
 
 #: Settings read where they take effect rather than as given.
 _EFFECTIVE: dict[str, Callable[[Settings], object]] = {
-    "SESSIONSTORE_UPSTREAM_PROFILE": lambda s: s.upstream_settings().profile.name,
-    "SESSIONSTORE_UPSTREAM_MAX_ATTEMPTS": lambda s: s.upstream_settings().backoff.max_attempts,
-    "SESSIONSTORE_UPSTREAM_INITIAL_DELAY": lambda s: s.upstream_settings().backoff.initial_delay,
-    "SESSIONSTORE_UPSTREAM_MAX_DELAY": lambda s: s.upstream_settings().backoff.max_delay,
-    "SESSIONSTORE_UPSTREAM_JITTER": lambda s: s.upstream_settings().backoff.jitter,
-    "SESSIONSTORE_UPSTREAM_MAX_CONNECTION_AGE": lambda s: s.upstream_settings().max_connection_age,
+    "SESSIONSTORE_UPSTREAM_PROFILE": lambda s: s.upstream.profile.name,
+    "SESSIONSTORE_UPSTREAM_MAX_ATTEMPTS": lambda s: s.upstream.backoff.max_attempts,
+    "SESSIONSTORE_UPSTREAM_INITIAL_DELAY": lambda s: s.upstream.backoff.initial_delay,
+    "SESSIONSTORE_UPSTREAM_MAX_DELAY": lambda s: s.upstream.backoff.max_delay,
+    "SESSIONSTORE_UPSTREAM_JITTER": lambda s: s.upstream.backoff.jitter,
+    "SESSIONSTORE_UPSTREAM_MAX_CONNECTION_AGE": lambda s: s.upstream.max_connection_age,
     "SESSIONSTORE_UPSTREAM_RECONNECT_MAX_ATTEMPTS": lambda s: (
-        s.upstream_settings().reconnect_backoff.max_attempts
+        s.upstream.reconnect_backoff.max_attempts
     ),
-    "SESSIONSTORE_UPSTREAM_RECONNECT_MAX_DELAY": lambda s: (
-        s.upstream_settings().reconnect_backoff.max_delay
-    ),
+    "SESSIONSTORE_UPSTREAM_RECONNECT_MAX_DELAY": lambda s: s.upstream.reconnect_backoff.max_delay,
 }
 
 
@@ -162,7 +162,8 @@ def _read(settings: Settings, variable: str) -> object:
     if effective is not None:
         value = effective(settings)
     else:
-        value = getattr(settings, variable.removeprefix("SESSIONSTORE_").lower())
+        group, name = ENVIRONMENT_VARIABLES[variable]
+        value = getattr(settings if group is None else getattr(settings, group), name)
     if isinstance(value, SecretStr):
         return Secret(value.get_secret_value())
     return value
@@ -225,3 +226,17 @@ def test_variable_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) ->
     """As before, the reader matches names whatever their case."""
     monkeypatch.setenv("sessionstore_key_prefix", "lower")
     assert _read(Settings(), "SESSIONSTORE_KEY_PREFIX") == "lower"
+
+
+def test_every_variable_is_documented() -> None:
+    """Each variable appears in the README or docs/, in full or in a table's short form."""
+    root = Path(__file__).resolve().parents[1]
+    text = "\n".join(p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")])
+    missing = []
+    for variable in ENVIRONMENT_VARIABLES:
+        short = variable.removeprefix("SESSIONSTORE_")
+        in_group = short.removeprefix("BREAKER_")
+        forms = [variable, f"`{short}`", f"`_{short}`", f"`{in_group}`", f"`_{in_group}`"]
+        if not any(form in text for form in forms):
+            missing.append(variable)
+    assert missing == []

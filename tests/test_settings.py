@@ -49,7 +49,7 @@ def test_environment_builds_session_settings(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SESSIONSTORE_IDLE_TIMEOUT", "90")
     monkeypatch.setenv("SESSIONSTORE_KEY_PREFIX", "app1")
     monkeypatch.setenv("SESSIONSTORE_MAX_REQUESTS_GLOBAL", "500")
-    session = Settings().session_settings()
+    session = Settings().session
     assert session.idle_timeout == timedelta(seconds=90)
     assert (session.key_prefix, session.max_requests_global) == ("app1", 500)
 
@@ -68,11 +68,11 @@ def test_empty_admin_token_turns_breaker_control_off(monkeypatch: pytest.MonkeyP
     """SESSIONSTORE_ADMIN_TOKEN unset or empty (compose passes it through empty) is off;
     a value is kept secret."""
     monkeypatch.delenv("SESSIONSTORE_ADMIN_TOKEN", raising=False)
-    assert Settings().admin_token is None
+    assert Settings().server.admin_token is None
     monkeypatch.setenv("SESSIONSTORE_ADMIN_TOKEN", "")
-    assert Settings().admin_token is None
+    assert Settings().server.admin_token is None
     monkeypatch.setenv("SESSIONSTORE_ADMIN_TOKEN", "s3cret")
-    token = Settings().admin_token
+    token = Settings().server.admin_token
     assert (
         token is not None and token.get_secret_value() == "s3cret" and "s3cret" not in repr(token)
     )

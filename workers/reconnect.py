@@ -88,7 +88,7 @@ def build_reconnector(
     gates: Gates | None = None,
 ) -> Reconnector:
     """The `Reconnector` a worker uses, from settings (credentials, connectors, profile)."""
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     return Reconnector(
         UpstreamRecords(store, max_per_session=upstream.max_upstreams_per_session),
         connectors=connectors_for(upstream),
@@ -108,7 +108,7 @@ def family(settings: Settings) -> JobFamily:
 
     async def start(ctx: WorkerContext) -> None:
         registry = BreakerRegistry(
-            ctx["store_redis"], settings.breaker_settings(), key_prefix=settings.key_prefix
+            ctx["store_redis"], settings.breaker, key_prefix=settings.session.key_prefix
         )
         await registry.open()
         ctx["breakers"] = registry
@@ -120,5 +120,5 @@ def family(settings: Settings) -> JobFamily:
         if "breakers" in ctx:
             await ctx["breakers"].aclose()
 
-    function = reconnect_function(settings.key_prefix, settings.upstream_settings())
+    function = reconnect_function(settings.session.key_prefix, settings.upstream)
     return JobFamily("reconnect", functions=[function], on_startup=[start], on_shutdown=[stop])

@@ -52,7 +52,7 @@ async def repair_indexes(
 
 def family(settings: Settings) -> JobFamily:
     """The repair cron job."""
-    config, prefix = settings.worker_config(), settings.key_prefix
+    config, prefix = settings.worker, settings.session.key_prefix
     job = cron_job(
         config,
         repair_indexes,

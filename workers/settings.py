@@ -41,7 +41,7 @@ from .context import JobFamily, WorkerContext
 logger = logging.getLogger("sessionstore.workers")
 
 #: Every job family of the worker: ``family(settings) -> JobFamily``. A family reads
-#: the settings it needs (``settings.worker_config()``, its own fields...).
+#: the settings it needs (``settings.worker``, its own fields...).
 FAMILIES: list[Callable[[Settings], JobFamily]] = [
     sweep.family,
     repair.family,
@@ -159,8 +159,8 @@ def build_worker_settings(settings: Settings, *, redis_url: str | None = None) -
     url = redis_url or settings.redis_url
     if not url:
         raise InvalidInput(MISSING_URL)
-    session = settings.session_settings()
-    config = settings.worker_config()
+    session = settings.session
+    config = settings.worker
     queue_redis = arq_redis_settings(settings.queue_redis(url))
     queue = config.queue_name or KeySpace(session.key_prefix, session.shards).job_queue()
     families = [make(settings) for make in FAMILIES]

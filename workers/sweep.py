@@ -90,7 +90,7 @@ def summarize(job: str, report: SweepReport) -> dict[str, Any]:
 
 def family(settings: Settings) -> JobFamily:
     """The sweep cron jobs of the configured mode."""
-    config, prefix = settings.worker_config(), settings.key_prefix
+    config, prefix = settings.worker, settings.session.key_prefix
     jobs = [
         cron_job(
             config,

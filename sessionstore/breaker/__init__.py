@@ -14,7 +14,7 @@ outages), ``_registry`` (the per-process owner), ``_admin`` (manual control).
 
 from __future__ import annotations
 
-from .._settings import BreakerSettings
+from ..settings import BreakerSettings
 from ._admin import BreakerAdmin
 from ._guard import Attempt, AttemptKind, Breaker, Classifier, Guard
 from ._model import (

@@ -12,9 +12,9 @@ from datetime import datetime
 
 from .._keys import KeySpace
 from .._redis import RedisClient
-from .._settings import BreakerSettings
 from .._time import ms_to_datetime
 from ..exceptions import BackendUnavailable, InvalidInput
+from ..settings import BreakerSettings
 from ._health import logger
 from ._model import AuditEntry, BreakerEvent, BreakerSnapshot, BreakerStatus
 from ._remote import BreakerScripts, ControlAction

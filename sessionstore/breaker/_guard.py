@@ -18,8 +18,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
-from .._settings import BreakerSettings
 from ..exceptions import BackendUnavailable, BreakerOpen
+from ..settings import BreakerSettings
 from ._health import RedisHealth, logger
 from ._model import BreakerSnapshot, BreakerState, Outcome
 from ._policy import Verdict, is_slow

@@ -13,7 +13,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from .._settings import BreakerRedisDownPolicy
+from ..settings import BreakerRedisDownPolicy
 
 logger = logging.getLogger("sessionstore.breaker")
 

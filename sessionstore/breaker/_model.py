@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from .._settings import BreakerRedisDownPolicy
 from .._time import from_ms, ms_to_datetime
+from ..settings import BreakerRedisDownPolicy
 
 
 class BreakerState(StrEnum):

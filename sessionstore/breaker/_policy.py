@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from .._settings import BreakerSettings
+from ..settings import BreakerSettings
 from ._model import BreakerState
 
 

@@ -27,8 +27,8 @@ from pydantic import ValidationError
 
 from .._keys import KeySpace
 from .._redis import RedisClient
-from .._settings import BreakerSettings
 from ..exceptions import BackendUnavailable
+from ..settings import BreakerSettings
 from ..tasks import stop_tasks
 from ._admin import BreakerAdmin
 from ._guard import Breaker, Classifier

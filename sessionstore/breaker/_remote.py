@@ -14,9 +14,9 @@ from typing import Any, Literal
 from .._keys import KeySpace
 from .._redis import RedisClient, backend_errors
 from .._scripts import Arg, Batch, LuaScript, ScriptLibrary, call
-from .._settings import BreakerSettings
 from .._time import ms_to_datetime
 from ..exceptions import SessionStoreError
+from ..settings import BreakerSettings
 from ._model import (
     AuditEntry,
     BreakerEvent,

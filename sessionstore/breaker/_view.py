@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .._settings import BreakerSettings
+from ..settings import BreakerSettings
 from ._model import BreakerSnapshot, BreakerState
 from ._policy import Decision, decide, effective_state
 

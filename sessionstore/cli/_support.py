@@ -56,7 +56,7 @@ async def open_store(settings: Settings) -> AsyncIterator[SessionStore]:
     """A store on its own client, closed on exit."""
     client = create_client(settings.store_redis(store_url(settings)))
     try:
-        yield SessionStore(client, settings.session_settings())
+        yield SessionStore(client, settings.session)
     finally:
         await client.aclose()
 

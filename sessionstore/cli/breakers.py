@@ -57,11 +57,11 @@ def _with_admin(body: Callable[[BreakerAdmin], Awaitable[T]]) -> T:
     url = store_url(settings)
 
     async def with_admin() -> T:
-        breaker_settings = settings.breaker_settings()
+        breaker_settings = settings.breaker
         client = create_client(settings.store_redis(url))
         try:
             return await body(
-                BreakerAdmin(client, breaker_settings, key_prefix=settings.key_prefix)
+                BreakerAdmin(client, breaker_settings, key_prefix=settings.session.key_prefix)
             )
         finally:
             await client.aclose()

@@ -34,7 +34,7 @@ async def _tail(
     as_json: bool,
 ) -> None:
     client = create_client(settings.store_redis(url))
-    session = settings.session_settings()
+    session = settings.session
     reader: EventFollower | EventConsumer
     if group:
         reader = EventConsumer(client, session, group=group, consumer=consumer, start=start)

@@ -15,7 +15,7 @@ def print_layout(
 ) -> None:
     """Print every key the store writes: pattern, type, TTL and a redis-cli line."""
     settings = Settings()
-    rows = describe_layout(settings.key_prefix)
+    rows = describe_layout(settings.session.key_prefix)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

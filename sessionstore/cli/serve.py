@@ -35,19 +35,19 @@ def serve(
     store_url(settings)
     uvicorn.run(
         served_app(settings),
-        host=host or settings.server_host,
-        port=settings.server_port if port is None else port,
+        host=host or settings.server.host,
+        port=settings.server.port if port is None else port,
         log_level=log_level,
         access_log=access_log,
         # uvicorn waits this long for running requests, then cancels them; the
         # middleware's drain then returns whatever leases are left.
-        timeout_graceful_shutdown=math.ceil(settings.drain_timeout.total_seconds()),
+        timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout.total_seconds()),
         # Behind the compose load balancer: trust its X-Forwarded-* headers.
         proxy_headers=True,
         # Slow clients: a deadline for headers (the body's is the app's), a bound on
         # connections; h11, which the header deadline extends.
-        http=header_deadline_protocol(settings.request_header_timeout.total_seconds()),
-        limit_concurrency=settings.server_limit_concurrency,
+        http=header_deadline_protocol(settings.server.request_header_timeout.total_seconds()),
+        limit_concurrency=settings.server.limit_concurrency,
         lifespan="on",
     )
 
@@ -62,7 +62,7 @@ def served_app(settings: Settings) -> FastAPI:
     from ..server import create_app
 
     app = create_app(settings)
-    if settings.demo_routes:
+    if settings.server.demo_routes:
         from .dev.demo_routes import mount_demo_routes
 
         mount_demo_routes(app)

@@ -218,13 +218,13 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     async def body() -> dict[str, Any]:
         async with open_store(settings) as store:
             admin = BreakerAdmin(
-                store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+                store.redis, settings.breaker, key_prefix=settings.session.key_prefix
             )
             sources = HealthSources(
                 store=store,
                 breakers=admin,
-                max_sweeper_lag=settings.health_max_sweeper_lag,
-                worker_dead_after=settings.worker_dead_after,
+                max_sweeper_lag=settings.server.health_max_sweeper_lag,
+                worker_dead_after=settings.worker.worker_dead_after,
             )
             # One after the other: a Redis lost midway exits 3, as the first PING would.
             redis, sessions, workers, breakers, upstreams = [

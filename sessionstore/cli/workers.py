@@ -14,10 +14,10 @@ from ._support import load_settings, run, store_url
 
 
 async def _read(settings: Settings) -> list[WorkerInfo]:
-    dead_after = settings.worker_config().worker_dead_after
+    dead_after = settings.worker.worker_dead_after
     client = create_client(settings.store_redis(store_url(settings)))
     try:
-        keys = KeySpace(settings.key_prefix, settings.shards)
+        keys = KeySpace(settings.session.key_prefix, settings.session.shards)
         return await list_workers(client, keys, dead_after=dead_after)
     finally:
         await client.aclose()

@@ -6,7 +6,7 @@ health and the CLI's ``sessionstore workers`` read the heartbeats.
 
 from __future__ import annotations
 
-from ._config import WorkerConfig, cron_interval_error
+from ..settings import WorkerConfig, cron_interval_error
 from ._heartbeat import (
     Heartbeat,
     WorkerInfo,

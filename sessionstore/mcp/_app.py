@@ -99,7 +99,7 @@ def mcp_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = create_client(redis_settings)
-        store = SessionStore(client, settings.session_settings())
+        store = SessionStore(client, settings.session)
         try:
             await store.load_scripts()
         except BackendUnavailable:

@@ -73,10 +73,10 @@ def create_app(
         redis_settings = settings.store_redis(settings.redis_url)
         client = create_client(redis_settings)
         try:
-            store = SessionStore(client, settings.session_settings())
+            store = SessionStore(client, settings.session)
             # No I/O when opening: a Redis that is down at start-up is waited for.
             breakers = BreakerRegistry(
-                client, settings.breaker_settings(), key_prefix=settings.key_prefix
+                client, settings.breaker, key_prefix=settings.session.key_prefix
             )
             breakers.on_transition(metrics.breakers.observed)
             async with (
@@ -116,27 +116,28 @@ def create_app(
         lifespan=lifespan,
         # Starlette's limiter: a declared Content-Length over the limit is refused
         # before reading, a streamed body the moment it passes the limit (413).
-        max_body_size=settings.max_body_bytes,
+        max_body_size=settings.server.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(sessions.router)
-    app.include_router(current.router(settings.session_header))
+    app.include_router(current.router(settings.server.session_header))
     app.include_router(observability.router)
     app.include_router(breaker_routes.router)
-    app.include_router(upstreams.router_for(settings.session_header))
+    app.include_router(upstreams.router_for(settings.server.session_header))
     body_limits = BodyReadLimits(
-        timeout=settings.request_body_timeout.total_seconds(), max_bytes=settings.max_body_bytes
+        timeout=settings.server.request_body_timeout.total_seconds(),
+        max_bytes=settings.server.max_body_bytes,
     )
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         SessionMiddleware,
         body_limits=body_limits,
-        header=settings.session_header,
+        header=settings.server.session_header,
         cookie=_cookie(settings),
-        renew_expired=settings.renew_expired_sessions,
+        renew_expired=settings.server.renew_expired_sessions,
         exclude_paths=UNSESSIONED_PATHS,
         inflight=inflight,
-        drain_timeout=settings.drain_timeout.total_seconds(),
+        drain_timeout=settings.server.drain_timeout.total_seconds(),
     )
     # Every body is read whole (408 late, 413 large) before anything else runs.
     app.add_middleware(BodyLimits, limits=body_limits, reads=body_reads)
@@ -145,6 +146,6 @@ def create_app(
 
 
 def _cookie(settings: Settings) -> SessionCookie | None:
-    if settings.cookie_secret is None:
+    if settings.server.cookie_secret is None:
         return None
-    return SessionCookie(secret=settings.cookie_secret, name=settings.session_cookie)
+    return SessionCookie(secret=settings.server.cookie_secret, name=settings.server.session_cookie)

@@ -47,8 +47,8 @@ class ServerState:
         return HealthSources(
             store=self.store,
             breakers=self.breakers.admin,
-            max_sweeper_lag=self.settings.health_max_sweeper_lag,
-            worker_dead_after=self.settings.worker_dead_after,
+            max_sweeper_lag=self.settings.server.health_max_sweeper_lag,
+            worker_dead_after=self.settings.worker.worker_dead_after,
             observe_ping=self.metrics.redis_latency.observe,
         )
 

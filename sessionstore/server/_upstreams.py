@@ -125,7 +125,7 @@ async def open_upstreams(
     Raises:
         InvalidInput: a secret key that is not a Fernet key, an unknown profile.
     """
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     credentials = credentials_for(settings, environ)
     queue: ReconnectQueue | None = None
     why: str | None = None

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from .._keys import KeySpace
 from .._redis import RedisClient
-from .._settings import SessionSettings
+from ..settings import SessionSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._keys import KeySpace
 from .._redis import RedisClient, backend_errors
-from .._settings import SessionSettings
 from .._time import ms_to_datetime, to_ms
 from ..exceptions import InvalidInput
+from ..settings import SessionSettings
 
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MAX_SEQ = 2**64 - 1

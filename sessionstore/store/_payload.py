@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._ids import check_attribute
-from .._settings import SessionSettings
 from ..exceptions import InvalidInput, PayloadTooLarge
+from ..settings import SessionSettings
 
 
 def encode_json(value: Any, what: str) -> str:

@@ -21,7 +21,6 @@ from .._ids import check_attribute, check_name, new_session_id
 from .._keys import KeySpace, SessionKeys
 from .._redis import RedisClient
 from .._scripts import Arg, Batch, call, load_all
-from .._settings import SessionSettings
 from .._time import ms_to_datetime, to_ms
 from ..exceptions import (
     InvalidInput,
@@ -32,6 +31,7 @@ from ..exceptions import (
     StaleFence,
     VersionConflict,
 )
+from ..settings import SessionSettings
 from . import _counts, _successors, _sweep, _users
 from ._context import StoreContext
 from ._leases import LeaseTracker, TrackedLease

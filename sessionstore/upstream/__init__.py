@@ -51,7 +51,7 @@ from ._reconnect import (
     reconnect_job_name,
 )
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState
-from ._settings import UpstreamSettings, reconnect_policy
+from ._settings import ProfileOverrides, UpstreamSettings, reconnect_policy
 from ._setup import connectors_for, credentials_for
 from ._spec import StoredCredential, UpstreamSpec
 from ._totals import UpstreamTotals, read_upstream_totals
@@ -91,6 +91,7 @@ __all__ = [
     "Operation",
     "PoolCensus",
     "PoolState",
+    "ProfileOverrides",
     "ProviderProfile",
     "ReconnectResult",
     "ReconnectScheduler",

@@ -72,7 +72,7 @@ class UpstreamPool:
         store: the session store (records live next to its sessions).
         connectors: one per upstream kind (`ImapConnector` for ``imap``).
         credentials: seals secrets for Redis and opens them to connect.
-        settings: retry, timeouts, lifetimes (`Settings.upstream_settings()`).
+        settings: retry, timeouts, lifetimes (`Settings().upstream`).
         gates: the circuit breakers (`BreakerGates`); none by default.
         reconnects: queues reconnect jobs (`ArqReconnects`); none by default.
         maintain_every: period of the background `maintain` pass (None: off).

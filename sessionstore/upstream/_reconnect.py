@@ -39,18 +39,19 @@ from ._settings import UpstreamSettings
 from .credentials import Credentials
 
 if TYPE_CHECKING:
-    from .._settings import SessionSettings
-    from ..fleet import WorkerConfig
+    from ..settings import SessionSettings, WorkerConfig
 
 
 class FleetSettings(Protocol):
     """What `ArqReconnects.from_settings` reads of `Settings` (which imports this package)."""
 
-    def session_settings(self) -> SessionSettings:
+    @property
+    def session(self) -> SessionSettings:
         """The store's key prefix and shards."""
         ...
 
-    def worker_config(self) -> WorkerConfig:
+    @property
+    def worker(self) -> WorkerConfig:
         """The worker fleet's queue name."""
         ...
 
@@ -110,9 +111,9 @@ class ArqReconnects:
     @classmethod
     def from_settings(cls, queue: Any, settings: FleetSettings) -> ArqReconnects:
         """Jobs for the worker fleet of `settings` (its key prefix and queue name)."""
-        session = settings.session_settings()
+        session = settings.session
         keys = KeySpace(session.key_prefix, session.shards)
-        return cls(queue, keys, queue_name=settings.worker_config().queue_name or keys.job_queue())
+        return cls(queue, keys, queue_name=settings.worker.queue_name or keys.job_queue())
 
     async def schedule(self, session_id: str, upstream: str, *, delay: float) -> bool:
         """Enqueue ``reconnect_upstream`` unless one is already queued for this connection.

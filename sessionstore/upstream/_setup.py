@@ -22,8 +22,8 @@ class CredentialSettings(Protocol):
     """What `credentials_for` reads of `Settings` (which imports this package)."""
 
     @property
-    def upstream_credentials_dir(self) -> str | None:
-        """Where ``file:`` references are read."""
+    def upstream(self) -> UpstreamSettings:
+        """The upstream settings (``credentials_dir``: where ``file:`` references are read)."""
         ...
 
     def secret_keys(self) -> tuple[SecretStr, ...]:
@@ -57,7 +57,7 @@ def credentials_for(settings: CredentialSettings, environ: Mapping[str, str]) ->
     .. versionadded:: 0.1
     """
     providers: list[CredentialProvider] = [EnvCredentials(environ)]
-    if settings.upstream_credentials_dir:
-        providers.append(FileCredentials(settings.upstream_credentials_dir))
+    if settings.upstream.credentials_dir:
+        providers.append(FileCredentials(settings.upstream.credentials_dir))
     keys = settings.secret_keys()
     return Credentials(providers=providers, box=SecretBox(keys) if keys else None)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sessionstore import BreakerSettings, InvalidInput, Settings
+from sessionstore._environment import ENVIRONMENT_VARIABLES
 from sessionstore.breaker import BreakerSnapshot, BreakerState
 from sessionstore.breaker._admin import check_actor, check_reason
 from sessionstore.breaker._health import RedisHealth
@@ -265,13 +266,14 @@ def test_bad_breaker_settings_are_refused(bad: dict[str, object]) -> None:
 def test_env_settings_build_the_frozen_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every BreakerSettings field has a SESSIONSTORE_BREAKER_* twin; seconds and ISO 8601
     both work; an empty slow duration turns slow judgement off."""
-    assert {f"breaker_{n}" for n in BreakerSettings.model_fields} <= set(Settings.model_fields)
+    twins = {f"SESSIONSTORE_BREAKER_{n.upper()}" for n in BreakerSettings.model_fields}
+    assert twins <= set(ENVIRONMENT_VARIABLES)
     monkeypatch.setenv("SESSIONSTORE_BREAKER_MINIMUM_CALLS", "7")
     monkeypatch.setenv("SESSIONSTORE_BREAKER_OPEN_DURATION", "2.5")
     monkeypatch.setenv("SESSIONSTORE_BREAKER_WINDOW", "PT2M")
     monkeypatch.setenv("SESSIONSTORE_BREAKER_SLOW_CALL_DURATION", "")
     monkeypatch.setenv("SESSIONSTORE_BREAKER_REDIS_DOWN_POLICY", "fail_closed")
-    built = Settings().breaker_settings()
+    built = Settings().breaker
     assert built.minimum_calls == 7
     assert built.open_duration == timedelta(seconds=2.5)
     assert built.window == timedelta(minutes=2)

@@ -206,7 +206,7 @@ async def test_acl_user_can_run_the_fleets_worker(
         aggressive_sweep_interval=daily,
         repair_interval=daily,
     )
-    store = SessionStore(acl_client, settings.session_settings())
+    store = SessionStore(acl_client, settings.session)
     due = [(await store.create(idle_timeout=timedelta(milliseconds=1))).id for _ in range(3)]
     worker_settings: Any = build_worker_settings(settings)
     pool = await create_pool(worker_settings.redis_settings)
@@ -365,7 +365,7 @@ def test_compose_workers_get_working_settings(
             monkeypatch.setenv(variable, str(value))
         settings = Settings()
         queue: Any = build_worker_settings(settings).redis_settings
-        assert settings.worker_config().worker_id == name
+        assert settings.worker.worker_id == name
         assert (queue.username, queue.password) == ("sessionstore", STORE_PASSWORD)
         if sentinel:
             assert queue.sentinel and [h for h, _ in queue.host] == [

@@ -91,8 +91,8 @@ async def live_worker_ids(redis_url: str, settings: Settings) -> set[str]:
     """Ids of the workers whose heartbeat is live now (a client of its own)."""
     client = create_client(RedisSettings.from_dsn(redis_url))
     try:
-        keys = KeySpace(settings.key_prefix, settings.shards)
-        found = await list_workers(client, keys, dead_after=settings.worker_dead_after)
+        keys = KeySpace(settings.session.key_prefix, settings.session.shards)
+        found = await list_workers(client, keys, dead_after=settings.worker.worker_dead_after)
     finally:
         await client.aclose()
     return {w.id for w in found if w.state is WorkerState.LIVE}

@@ -58,7 +58,7 @@ def balancer(fleet: McpFleet) -> Iterator[str]:
 @pytest.fixture
 async def store(fleet: McpFleet) -> AsyncIterator[SessionStore]:
     client = create_client(RedisSettings.from_dsn(fleet.redis.url))
-    yield SessionStore(client, fleet.settings.session_settings())
+    yield SessionStore(client, fleet.settings.session)
     await client.aclose()
 
 

@@ -71,7 +71,7 @@ async def group(settings: Settings) -> AsyncIterator[list[Replica]]:
 async def store(settings: Settings) -> AsyncIterator[SessionStore]:
     assert settings.redis_url is not None
     client = create_client(RedisSettings.from_dsn(settings.redis_url))
-    yield SessionStore(client, settings.session_settings())
+    yield SessionStore(client, settings.session)
     await client.aclose()
 
 

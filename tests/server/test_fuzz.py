@@ -80,7 +80,7 @@ def _live_sessions(redis_url: str, count: int) -> list[str]:
     async def make() -> list[str]:
         client = create_client(RedisSettings.from_dsn(redis_url))
         try:
-            store = SessionStore(client, _settings(redis_url).session_settings())
+            store = SessionStore(client, _settings(redis_url).session)
             return [(await store.create(user_id="fuzz", state={"n": 1})).id for _ in range(count)]
         finally:
             await client.aclose()

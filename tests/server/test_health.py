@@ -60,7 +60,10 @@ async def test_session_health_needs_the_bearer_token(
 
 async def test_session_health_is_off_without_a_token(redis_url: str, key_prefix: str) -> None:
     """No SESSIONSTORE_HEALTH_TOKEN: the endpoint refuses everyone with 403."""
-    settings = server_settings(redis_url, key_prefix).model_copy(update={"health_token": None})
+    settings = server_settings(redis_url, key_prefix)
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"health_token": None})}
+    )
     async with serving(create_app(settings)) as (http, _):
         answer = await http.get("/session-health", headers=AUTH)
     assert answer.status_code == 403
@@ -92,9 +95,7 @@ async def test_sweeper_lag_makes_it_degraded(redis_url: str, key_prefix: str) ->
     settings = server_settings(redis_url, key_prefix, health_max_sweeper_lag=timedelta(0))
     client = create_client(RedisSettings.from_dsn(redis_url))
     try:
-        await SessionStore(client, settings.session_settings()).create(
-            idle_timeout=timedelta(milliseconds=1)
-        )
+        await SessionStore(client, settings.session).create(idle_timeout=timedelta(milliseconds=1))
     finally:
         await client.aclose()
     async with serving(create_app(settings)) as (http, _):

@@ -49,7 +49,7 @@ def build_apps(store: SessionStore) -> tuple[Starlette, FastAPI]:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         settings = Settings()
         registry = BreakerRegistry(
-            store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+            store.redis, settings.breaker, key_prefix=settings.session.key_prefix
         )
         async with registry:
             yield {"session_store": store, "breakers": registry}

@@ -28,7 +28,7 @@ from sessionstore.upstream.imap import ImapConnection
 
 async def use_the_pool(store: SessionStore) -> None:
     settings = Settings()
-    upstream: UpstreamSettings = settings.upstream_settings()
+    upstream: UpstreamSettings = settings.upstream
     policy: BackoffPolicy = get_profile("icloud").backoff
     delay: float = policy.delay(2)
     verdict: Verdict = classify(TimeoutError())

@@ -32,7 +32,7 @@ async def use_the_fleet_api() -> None:
     client = create_client(RedisSettings.from_dsn("redis://127.0.0.1:6379/0"))
     settings = SessionSettings()
     store = SessionStore(client, settings)
-    config: WorkerConfig = Settings().worker_config()
+    config: WorkerConfig = Settings().worker
     swept: SweepReport = await sweep_store(
         store, batch=config.sweep_batch_size, time_budget=config.sweep_time_budget
     )

@@ -120,7 +120,7 @@ def test_settings_pick_a_profile_by_name_and_apply_overrides(
     monkeypatch.setenv("SESSIONSTORE_UPSTREAM_PROFILE", "icloud")
     monkeypatch.setenv("SESSIONSTORE_UPSTREAM_MAX_ATTEMPTS", "6")
     monkeypatch.setenv("SESSIONSTORE_UPSTREAM_JITTER", "decorrelated")
-    upstream = Settings().upstream_settings()
+    upstream = Settings().upstream
     assert upstream.profile.name == "icloud"
     assert upstream.backoff.max_attempts == 6
     assert upstream.backoff.jitter is Jitter.DECORRELATED

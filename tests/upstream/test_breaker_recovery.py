@@ -70,12 +70,12 @@ async def test_breaker_opens_jobs_back_off_and_recovery_closes_it(
         breaker_half_open_probes=1,
         breaker_record_flush_interval=timedelta(0),
     )
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     spec = imap_spec(dovecot)
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
-    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
+    admin = BreakerAdmin(store.redis, settings.breaker, key_prefix=settings.session.key_prefix)
     registry = BreakerRegistry(
-        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker, key_prefix=settings.session.key_prefix
     )
     CountingImap.connects = 0
     try:
@@ -163,11 +163,11 @@ async def test_wrong_password_never_opens_the_fleet_breaker(
         breaker_minimum_calls=2,
         breaker_record_flush_interval=timedelta(0),
     )
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     registry = BreakerRegistry(
-        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker, key_prefix=settings.session.key_prefix
     )
-    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
+    admin = BreakerAdmin(store.redis, settings.breaker, key_prefix=settings.session.key_prefix)
     CountingImap.connects = 0
     async with (
         registry,

@@ -48,7 +48,7 @@ async def test_a_failed_call_is_reconnected_by_the_fleet_worker(
     built from the same settings, opens it: nothing secret travels in the job.
     """
     settings = fleet_settings(store, redis_url, secret_key)
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
     try:
         async with UpstreamPool(

@@ -49,7 +49,7 @@ def test_environment_reaches_the_worker_config(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SESSIONSTORE_LONG_OVERDUE_AFTER", "PT2H")
     monkeypatch.setenv("SESSIONSTORE_SWEEP_BATCH_SIZE", "100")
     monkeypatch.setenv("SESSIONSTORE_WORKER_ID", "")
-    config = Settings().worker_config()
+    config = Settings().worker
     assert config.aggressive_cleanup is True
     assert config.active_sweep_interval == timedelta(seconds=15)
     assert config.sweep_interval == timedelta(minutes=5)

@@ -40,7 +40,7 @@ def trip_demo_breaker(fleet: DevFleet) -> int:
     Raises:
         RuntimeError: it did not open, or the last replica did not see it in time.
     """
-    settings = fleet.settings.breaker_settings()
+    settings = fleet.settings.breaker
     first, last = fleet.replicas[0].url, fleet.replicas[-1].url
     # All failures after the replicas' one success each; batching lets a few more through.
     most = 2 * settings.minimum_calls + len(fleet.replicas) + 50
@@ -65,9 +65,9 @@ def trip_demo_breaker(fleet: DevFleet) -> int:
 def breaker_lines(fleet: DevFleet, failed: int, cli: str) -> list[str]:
     """The guide's breaker part: what happened and the exact lines to look and steer."""
     settings = fleet.settings
-    keys = KeySpace(settings.key_prefix, settings.shards).breaker(NAME)
+    keys = KeySpace(settings.session.key_prefix, settings.session.shards).breaker(NAME)
     first, last = fleet.replicas[0].url, fleet.replicas[-1].url
-    opened = settings.breaker_settings().open_duration.total_seconds()
+    opened = settings.breaker.open_duration.total_seconds()
     body = """'{"actor": "you", "reason": "trying the dev fleet"}'"""
     return [
         "A circuit breaker, shared by every replica through Redis: "

@@ -49,13 +49,13 @@ def dev(
     """Run Redis, server replicas and a worker locally; Ctrl-C stops them all."""
     settings = load_settings()
     token = (
-        settings.health_token.get_secret_value()
-        if settings.health_token
+        settings.server.health_token.get_secret_value()
+        if settings.server.health_token
         else secrets.token_urlsafe(18)
     )
     admin_token = (
-        settings.admin_token.get_secret_value()
-        if settings.admin_token
+        settings.server.admin_token.get_secret_value()
+        if settings.server.admin_token
         else secrets.token_urlsafe(18)
     )
     fleet = DevFleet(settings, data_dir.resolve(), token, admin_token)
@@ -167,7 +167,7 @@ def _path_line() -> list[str]:
 def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
     if not fleet.workers:
         return ["No worker runs (--workers 0): nothing expires sessions.", ""]
-    keys = KeySpace(fleet.settings.key_prefix, fleet.settings.shards)
+    keys = KeySpace(fleet.settings.session.key_prefix, fleet.settings.session.shards)
     every = f"every {fleet.sweep_interval().total_seconds():g} s"
     return [
         f"Watch the worker: a short-lived session {short_id} ({SHORT_IDLE_SECONDS} s idle",
@@ -185,7 +185,7 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
 
 def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp: str) -> None:
     settings = fleet.settings
-    keys = KeySpace(settings.key_prefix, settings.shards).session(demo_id)
+    keys = KeySpace(settings.session.key_prefix, settings.session.shards).session(demo_id)
     if fleet.redis is not None:
         cli = f"redis-cli -p {fleet.redis.port}"
         where = (
@@ -216,7 +216,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
         f"  open {first}/docs",
         "",
         "Look inside Redis:",
-        f"  {cli} --scan --pattern '{settings.key_prefix}:*'",
+        f"  {cli} --scan --pattern '{settings.session.key_prefix}:*'",
         f"  {cli} HGETALL '{keys.record}'",
         f"  {cli} ZRANGE '{keys.expiry}' 0 -1 WITHSCORES",
         f"  {cli} XREVRANGE '{keys.events}' + - COUNT 5",

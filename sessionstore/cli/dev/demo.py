@@ -50,7 +50,7 @@ def run_demo(
 
 
 async def _tour(url: str, settings: Settings) -> None:
-    session_settings = settings.session_settings().model_copy(
+    session_settings = settings.session.model_copy(
         update={"key_prefix": "demo", "max_requests_per_session": 1}
     )
     client = create_client(RedisSettings.from_dsn(url))

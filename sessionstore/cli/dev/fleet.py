@@ -73,11 +73,11 @@ class DevFleet:
 
     def sweep_interval(self) -> timedelta:
         """The workers' sweep period: the dev default unless the environment sets one."""
-        settings = self.settings
+        worker = self.settings.worker
         if "SESSIONSTORE_SWEEP_INTERVAL" not in os.environ:
             dev_default = timedelta(seconds=float(DEV_SWEEP_INTERVAL))
-            settings = settings.model_copy(update={"sweep_interval": dev_default})
-        return settings.worker_config().active_sweep_interval
+            worker = worker.model_copy(update={"sweep_interval": dev_default})
+        return worker.active_sweep_interval
 
     def start_redis(self, port: int) -> None:
         """Use SESSIONSTORE_REDIS_URL, or start a private Redis with AOF in the data dir."""
@@ -145,7 +145,7 @@ class DevFleet:
     async def _wait_workers(self) -> None:
         """Find each worker's live heartbeat by host and pid (its id is ``<host>-<pid>``)."""
         client = create_client(self.settings.store_redis(self.redis_url))
-        keys = KeySpace(self.settings.key_prefix, self.settings.shards)
+        keys = KeySpace(self.settings.session.key_prefix, self.settings.session.shards)
         host = socket.gethostname()
         deadline = time.monotonic() + START_SECONDS
         try:
@@ -158,7 +158,7 @@ class DevFleet:
                         )
                     try:
                         found = await list_workers(
-                            client, keys, dead_after=self.settings.worker_dead_after
+                            client, keys, dead_after=self.settings.worker.worker_dead_after
                         )
                     except BackendUnavailable:
                         found = []

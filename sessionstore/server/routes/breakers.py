@@ -62,7 +62,7 @@ def require_admin(state: State, credentials: Credentials) -> None:
     caller gets 401/403, not a description of what its body lacks.
     """
     check_bearer(
-        state.settings.admin_token,
+        state.settings.server.admin_token,
         credentials,
         disabled="breaker control disabled: set SESSIONSTORE_ADMIN_TOKEN",
     )

@@ -53,7 +53,7 @@ async def health(state: State, credentials: Credentials) -> JSONResponse:
     Answers 503 when Redis is unreachable, "degraded" (200) when a
     non-critical section (e.g. sweeper lag, no live worker) is off.
     """
-    check_token(state.settings.health_token, credentials)
+    check_token(state.settings.server.health_token, credentials)
     code, body = await session_health(state)
     return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
@@ -64,7 +64,7 @@ async def _refresh_fleet(state: ServerState) -> None:
         await ping(state)
         counts = await state.store.counts()
         workers = await list_workers(
-            state.redis, state.store.keys, dead_after=state.settings.worker_dead_after
+            state.redis, state.store.keys, dead_after=state.settings.worker.worker_dead_after
         )
         breakers = await state.breakers.admin.statuses()
         upstream_totals = await read_upstream_totals(state.store)

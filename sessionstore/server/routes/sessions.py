@@ -46,7 +46,7 @@ async def create_session(body: CreateSession, response: Response, state: State) 
         absolute_lifetime=body.absolute_lifetime(),
     )
     response.headers["Location"] = f"/sessions/{session.id}"
-    return _send(response, session, state.settings.session_header)
+    return _send(response, session, state.settings.server.session_header)
 
 
 @router.get(
@@ -66,7 +66,7 @@ async def read_session(
     tag = etag(session.version)
     if matches_etag(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return _send(response, session, state.settings.session_header)
+    return _send(response, session, state.settings.server.session_header)
 
 
 @router.patch(
@@ -145,7 +145,7 @@ async def expire_session(session_id: SessionId, state: State) -> Response:
 async def resume_session(session_id: SessionId, response: Response, state: State) -> SessionOut:
     """The same session if still active, else its successor (``resumed_from`` names the old id)."""
     session = await state.store.resume(session_id)
-    return _send(response, session, state.settings.session_header)
+    return _send(response, session, state.settings.server.session_header)
 
 
 @router.post(
@@ -157,7 +157,7 @@ async def rotate_session(session_id: SessionId, response: Response, state: State
     """Move the session to a new id; the old id answers 410 ``session_rotated``."""
     session = await state.store.rotate(session_id)
     response.headers["Location"] = f"/sessions/{session.id}"
-    return _send(response, session, state.settings.session_header)
+    return _send(response, session, state.settings.server.session_header)
 
 
 @router.get(

@@ -87,14 +87,14 @@ def upstream_caller(
     """
     if credentials is not None:
         check_bearer(
-            state.settings.admin_token,
+            state.settings.server.admin_token,
             credentials,
             disabled="upstream administration disabled: set SESSIONSTORE_ADMIN_TOKEN, "
             "or call without a bearer token and with the session's own header",
         )
         return Caller.ADMIN
     session = optional_session(request)
-    header = state.settings.session_header
+    header = state.settings.server.session_header
     if session is None:
         raise HTTPException(
             401,
@@ -125,7 +125,7 @@ def _documented(header: str) -> dict[str, Any]:
 
 
 def _allowed(state: ServerState, host: str) -> None:
-    patterns = state.settings.upstream_allowed_hosts
+    patterns = state.settings.upstream.allowed_hosts
     if patterns is None:
         return
     wanted = host.lower()

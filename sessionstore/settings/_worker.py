@@ -1,7 +1,7 @@
 """`WorkerConfig`: how the arq worker fleet sweeps, repairs and reports liveness.
 
-Built once from `Settings.worker_config()` (environment ``SESSIONSTORE_*``)
-by ``workers/settings.py`` or the CLI, then passed down. Cron intervals must
+Read as `Settings.worker` (environment ``SESSIONSTORE_*``) by
+``workers/settings.py`` or the CLI, then passed down. Cron intervals must
 divide a minute, an hour or a day evenly, because arq schedules cron jobs by
 wall-clock fields (seconds, minutes, hours), not by period.
 """
@@ -15,6 +15,7 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._ids import check_name
+from ._types import Duration, EmptyIsNone
 
 _MINUTE, _HOUR, _DAY = 60, 3600, 86400
 
@@ -46,33 +47,33 @@ class WorkerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    #: Tiered cleanup (seed 001): sweep every `aggressive_sweep_interval` instead of
+    #: Tiered cleanup: sweep every `aggressive_sweep_interval` instead of
     #: `sweep_interval`, and expire long-overdue sessions as soon as a worker starts.
     aggressive_cleanup: bool = False
     #: Standard mode: how often the due head of every shard's expiry index is swept.
-    sweep_interval: timedelta = timedelta(minutes=1)
+    sweep_interval: Duration = timedelta(minutes=1)
     #: Aggressive mode's sweep period.
-    aggressive_sweep_interval: timedelta = timedelta(seconds=10)
+    aggressive_sweep_interval: Duration = timedelta(seconds=10)
     #: Sessions expired per shard by one atomic script.
     sweep_batch_size: int = Field(default=500, ge=1, le=10_000)
     #: Index entries one sweep run handles at most; the rest go to a follow-up job.
     sweep_max_per_run: int = Field(default=50_000, ge=1)
     #: Aggressive mode's start-up pass takes sessions overdue by at least this long.
-    long_overdue_after: timedelta = timedelta(hours=1)
+    long_overdue_after: Duration = timedelta(hours=1)
     #: How often the repair job rebuilds indexes from the session records.
-    repair_interval: timedelta = timedelta(hours=1)
+    repair_interval: Duration = timedelta(hours=1)
     #: How often each worker writes its heartbeat.
-    heartbeat_interval: timedelta = timedelta(seconds=10)
+    heartbeat_interval: Duration = timedelta(seconds=10)
     #: How long a worker's heartbeat record stays readable after its last beat.
-    heartbeat_ttl: timedelta = timedelta(hours=1)
+    heartbeat_ttl: Duration = timedelta(hours=1)
     #: A worker whose last beat is older than this is reported dead.
-    worker_dead_after: timedelta = timedelta(seconds=30)
+    worker_dead_after: Duration = timedelta(seconds=30)
     #: arq's timeout for every job; a killed worker's job re-runs after this + 10 s.
-    job_timeout: timedelta = timedelta(seconds=30)
+    job_timeout: Duration = timedelta(seconds=30)
     #: This worker's id in heartbeats (default: ``<host>-<pid>``).
-    worker_id: str | None = None
+    worker_id: EmptyIsNone[str] = None
     #: The arq queue's key (default: ``<key_prefix>:queue``, see `KeySpace.job_queue`).
-    queue_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:{}-]{1,128}$")
+    queue_name: EmptyIsNone[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.:{}-]{1,128}$")
 
     @model_validator(mode="after")
     def _check(self) -> WorkerConfig:

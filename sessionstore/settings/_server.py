@@ -1,0 +1,61 @@
+"""`ServerSettings`: the reference server and its ASGI middleware."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ._types import Duration, EmptyIsNone
+
+
+class ServerSettings(BaseModel):
+    """How the reference server and the session middleware answer.
+
+    .. versionadded:: 0.1
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Bearer token for ``/session-health`` (compared in constant time). Unset:
+    #: the endpoint refuses every caller with 403.
+    health_token: SecretStr | None = None
+    #: Request header that carries the session id (MCP Streamable HTTP's name).
+    session_header: str = Field(default="Mcp-Session-Id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    #: Cookie that carries the signed session id (only with `cookie_secret`).
+    session_cookie: str = Field(default="sessionstore", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Signs the session-id cookie (itsdangerous). Unset: cookies are ignored.
+    cookie_secret: SecretStr | None = None
+    #: A request with an expired id gets a successor session (``store.resume``)
+    #: whose id comes back in the session header, instead of a 410.
+    renew_expired_sessions: bool = False
+    #: Larger request bodies are refused with 413 before they are read whole.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    #: On shutdown, in-flight requests get this long to finish; then their
+    #: request leases are returned anyway.
+    drain_timeout: Duration = timedelta(seconds=10)
+    #: ``/session-health`` says "degraded" when the sweeper lags more than this.
+    health_max_sweeper_lag: Duration = timedelta(minutes=5)
+    #: Address ``sessionstore serve`` listens on (``SESSIONSTORE_SERVER_HOST``).
+    host: str = "127.0.0.1"
+    #: Port ``sessionstore serve`` listens on (``SESSIONSTORE_SERVER_PORT``).
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: A request body must arrive whole within this (408 otherwise); it is read
+    #: before the session's request lease is taken.
+    request_body_timeout: Duration = timedelta(seconds=30)
+    #: A request's headers must arrive within this, from the connection's opening
+    #: or the previous response (408 and the connection closed otherwise).
+    request_header_timeout: Duration = timedelta(seconds=10)
+    #: Connections (and running requests) one replica serves at once; beyond it
+    #: uvicorn answers 503 (``limit_concurrency``; ``SESSIONSTORE_SERVER_LIMIT_CONCURRENCY``).
+    limit_concurrency: int = Field(default=1000, ge=1)
+    #: Bearer token of the breaker control endpoints (force open, force closed,
+    #: reset) and of upstream administration (registering credential references),
+    #: compared in constant time. Unset or empty: they refuse every caller with
+    #: 403. Kept apart from `health_token`: whoever may read health (a monitor)
+    #: must not be able to isolate an upstream.
+    admin_token: EmptyIsNone[SecretStr] = None
+    #: Mount ``POST /demo/upstreams/{upstream}/call``: a guarded call to a
+    #: simulated upstream (breakers ``demo:<upstream>``) for the dev fleet and
+    #: tests. Off by default; never turn it on in production.
+    demo_routes: bool = False
