@@ -30,6 +30,39 @@ ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _ATTRIBUTE = re.compile(ATTRIBUTE_PATTERN)
 
 
+def _digits_between(low: str, high: str) -> str:
+    """A regular expression for the numbers from `low` to `high`, both of one length."""
+    if len(low) == 1:
+        return low if low == high else f"[{low}-{high}]"
+    if low[0] == high[0]:
+        return low[0] + _digits_between(low[1:], high[1:])
+    rest = len(low) - 1
+    if low[1:] == "0" * rest and high[1:] == "9" * rest:
+        return _digits_between(low[0], high[0]) + f"[0-9]{{{rest}}}"
+    parts = [low[0] + _digits_between(low[1:], "9" * rest)]
+    if int(high[0]) - int(low[0]) > 1:
+        parts.append(
+            _digits_between(str(int(low[0]) + 1), str(int(high[0]) - 1)) + f"[0-9]{{{rest}}}"
+        )
+    parts.append(high[0] + _digits_between("0" * rest, high[1:]))
+    return "(?:" + "|".join(parts) + ")"
+
+
+def session_id_pattern(shards: int) -> str:
+    """`SESSION_ID_PATTERN` narrowed to the shards of a store (``0`` to ``shards - 1``):
+    the ids such a store can hold, for its API's schema.
+
+    .. versionadded:: 0.1
+    """
+    top = str(shards - 1)
+    if len(top) == 1:
+        numbers = [_digits_between("0", top)]
+    else:  # every shorter length whole, then the top's length up to it
+        numbers = ["[0-9]", *(f"[1-9][0-9]{{{n - 1}}}" for n in range(2, len(top)))]
+        numbers.append(_digits_between("1" + "0" * (len(top) - 1), top))
+    return rf"^({'|'.join(numbers)})\.[A-Za-z0-9_-]{{{_TOKEN_CHARS}}}$"
+
+
 def new_session_id(shard: int) -> str:
     """A fresh session id in `shard`.
 

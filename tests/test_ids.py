@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionstore import InvalidInput, InvalidSessionId, KeySpace, new_session_id
-from sessionstore._ids import check_attribute, check_name, session_shard
+from sessionstore._ids import check_attribute, check_name, session_id_pattern, session_shard
 
 SAFE_KEY_PART = re.compile(r"[A-Za-z0-9_.:@+=/-]+")
 
@@ -81,3 +81,16 @@ def test_attribute_names_are_refused_or_plain(text: str) -> None:
     except InvalidInput:
         return
     assert re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", text)
+
+
+@pytest.mark.parametrize("shards", [1, 4, 10, 16, 99, 100, 101, 1000, 1024])
+def test_the_schema_pattern_takes_exactly_this_stores_ids(shards: int) -> None:
+    """`session_id_pattern(n)` matches the ids of shards 0 to n - 1 and no other: no
+    leading zero, no shard past the last, the token's length and alphabet."""
+    pattern = re.compile(session_id_pattern(shards))
+    token = "aZ09_-" * 4
+    taken = [n for n in range(1100) if pattern.fullmatch(f"{n}.{token}")]
+    assert taken == list(range(shards))
+    for bad in (f"01.{token}", f"0.{token}x", f"0.{token[:-1]}", f"0.{token[:-1]}*", f" 0.{token}"):
+        assert pattern.fullmatch(bad) is None, bad
+    assert pattern.fullmatch(new_session_id(shards - 1))

@@ -101,12 +101,22 @@ class BreakerAdmin:
         return [by_name[name] for name in names]
 
     async def history(self, name: str, count: int = 20) -> list[BreakerEvent]:
-        """The newest `count` events of the breaker (transitions, reclaimed probes)."""
-        return await self.scripts.events(self._check(name), count)
+        """The newest `count` events of the breaker (transitions, reclaimed probes).
+
+        Raises:
+            InvalidInput: a bad name or a negative count.
+        """
+        self._check(name)
+        return await self.scripts.events(name, count) if _count(count) else []
 
     async def audit(self, name: str, count: int = 20) -> list[AuditEntry]:
-        """The newest `count` manual actions on the breaker."""
-        return await self.scripts.audit(self._check(name), count)
+        """The newest `count` manual actions on the breaker.
+
+        Raises:
+            InvalidInput: a bad name or a negative count.
+        """
+        self._check(name)
+        return await self.scripts.audit(name, count) if _count(count) else []
 
     async def _control(
         self, name: str, action: ControlAction, actor: str, reason: str, *, required: bool
@@ -145,3 +155,10 @@ class BreakerAdmin:
             InvalidInput: bad name, actor or reason.
         """
         return await self._control(name, "reset", actor, reason, required=False)
+
+
+def _count(count: int) -> int:
+    # XREVRANGE refuses COUNT 0: none is asked for without a round trip.
+    if count < 0:
+        raise InvalidInput("count must not be negative")
+    return count

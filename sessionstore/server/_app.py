@@ -36,7 +36,9 @@ from ..exceptions import BackendUnavailable, InvalidInput
 from ..store import SessionStore
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
+from ._methods import AllowedMethods
 from ._metrics import RequestMetrics, ServerMetrics
+from ._openapi import install_openapi
 from ._state import STATE_KEY, ServerState
 from ._upstreams import open_upstreams
 from .routes import breakers as breaker_routes
@@ -124,6 +126,7 @@ def create_app(
     app.include_router(observability.router)
     app.include_router(breaker_routes.router)
     app.include_router(upstreams.router_for(settings.server.session_header))
+    install_openapi(app, settings)
     body_limits = BodyReadLimits(
         timeout=settings.server.request_body_timeout.total_seconds(),
         max_bytes=settings.server.max_body_bytes,
@@ -142,6 +145,7 @@ def create_app(
     # Every body is read whole (408 late, 413 large) before anything else runs.
     app.add_middleware(BodyLimits, limits=body_limits, reads=body_reads)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(AllowedMethods, routes_of=app)
     return app
 
 

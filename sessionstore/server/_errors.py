@@ -1,49 +1,92 @@
-"""Exception handlers: sessionstore errors become their documented HTTP answers; validation
-errors of bodies that carry secrets never echo what was sent."""
+"""Exception handlers: every refusal is one documented shape, ``{"error", "detail", ...}``.
+
+- `SessionStoreError`: its status and body from `problem_for`.
+- Schema errors (`RequestValidationError`): 422 ``invalid_request`` with the
+  fields and reasons in ``errors``, never the values sent (a body may hold a
+  secret: an upstream password).
+- `HTTPException` (bearer checks, ``If-Match``, a body that is not UTF-8 JSON,
+  unknown paths): its status with a code named after it (a wrong method is
+  answered before routing, by `AllowedMethods`).
+- Anything else: 500 ``internal_error`` (logged with the route template,
+  never the path: paths carry session ids).
+"""
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from ..asgi import problem_for
+from ..asgi import Problem, problem_for
 from ..exceptions import SessionStoreError
-from .routes.upstreams import REGISTER_PATH
 
 logger = logging.getLogger("sessionstore.server")
+
+#: Codes of the refusals that FastAPI and the routes raise as `HTTPException`.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+
+
+def _route_template(request: Request) -> str:
+    return str(getattr(request.scope.get("route"), "path", "?"))
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SessionStoreError)
     problem = problem_for(exc)
     if problem.status >= 500:
-        # The route template, not the path: paths carry session ids (credentials).
-        route = getattr(request.scope.get("route"), "path", "?")
-        logger.warning("%s %s: %s", request.method, route, exc)
+        logger.warning("%s %s: %s", request.method, _route_template(request), exc)
     return problem.response()
 
 
-#: Routes whose request bodies may hold a secret (upstream registration).
-SECRET_BODY_ROUTES = frozenset({REGISTER_PATH})
+def _error_fields(error: Any) -> dict[str, Any]:
+    # The field and the reason, not "input" or "ctx": a misspelled or overlong secret
+    # would come back in them.
+    return {key: error[key] for key in ("loc", "msg", "type") if key in error}
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    route = getattr(request.scope.get("route"), "path", None)
-    if route not in SECRET_BODY_ROUTES:
-        return await request_validation_exception_handler(request, exc)
-    # FastAPI's answer minus "input": a misspelled or overlong "secret" would come back.
-    errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    errors = [_error_fields(error) for error in exc.errors()]
+    where = ", ".join(".".join(str(part) for part in e.get("loc", ())) for e in errors[:3])
+    detail = f"the request does not match the API's schema ({where})" if where else ""
+    body = {"error": "invalid_request", "detail": detail or "invalid request", "errors": errors}
+    return JSONResponse(jsonable_encoder(body), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    code = HTTP_CODES.get(exc.status_code)
+    if code is None:
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return Problem(exc.status_code, code, detail, headers=headers).response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.exception("%s %s failed", request.method, _route_template(request), exc_info=exc)
+    return Problem(500, "internal_error", "the server failed to answer").response()
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every `SessionStoreError` with its status and JSON body (see `problem_for`),
-    and schema errors with FastAPI's 422 (without the values sent, on `SECRET_BODY_ROUTES`)."""
+    """Answer every refusal with one shape: `SessionStoreError` by `problem_for`, schema
+    errors with 422 ``invalid_request``, `HTTPException` by its status, anything else 500."""
     app.add_exception_handler(SessionStoreError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -23,7 +23,8 @@ Reason = Annotated[str, Field(max_length=MAX_REASON, pattern=_PRINTABLE)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema's types, not pydantic's coercions (0 is no boolean, "30" no number).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class BreakerAction(_Request):

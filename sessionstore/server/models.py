@@ -8,7 +8,7 @@ so every bad input is a clear 4xx.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
@@ -20,11 +20,19 @@ _MAX_SECONDS = 366 * 24 * 3600
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=256)]
 AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN, max_length=128)]
-Seconds = Annotated[float, Field(gt=0, le=_MAX_SECONDS)]
+#: At least a millisecond: the store keeps times in whole milliseconds.
+Seconds = Annotated[float, Field(ge=0.001, le=_MAX_SECONDS)]
+#: An object whose keys are attribute names (the schema says so for the keys too).
+_ATTRIBUTE_KEYS: dict[str, Any] = {
+    "propertyNames": {"maxLength": 128, "pattern": ATTRIBUTE_PATTERN}
+}
+#: State attributes by name.
+Attributes = Annotated[dict[AttributeName, JsonValue], Field(json_schema_extra=_ATTRIBUTE_KEYS)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: the schema's types, not pydantic's coercions (0 is no boolean, "30" no number).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class CreateSession(_Request):
@@ -35,7 +43,7 @@ class CreateSession(_Request):
     #: Small JSON object, replaced as a whole (``max_metadata_bytes``).
     metadata: dict[str, JsonValue] | None = None
     #: Initial state, one attribute per key.
-    state: dict[AttributeName, JsonValue] | None = None
+    state: Attributes | None = None
     idle_timeout_seconds: Seconds | None = None
     absolute_lifetime_seconds: Seconds | None = None
 
@@ -55,7 +63,7 @@ def _delta(seconds: float | None) -> timedelta | None:
 class StateUpdate(_Request):
     """Body of ``PATCH /sessions/{id}/state``: set some attributes, delete others."""
 
-    values: dict[AttributeName, JsonValue] = Field(default_factory=dict)
+    values: Attributes = Field(default_factory=dict)
     delete: list[AttributeName] = Field(default_factory=list, max_length=1024)
     #: Replaces the metadata object when given.
     metadata: dict[str, JsonValue] | None = None

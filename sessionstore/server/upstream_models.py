@@ -37,8 +37,22 @@ class RegisterUpstream(BaseModel):
     ``file:NAME``: resolved by the connecting process; admin token only).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        # Exactly one of the two is a string (the store refuses both and neither).
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["secret"], "properties": {"secret": {"type": "string"}}},
+                {
+                    "required": ["credential_ref"],
+                    "properties": {"credential_ref": {"type": "string"}},
+                },
+            ]
+        },
+    )
 
+    #: One of the connector kinds this server has (the schema lists them).
     kind: Annotated[str, Field(pattern=_KIND)] = "imap"
     host: Annotated[str, Field(pattern=_HOST, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)]

@@ -155,6 +155,11 @@ class Credentials:
         self._providers = {provider.scheme: provider for provider in providers}
         self._box = box
 
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The reference schemes a credential ref may use here (``env``, ``file``...), sorted."""
+        return tuple(sorted(self._providers))
+
     def seal(self, *, secret: SecretStr | None = None, ref: str | None = None) -> StoredCredential:
         """What to store for a credential: the reference, or the encrypted secret.
 

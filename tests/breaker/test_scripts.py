@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from sessionstore import BreakerSettings, KeySpace, RedisClient
+from sessionstore import BreakerAdmin, BreakerSettings, InvalidInput, KeySpace, RedisClient
 from sessionstore.breaker import BreakerState
 from sessionstore.breaker._policy import WindowCounts, trip_cause
 from sessionstore.breaker._remote import BreakerScripts, PendingRecord
+from tests.conftest import RoundTrips
 from tests.polling import eventually
 
 NAME = "imap:imap.example.com:993"
@@ -293,3 +294,18 @@ async def test_lua_rule_matches_the_python_rule(
             assert snap.state is BreakerState.CLOSED, (rate, slow_rate, calls, failures)
         else:
             assert (snap.state, snap.cause) == (BreakerState.OPEN, expected)
+
+
+async def test_no_history_asked_is_none_read(
+    redis: RedisClient, key_prefix: str, round_trips: RoundTrips
+) -> None:
+    """`history` and `audit` with a count of 0 answer [] without a round trip (XREVRANGE
+    refuses COUNT 0); a negative count is bad input."""
+    admin = BreakerAdmin(redis, key_prefix=key_prefix)
+    await admin.force_open(NAME, actor="ops", reason="test")
+    round_trips.reset()
+    assert await admin.history(NAME, 0) == [] and await admin.audit(NAME, 0) == []
+    assert round_trips.total == 0
+    assert len(await admin.audit(NAME, 5)) == 1
+    with pytest.raises(InvalidInput):
+        await admin.history(NAME, -1)

@@ -396,15 +396,16 @@ async def test_no_admin_token_turns_administration_off(
 async def test_validation_errors_never_echo_what_was_sent(
     replica: Replica, dovecot: Dovecot, store: SessionStore, sent: dict[str, Any]
 ) -> None:
-    """A body the schema refuses gets FastAPI's 422 with the field and the reason, but not the
-    values (they may be the secret); nothing is stored."""
+    """A body the schema refuses gets 422 invalid_request with the field and the reason, but
+    not the values (they may be the secret); nothing is stored."""
     session = await store.create()
     answer = await replica.http.put(
         url(session.id), json=body(dovecot) | sent, headers=owner(session.id)
     )
     assert answer.status_code == 422, answer.text
     assert PASSWORD not in answer.text and QUOTED not in answer.text
-    assert answer.json()["detail"] and all("loc" in error for error in answer.json()["detail"])
+    assert answer.json()["error"] == "invalid_request" and answer.json()["detail"]
+    assert answer.json()["errors"] and all("loc" in error for error in answer.json()["errors"])
     assert await replica.state.upstreams.pool.records.list(session.id) == {}
 
 

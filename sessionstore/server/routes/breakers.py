@@ -16,6 +16,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from ..._ids import NAME_PATTERN
 from ...asgi import Problem
@@ -37,6 +38,19 @@ from ._common import problems
 logger = logging.getLogger("sessionstore.server")
 
 router = APIRouter(tags=["breakers"])
+
+#: The control routes' suffixes: ``/breakers/x/reset`` is breaker x's reset, not a read
+#: of a breaker named ``x/reset`` (so a wrong method there lists POST alone in Allow).
+_ACTIONS = ("force-open", "force-closed", "reset")
+
+
+class _ReadableName(PathConvertor):
+    """A breaker name as ``GET /breakers/{name}`` reads it: ``/`` allowed, no action suffix."""
+
+    regex = rf"(?!.*/(?:{'|'.join(_ACTIONS)})$).+"
+
+
+register_url_convertor("breaker", _ReadableName())
 
 #: ``:path``: a breaker name may hold ``/``. Checked again before it reaches a key.
 BreakerName = Annotated[
@@ -101,35 +115,6 @@ async def _local_view(registry: BreakerRegistry, name: str) -> LocalViewOut | No
     )
 
 
-@router.get(
-    "/breakers/{name:path}",
-    summary="Read one breaker",
-    response_model=BreakerDetail,
-    responses={404: {"model": ProblemOut}, **problems(422, 503)},
-)
-async def read_breaker(
-    name: BreakerName,
-    state: State,
-    events: Annotated[int, Query(ge=0, le=1000)] = 20,
-) -> Any:
-    """State, window figures and probes from Redis; this replica's own view (``local``,
-    what its guarded calls go by); the newest `events` transitions and manual actions.
-    404 when Redis knows nothing of the breaker."""
-    registry = state.breakers
-    local = await _local_view(registry, name)  # before the read: it must not look fresher
-    status = await registry.admin.status(name)
-    if not status.known and name not in {known for known, _ in await registry.admin.names()}:
-        return Problem(
-            404, "breaker_not_found", f"no breaker named {name}", extra={"breaker": name}
-        ).response()
-    history, audit = await asyncio.gather(
-        registry.admin.history(name, events), registry.admin.audit(name, events)
-    )
-    return BreakerDetail(
-        breaker=_status_out(state, status), local=local, events=history, audit=audit
-    )
-
-
 def _acted(request: Request, action: str, snapshot: BreakerSnapshot, body: Any) -> BreakerOut:
     client = request.client.host if request.client is not None else "?"
     logger.warning(
@@ -186,3 +171,32 @@ async def reset(
     """Closed, with an empty window, judged automatically again."""
     snapshot = await state.breakers.reset(name, actor=body.actor, reason=body.reason)
     return _acted(request, "reset", snapshot, body)
+
+
+@router.get(
+    "/breakers/{name:breaker}",
+    summary="Read one breaker",
+    response_model=BreakerDetail,
+    responses={404: {"model": ProblemOut}, **problems(422, 503)},
+)
+async def read_breaker(
+    name: BreakerName,
+    state: State,
+    events: Annotated[int, Query(ge=0, le=1000)] = 20,
+) -> Any:
+    """State, window figures and probes from Redis; this replica's own view (``local``,
+    what its guarded calls go by); the newest `events` transitions and manual actions.
+    404 when Redis knows nothing of the breaker."""
+    registry = state.breakers
+    local = await _local_view(registry, name)  # before the read: it must not look fresher
+    status = await registry.admin.status(name)
+    if not status.known and name not in {known for known, _ in await registry.admin.names()}:
+        return Problem(
+            404, "breaker_not_found", f"no breaker named {name}", extra={"breaker": name}
+        ).response()
+    history, audit = await asyncio.gather(
+        registry.admin.history(name, events), registry.admin.audit(name, events)
+    )
+    return BreakerDetail(
+        breaker=_status_out(state, status), local=local, events=history, audit=audit
+    )

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
+from ..._ids import NAME_PATTERN
 from ...asgi import etag
 from ...store import Session, SessionStore, Tombstone
 from ...store._replies import gone_error
@@ -166,7 +167,7 @@ async def rotate_session(session_id: SessionId, response: Response, state: State
     responses=problems(422, 503),
 )
 async def list_user_sessions(
-    user_id: Annotated[str, Path(max_length=256)],
+    user_id: Annotated[str, Path(pattern=NAME_PATTERN, max_length=256)],
     state: State,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SessionList:

@@ -1,0 +1,141 @@
+"""Every refusal of the reference server has one documented shape, and the OpenAPI
+document says so: schema errors, bearer checks, bodies that are not UTF-8, wrong
+methods (with the whole ``Allow``), session ids of this store's shards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from sessionstore import Settings
+from sessionstore._ids import session_id_pattern
+from sessionstore.server import create_app
+from tests.serving import serving
+
+pytestmark = pytest.mark.standalone
+
+ADMIN = "admin-t0ken"
+
+
+def settings_for(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(
+        redis_url=redis_url, key_prefix=key_prefix, shards=4, admin_token=SecretStr(ADMIN)
+    )
+
+
+@pytest.fixture
+async def http(redis_url: str, key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(create_app(settings_for(redis_url, key_prefix))) as (client, _):
+        yield client
+
+
+def is_problem(answer: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    body: dict[str, Any] = answer.json()
+    assert body["error"] == code and isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+async def test_schema_errors_are_problems_without_the_values_sent(
+    http: httpx.AsyncClient,
+) -> None:
+    """A body the schema refuses is 422 invalid_request naming the fields and reasons,
+    never the values (FastAPI's ``{"detail": [...]}`` echoes them)."""
+    answer = await http.post("/sessions", json={"user_id": "bad id!", "idle_timeout_seconds": -1})
+    body = is_problem(answer, 422, "invalid_request")
+    assert {tuple(e["loc"]) for e in body["errors"]} == {
+        ("body", "user_id"),
+        ("body", "idle_timeout_seconds"),
+    }
+    assert "bad id!" not in answer.text and all("input" not in e for e in body["errors"])
+
+
+async def test_http_refusals_are_problems(http: httpx.AsyncClient) -> None:
+    """Bearer checks, a bad If-Match, a body that is not UTF-8 and unknown paths answer the
+    problem shape with a code named after their status."""
+    wrong = await http.post(
+        "/breakers/x/reset", json={"actor": "ops"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert is_problem(wrong, 401, "unauthorized") and wrong.headers["WWW-Authenticate"]
+    session = (await http.post("/sessions", json={})).json()
+    bad_tag = await http.patch(
+        f"/sessions/{session['id']}/state", json={}, headers={"If-Match": "W/1"}
+    )
+    is_problem(bad_tag, 400, "bad_request")
+    latin = await http.post(
+        "/sessions", content=b'{"user_id": "\xe9"}', headers={"Content-Type": "application/json"}
+    )
+    is_problem(latin, 400, "bad_request")
+    is_problem(await http.get("/nowhere"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/sessions/0.AAAAAAAAAAAAAAAAAAAAAAAA", "DELETE, GET"),
+        ("PUT", "/sessions/0.AAAAAAAAAAAAAAAAAAAAAAAA/upstreams/mail/health", "GET"),
+        ("OPTIONS", "/sessions/0.AAAAAAAAAAAAAAAAAAAAAAAA/upstreams/mail", "DELETE, GET, PUT"),
+        ("OPTIONS", "/breakers/imap:x:993/reset", "POST"),
+        ("GET", "/breakers/imap:x:993/force-open", "POST"),
+        ("DELETE", "/breakers/imap:x:993", "GET"),
+    ],
+)
+async def test_wrong_methods_list_every_method_of_the_path(
+    http: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """A method the path does not serve is 405 with all of the path's methods in Allow,
+    not those of the first route that matched it."""
+    answer = await http.request(method, path)
+    is_problem(answer, 405, "method_not_allowed")
+    assert answer.headers["Allow"] == allow
+
+
+async def test_a_wrong_method_is_answered_before_the_session_header_is_read(
+    http: httpx.AsyncClient,
+) -> None:
+    """TRACE /session with a malformed session header is 405, not the middleware's 400:
+    no request lease is taken for a request no route serves."""
+    answer = await http.request("TRACE", "/session", headers={"Mcp-Session-Id": "junk"})
+    is_problem(answer, 405, "method_not_allowed")
+    assert answer.headers["Allow"] == "GET"
+
+
+async def test_a_breaker_read_with_no_events(http: httpx.AsyncClient) -> None:
+    """``events=0`` reads the breaker without its history (it answered 500: XREVRANGE
+    refuses COUNT 0)."""
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    opened = await http.post(
+        "/breakers/imap:x:993/force-open", json={"actor": "ops", "reason": "test"}, headers=headers
+    )
+    assert opened.status_code == 200, opened.text
+    answer = await http.get("/breakers/imap:x:993", params={"events": 0})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["events"] == [] and answer.json()["audit"] == []
+    assert answer.json()["breaker"]["state"] == "forced_open"
+
+
+def test_the_document_shows_one_problem_shape_and_this_stores_ids() -> None:
+    """Every 4xx/5xx in the OpenAPI document is a `ProblemOut` (no HTTPValidationError);
+    routes with a body document 400, 408, 413 and 422; session ids carry the pattern of
+    this store's shards; optional headers are strings, never null."""
+    document = create_app(settings_for("redis://127.0.0.1:1/0", "x")).openapi()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if status[0] in "45":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ProblemOut"}, (path, status)
+            if "requestBody" in operation:
+                assert {"400", "408", "413", "422"} <= set(operation["responses"]), path
+            for parameter in operation.get("parameters", ()):
+                assert "anyOf" not in parameter["schema"], (path, parameter["name"])
+                if parameter["name"] == "session_id":
+                    assert parameter["schema"]["pattern"] == session_id_pattern(4), path
+    patch = document["paths"]["/sessions/{session_id}/state"]["patch"]
+    (if_match,) = [p for p in patch["parameters"] if p["name"] == "if-match"]
+    assert if_match["schema"]["type"] == "string" and if_match["schema"]["pattern"]
