@@ -1,6 +1,6 @@
 """Sweep cost against the number of live sessions (not a test: it prints figures).
 
-Guarantee 7 says a sweep costs O(expired), not O(all sessions). This script
+The store promises that a sweep costs O(expired), not O(all sessions). This script
 expires the same number of due sessions in a store holding 10k live sessions
 and in one holding 1M, and prints the times and their ratio (near 1 means the
 live sessions cost the sweep nothing). Each store has its own private Redis

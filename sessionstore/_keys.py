@@ -231,7 +231,7 @@ class KeySpace:
         """Sorted set: worker ids scored by last heartbeat (ms); pruned by age."""
         return f"{self.prefix}:workers"
 
-    # -- worker fleet (issue 3) ------------------------------------------------
+    # -- worker fleet ------------------------------------------------------------
 
     def job_queue(self) -> str:
         """Sorted set owned by arq: the worker fleet's job queue (on the queue Redis)."""
@@ -379,7 +379,7 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "known breaker names scored by last use ms (pruned by age)",
             f"ZRANGE {p}:breakers 0 -1 WITHSCORES",
         ),
-        # -- worker fleet (issue 3) --
+        # -- worker fleet --
         (
             f"{p}:worker:<worker_id>",
             "hash",

@@ -2,7 +2,7 @@
 
 `BackoffPolicy.delay` is pure: the wait after the n-th failed attempt. The
 ceiling grows as ``initial_delay * multiplier ** (n - 1)`` up to `max_delay`
-(seed 000: 1 s, 2 s, 4 s... up to 30 s). Jitter spreads a fleet of clients
+(the mail client's defaults: 1 s, 2 s, 4 s... up to 30 s). Jitter spreads a fleet of clients
 apart so they do not reconnect in lockstep:
 
 - ``full``: uniform in ``[0, ceiling]`` (AWS "Exponential Backoff And Jitter");
@@ -48,7 +48,7 @@ class BackoffPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    #: Total attempts, the first included (seed 000's ``max_retries``).
+    #: Total attempts, the first included (a mail client's ``max_retries``).
     max_attempts: int = Field(default=3, ge=1, le=100)
     initial_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(seconds=30)

@@ -12,7 +12,8 @@ Sources of faults, in the order `classify` looks at them:
 2. connector faults (`ReplyError` for IMAP NO/BAD results, `ServerBye`,
    `ConnectionDropped`), read with the IMAP tables below;
 3. the OS and TLS errors a socket raises (timeouts, refused, reset...);
-4. the message text, for errors of unknown type (seed 000's list:
+4. the message text, for errors of unknown type (the list a mail client
+   retries on:
    "invalid session ID", "session expired", "connection lost", ...).
 
 Anything else fails fast and does not count: an unknown error is more likely
@@ -77,7 +78,7 @@ def _v(action: Action, counts: bool, reason: str) -> Verdict:
 R, C, F = Action.RETRY, Action.RECONNECT, Action.FAIL
 
 #: Message fragments (lower case) for errors of unknown type; first match wins.
-#: The first eight rows are seed 000's list.
+#: The first eight rows are the phrases IMAP clients commonly retry on.
 TEXT_RULES: tuple[tuple[str, Verdict], ...] = (
     ("invalid session id", _v(C, False, "session_invalid")),
     ("session expired", _v(C, False, "session_expired")),
@@ -128,7 +129,7 @@ _AUTH_COMMANDS = frozenset({"LOGIN", "AUTHENTICATE", "XOAUTH2"})
 def classify_reply(command: str, status: str, text: str) -> Verdict | None:
     """Classify one IMAP answer; None when it is a success (``OK``, ``PREAUTH``).
 
-    The response code in brackets decides first, then the text (seed list,
+    The response code in brackets decides first, then the text (known phrases,
     "doesn't exist"...), then the command: a refused LOGIN is bad credentials,
     a ``BAD`` is a malformed command, any other ``NO`` is a refusal.
 

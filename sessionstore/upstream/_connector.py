@@ -117,7 +117,8 @@ class Served(BaseModel, Generic[T]):
 
 
 class HealthReport(BaseModel):
-    """One connection's health, with at least seed 000's fields.
+    """One connection's health, with at least the fields a
+    mail client's health check reports.
 
     .. versionadded:: 0.1
     """
@@ -141,8 +142,8 @@ class HealthReport(BaseModel):
     #: Age of the in-process connection in seconds (None: none open).
     connection_age_s: float | None = None
 
-    def as_seed_dict(self) -> dict[str, object]:
-        """The seed 000 shape: ISO timestamps, ``response_time_ms`` rounded to 0.01."""
+    def as_dict(self) -> dict[str, object]:
+        """The health-check shape: ISO timestamps, ``response_time_ms`` rounded to 0.01."""
         return {
             "healthy": self.healthy,
             "timestamp": self.timestamp.isoformat(),

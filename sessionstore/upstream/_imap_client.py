@@ -1,4 +1,4 @@
-"""`ImapClient`: seed 000's SessionManagedEmailClient, on the pool.
+"""`ImapClient`: a session-managed email client, on the pool.
 
 Callers call ``get_email_count``-style methods; the pool finds or opens the
 session's IMAP connection, retries, reconnects, reports to the breaker and

@@ -1,7 +1,8 @@
 """Provider profiles: retry numbers and connection lifetimes per kind of upstream.
 
 Chosen by name in settings (``SESSIONSTORE_UPSTREAM_PROFILE``). ``stable``,
-``unreliable`` and ``icloud`` carry seed 000's numbers. ``gmail`` and
+``unreliable`` and ``icloud`` carry the numbers of the mail client
+the upstream layer was built for. ``gmail`` and
 ``outlook`` carry the limits their providers document where we could find
 them; docs/upstream.md lists each source and says which numbers are our own
 choice rather than the provider's.
@@ -29,7 +30,7 @@ class ProviderProfile(BaseModel):
 
     name: str
     backoff: BackoffPolicy
-    #: How long a server keeps a connection usable (seed 000's ``session_timeout``);
+    #: How long a server keeps a connection usable (``session_timeout``);
     #: the pool refreshes connections before they reach it.
     session_timeout: timedelta
     #: Simultaneous connections the provider allows per account (None: unknown).
@@ -73,9 +74,9 @@ PROFILES: Mapping[str, ProviderProfile] = MappingProxyType(
     {
         profile.name: profile
         for profile in (
-            _profile("stable", 2, 0.5, 10.0, 3600, "seed 000 'For Stable Connections'"),
-            _profile("unreliable", 5, 2.0, 60.0, 900, "seed 000 'For Unreliable Connections'"),
-            _profile("icloud", 3, 1.0, 30.0, 1800, "seed 000 'For iCloud (Recommended)'"),
+            _profile("stable", 2, 0.5, 10.0, 3600, "mail client 'For Stable Connections'"),
+            _profile("unreliable", 5, 2.0, 60.0, 900, "mail client 'For Unreliable Connections'"),
+            _profile("icloud", 3, 1.0, 30.0, 1800, "mail client 'For iCloud (Recommended)'"),
             _profile(
                 "gmail",
                 4,

@@ -1,4 +1,4 @@
-"""IMAP connector on aioimaplib, and seed 000's managed email client on the pool.
+"""IMAP connector on aioimaplib, and the managed email client on the pool.
 
 aioimaplib is GPL-3.0: it is an optional extra (``pip install
 'sessionstore[imap]'``) and this is the only module that imports it.

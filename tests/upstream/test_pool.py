@@ -306,8 +306,8 @@ async def test_health_report_has_the_documented_fields(rig: Rig) -> None:
     """healthy, timestamp, host, port, response_time_ms, last_activity, error."""
     sid = await rig.session_with("mail")
     report = await rig.pool.health(sid, "mail")
-    seed = report.as_seed_dict()
-    assert set(seed) == {
+    shape = report.as_dict()
+    assert set(shape) == {
         "healthy",
         "timestamp",
         "host",
@@ -316,8 +316,8 @@ async def test_health_report_has_the_documented_fields(rig: Rig) -> None:
         "last_activity",
         "error",
     }
-    assert seed["healthy"] is True and seed["error"] is None and seed["port"] == 993
-    assert seed["response_time_ms"] == 0.0  # the fake clock did not move
+    assert shape["healthy"] is True and shape["error"] is None and shape["port"] == 993
+    assert shape["response_time_ms"] == 0.0  # the fake clock did not move
     record = await rig.pool.records.get(sid, "mail")
     assert record is not None and record.response_time_ms == 0.0
     rig.connector.probe_faults.append(ConnectionResetError(104, "reset"))

@@ -231,7 +231,7 @@ async def upstream_health(
         Query(description="Send a NOOP from this replica now instead of reading the record."),
     ] = False,
 ) -> UpstreamHealthOut:
-    """Seed 000's fields. By default from the record in Redis (the fleet's last word,
+    """The health-check fields. By default from the record in Redis (the fleet's last word,
     no upstream I/O) and the breaker's state; ``probe=true`` checks the upstream now
     through this replica's pool (opening a connection if it holds none) and stores
     the round trip in the record. An unhealthy upstream is a 200 with
