@@ -17,10 +17,11 @@ library imports it::
 
 from __future__ import annotations
 
-from ._ports import free_port
+from ._ports import free_port, port_taken
 from ._processes import (
     ChildExited,
     ChildProcess,
+    PortTaken,
     Supervisor,
     spawn,
     wait_http_ready,
@@ -31,6 +32,7 @@ from ._servers import (
     LocalRedis,
     LocalSentinel,
     NoServerBinary,
+    find_cli_binary,
     find_server_binary,
 )
 
@@ -41,9 +43,12 @@ __all__ = [
     "LocalRedis",
     "LocalSentinel",
     "NoServerBinary",
+    "PortTaken",
     "Supervisor",
+    "find_cli_binary",
     "find_server_binary",
     "free_port",
+    "port_taken",
     "spawn",
     "wait_http_ready",
     "wait_until",

@@ -22,3 +22,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether another socket holds `host`:`port` (a server's bind there would fail).
+
+    Binds with SO_REUSEADDR as servers do, so connections an earlier server left in
+    TIME_WAIT do not count.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False

