@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,imap,embedded,mcp]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,imap,embedded,mcp,fastmcp]'
 	touch $(STAMP)
 
 dev: $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._app import lowlevel_server, mcp_app
 from ._event_store import RedisEventStore
+from ._fastmcp import SessionStateStore
 from ._handshake import HandshakeRecord
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
@@ -25,6 +26,7 @@ __all__ = [
     "RedisEventStore",
     "RedisSubscriptionBus",
     "RoamingSessionManager",
+    "SessionStateStore",
     "StateMutator",
     "check_sdk",
     "fleet_request_state_security",

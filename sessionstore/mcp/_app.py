@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from .. import SessionStore, Settings, create_client
 from ..exceptions import BackendUnavailable
+from ._fastmcp import fastmcp_server
 from ._logs import redact_sdk_logs
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
@@ -29,9 +30,14 @@ logger = logging.getLogger("sessionstore.mcp")
 
 
 def lowlevel_server(server: Any) -> Server[Any]:
-    """The SDK's low-level `Server` behind `server` (an ``MCPServer`` or a `Server`)."""
+    """The SDK's low-level `Server` behind `server` (``MCPServer``, ``FastMCP`` or `Server`)."""
     if isinstance(server, Server):
         return server
+    if type(server).__name__ == "FastMCP":
+        lowlevel = fastmcp_server(server)
+        if not isinstance(lowlevel, Server):
+            raise TypeError("this FastMCP does not run on the SDK's low-level Server")
+        return lowlevel
     # MCPServer builds its low-level server's session manager here; the manager
     # names the server it serves (a public attribute).
     server.streamable_http_app()
@@ -60,7 +66,7 @@ def mcp_app(
     serves ``/metrics`` (Prometheus) and ``/healthz`` (liveness, with the pid).
 
     Args:
-        server: an ``MCPServer`` or the SDK's low-level `Server`.
+        server: an ``MCPServer``, a ``FastMCP`` (4.x) or the SDK's low-level `Server`.
         settings: the store's settings (``SESSIONSTORE_*``), read at the edge.
         path: the MCP endpoint.
         json_response: answer with JSON bodies instead of SSE streams.
