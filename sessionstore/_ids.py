@@ -21,6 +21,14 @@ _TOKEN_CHARS = 24
 SESSION_ID_PATTERN = r"^(0|[1-9][0-9]{0,3})\.([A-Za-z0-9_-]{" + str(_TOKEN_CHARS) + "})$"
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 _MAX_ID_LENGTH = 5 + _TOKEN_CHARS
+#: A session id inside a longer text (a request path, a log message).
+_SESSION_ID_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9_.-])(?:0|[1-9][0-9]{0,3})\.[A-Za-z0-9_-]{"
+    + str(_TOKEN_CHARS)
+    + r"}(?![A-Za-z0-9_-])"
+)
+#: How much of a session id logs show: the shard, the dot and the token's first characters.
+SHOWN_ID_CHARS = 6
 
 #: user ids, conversation ids, upstream names: printable, no key-pattern or tag characters.
 NAME_PATTERN = r"^[A-Za-z0-9_.:@+=/-]{1,256}$"
@@ -69,6 +77,12 @@ def new_session_id(shard: int) -> str:
     .. versionadded:: 0.1
     """
     return f"{shard}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+
+
+def shorten_session_ids(text: str) -> str:
+    """`text` with every session id in it cut to its first `SHOWN_ID_CHARS` characters
+    and ``...``: an id is a bearer secret, and logs never carry one whole."""
+    return _SESSION_ID_IN_TEXT.sub(lambda found: found.group()[:SHOWN_ID_CHARS] + "...", text)
 
 
 def session_shard(session_id: object, shards: int) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -19,7 +20,9 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address [SESSIONSTORE_SERVER_HOST]."),
     port: int | None = typer.Option(None, help="TCP port [SESSIONSTORE_SERVER_PORT]."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
-    access_log: bool = typer.Option(False, help="Log every request."),
+    access_log: bool = typer.Option(
+        False, help="Log every request (session ids cut to their first characters)."
+    ),
 ) -> None:
     """Serve the session API, /session-health and /metrics.
 
@@ -39,6 +42,7 @@ def serve(
         port=settings.server.port if port is None else port,
         log_level=log_level,
         access_log=access_log,
+        log_config=_log_config(),
         # uvicorn waits this long for running requests, then cancels them; the
         # middleware's drain then returns whatever leases are left.
         timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout.total_seconds()),
@@ -67,3 +71,16 @@ def served_app(settings: Settings) -> FastAPI:
 
         mount_demo_routes(app)
     return app
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging config, with the access lines passed through
+    `AccessLogRedactor` (session ids cut, no query value that could be a secret)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_access"] = {
+        "()": "sessionstore.server._access_log.AccessLogRedactor"
+    }
+    config["handlers"]["access"]["filters"] = ["redact_access"]
+    return config
