@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from mcp_types import (
     JSONRPCError,
     JSONRPCMessage,
@@ -37,8 +39,11 @@ from pydantic import ValidationError
 
 from .. import SessionStore
 from .._redis import backend_errors
+from ..exceptions import SessionStoreError
 from ._metrics import McpMetrics
 from ._sdk import EventCallback, EventId, EventMessage, EventStore, StreamId
+
+logger = logging.getLogger("sessionstore.mcp")
 
 _ENTRY = re.compile(r"^([A-Za-z0-9_-]{8})-([0-9]{1,20}-[0-9]{1,20})$")
 #: Entries read per XRANGE / XREAD.
@@ -188,10 +193,17 @@ class RedisEventStore(EventStore):
 
     async def _tail(self, stream_id: str, cursor: str, send: EventCallback) -> None:
         while not self._stopped():
-            with backend_errors("reading MCP events"):
-                reply = await self._store.redis.xread(
-                    {self._key: cursor}, count=_BATCH, block=_BLOCK_MS
-                )
+            try:
+                with backend_errors("reading MCP events"):
+                    reply = await self._store.redis.xread(
+                        {self._key: cursor}, count=_BATCH, block=_BLOCK_MS
+                    )
+            except SessionStoreError:
+                # Redis is slow or away: keep the client's stream open and read on from
+                # the cursor once it answers (the session's own checks end it if needed).
+                logger.warning("MCP events unreadable; the stream waits", exc_info=True)
+                await anyio.sleep(_BLOCK_MS / 1000)
+                continue
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     cursor = entry_id

@@ -23,11 +23,12 @@ from sessionstore.testing import free_port
 class Replica:
     """One `mcp_app` served by uvicorn on a free port of 127.0.0.1."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, *, front: Any = None) -> None:
+        """`front`: an ASGI app wrapping `app` to serve instead (e.g. an auth layer)."""
         self.app = app
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(front or app, host="127.0.0.1", port=self.port, log_level="warning")
         )
         self.task: asyncio.Task[None] | None = None
 

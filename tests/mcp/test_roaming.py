@@ -298,11 +298,14 @@ async def test_round_trips_of_a_steady_state_tool_call(
         # The client's GET stream opens in the background; wait until it is being served.
         opened = group[0].manager.metrics.streams_opened
         await _until(lambda: opened._value.get() >= 1 or None)
-        round_trips.reset()
-        await value(client, "echo")
-        echo = round_trips.total
-        events = round_trips.event_writes
-        round_trips.reset()
-        await value(client)
-        bump = round_trips.total
+        # Background work (lease renewals, a stream's reconnect on a loaded machine) can
+        # land in one window; the steady-state cost is the least of several calls.
+        samples: dict[str, list[tuple[int, int]]] = {"echo": [], "bump": []}
+        for _ in range(4):
+            for tool in samples:
+                round_trips.reset()
+                await value(client, tool)
+                samples[tool].append((round_trips.total, round_trips.event_writes))
+        echo, events = min(samples["echo"])
+        bump, _ = min(samples["bump"])
     assert (echo, bump, events) == (2, 3, 2)
