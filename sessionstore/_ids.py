@@ -124,3 +124,8 @@ def check_attribute(name: object) -> str:
     if not isinstance(name, str) or _ATTRIBUTE.fullmatch(name) is None:
         raise InvalidInput("attribute names must be 1-128 characters of A-Z a-z 0-9 _ . : -")
     return name
+
+
+def short_id(session_id: str) -> str:
+    """The first characters of `session_id`, for logs: an id is a bearer secret."""
+    return session_id[:6] + "..."

@@ -121,7 +121,7 @@ def show(
     async def body() -> tuple[Session | Tombstone, dict[str, str]]:
         async with open_store(settings) as store:
             keys = store.session_keys(session_id)
-            found = await store.lookup(session_id)
+            found = await store.lookup(session_id, with_successor=True)
             return found, {
                 "record": keys.record,
                 "tombstone": keys.tombstone,

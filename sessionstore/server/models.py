@@ -14,14 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
 from .._ids import ATTRIBUTE_PATTERN, NAME_PATTERN
 from ..store import Session
-
-#: A year: longer lifetimes are almost certainly a unit mistake.
-_MAX_SECONDS = 366 * 24 * 3600
+from ..store._store import MAX_SESSION_TTL
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=256)]
 AttributeName = Annotated[str, Field(pattern=ATTRIBUTE_PATTERN, max_length=128)]
-#: At least a millisecond: the store keeps times in whole milliseconds.
-Seconds = Annotated[float, Field(ge=0.001, le=_MAX_SECONDS)]
+#: A TTL in seconds: a JSON number (not a string or a boolean), finite, at least a
+#: millisecond (the store keeps whole milliseconds), within the store's bound
+#: (`MAX_SESSION_TTL`); the store checks the timedelta again.
+Seconds = Annotated[
+    float,
+    Field(strict=True, ge=0.001, le=MAX_SESSION_TTL.total_seconds(), allow_inf_nan=False),
+]
 #: An object whose keys are attribute names (the schema says so for the keys too).
 _ATTRIBUTE_KEYS: dict[str, Any] = {
     "propertyNames": {"maxLength": 128, "pattern": ATTRIBUTE_PATTERN}

@@ -24,7 +24,7 @@ from ._models import (
     Tombstone,
 )
 from ._repair import RepairReport, repair_store
-from ._store import Mutator, SessionStore
+from ._store import Mutator, SessionStore, check_ttl
 from ._sweep import SweepReport, sweep_shard, sweep_store
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "SweepResult",
     "Tombstone",
     "TrackedLease",
+    "check_ttl",
     "list_by_status",
     "repair_store",
     "sweep_shard",

@@ -6,6 +6,10 @@ after `request_lease_ttl`. A holder renews its lease in the background while
 it runs. With a global limit, the fleet-wide lease is taken in the same round
 trip (pipelined); if one of the two is refused the other is given back, so
 limits are never exceeded, though a refused request may briefly hold a slot.
+
+A lease held across a rotate moves with the session: its next renewal or its
+return finds the new id (`follow_rotation`, with the lease id as proof) and
+acts there, so the holder's next request is not refused for its own lease.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
+from .._ids import short_id
 from .._scripts import Arg, Batch, call
 from .._time import to_ms
 from ..exceptions import (
@@ -29,6 +34,7 @@ from ._context import StoreContext
 from ._lua import script
 from ._models import Session
 from ._replies import raise_refusal
+from ._successors import follow_rotation
 
 logger = logging.getLogger("sessionstore.requests")
 
@@ -42,6 +48,7 @@ class Lease:
     .. versionadded:: 0.1
     """
 
+    #: The session the lease is on (follows the session when it is rotated).
     session_id: str
     lease_id: str
     kind: LeaseKind
@@ -52,10 +59,11 @@ class Lease:
     #: The session as read in the same round trip (only with ``read_session``).
     session: Session | None = None
     _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: The lease's member in the fleet-wide set (named after the id it was taken on).
+    global_member: str = field(init=False, repr=False)
 
-    @property
-    def global_member(self) -> str:
-        return f"{self.session_id}:{self.lease_id}"
+    def __post_init__(self) -> None:
+        self.global_member = f"{self.session_id}:{self.lease_id}"
 
 
 class LeaseTracker:
@@ -140,6 +148,23 @@ class LeaseTracker:
             LockNotOwned: the lease lapsed and was reclaimed.
             SessionGone / SessionNotFound: the session ended meanwhile.
         """
+        reply = await self._renew(lease)
+        if reply[0] == "gone" and await self._follow(lease):
+            reply = await self._renew(lease)
+        if reply[0] == "lost":
+            raise LockNotOwned(f"lease {lease.lease_id}", "lapsed and was reclaimed")
+        if reply[0] != "ok":
+            raise_refusal(lease.session_id, reply)
+
+    async def _follow(self, lease: Lease) -> bool:
+        """Move `lease` to the id its session was rotated to, if it went along."""
+        new_id = await follow_rotation(self.context, lease.session_id, lease.kind, lease.lease_id)
+        if new_id is None:
+            return False
+        lease.session_id = new_id
+        return True
+
+    async def _renew(self, lease: Lease) -> list[Any]:
         keys = self.context.keys.session(lease.session_id)
         lease_ms = self.lease_ms
         batch = Batch(self.context.redis)
@@ -160,25 +185,32 @@ class LeaseTracker:
                 [self.context.keys.global_requests()],
                 ["renew", lease.global_member, lease_ms, 0],
             )
-        reply = (await batch.execute())[0]
-        if reply[0] == "lost":
-            raise LockNotOwned(f"lease {lease.lease_id}", "lapsed and was reclaimed")
-        if reply[0] != "ok":
-            raise_refusal(lease.session_id, reply)
+        reply: list[Any] = (await batch.execute())[0]
+        return reply
 
     async def release(self, lease: Lease) -> None:
-        """Return the lease: one round trip. Returning it twice is harmless."""
+        """Return the lease: one round trip. Returning it twice is harmless.
+
+        A lease that was not on its id any more (the session was rotated) is
+        followed to the new id and returned there: one more round trip.
+        """
+        removed = await self._release(lease)
+        if not removed and await self._follow(lease):
+            await self._release(lease, global_too=False)
+
+    async def _release(self, lease: Lease, *, global_too: bool = True) -> bool:
         keys = self.context.keys.session(lease.session_id)
         batch = Batch(self.context.redis)
         args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id, self.grace_ms]
         batch.script(script("lease_release"), keys.ordered(), args)
-        if lease.global_lease:
+        if lease.global_lease and global_too:
             batch.script(
                 script("global_lease"),
                 [self.context.keys.global_requests()],
                 ["release", lease.global_member],
             )
-        await batch.execute()
+        replies = await batch.execute()
+        return bool(int(replies[0][1]))
 
     async def _release_global(self, lease: Lease) -> None:
         await call(
@@ -245,7 +277,7 @@ class TrackedLease:
             logger.warning(
                 "could not return lease %s of session %s; it lapses at its deadline",
                 lease.lease_id,
-                lease.session_id,
+                short_id(lease.session_id),
                 exc_info=True,
             )
 
@@ -259,7 +291,7 @@ class TrackedLease:
                 logger.warning(
                     "lease %s of session %s could not be renewed",
                     lease.lease_id,
-                    lease.session_id,
+                    short_id(lease.session_id),
                     exc_info=True,
                 )
                 return

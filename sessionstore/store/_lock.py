@@ -4,23 +4,33 @@ A lock is granted for `lock_ttl` and must be renewed by its owner. Each new
 grant takes the next fence from the session record, so a holder whose lease
 lapsed (a GC pause, a partition) carries a smaller fence than the newer holder,
 and writes that pass ``fence=`` are refused with `StaleFence`.
+
+A lock held across a rotate moves with the session (rotate renames its key):
+the holder's renew or release finds the new id (`follow_rotation`, the owner
+token is the proof) and goes on there. ``async with`` lets an error of the
+body win over a lock lost meanwhile, as `TrackedLease` does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from .._ids import short_id
 from .._scripts import Arg, call
 from .._time import to_ms
-from ..exceptions import InvalidInput, LockNotAcquired, LockNotOwned
+from ..exceptions import InvalidInput, LockNotAcquired, LockNotOwned, SessionStoreError
 from ._context import HasStoreContext
 from ._lua import script
 from ._replies import raise_refusal
+from ._successors import follow_rotation
+
+logger = logging.getLogger("sessionstore.locks")
 
 
 class SessionLock:
@@ -94,7 +104,7 @@ class SessionLock:
         Raises:
             LockNotOwned: not held by this owner (never acquired, or lapsed).
         """
-        if (await self._do("renew"))[0] != "ok":
+        if (await self._held("renew"))[0] != "ok":
             raise LockNotOwned(self.name, "not held by this owner")
 
     async def release(self) -> None:
@@ -103,10 +113,21 @@ class SessionLock:
         Raises:
             LockNotOwned: not held by this owner (never acquired, or lapsed).
         """
-        reply = await self._do("release")
+        reply = await self._held("release")
         self.fence = None
         if reply[0] != "ok":
             raise LockNotOwned(self.name, "not held by this owner")
+
+    async def _held(self, mode: str) -> list[Any]:
+        """Renew or release; if the lock is not on this id, follow a rotate once."""
+        reply = await self._do(mode)
+        if reply[0] == "not_owner":
+            new_id = await follow_rotation(self.context, self.session_id, "lock", self.owner)
+            if new_id is not None:
+                self.session_id = new_id
+                self.keys = self.context.keys.session(new_id)
+                reply = await self._do(mode)
+        return reply
 
     async def _do(self, mode: str) -> list[Any]:
         args: list[Arg] = [self.session_id, mode, self.owner, to_ms(self.ttl)]
@@ -122,4 +143,14 @@ class SessionLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.release()
+        try:
+            await self.release()
+        except SessionStoreError:
+            if exc is None:
+                raise
+            # The body's error is the one the caller must see; the lock lapses by itself.
+            logger.warning(
+                "could not release the lock of session %s after an error in its body",
+                short_id(self.session_id),
+                exc_info=True,
+            )

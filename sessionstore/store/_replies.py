@@ -2,7 +2,10 @@
 
 Every single-session script answers ``{'gone', status, superseded_by}`` or
 ``{'missing'}`` when the session cannot be used; this is the one place that
-maps those to `SessionGone` subclasses and `SessionNotFound`.
+maps those to `SessionGone` subclasses and `SessionNotFound`. The successor
+named by the script never reaches the error: an ended id must not lead
+whoever holds it to a live session (operators read the link with
+``SessionStore.lookup(..., with_successor=True)``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ _GONE: dict[str, type[SessionGone]] = {
 }
 
 
-def gone_error(session_id: str, status: str, superseded_by: str | None) -> SessionGone:
-    """The `SessionGone` subclass for a tombstone status."""
+def gone_error(session_id: str, status: str, superseded_by: str | None = None) -> SessionGone:
+    """The `SessionGone` subclass for a tombstone status (with `superseded_by` only
+    when the caller is entitled to it)."""
     return _GONE.get(status, SessionGone)(session_id, superseded_by or None)
 
 
@@ -39,7 +43,7 @@ def raise_refusal(session_id: str, reply: list[Any]) -> NoReturn:
         SessionStoreError: for a reply this module does not know (a bug).
     """
     if reply[0] == "gone":
-        raise gone_error(session_id, str(reply[1]), str(reply[2]))
+        raise gone_error(session_id, str(reply[1]))
     if reply[0] == "missing":
         raise SessionNotFound(session_id)
     raise SessionStoreError(f"unexpected script reply for {session_id}: {reply[0]!r}")

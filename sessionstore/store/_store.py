@@ -41,6 +41,33 @@ from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombsto
 from ._payload import encode_json, encode_metadata, encode_state
 from ._replies import gone_error, raise_refusal
 
+#: The longest idle timeout or lifetime a session may be given: longer is almost
+#: certainly a unit mistake, and it keeps every deadline far inside what
+#: datetimes and Redis scores hold.
+MAX_SESSION_TTL = timedelta(days=366)
+
+
+def check_ttl(value: object, default: timedelta, name: str) -> timedelta:
+    """`value` as a session TTL override, or `default` when it is None.
+
+    Strictly typed: only a `timedelta` of at least a millisecond and at most
+    `MAX_SESSION_TTL` is taken (no numbers, strings or booleans).
+
+    Raises:
+        InvalidInput: anything else; nothing has been written.
+
+    .. versionadded:: 0.1
+    """
+    if value is None:
+        return default
+    if not isinstance(value, timedelta):
+        raise InvalidInput(f"{name} must be a timedelta, not {type(value).__name__}")
+    if not timedelta(milliseconds=1) <= value <= MAX_SESSION_TTL:
+        days = MAX_SESSION_TTL.days
+        raise InvalidInput(f"{name} must be between 1 ms and {days} days")
+    return value
+
+
 #: A `mutate` callback: gets a copy of the state, returns the new state (or
 #: None after changing the copy in place). May be async.
 Mutator = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
@@ -93,22 +120,24 @@ class SessionStore:
         Raises:
             InvalidSessionId: malformed id; Redis is not asked.
             SessionExpired / SessionClosed / SessionRotated: the id has ended
-                (``superseded_by`` says what replaced it).
+                (never with the successor's id: see `lookup`).
             SessionNotFound: never issued, or its tombstone has lapsed.
             BackendUnavailable: Redis did not answer.
         """
         found = await self.lookup(session_id)
         if isinstance(found, Tombstone):
-            raise gone_error(session_id, found.status.value, found.superseded_by)
+            raise gone_error(session_id, found.status.value)
         if found.status is SessionStatus.EXPIRED:
             raise SessionExpired(session_id)
         return found
 
-    async def lookup(self, session_id: str) -> Session | Tombstone:
+    async def lookup(self, session_id: str, *, with_successor: bool = False) -> Session | Tombstone:
         """The session, or the tombstone of an ended id, for operators and APIs.
 
         A session past its deadline that the sweeper has not reached yet comes
-        back with status ``expired``.
+        back with status ``expired``. A tombstone's ``superseded_by`` (the id
+        that rotate or resume issued) is filled only with `with_successor`:
+        that is an operator's read, never an answer to whoever holds the old id.
 
         Raises:
             SessionNotFound: no session and no tombstone.
@@ -118,14 +147,19 @@ class SessionStore:
         if reply[0] == "record":
             return Session.from_reply(reply)
         if reply[0] == "tomb":
-            return Tombstone.from_record(session_id, parse_pairs(reply[2:]))
+            tomb = Tombstone.from_record(session_id, parse_pairs(reply[2:]))
+            return tomb if with_successor else tomb.model_copy(update={"superseded_by": None})
         raise SessionNotFound(session_id)
 
     async def list_for_user(self, user_id: str, *, limit: int = 100) -> list[Session]:
         """The user's active sessions (up to `limit`), oldest deadline first.
 
         The user index is only a hint: every id in it is read back, and ids of
-        ended sessions are dropped from the index as they are found.
+        ended sessions are dropped from the index as they are found; `limit`
+        counts live sessions (``limit=0`` returns none).
+
+        Raises:
+            InvalidInput: `limit` is not a non-negative integer.
         """
         return await _users.list_sessions(self.context, user_id, limit=limit)
 
@@ -159,9 +193,9 @@ class SessionStore:
         conversation = (
             check_name(conversation_id, "conversation_id") if conversation_id is not None else ""
         )
-        idle_ms = to_ms(self._positive(idle_timeout, cfg.idle_timeout, "idle_timeout"))
+        idle_ms = to_ms(check_ttl(idle_timeout, cfg.idle_timeout, "idle_timeout"))
         lifetime_ms = to_ms(
-            self._positive(absolute_lifetime, cfg.absolute_lifetime, "absolute_lifetime")
+            check_ttl(absolute_lifetime, cfg.absolute_lifetime, "absolute_lifetime")
         )
         args: list[Arg] = [
             idle_ms,
@@ -179,7 +213,7 @@ class SessionStore:
             batch = Batch(self.redis)
             batch.script(script("create"), keys.ordered(), [session_id, *args])
             if user:
-                _users.queue_add(self.context, batch, user, session_id)
+                _users.queue_add(self.context, batch, user, session_id, lifetime_ms)
             reply = (await batch.execute())[0]
             if reply[0] == "ok":
                 now = ms_to_datetime(reply[1])
@@ -187,14 +221,6 @@ class SessionStore:
                     session_id, now, user, conversation, metadata, state, idle_ms, lifetime_ms
                 )
         raise SessionStoreError("could not draw an unused session id")
-
-    @staticmethod
-    def _positive(value: timedelta | None, default: timedelta, name: str) -> timedelta:
-        if value is None:
-            return default
-        if not isinstance(value, timedelta) or value <= timedelta(0):
-            raise InvalidInput(f"{name} must be a positive timedelta")
-        return value
 
     @staticmethod
     def _new_session(
@@ -270,7 +296,10 @@ class SessionStore:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         cfg = self.settings
-        deletes = [check_attribute(name) for name in delete]
+        if isinstance(delete, str):
+            raise InvalidInput("delete must be a collection of attribute names, not one string")
+        # A name given twice is deleted once (the script counts each name it is given).
+        deletes = list(dict.fromkeys(check_attribute(name) for name in delete))
         sets = encode_state(values, cfg, deleting=deletes)
         meta = encode_metadata(metadata, cfg) if metadata is not None else ""
         for name, number in (("expected_version", expected_version), ("fence", fence)):
@@ -376,6 +405,8 @@ class SessionStore:
         ]
         reply = await call(self.redis, script("end"), keys.ordered(), args)
         if reply[0] == "ok":
+            if len(reply) > 1 and reply[1]:
+                await _users.remove(self.context, str(reply[1]), session_id)
             return True
         if reply[0] == "gone":
             return False

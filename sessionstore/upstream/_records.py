@@ -5,6 +5,11 @@ Each record is one JSON field of the session's upstreams hash
 operator reads it with ``redis-cli HGET`` and the session's end, sweep and
 rotate scripts take it along. Every write is the one ``lua/upstream.lua``
 script: Redis time, refused for an ended session, one round trip.
+
+The spec (with its connector options) is the record's last field and the
+script keeps its text as sent, never re-encoding it: options come back exactly
+as given (Lua's cjson would round numbers to 14 digits). Non-finite numbers
+are refused here, before the script.
 """
 
 from __future__ import annotations
@@ -90,6 +95,13 @@ class UpstreamRecord(BaseModel):
 AttemptsChange = Literal["incr", "reset"]
 
 
+def _encode(fields: dict[str, Any]) -> str:
+    try:
+        return json.dumps(fields, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise InvalidInput("upstream options must be finite numbers, strings or booleans") from exc
+
+
 def _ms(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
@@ -118,9 +130,10 @@ class UpstreamRecords:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         fields = {
-            "spec": spec.model_dump(mode="json"),
             "credential": credential.model_dump(mode="json", exclude_none=True),
             "state": UpstreamState.CLOSED.value,
+            # Last: the script keeps this text as it is (see the module docstring).
+            "spec": spec.model_dump(mode="json"),
         }
         return await self._write(session_id, "register", spec.name, fields)
 
@@ -225,7 +238,7 @@ class UpstreamRecords:
             _ms(cfg.sweep_grace),
             cfg.events_maxlen,
             self.max_per_session,
-            json.dumps(fields, separators=(",", ":")),
+            _encode(fields),
             stamp,
             attempts,
             next_in,

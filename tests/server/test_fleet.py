@@ -166,7 +166,8 @@ async def test_client_resumes_on_another_replica_after_disconnect(
     fleet: ServedFleet, store: SessionStore
 ) -> None:
     """A client drops its connection to replica 1 and carries on with replica 2; after
-    the session expires, replica 3 renews it and every replica agrees on the successor."""
+    the session expires, replica 3 renews it, and every replica then refuses to hand
+    the successor out again for the old id (it went to the first renewal, once)."""
     one, two, three = urls(fleet)
     async with httpx.AsyncClient() as first:
         made = await create(first, one, user_id="roamer", state={"draft": "hello"})
@@ -176,11 +177,13 @@ async def test_client_resumes_on_another_replica_after_disconnect(
         await store.expire(made["id"])
         renewed = await second.get(f"{three}/session", headers={HEADER: made["id"]})
         successor = renewed.headers[HEADER]
-        again = (await second.post(f"{one}/sessions/{made['id']}/resume")).json()
+        again = await second.post(f"{one}/sessions/{made['id']}/resume")
+        kept = await second.get(f"{two}/sessions/{successor}")
     assert renewed.status_code == 200 and successor != made["id"]
     assert renewed.headers["Sessionstore-Renewed-From"] == made["id"]
-    assert again["id"] == successor and again["resumed_from"] == made["id"]
-    assert again["user_id"] == "roamer"
+    assert again.status_code == 410 and again.json()["error"] == "session_expired"
+    assert successor not in again.text
+    assert kept.json()["resumed_from"] == made["id"] and kept.json()["user_id"] == "roamer"
 
 
 async def test_killed_replica_leases_are_reclaimed(

@@ -217,9 +217,12 @@ async def test_expire_now_then_resume_issues_a_linked_session(store: SessionStor
     assert resumed.state == {}
     with pytest.raises(SessionExpired) as caught:
         await store.get(made.id)
-    assert caught.value.superseded_by == resumed.id
-    again = await store.resume(made.id)
-    assert again.id == resumed.id, "resuming twice returns the same successor"
+    assert caught.value.superseded_by is None, "the old id never names its successor"
+    tomb = await store.lookup(made.id, with_successor=True)
+    assert isinstance(tomb, Tombstone) and tomb.superseded_by == resumed.id, "operators see it"
+    with pytest.raises(SessionExpired) as caught:
+        await store.resume(made.id)
+    assert caught.value.superseded_by is None, "the successor is handed out once"
 
 
 async def test_resume_of_active_session_returns_it(store: SessionStore) -> None:
@@ -238,7 +241,7 @@ async def test_resume_of_an_overdue_unswept_session(store: SessionStore) -> None
     await eventually(overdue, timeout=5)
     resumed = await store.resume(made.id)
     assert resumed.resumed_from == made.id and resumed.user_id == "eve"
-    tomb = await store.lookup(made.id)
+    tomb = await store.lookup(made.id, with_successor=True)
     assert isinstance(tomb, Tombstone) and tomb.superseded_by == resumed.id
     assert tomb.reason == "idle"
 
@@ -255,7 +258,9 @@ async def test_rotate_keeps_the_data_under_a_new_id(store: SessionStore) -> None
     assert rotated.state == {"cart": [1, 2]} and rotated.user_id == "fay"
     with pytest.raises(SessionRotated) as caught:
         await store.get(made.id)
-    assert caught.value.superseded_by == rotated.id
+    assert caught.value.superseded_by is None, "the old id never names its successor"
+    tomb = await store.lookup(made.id, with_successor=True)
+    assert isinstance(tomb, Tombstone) and tomb.superseded_by == rotated.id, "operators see it"
     with pytest.raises(SessionRotated):
         await store.resume(made.id)
     assert [s.id for s in await store.list_for_user("fay")] == [rotated.id]

@@ -190,3 +190,57 @@ async def test_state_changes_emit_upstream_events(store: SessionStore, redis: Re
         ("mail", "closed"),
         ("mail", "connected"),
     ]
+
+
+async def test_options_round_trip_exactly(store: SessionStore, redis: RedisClient) -> None:
+    """Connector options come back exactly as registered, through register and updates
+    (no 14-digit rounding), and the stored record stays readable JSON."""
+    session = await store.create()
+    records = UpstreamRecords(store)
+    options = {"big": 12345678901234567, "ratio": 0.1 + 0.2, "tiny": 5e-324, "s": 'x,"spec":1'}
+    spec = SPEC.model_copy(update={"options": options})
+    await records.register(session.id, spec, REF)
+    await records.update(session.id, "mail", state=UpstreamState.CONNECTED, attempts="incr")
+    got = await records.get(session.id, "mail")
+    assert got is not None and got.spec.options == options
+    assert got.state is UpstreamState.CONNECTED and got.attempts == 1
+    raw = await redis.hget(store.session_keys(session.id).upstreams, "mail")
+    assert json.loads(raw)["spec"]["options"]["big"] == 12345678901234567
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+async def test_non_finite_options_are_refused_before_any_write(
+    store: SessionStore, redis: RedisClient, bad: float
+) -> None:
+    """A NaN or infinite option is refused with InvalidInput; no record, no counter."""
+    session = await store.create()
+    records = UpstreamRecords(store)
+    spec = SPEC.model_copy(update={"options": {"x": bad}})
+    with pytest.raises(InvalidInput):
+        await records.register(session.id, spec, REF)
+    keys = store.session_keys(session.id)
+    assert await redis.exists(keys.upstreams) == 0
+    assert await redis.hget(keys.stats, "upstream_registered") is None
+
+
+async def test_the_script_checks_everything_before_its_first_write(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A value the script cannot store (an infinite number sent raw) fails the call
+    with no counter bumped and the record as it was."""
+    import redis.exceptions as rex
+
+    from sessionstore._scripts import call
+    from sessionstore.upstream._records import _scripts
+
+    session = await store.create()
+    records = UpstreamRecords(store)
+    await records.register(session.id, SPEC, REF)
+    keys = store.session_keys(session.id)
+    before = await redis.hget(keys.upstreams, "mail")
+    stats_before = await redis.hgetall(keys.stats)
+    args = [session.id, "update", "mail", 1000, 100, 16, '{"checked_at":1e999}', "", "incr", "", ""]
+    with pytest.raises(rex.ResponseError, match="serialise"):
+        await call(redis, _scripts("upstream"), keys.ordered(), args)
+    assert await redis.hget(keys.upstreams, "mail") == before
+    assert await redis.hgetall(keys.stats) == stats_before

@@ -14,9 +14,27 @@
 --       stamp (comma-separated fields set to Redis time, '' = none),
 --       attempts ('' = keep | 'incr' | 'reset'), next_in_ms ('' = keep | 'clear' | ms from now),
 --       only_states (update only if the current state is one of these, comma-separated; '' = any)
+-- The record's `spec` is its last field, kept as the text the caller sent and
+-- never re-encoded (cjson would round numbers to 14 digits). Everything is
+-- decoded and checked before the first write (counters included).
 -- Reply: {'ok', now, record_json} | {'unknown'} (update/remove of an unregistered name)
 --      | {'state', current_state} (only_states not met) | {'too_many', count}
 --      | {'gone', status, superseded_by} | {'missing'}
+-- A record's text as (everything but the spec, decoded; the spec's own text).
+local function split_spec(text)
+  local at = string.find(text, ',"spec":', 1, true)
+  if at and string.sub(text, -1) == '}' then
+    local spec = string.sub(text, at + 8, -2)
+    local ok, rest = pcall(cjson.decode, string.sub(text, 1, at - 1) .. '}')
+    if ok and pcall(cjson.decode, spec) then return rest, spec end
+  end
+  -- Written before the spec was kept as text: decode it all, as then.
+  local record = cjson.decode(text)
+  local spec = cjson.encode(record.spec)
+  record.spec = nil
+  return record, spec
+end
+
 local k = session_keys(1)
 local now = now_ms()
 local state = record_state(k, now)
@@ -32,17 +50,16 @@ if op == 'remove' then
   return {'ok', now, current}
 end
 
-local record, old_state
+local record, old_state, spec
 if op == 'register' then
   local count = redis.call('HLEN', k.upstreams)
   if not current and count >= tonumber(ARGV[6]) then return {'too_many', count} end
   if current then old_state = cjson.decode(current).state end
-  record = cjson.decode(ARGV[7])
+  record, spec = split_spec(ARGV[7])
   record.registered_at = now
   record.attempts = 0
-  redis.call('HINCRBY', k.stats, 'upstream_registered', 1)
 else
-  record = cjson.decode(current)
+  record, spec = split_spec(current)
   old_state = record.state
   if ARGV[11] ~= '' then
     local allowed = false
@@ -51,13 +68,14 @@ else
     end
     if not allowed then return {'state', tostring(old_state)} end
   end
-  for field, value in pairs(cjson.decode(ARGV[7])) do record[field] = value end
+  for field, value in pairs(cjson.decode(ARGV[7])) do
+    if field ~= 'spec' then record[field] = value end
+  end
 end
 
 for field in string.gmatch(ARGV[8], '[^,]+') do record[field] = now end
 if ARGV[9] == 'incr' then
   record.attempts = (tonumber(record.attempts) or 0) + 1
-  redis.call('HINCRBY', k.stats, 'upstream_failed_attempts', 1)
 elseif ARGV[9] == 'reset' then
   record.attempts = 0
 end
@@ -68,7 +86,10 @@ elseif ARGV[10] ~= '' then
 end
 record.updated_at = now
 
-local encoded = cjson.encode(record)
+local rest = cjson.encode(record)  -- may fail: before any write
+local encoded = string.sub(rest, 1, -2) .. ',"spec":' .. spec .. '}'
+if op == 'register' then redis.call('HINCRBY', k.stats, 'upstream_registered', 1) end
+if ARGV[9] == 'incr' then redis.call('HINCRBY', k.stats, 'upstream_failed_attempts', 1) end
 redis.call('HSET', k.upstreams, name, encoded)
 local absolute = redis.call('HGET', k.record, 'absolute_deadline')
 redis.call('PEXPIREAT', k.upstreams, tonumber(absolute) + tonumber(ARGV[4]))
