@@ -43,7 +43,14 @@ class WorkerContext(TypedDict):
     queue_name: str
     #: This worker's liveness record, published by ``workers/heartbeat.py``.
     heartbeat: Heartbeat
+    #: Set by ``workers.runner.FleetWorker``: its job loop writes the heartbeat.
+    beats_from_loop: NotRequired[bool]
+    #: When the last beat was written (monotonic seconds).
+    beat_at: NotRequired[float]
+    #: Only under arq's own CLI: the task that beats instead of the loop.
     heartbeat_task: NotRequired[asyncio.Task[None]]
+    #: Set when the worker is dropped for an outage (its heartbeat must not say stopped).
+    lost_redis: NotRequired[bool]
     #: Reconnects upstream connections, and the breakers it consults (``workers/reconnect.py``).
     reconnector: NotRequired[Reconnector]
     breakers: NotRequired[BreakerRegistry]

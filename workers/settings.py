@@ -170,6 +170,8 @@ def build_worker_settings(settings: Settings, *, redis_url: str | None = None) -
         "functions": [f for family in families for f in family.functions],
         "cron_jobs": [job for family in families for job in family.cron_jobs],
         "redis_settings": queue_redis,
+        # Not arq's: `sessionstore worker` builds its queue pool from it, with a read timeout.
+        "queue_redis": settings.queue_redis(url),
         "queue_name": queue,
         "on_startup": fleet.on_startup,
         "on_shutdown": fleet.on_shutdown,

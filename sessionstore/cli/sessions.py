@@ -16,6 +16,7 @@ from rich.table import Table
 from .._health import STORE_CHECKS, HealthSection, HealthSources, verdict
 from ..breaker import BreakerAdmin
 from ..exceptions import BackendUnavailable
+from ..fleet import sweep_lag_limit
 from ..store import Session, SessionStatus, SessionStore, Tombstone, list_by_status
 from ._support import EXIT_FAILED, fail, load_settings, open_store, print_json, run
 
@@ -223,7 +224,10 @@ def health(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
             sources = HealthSources(
                 store=store,
                 breakers=admin,
-                max_sweeper_lag=settings.server.health_max_sweeper_lag,
+                max_sweeper_lag=sweep_lag_limit(
+                    settings.worker.active_sweep_interval,
+                    settings.server.health_max_sweeper_lag,
+                ),
                 worker_dead_after=settings.worker.worker_dead_after,
             )
             # One after the other: a Redis lost midway exits 3, as the first PING would.

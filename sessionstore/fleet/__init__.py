@@ -14,6 +14,7 @@ from ._heartbeat import (
     list_workers,
     publish_heartbeat,
     summarize_workers,
+    sweep_lag_limit,
     unswept_problem,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "list_workers",
     "publish_heartbeat",
     "summarize_workers",
+    "sweep_lag_limit",
     "unswept_problem",
 ]

@@ -210,6 +210,22 @@ def summarize_workers(workers: Sequence[WorkerInfo]) -> dict[str, Any]:
     }
 
 
+#: Sweep periods the oldest overdue session may wait before health degrades: a
+#: sweep runs every period, so a healthy fleet's lag stays below about one.
+SWEEP_LAG_PERIODS = 3
+
+
+def sweep_lag_limit(sweep_interval: timedelta, cap: timedelta) -> timedelta:
+    """How long the oldest overdue session may wait before health says degraded.
+
+    A few sweep periods (`SWEEP_LAG_PERIODS` x `sweep_interval`, the configured
+    mode's period), and never more than `cap` (``health_max_sweeper_lag``).
+
+    .. versionadded:: 0.1
+    """
+    return min(cap, SWEEP_LAG_PERIODS * sweep_interval)
+
+
 def unswept_problem(live_workers: int, sweeper_lag: timedelta, max_lag: timedelta) -> str | None:
     """Why nobody expires overdue sessions, or None when that is not the case.
 

@@ -13,6 +13,7 @@ from .._health import HealthSection, HealthSources
 from .._redis import RedisClient
 from ..asgi import InFlightRequests
 from ..breaker import BreakerRegistry
+from ..fleet import sweep_lag_limit
 from ..store import SessionStore
 
 if TYPE_CHECKING:
@@ -47,7 +48,10 @@ class ServerState:
         return HealthSources(
             store=self.store,
             breakers=self.breakers.admin,
-            max_sweeper_lag=self.settings.server.health_max_sweeper_lag,
+            max_sweeper_lag=sweep_lag_limit(
+                self.settings.worker.active_sweep_interval,
+                self.settings.server.health_max_sweeper_lag,
+            ),
             worker_dead_after=self.settings.worker.worker_dead_after,
             observe_ping=self.metrics.redis_latency.observe,
         )

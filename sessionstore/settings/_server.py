@@ -34,7 +34,8 @@ class ServerSettings(BaseModel):
     #: On shutdown, in-flight requests get this long to finish; then their
     #: request leases are returned anyway.
     drain_timeout: Duration = timedelta(seconds=10)
-    #: ``/session-health`` says "degraded" when the sweeper lags more than this.
+    #: ``/session-health`` says "degraded" when the sweeper lags more than a few sweep
+    #: periods (`sessionstore.fleet.sweep_lag_limit`), and never later than this.
     health_max_sweeper_lag: Duration = timedelta(minutes=5)
     #: Address ``sessionstore serve`` listens on (``SESSIONSTORE_SERVER_HOST``).
     host: str = "127.0.0.1"

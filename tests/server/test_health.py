@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sessionstore import Heartbeat, RedisSettings, SessionStore, create_client, publish_heartbeat
 from sessionstore.server import create_app
 from sessionstore.testing import free_port
+from tests.polling import eventually
 from tests.server.test_api import TOKEN, server_settings
 from tests.serving import serving
 
@@ -103,6 +104,29 @@ async def test_sweeper_lag_makes_it_degraded(redis_url: str, key_prefix: str) ->
     assert answer.status_code == 200
     assert answer.json()["status"] == "degraded"
     assert "sweeper" in answer.json()["sessions"]["problem"]
+
+
+async def test_a_lag_of_a_few_sweep_periods_makes_it_degraded(
+    redis_url: str, key_prefix: str
+) -> None:
+    """With sweeps every second, an overdue session left unswept for a few periods
+    degrades health long before the 5-minute cap."""
+    settings = server_settings(redis_url, key_prefix, sweep_interval=timedelta(seconds=1))
+    client = create_client(RedisSettings.from_dsn(redis_url))
+    try:
+        await SessionStore(client, settings.session).create(idle_timeout=timedelta(milliseconds=1))
+    finally:
+        await client.aclose()
+    async with serving(create_app(settings)) as (http, _):
+
+        async def degraded() -> bool:
+            answer = await http.get("/session-health", headers=AUTH)
+            return bool(answer.json()["status"] == "degraded")
+
+        await eventually(degraded, timeout=30, interval=0.2)
+        body = (await http.get("/session-health", headers=AUTH)).json()
+    assert "sweeper" in body["sessions"]["problem"]
+    assert body["sessions"]["sweeper_lag_seconds"] < 60
 
 
 async def beat(store: SessionStore, worker_id: str, **reports: dict[str, Any]) -> None:

@@ -163,3 +163,40 @@ async def test_the_store_client_is_closed_at_shut_down(
     finally:
         await probe.aclose()
     assert after <= before
+
+
+async def test_the_job_loop_writes_the_heartbeat(
+    store: SessionStore, backend_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`FleetWorker` beats from arq's loop: arq (the pinned range) calls ``record_health``
+    on each pass, so the heartbeat hook runs while jobs are polled, and the worker
+    writes its beat without a background task."""
+    from arq.worker import get_kwargs
+
+    from workers import heartbeat
+    from workers.runner import FleetWorker, connect_queue
+
+    passes: list[str] = []
+    hook = heartbeat.beat_when_due
+
+    async def counting(ctx: dict[str, object]) -> None:
+        passes.append("pass")
+        await hook(ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(heartbeat, "beat_when_due", counting)
+    settings = _settings(
+        store, backend_url, redis_url, heartbeat_interval=timedelta(milliseconds=1)
+    )
+    worker_settings = build_worker_settings(settings)
+    queue_redis = worker_settings.queue_redis  # type: ignore[attr-defined]
+    pool = await connect_queue(queue_redis, worker_settings.queue_name)  # type: ignore[attr-defined]
+    kwargs = {**get_kwargs(worker_settings), "burst": True, "poll_delay": 0}
+    worker = FleetWorker(**kwargs, redis_pool=pool, handle_signals=False)
+    try:
+        await worker.run_check()
+        assert "heartbeat_task" not in worker.ctx, "no side task: the loop beats"
+    finally:
+        await worker.close()
+    assert passes, "arq's loop called record_health"
+    found = await list_workers(store.redis, store.keys, dead_after=timedelta(seconds=30))
+    assert [w.state for w in found] == [WorkerState.STOPPED]
