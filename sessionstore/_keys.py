@@ -39,13 +39,16 @@ class SessionKeys:
     upstreams: str
     #: stream: the session's MCP SSE events (sessionstore.mcp), capped, dropped with the session
     mcp_events: str
+    #: stream: the events of the session's standalone MCP GET stream, apart so that its
+    #: readers do not wake for every request's events
+    mcp_standalone: str
     #: the shard's keys
     expiry: str
     stats: str
     events: str
 
     def ordered(self) -> list[str]:
-        """The ten keys in the order every single-session script takes them."""
+        """The eleven keys in the order every single-session script takes them."""
         return [
             self.record,
             self.tombstone,
@@ -57,6 +60,7 @@ class SessionKeys:
             self.stats,
             self.events,
             self.mcp_events,
+            self.mcp_standalone,
         ]
 
 
@@ -113,12 +117,21 @@ class KeySpace:
         tag = self.shard_tag(shard)
         return {
             name: f"{tag}:{name}:"
-            for name in ("session", "tomb", "requests", "conns", "lock", "upstreams", "mcp")
+            for name in (
+                "session",
+                "tomb",
+                "requests",
+                "conns",
+                "lock",
+                "upstreams",
+                "mcp",
+                "mcpget",
+            )
         }
 
     def session_prefix_args(self, shard: int) -> list[str]:
         """The prefixes as the batch scripts (sweep, repair_sessions) take them in ARGV:
-        record, tomb, requests, conns, lock, upstreams, mcp events."""
+        record, tomb, requests, conns, lock, upstreams, mcp events, mcp standalone events."""
         return list(self.session_prefixes(shard).values())
 
     # -- per session -----------------------------------------------------------
@@ -141,6 +154,7 @@ class KeySpace:
             lock=f"{tag}:lock:{session_id}",
             upstreams=f"{tag}:upstreams:{session_id}",
             mcp_events=f"{tag}:mcp:{session_id}",
+            mcp_standalone=f"{tag}:mcpget:{session_id}",
             expiry=self.expiry(shard),
             stats=self.stats(shard),
             events=self.events(shard),
@@ -293,6 +307,13 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "~max events, the sessions' absolute_lifetime; dropped with the session",
             "MCP SSE events of the session (sessionstore.mcp, docs/mcp.md): s stream id, m message",
             f"XREVRANGE {p}:{{N}}:mcp:<id> + - COUNT 10",
+        ),
+        (
+            f"{p}:{{N}}:mcpget:<id>",
+            "stream",
+            "~max events, the sessions' absolute_lifetime; dropped with the session",
+            "MCP events of the session's standalone GET stream (notifications): m message",
+            f"XREVRANGE {p}:{{N}}:mcpget:<id> + - COUNT 10",
         ),
         (
             f"{p}:{{N}}:expiry",

@@ -1,9 +1,9 @@
 -- sessionstore prelude: prepended to every script by sessionstore._scripts.
 --
 -- Time always comes from the Redis server (TIME), never from a replica's clock.
--- Single-session scripts take the session's ten keys, in the order of
+-- Single-session scripts take the session's eleven keys, in the order of
 -- SessionKeys.ordered(): record, tomb, requests, conns, lock, upstreams,
--- expiry, stats, events, mcp (the MCP event stream). All share one hash tag, so each script stays on one
+-- expiry, stats, events, mcp, mcpget (the MCP event streams). All share one hash tag, so each script stays on one
 -- Redis Cluster slot.
 
 local function now_ms()
@@ -16,7 +16,7 @@ local function session_keys(first)
   return {
     record = KEYS[i], tomb = KEYS[i + 1], requests = KEYS[i + 2], conns = KEYS[i + 3],
     lock = KEYS[i + 4], upstreams = KEYS[i + 5], expiry = KEYS[i + 6], stats = KEYS[i + 7],
-    events = KEYS[i + 8], mcp = KEYS[i + 9],
+    events = KEYS[i + 8], mcp = KEYS[i + 9], mcpget = KEYS[i + 10],
   }
 end
 
@@ -82,11 +82,11 @@ local function write_session(k, session_id, now, spec, state)
 end
 
 -- End a session: tombstone kept for retention_ms; record, leases, lock, upstream
--- records, MCP event stream and expiry entry dropped; counted; event emitted. All in the caller's script.
+-- records, MCP event streams and expiry entry dropped; counted; event emitted. All in the caller's script.
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
                            superseded_by)
   local f = redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at', 'metadata')
-  redis.call('DEL', k.tomb, k.record, k.requests, k.conns, k.lock, k.upstreams, k.mcp)
+  redis.call('DEL', k.tomb, k.record, k.requests, k.conns, k.lock, k.upstreams, k.mcp, k.mcpget)
   redis.call('HSET', k.tomb, 'status', status, 'reason', reason, 'ended_at', now,
     'user_id', f[1] or '', 'conversation_id', f[2] or '', 'created_at', f[3] or '',
     'metadata', f[4] or '{}', 'superseded_by', superseded_by)

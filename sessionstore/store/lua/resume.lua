@@ -10,7 +10,7 @@
 -- Reply: {'active' | 'resumed', now, live_requests, live_connections, field, value, ...}
 --      | {'superseded', successor_id}
 --      | {'gone', status, superseded_by} | {'missing'}
-local old, new = session_keys(1), session_keys(11)
+local old, new = session_keys(1), session_keys(12)
 local old_id, new_id = ARGV[1], ARGV[2]
 local grace, retention, maxlen = tonumber(ARGV[3]), tonumber(ARGV[6]), ARGV[7]
 local now = now_ms()

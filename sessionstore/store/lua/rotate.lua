@@ -1,10 +1,10 @@
 -- rotate: move an active session to a new id (session-fixation defence).
 -- Same data, leases, lock and upstream records under the new id; the old id
 -- answers `rotated` (superseded_by = new id) for the retention period.
--- KEYS: the old session's ten keys, then the new session's ten keys (same shard)
+-- KEYS: the old session's eleven keys, then the new session's eleven keys (same shard)
 -- ARGV: old_id, new_id, retention_ms, events_maxlen
 -- Reply: {'ok', user_id, absolute_deadline} | {'exists'} | {'gone', ...} | {'missing'}
-local old, new = session_keys(1), session_keys(11)
+local old, new = session_keys(1), session_keys(12)
 local old_id, new_id = ARGV[1], ARGV[2]
 local now = now_ms()
 local state = record_state(old, now)
@@ -18,9 +18,9 @@ local f = redis.call('HMGET', new.record, 'user_id', 'conversation_id', 'created
                      'idle_deadline', 'absolute_deadline')
 redis.call('ZREM', old.expiry, old_id)
 redis.call('ZADD', new.expiry, math.min(tonumber(f[4]), tonumber(f[5])), new_id)
--- The MCP event stream is not carried: a rotated id ends the MCP session (clients
+-- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.
-redis.call('DEL', old.tomb, old.mcp)
+redis.call('DEL', old.tomb, old.mcp, old.mcpget)
 redis.call('HSET', old.tomb, 'status', 'rotated', 'reason', 'rotated', 'ended_at', now,
   'user_id', f[1], 'conversation_id', f[2], 'created_at', f[3], 'metadata', '{}',
   'superseded_by', new_id)

@@ -4,7 +4,7 @@
 -- (or moved to its real deadline) by the script that handles it.
 -- KEYS: expiry, stats, events (of one shard)
 -- ARGV: batch, retention_ms, events_maxlen, then the shard's key prefixes for
---       record, tomb, requests, conns, lock, upstreams, mcp (KeySpace.session_prefixes),
+--       record, tomb, requests, conns, lock, upstreams, mcp, mcpget (KeySpace.session_prefixes),
 --       then min_overdue_ms (optional, default 0: take entries due by at least this long;
 --       the aggressive start-up pass uses it for long-overdue sessions only).
 --       This is the one script that appends ids to key prefixes: the ids come from
@@ -15,13 +15,14 @@
 local expiry, stats, events = KEYS[1], KEYS[2], KEYS[3]
 local batch, retention, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
-local cutoff = now - (tonumber(ARGV[11]) or 0)
+local cutoff = now - (tonumber(ARGV[12]) or 0)
 local expired, lost, rescheduled, removed = 0, 0, 0, 0
 local due = redis.call('ZRANGEBYSCORE', expiry, '-inf', cutoff, 'LIMIT', 0, batch)
 for _, id in ipairs(due) do
   local k = {
     record = ARGV[4] .. id, tomb = ARGV[5] .. id, requests = ARGV[6] .. id,
     conns = ARGV[7] .. id, lock = ARGV[8] .. id, upstreams = ARGV[9] .. id, mcp = ARGV[10] .. id,
+    mcpget = ARGV[11] .. id,
     expiry = expiry, stats = stats, events = events,
   }
   local state = record_state(k, now)
