@@ -7,9 +7,11 @@ stream (``SessionKeys.mcp_events``, in the session's hash tag, so the scripts
 that end, expire or rotate the session drop it with the record), capped near
 ``max_events`` and given the sessions' lifetime as TTL.
 
-Event ids are ``<tag>-<entry id>``, where the tag is derived from the session
-id: an event id of another session (or a malformed one) is recognised without
-reading Redis and replays nothing.
+The standalone GET stream's events have a key of their own
+(``SessionKeys.mcp_standalone``), so its tail does not wake for every request's
+events. Event ids are ``<tag>.<r|g>.<entry id>``: the tag is derived from the
+session id, ``g`` marks the standalone stream. An event id of another session
+(or a malformed one) is recognised without reading Redis and replays nothing.
 
 A resumed stream is served from Redis, not from the replica's memory: stored
 events after the client's last one, then the stream's new events as they are
@@ -45,7 +47,9 @@ from ._sdk import EventCallback, EventId, EventMessage, EventStore, StreamId
 
 logger = logging.getLogger("sessionstore.mcp")
 
-_ENTRY = re.compile(r"^([A-Za-z0-9_-]{8})-([0-9]{1,20}-[0-9]{1,20})$")
+_EVENT_ID = re.compile(r"^([A-Za-z0-9_-]{8})\.([rg])\.([0-9]{1,20}-[0-9]{1,20})$")
+#: The SDK's stream id of the standalone GET stream, whose events have a key of their own.
+STANDALONE = "_GET_stream"
 #: Entries read per XRANGE / XREAD.
 _BATCH = 100
 #: How long one tailing read waits before checking whether to stop (ms).
@@ -61,12 +65,13 @@ def session_tag(session_id: str) -> str:
     return base64.urlsafe_b64encode(digest)[:8].decode()
 
 
-def parse_event_id(event_id: str, session_id: str) -> str | None:
-    """The stream entry id in `event_id` if it is an event id of `session_id`, else None."""
-    match = _ENTRY.fullmatch(event_id)
+def parse_event_id(event_id: str, session_id: str) -> tuple[str, str] | None:
+    """(``r`` or ``g``, stream entry id) if `event_id` is an event id of `session_id`, else
+    None: ``g`` events are the standalone GET stream's, ``r`` the requests'."""
+    match = _EVENT_ID.fullmatch(event_id)
     if match is None or match.group(1) != session_tag(session_id):
         return None
-    return match.group(2)
+    return match.group(2), match.group(3)
 
 
 class RedisEventStore(EventStore):
@@ -97,7 +102,10 @@ class RedisEventStore(EventStore):
         self._on_request = on_request
         self._store = store
         self._session_id = session_id
-        self._key = store.keys.session(session_id).mcp_events
+        keys = store.keys.session(session_id)
+        #: The requests' events (and relayed answers) apart from the standalone stream's,
+        #: so a tail of the one does not wake for the other.
+        self._keys = {"r": keys.mcp_events, "g": keys.mcp_standalone}
         self._tag = session_tag(session_id)
         self._max_events = max_events
         self._ttl_ms = int(store.settings.absolute_lifetime.total_seconds() * 1000)
@@ -108,20 +116,22 @@ class RedisEventStore(EventStore):
         """Append one event (None: a priming event) to the session's stream; one round trip."""
         data = "" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True)
         redis = self._store.redis
+        kind = "g" if stream_id == STANDALONE else "r"
+        key = self._keys[kind]
         with backend_errors("storing an MCP event"):
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(
-                    self._key,
+                    key,
                     {"s": stream_id, "m": data},
                     maxlen=self._max_events,
                     approximate=True,
                 )
-                pipe.pexpire(self._key, self._ttl_ms)
+                pipe.pexpire(key, self._ttl_ms)
                 entry_id, _ = await pipe.execute()
         self._metrics.events_stored.inc()
         if self._on_request is not None and isinstance(message, JSONRPCRequest):
             self._on_request(str(message.id), entry_id)
-        return f"{self._tag}-{entry_id}"
+        return f"{self._tag}.{kind}.{entry_id}"
 
     async def relay_answer(self, message: JSONRPCResponse | JSONRPCError) -> None:
         """Put a client's answer to a server-initiated request in the session's stream,
@@ -133,7 +143,7 @@ class RedisEventStore(EventStore):
         the new cursor and the answers."""
         with backend_errors("reading MCP events"):
             reply = await self._store.redis.xread(
-                {self._key: cursor}, count=_BATCH, block=_BLOCK_MS
+                {self._keys["r"]: cursor}, count=_BATCH, block=_BLOCK_MS
             )
         found: list[JSONRPCResponse | JSONRPCError] = []
         for _, entries in reply or ():
@@ -158,32 +168,36 @@ class RedisEventStore(EventStore):
         the client leaves or the session ends. Returns None, so the SDK does not
         also wait for local messages: everything comes from Redis.
         """
-        after = parse_event_id(last_event_id, self._session_id)
-        if after is None:
+        parsed = parse_event_id(last_event_id, self._session_id)
+        if parsed is None:
             return None
-        stream_id = await self._stream_of(after)
+        key = self._keys[parsed[0]]
+        after = parsed[1]
+        stream_id = await self._stream_of(key, after)
         if stream_id is None:
             return None
-        cursor = await self._send_stored(stream_id, after, send_callback)
+        cursor = await self._send_stored(key, stream_id, after, send_callback)
         if cursor is not None:
-            await self._tail(stream_id, cursor, send_callback)
+            await self._tail(key, stream_id, cursor, send_callback)
         return None
 
-    async def _stream_of(self, entry_id: str) -> str | None:
+    async def _stream_of(self, key: str, entry_id: str) -> str | None:
         with backend_errors("reading MCP events"):
-            found = await self._store.redis.xrange(self._key, entry_id, entry_id, count=1)
+            found = await self._store.redis.xrange(key, entry_id, entry_id, count=1)
         if not found:
             return None
         stream = found[0][1].get("s")
         return stream if isinstance(stream, str) else None
 
-    async def _send_stored(self, stream_id: str, after: str, send: EventCallback) -> str | None:
+    async def _send_stored(
+        self, key: str, stream_id: str, after: str, send: EventCallback
+    ) -> str | None:
         """Send the stored events after `after`; the cursor to tail from, or None once the
         final response was sent."""
         cursor = after
         while True:
             with backend_errors("reading MCP events"):
-                entries = await self._store.redis.xrange(self._key, f"({cursor}", "+", count=_BATCH)
+                entries = await self._store.redis.xrange(key, f"({cursor}", "+", count=_BATCH)
             for entry_id, fields in entries:
                 cursor = entry_id
                 if await self._send(stream_id, entry_id, fields, send):
@@ -191,12 +205,12 @@ class RedisEventStore(EventStore):
             if len(entries) < _BATCH:
                 return cursor
 
-    async def _tail(self, stream_id: str, cursor: str, send: EventCallback) -> None:
+    async def _tail(self, key: str, stream_id: str, cursor: str, send: EventCallback) -> None:
         while not self._stopped():
             try:
                 with backend_errors("reading MCP events"):
                     reply = await self._store.redis.xread(
-                        {self._key: cursor}, count=_BATCH, block=_BLOCK_MS
+                        {key: cursor}, count=_BATCH, block=_BLOCK_MS
                     )
             except SessionStoreError:
                 # Redis is slow or away: keep the client's stream open and read on from

@@ -55,7 +55,7 @@ async def test_an_event_id_of_another_session_or_malformed_replays_nothing(
     own_first = await own.store_event("1", note(1))
     await own.store_event("1", note(2))
     foreign = await other.store_event("1", note(3))
-    forged = foreign.split("-", 1)[0] + "-" + own_first.split("-", 1)[1]
+    forged = foreign.split(".", 1)[0] + "." + own_first.split(".", 1)[1]
     for bad in (foreign, forged, "garbage", "", "a" * 5000, own_first + "x"):
         assert await replayed(own, bad) == [], bad
 
@@ -79,11 +79,12 @@ async def test_the_stream_is_bounded_has_a_ttl_and_shares_the_session_slot(
 async def test_ending_the_session_drops_its_stream(
     store: SessionStore, redis: RedisClient, ending: str
 ) -> None:
-    """The scripts that delete, expire or rotate the session drop its event stream."""
+    """The scripts that delete, expire or rotate the session drop its event streams."""
     session = await store.create()
     events = RedisEventStore(store, session.id)
     await events.store_event("1", note(1))
-    key = store.keys.session(session.id).mcp_events
-    assert await redis.exists(key) == 1
+    await events.store_event("_GET_stream", note(2))
+    keys = store.keys.session(session.id)
+    assert await redis.exists(keys.mcp_events, keys.mcp_standalone) == 2
     await getattr(store, ending)(session.id)
-    assert await redis.exists(key) == 0
+    assert await redis.exists(keys.mcp_events, keys.mcp_standalone) == 0
