@@ -3,21 +3,28 @@
 -- Time always comes from the Redis server (TIME), never from a replica's clock.
 -- Single-session scripts take the session's eleven keys, in the order of
 -- SessionKeys.ordered(): record, tomb, requests, conns, lock, upstreams,
--- expiry, stats, events, mcp, mcpget (the MCP event streams). All share one hash tag, so each script stays on one
--- Redis Cluster slot.
+-- expiry, stats, events, mcp, mcpget (the MCP event streams), or only those their
+-- header names (see session_keys).
+-- All share one hash tag, so each script stays on one Redis Cluster slot.
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local ALL_KEYS = {'record', 'tomb', 'requests', 'conns', 'lock', 'upstreams', 'expiry',
+                  'stats', 'events', 'mcp', 'mcpget'}
+
+-- The session's keys by name. A script whose header names the keys it uses
+-- ("-- KEYS: record, tomb, expiry (of the session)") is sent only those, in that
+-- order (SESSION_KEYS, set by sessionstore._scripts); the others get all of them.
 local function session_keys(first)
-  local i = first or 1
-  return {
-    record = KEYS[i], tomb = KEYS[i + 1], requests = KEYS[i + 2], conns = KEYS[i + 3],
-    lock = KEYS[i + 4], upstreams = KEYS[i + 5], expiry = KEYS[i + 6], stats = KEYS[i + 7],
-    events = KEYS[i + 8], mcp = KEYS[i + 9], mcpget = KEYS[i + 10],
-  }
+  local k, i = {}, first or 1
+  for _, name in ipairs(SESSION_KEYS or ALL_KEYS) do
+    k[name] = KEYS[i]
+    i = i + 1
+  end
+  return k
 end
 
 -- Append an event to a shard's stream, capped near maxlen. Returns the entry id.
@@ -28,12 +35,15 @@ local function emit(stream, maxlen, kind, session_id, now, extra)
   return redis.call(unpack(args))
 end
 
--- 'active', 'overdue' (a deadline passed, not yet swept), or false (no record).
-local function record_state(k, now)
-  local d = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline')
-  if not d[1] then return false end
-  if now >= math.min(tonumber(d[1]), tonumber(d[2])) then return 'overdue' end
-  return 'active'
+-- 'active', 'overdue' (a deadline passed, not yet swept), or false (no record); and
+-- the record's {idle_deadline, absolute_deadline, idle_timeout_ms, extra...} from the
+-- same HMGET, so a hot script reads its record once (`slide` takes them as they are).
+local function record_state(k, now, ...)
+  local f = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline',
+                       'idle_timeout_ms', ...)
+  if not f[1] then return false, f end
+  if now >= math.min(tonumber(f[1]), tonumber(f[2])) then return 'overdue', f end
+  return 'active', f
 end
 
 -- The reply for an id with no usable record.
@@ -45,11 +55,15 @@ local function gone_reply(k, state)
 end
 
 -- Slide the idle deadline of an active session; keep its index entry and TTL in step.
-local function slide(k, session_id, now, grace_ms)
-  local f = redis.call('HMGET', k.record, 'idle_timeout_ms', 'absolute_deadline')
-  local idle = now + tonumber(f[1])
+-- f: the deadline fields from `record_state` (read here when nil); extra: more
+-- field/value pairs for the same HSET (a state write's attributes and version).
+local function slide(k, session_id, now, grace_ms, f, extra)
+  f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
+  local idle = now + tonumber(f[3])
   local deadline = math.min(idle, tonumber(f[2]))
-  redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle)
+  local args = {'HSET', k.record, 'last_activity', now, 'idle_deadline', idle}
+  for _, v in ipairs(extra or {}) do args[#args + 1] = v end
+  redis.call(unpack(args))
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('PEXPIREAT', k.record, deadline + grace_ms)
   return idle
@@ -57,17 +71,27 @@ end
 
 -- Write a new session record. spec: idle_ms, absolute_ms, grace_ms, user_id,
 -- conversation_id, metadata, resumed_from; state: flat {name, json, ...}.
+-- Fields with nothing to say (an empty id or metadata, fence 0) are left out: readers
+-- take a missing field as empty. The id is the key's; a record is active until its
+-- deadlines say otherwise, so neither is stored in it.
 local function write_session(k, session_id, now, spec, state)
   local absolute = now + spec.absolute_ms
   local idle = now + spec.idle_ms
   local deadline = math.min(idle, absolute)
   local bytes = 0
-  local fields = {'HSET', k.record,
-    'id', session_id, 'status', 'active', 'user_id', spec.user_id,
-    'conversation_id', spec.conversation_id, 'created_at', now, 'last_activity', now,
+  local fields = {'HSET', k.record, 'created_at', now, 'last_activity', now,
     'idle_timeout_ms', spec.idle_ms, 'idle_deadline', idle, 'absolute_deadline', absolute,
-    'version', 1, 'fence', 0, 'metadata', spec.metadata, 'resumed_from', spec.resumed_from,
-    'state_count', #state / 2}
+    'version', 1, 'state_count', #state / 2}
+  for _, name in ipairs({'user_id', 'conversation_id', 'resumed_from'}) do
+    if spec[name] and spec[name] ~= '' then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = spec[name]
+    end
+  end
+  if spec.metadata and spec.metadata ~= '' and spec.metadata ~= '{}' then
+    fields[#fields + 1] = 'metadata'
+    fields[#fields + 1] = spec.metadata
+  end
   for i = 1, #state, 2 do
     fields[#fields + 1] = 'a:' .. state[i]
     fields[#fields + 1] = state[i + 1]
@@ -79,6 +103,43 @@ local function write_session(k, session_id, now, spec, state)
   redis.call('PEXPIREAT', k.record, deadline + spec.grace_ms)
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('HINCRBY', k.stats, 'created', 1)
+end
+
+-- The hash fields of a state change in ARGV: n_set (name, json) pairs from ARGV[first],
+-- then n_del names; set fields first, as `stage_state` takes their current values.
+local function state_fields(first, n_set, n_del)
+  local names = {}
+  for i = 0, n_set - 1 do names[#names + 1] = 'a:' .. ARGV[first + 2 * i] end
+  for i = 0, n_del - 1 do names[#names + 1] = 'a:' .. ARGV[first + 2 * n_set + i] end
+  return names
+end
+
+-- Check a state change against the limits; on success apply its deletions (HDEL) and
+-- return the sets for the caller's HSET. f: an HMGET reply holding state_bytes,
+-- state_count at f[at], f[at + 1], then the current values of `state_fields`.
+-- Reply: {'ok', {field, value, ...}, bytes, count} | {'too_large', bytes} | {'too_many', count}
+local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
+  local bytes, count = tonumber(f[at] or 0), tonumber(f[at + 1] or 0)
+  local sets, dels = {}, {}
+  for i = 0, n_set - 1 do
+    local old, value = f[at + 2 + i], ARGV[first + 1 + 2 * i]
+    if old then bytes = bytes - string.len(old) else count = count + 1 end
+    bytes = bytes + string.len(value)
+    sets[#sets + 1] = 'a:' .. ARGV[first + 2 * i]
+    sets[#sets + 1] = value
+  end
+  for i = 0, n_del - 1 do
+    local old = f[at + 2 + n_set + i]
+    if old then
+      count = count - 1
+      bytes = bytes - string.len(old)
+      dels[#dels + 1] = 'a:' .. ARGV[first + 2 * n_set + i]
+    end
+  end
+  if bytes > max_bytes then return {'too_large', bytes} end
+  if count > max_count then return {'too_many', count} end
+  if #dels > 0 then redis.call('HDEL', k.record, unpack(dels)) end
+  return {'ok', sets, bytes, count}
 end
 
 -- End a session: tombstone kept for retention_ms; record, leases, lock, upstream
@@ -96,12 +157,31 @@ local function end_session(k, session_id, now, status, event, reason, retention_
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})
 end
 
--- A session record as a reply: {tag, now, live_requests, live_connections, field, value, ...}
-local function record_reply(k, now, tag)
-  local reply = {tag, now, redis.call('ZCOUNT', k.requests, '(' .. now, '+inf'),
-                 redis.call('ZCOUNT', k.conns, '(' .. now, '+inf')}
-  for _, v in ipairs(redis.call('HGETALL', k.record)) do reply[#reply + 1] = v end
-  return reply
+-- Live leases in a lease set. The record keeps `requests_until` / `conns_until`, the
+-- latest deadline any lease of that kind was given: past it none can be live, so the
+-- set is not asked (most reads happen outside any request).
+local function live_leases(key, until_ms, now)
+  if not until_ms or now >= tonumber(until_ms) then return 0 end
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
+
+-- The record's value of `name` in an HGETALL reply (false when absent).
+local function field_of(flat, name)
+  for i = 1, #flat, 2 do
+    if flat[i] == name then return flat[i + 1] end
+  end
+  return false
+end
+
+-- A session record as a reply: {tag, now, live_requests, live_connections, session_id,
+-- {field, value, ...}}. The hash comes back as Redis gave it (copying it field by field
+-- into the reply would cost as much again). requests, conns: live counts the caller
+-- already knows (nil: counted here).
+local function record_reply(k, now, tag, session_id, requests, conns)
+  local fields = redis.call('HGETALL', k.record)
+  requests = requests or live_leases(k.requests, field_of(fields, 'requests_until'), now)
+  conns = conns or live_leases(k.conns, field_of(fields, 'conns_until'), now)
+  return {tag, now, requests, conns, session_id, fields}
 end
 
 -- Why an overdue session is due: its idle deadline or its absolute lifetime.

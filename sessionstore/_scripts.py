@@ -13,15 +13,34 @@ caches it. Why not redis-py's ``register_script``: see docs/development.md.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import redis.exceptions as rex
 
-from ._redis import RedisClient, backend_errors
+from ._redis import RedisClient, backend_errors, is_cluster
 
 Arg = str | int | float | bytes
+
+
+#: The order of `SessionKeys.ordered()`, which single-session scripts are called with.
+_SESSION_KEYS = (
+    "record",
+    "tomb",
+    "requests",
+    "conns",
+    "lock",
+    "upstreams",
+    "expiry",
+    "stats",
+    "events",
+    "mcp",
+    "mcpget",
+)
+#: A script header naming the session keys a script uses.
+_KEYS_HEADER = re.compile(r"^-- KEYS: ([a-z, ]+) \(of the session\)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -33,11 +52,31 @@ class LuaScript:
 
     name: str
     source: str
+    #: Positions in the session's keys of the keys this script is sent (None: all).
+    key_picks: tuple[int, ...] | None = None
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
         object.__setattr__(self, "sha", digest)
+
+    def keys_for(self, keys: list[str]) -> list[str]:
+        """The keys to send: the subset this script uses, when it is given all the keys
+        of one session (Redis checks and copies each key of a call, so fewer cost less)."""
+        if self.key_picks is None or len(keys) != len(_SESSION_KEYS):
+            return keys
+        return [keys[i] for i in self.key_picks]
+
+
+def _compose(name: str, prelude: str, helpers: str, body: str) -> LuaScript:
+    """A script's source: the session keys it declares, the prelude, helpers, body."""
+    header = _KEYS_HEADER.search(body)
+    names = [n.strip() for n in header.group(1).split(",")] if header else None
+    # The prelude's session_keys reads SESSION_KEYS (a script may read no undefined global).
+    declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
+    source = f"local SESSION_KEYS = {declared}\n" + prelude + "\n" + helpers + body
+    picks = tuple(_SESSION_KEYS.index(n) for n in names) if names else None
+    return LuaScript(name, source, picks)
 
 
 def _prelude() -> str:
@@ -71,8 +110,7 @@ class ScriptLibrary:
         if found is None:
             family = self._dir.joinpath(f"_{name.partition('_')[0]}.lua")
             helpers = family.read_text("utf-8") + "\n" if "_" in name and family.is_file() else ""
-            source = _prelude() + "\n" + helpers + self._read(name)
-            found = self._cache[name] = LuaScript(name, source)
+            found = self._cache[name] = _compose(name, _prelude(), helpers, self._read(name))
         return found
 
     def all(self) -> list[LuaScript]:
@@ -107,6 +145,7 @@ async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[
     """Run `lua` in one round trip (two only after a NOSCRIPT)."""
     with backend_errors(lua.name):
         try:
+            keys = lua.keys_for(keys)
             return await client.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)
         except rex.NoScriptError:
             return await client.execute_command("EVAL", lua.source, len(keys), *keys, *args)
@@ -123,15 +162,23 @@ class Batch:
     def __init__(self, client: RedisClient) -> None:
         self._client = client
         self._calls: list[tuple[LuaScript | None, tuple[Any, ...]]] = []
+        self._near: dict[int, str] = {}
 
     def script(self, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
         """Queue a script call; returns its index in `execute`'s reply."""
+        keys = lua.keys_for(keys)
         self._calls.append((lua, ("EVALSHA", lua.sha, len(keys), *keys, *args)))
         return len(self._calls) - 1
 
-    def command(self, *args: Any) -> int:
-        """Queue a plain command; returns its index in `execute`'s reply."""
+    def command(self, *args: Any, near: str | None = None) -> int:
+        """Queue a plain command; returns its index in `execute`'s reply.
+
+        `near`: a key whose node a keyless command (TIME) is sent to on a cluster, so
+        it rides in the same write as the commands on that key.
+        """
         self._calls.append((None, args))
+        if near is not None:
+            self._near[len(self._calls) - 1] = near
         return len(self._calls) - 1
 
     async def execute(self) -> list[Any]:
@@ -140,9 +187,13 @@ class Batch:
             return []
         names = ",".join(sorted({lua.name for lua, _ in self._calls if lua}) or ["commands"])
         with backend_errors(names):
+            targets = await self._targets()
             pipe = self._client.pipeline(transaction=False)
-            for _, args in self._calls:
-                pipe.execute_command(*args)
+            for index, (_, args) in enumerate(self._calls):
+                if index in targets:
+                    pipe.execute_command(*args, target_nodes=targets[index])
+                else:
+                    pipe.execute_command(*args)
             replies = await pipe.execute(raise_on_error=False)
             for index, reply in enumerate(replies):
                 lua, args = self._calls[index]
@@ -153,3 +204,14 @@ class Batch:
                 elif isinstance(reply, Exception):
                     raise reply
         return list(replies)
+
+    async def _targets(self) -> dict[int, Any]:
+        """On a cluster, the node of each `near` key (the slot map is learnt first)."""
+        client = self._client
+        if not self._near or not is_cluster(client):
+            return {}
+        await client.initialize()
+        return {
+            index: client.get_node_from_key(key)  # type: ignore[union-attr]
+            for index, key in self._near.items()
+        }

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from .._scripts import Batch
 from ._context import HasStoreContext, StoreContext
 from ._lua import script
 from ._models import Session, SessionStatus, Tombstone, parse_pairs
+from ._read import READ_REPLIES, decode_read, queue_read
 
 #: The event that ends an id with each status.
 _ENDING_EVENT = {
@@ -114,21 +114,12 @@ async def _read(store: StoreContext, ids: list[str]) -> list[Session | Tombstone
         return []
     batch = Batch(store.redis)
     for session_id in ids:
-        batch.script(script("get"), store.keys.session(session_id).ordered(), [])
+        queue_read(batch, store.keys.session(session_id))
+    replies = await batch.execute()
     out: list[Session | Tombstone] = []
-    for session_id, reply in zip(ids, await batch.execute(), strict=True):
-        out += _decode(session_id, reply)
+    for position, session_id in enumerate(ids):
+        first = position * READ_REPLIES
+        found = decode_read(session_id, replies[first : first + READ_REPLIES])
+        if found is not None:
+            out.append(found)
     return out
-
-
-def _decode(session_id: str, reply: list[Any]) -> list[Session | Tombstone]:
-    if reply[0] == "record":
-        fields = parse_pairs(reply[4:])
-        return [
-            Session.from_record(
-                fields, now_ms=int(reply[1]), requests=int(reply[2]), connections=int(reply[3])
-            )
-        ]
-    if reply[0] == "tomb":
-        return [Tombstone.from_record(session_id, parse_pairs(reply[2:]))]
-    return []

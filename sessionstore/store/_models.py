@@ -7,6 +7,7 @@ Lua can compare them); these models hold aware UTC datetimes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -70,9 +71,11 @@ class Session(BaseModel):
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> Session:
-        """Build from a script's record reply: ``[tag, now, requests, conns, field, value...]``."""
+        """Build from a script's record reply:
+        ``[tag, now, requests, conns, session_id, [field, value, ...]]``."""
         return cls.from_record(
-            parse_pairs(reply[4:]),
+            str(reply[4]),
+            parse_pairs(reply[5]),
             now_ms=int(reply[1]),
             requests=int(reply[2]),
             connections=int(reply[3]),
@@ -80,13 +83,28 @@ class Session(BaseModel):
 
     @classmethod
     def from_record(
-        cls, fields: dict[str, str], *, now_ms: int, requests: int, connections: int
+        cls,
+        session_id: str,
+        fields: Mapping[str, str],
+        *,
+        now_ms: int,
+        requests: int,
+        connections: int,
     ) -> Session:
-        """Build from a session hash (``HGETALL``) read at Redis time `now_ms`."""
+        """Build from a session hash (``HGETALL``) read at Redis time `now_ms`.
+
+        Fields with nothing to say are left out of the hash and read as empty.
+        The values come from the store's own scripts, so the model is built
+        without validation (`model_construct`): this is the hot path of every read.
+        """
+        state: dict[str, JsonValue] = {
+            name[2:]: json.loads(value) for name, value in fields.items() if name[:2] == "a:"
+        }
         idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
         overdue = now_ms >= min(idle_ms, absolute_ms)
-        return cls(
-            id=fields["id"],
+        metadata = fields.get("metadata")
+        return cls.model_construct(
+            id=session_id,
             status=SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE,
             user_id=_opt(fields.get("user_id")),
             conversation_id=_opt(fields.get("conversation_id")),
@@ -95,10 +113,10 @@ class Session(BaseModel):
             idle_timeout=timedelta(milliseconds=int(fields["idle_timeout_ms"])),
             idle_deadline=ms_to_datetime(idle_ms),
             absolute_deadline=ms_to_datetime(absolute_ms),
-            metadata=json.loads(fields.get("metadata") or "{}"),
-            state={k[2:]: json.loads(v) for k, v in fields.items() if k.startswith("a:")},
+            metadata=json.loads(metadata) if metadata else {},
+            state=state,
             version=int(fields["version"]),
-            fence=int(fields["fence"]),
+            fence=int(fields.get("fence") or 0),
             connection_count=connections,
             active_requests=requests,
             resumed_from=_opt(fields.get("resumed_from")),

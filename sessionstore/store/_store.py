@@ -37,8 +37,9 @@ from ._context import StoreContext
 from ._leases import LeaseTracker, TrackedLease
 from ._lock import SessionLock
 from ._lua import script
-from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombstone, parse_pairs
+from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombstone
 from ._payload import encode_json, encode_metadata, encode_state
+from ._read import decode_read, queue_read
 from ._replies import gone_error, raise_refusal
 
 #: The longest idle timeout or lifetime a session may be given: longer is almost
@@ -142,14 +143,14 @@ class SessionStore:
         Raises:
             SessionNotFound: no session and no tombstone.
         """
-        keys = self.keys.session(session_id)
-        reply = await call(self.redis, script("get"), keys.ordered(), [])
-        if reply[0] == "record":
-            return Session.from_reply(reply)
-        if reply[0] == "tomb":
-            tomb = Tombstone.from_record(session_id, parse_pairs(reply[2:]))
-            return tomb if with_successor else tomb.model_copy(update={"superseded_by": None})
-        raise SessionNotFound(session_id)
+        batch = Batch(self.redis)
+        queue_read(batch, self.keys.session(session_id))
+        found = decode_read(session_id, await batch.execute())
+        if found is None:
+            raise SessionNotFound(session_id)
+        if isinstance(found, Tombstone) and not with_successor:
+            return found.model_copy(update={"superseded_by": None})
+        return found
 
     async def list_for_user(self, user_id: str, *, limit: int = 100) -> list[Session]:
         """The user's active sessions (up to `limit`), oldest deadline first.
@@ -448,11 +449,16 @@ class SessionStore:
 
         Taking and returning the lease are one round trip each; the lease is
         renewed in the background while the body runs. With `read_session`,
-        ``lease.session`` is the session, read in the same round trip.
+        ``lease.session`` is the session, read in the same round trip, and
+        ``lease.draft`` its state to change: the changes are committed with the
+        lease's return (same round trip, compare-and-set on the version read), so
+        a request that reads, changes and leases costs two round trips in all.
 
         Raises:
             SessionLimitExceeded / GlobalLimitExceeded: at a concurrency limit.
             SessionGone / SessionNotFound: the session cannot be used.
+            VersionConflict: (on exit) the session changed while the draft was open;
+                the draft's changes were not written.
         """
         return self.leases.track(session_id, "requests", read_session=read_session)
 

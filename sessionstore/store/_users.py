@@ -15,6 +15,7 @@ from ..exceptions import InvalidInput
 from ._context import StoreContext
 from ._lua import script
 from ._models import Session, SessionStatus
+from ._read import READ_REPLIES, decode_read, queue_read
 
 #: Index reads `list_sessions` makes at most before it answers with what it has
 #: (each drops the ended ids it met, so the next one reads further).
@@ -88,11 +89,13 @@ async def list_sessions(store: StoreContext, user_id: str, *, limit: int) -> lis
 async def _read_back(store: StoreContext, ids: list[str]) -> tuple[list[Session], list[str]]:
     batch = Batch(store.redis)
     for session_id in ids:
-        batch.script(script("get"), store.keys.session(session_id).ordered(), [])
+        queue_read(batch, store.keys.session(session_id))
+    replies = await batch.execute()
     live, stale = [], []
-    for session_id, got in zip(ids, await batch.execute(), strict=True):
-        session = Session.from_reply(got) if got[0] == "record" else None
-        if session is not None and session.status is SessionStatus.ACTIVE:
+    for position, session_id in enumerate(ids):
+        first = position * READ_REPLIES
+        session = decode_read(session_id, replies[first : first + READ_REPLIES])
+        if isinstance(session, Session) and session.status is SessionStatus.ACTIVE:
             live.append(session)
         else:
             stale.append(session_id)

@@ -48,25 +48,31 @@ async def test_create_then_get_returns_what_was_created(store: SessionStore) -> 
 async def test_record_is_readable_with_redis_cli_field_names(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """The hash has plain field names and one field per state attribute."""
+    """The hash has plain field names and one field per state attribute; fields with
+    nothing to say (no conversation, empty metadata, no lock yet) are left out."""
     made = await store.create(user_id="bob", state={"a": 1, "b": [1, 2]})
-    fields = await redis.hgetall(store.session_keys(made.id).record)
+    key = store.session_keys(made.id).record
+    fields = await redis.hgetall(key)
     for name in (
-        "id",
         "user_id",
-        "status",
         "created_at",
         "last_activity",
         "idle_deadline",
         "absolute_deadline",
         "version",
-        "fence",
-        "metadata",
     ):
         assert name in fields
     assert fields["a:a"] == "1" and fields["a:b"] == "[1,2]"
-    ttl = await redis.pttl(store.session_keys(made.id).record)
+    assert not {"conversation_id", "metadata", "fence", "resumed_from"} & set(fields)
+    ttl = await redis.pttl(key)
     assert ttl > 0, "every key has a TTL"
+    await store.set_state(made.id, metadata={"client": "web"})
+    async with store.lock(made.id):
+        fields = await redis.hgetall(key)
+    assert fields["metadata"] == '{"client":"web"}' and fields["fence"] == "1"
+    await store.set_state(made.id, metadata={})
+    assert "metadata" not in await redis.hgetall(key)
+    assert (await store.get(made.id)).metadata == {}
 
 
 async def test_get_has_no_side_effects(store: SessionStore) -> None:

@@ -1,5 +1,5 @@
 -- create: write a new session record and emit `created`.
--- KEYS: the session's nine keys (see prelude)
+-- KEYS: record, tomb, expiry, stats, events (of the session)
 -- ARGV: session_id, idle_ms, absolute_ms, grace_ms, events_maxlen, user_id,
 --       conversation_id, metadata_json, then state pairs (name, json)...
 -- Reply: {'ok', now} | {'exists'} (id collision: the caller draws a new id)

@@ -1,33 +1,50 @@
 -- lease: take or renew a request or connection lease on an active session.
 -- Expired leases (of crashed replicas) are reclaimed first, so they never count.
 -- Taking a lease is activity: the idle deadline slides.
--- KEYS: the session's nine keys
+-- KEYS: record, tomb, requests, conns, expiry (of the session)
 -- ARGV: session_id, kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
 --       grace_ms, mode ('take' | 'renew'), read ('1': also return the session record)
--- Reply: {'ok', live_leases, deadline[, now, live_requests, live_connections, field, value, ...]}
+-- Reply: {'ok', live_leases, deadline[, now, live_requests, live_connections, session_id,
+--         {field, value, ...}]}
 --      | {'limit', live_leases} | {'lost'} | {'gone', ...} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
-local state = record_state(k, now)
+local kind = ARGV[2]
+local other = kind == 'requests' and 'conns' or 'requests'
+local state, f = record_state(k, now, kind .. '_until', other .. '_until')
 if state ~= 'active' then return gone_reply(k, state) end
-local key = k[ARGV[2]]
+local key = k[kind]
 local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local held = redis.call('ZSCORE', key, ARGV[3])
-if ARGV[7] == 'renew' and not held then return {'lost'} end
 local live = redis.call('ZCARD', key)
-if not held then
+if ARGV[7] == 'renew' then
+  if not redis.call('ZSCORE', key, ARGV[3]) then return {'lost'} end
+else
+  -- A lease id is drawn fresh for every take, so it is never held yet.
   if limit > 0 and live >= limit then return {'limit', live} end
   live = live + 1
 end
 local deadline = now + lease_ms
 redis.call('ZADD', key, deadline, ARGV[3])
-if redis.call('PTTL', key) < lease_ms then redis.call('PEXPIRE', key, lease_ms) end
-slide(k, ARGV[1], now, tonumber(ARGV[6]))
+-- The set lives as long as its longest lease. Alone in it, the set is new (no TTL yet);
+-- otherwise GT never shortens the TTL another holder's longer lease set.
+if live == 1 then
+  redis.call('PEXPIRE', key, lease_ms)
+else
+  redis.call('PEXPIRE', key, lease_ms, 'GT')
+end
+-- The record keeps the latest deadline of this kind, so reads can tell that no lease
+-- of it is live without counting (see live_leases).
+local extra = {}
+if not f[4] or tonumber(f[4]) < deadline then extra = {kind .. '_until', deadline} end
+slide(k, ARGV[1], now, tonumber(ARGV[6]), f, extra)
 local reply = {'ok', live, deadline}
 if ARGV[8] == '1' then
   -- The caller wants the session too (a middleware): save it a second round trip.
-  local record = record_reply(k, now, 'record')
+  local others = live_leases(k[other], f[5], now)
+  local record = record_reply(k, now, 'record', ARGV[1],
+                              kind == 'requests' and live or others,
+                              kind == 'conns' and live or others)
   for i = 2, #record do reply[#reply + 1] = record[i] end
 end
 return reply

@@ -1,10 +1,40 @@
 -- lease_release: return a request or connection lease; ending a request is
--- activity, so an active session's idle deadline slides.
--- KEYS: the session's nine keys
--- ARGV: session_id, kind ('requests' | 'conns'), lease_id, grace_ms
--- Reply: {'ok', removed (0 | 1)}
+-- activity, so an active session's idle deadline slides. With a commit, the
+-- request's state changes are written in the same step, with compare-and-set on
+-- the version the request read (the lease is returned whatever the commit says).
+-- KEYS: record, tomb, requests, conns, expiry (of the session)
+-- ARGV: session_id, kind ('requests' | 'conns'), lease_id, grace_ms,
+--       then optionally the commit: expected_version, max_state_bytes, max_attributes,
+--       n_set, n_del, n_set pairs (name, json), n_del names
+-- Reply: {'ok', removed (0 | 1)[, new_version]} (new_version with a commit)
+--      | {'version', actual} | {'too_large', bytes} | {'too_many', count}
+--      | {'gone', ...} | {'missing'} (a commit refused; the lease is returned all the same)
 local k = session_keys(1)
 local now = now_ms()
 local removed = redis.call('ZREM', k[ARGV[2]], ARGV[3])
-if record_state(k, now) == 'active' then slide(k, ARGV[1], now, tonumber(ARGV[4])) end
-return {'ok', removed}
+local commit = #ARGV > 4
+local n_set, n_del = tonumber(ARGV[8] or 0), tonumber(ARGV[9] or 0)
+local fields = commit and state_fields(10, n_set, n_del) or {}
+local state, f = record_state(k, now, 'version', 'state_bytes', 'state_count', unpack(fields))
+if not commit then
+  if state == 'active' then slide(k, ARGV[1], now, tonumber(ARGV[4]), f) end
+  return {'ok', removed}
+end
+if state ~= 'active' then return gone_reply(k, state) end
+local version = tonumber(f[4])
+if tonumber(ARGV[5]) ~= version then
+  slide(k, ARGV[1], now, tonumber(ARGV[4]), f)
+  return {'version', version}
+end
+local staged = stage_state(k, f, 5, 10, n_set, n_del, tonumber(ARGV[6]), tonumber(ARGV[7]))
+if staged[1] ~= 'ok' then
+  slide(k, ARGV[1], now, tonumber(ARGV[4]), f)
+  return staged
+end
+version = version + 1
+local extra = staged[2]
+for _, v in ipairs({'version', version, 'state_bytes', staged[3], 'state_count', staged[4]}) do
+  extra[#extra + 1] = v
+end
+slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
+return {'ok', removed, version}

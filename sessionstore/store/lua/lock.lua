@@ -2,7 +2,7 @@
 -- acquire: free or already ours -> granted; a new grant takes the next fence from
 --          the session record, so fences only grow. Needs an active session.
 -- renew:   ours -> lease extended.      release: ours -> deleted.
--- KEYS: the session's nine keys
+-- KEYS: record, tomb, lock (of the session)
 -- ARGV: session_id, mode ('acquire' | 'renew' | 'release'), owner, ttl_ms
 -- Reply: {'ok', fence} | {'held', pttl_ms} | {'not_owner'} | {'gone', ...} | {'missing'}
 local k = session_keys(1)

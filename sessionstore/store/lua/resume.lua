@@ -7,17 +7,18 @@
 -- Carried over to the new session: user_id, conversation_id, metadata. State is not.
 -- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
 -- ARGV: old_id, new_id, grace_ms, idle_ms, absolute_ms, retention_ms, events_maxlen
--- Reply: {'active' | 'resumed', now, live_requests, live_connections, field, value, ...}
+-- Reply: {'active' | 'resumed', now, live_requests, live_connections, session_id,
+--         {field, value, ...}}
 --      | {'superseded', successor_id}
 --      | {'gone', status, superseded_by} | {'missing'}
 local old, new = session_keys(1), session_keys(12)
 local old_id, new_id = ARGV[1], ARGV[2]
 local grace, retention, maxlen = tonumber(ARGV[3]), tonumber(ARGV[6]), ARGV[7]
 local now = now_ms()
-local state = record_state(old, now)
+local state, f = record_state(old, now)
 if state == 'active' then
-  slide(old, old_id, now, grace)
-  return record_reply(old, now, 'active')
+  slide(old, old_id, now, grace, f)
+  return record_reply(old, now, 'active', old_id)
 end
 if state == 'overdue' then
   end_session(old, old_id, now, 'expired', 'expired', overdue_reason(old), retention, maxlen, new_id)
@@ -37,4 +38,4 @@ local spec = {
 write_session(new, new_id, now, spec, {})
 redis.call('HINCRBY', new.stats, 'resumed', 1)
 emit(new.events, maxlen, 'resumed', new_id, now, {'resumed_from', old_id, 'user_id', carried[1]})
-return record_reply(new, now, 'resumed')
+return record_reply(new, now, 'resumed', new_id)

@@ -13,18 +13,19 @@ if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
 for _, name in ipairs({'record', 'requests', 'conns', 'lock', 'upstreams'}) do
   if redis.call('EXISTS', old[name]) == 1 then redis.call('RENAME', old[name], new[name]) end
 end
-redis.call('HSET', new.record, 'id', new_id, 'rotated_from', old_id)
+redis.call('HSET', new.record, 'rotated_from', old_id)
 local f = redis.call('HMGET', new.record, 'user_id', 'conversation_id', 'created_at',
                      'idle_deadline', 'absolute_deadline')
+local user, conversation = f[1] or '', f[2] or ''
 redis.call('ZREM', old.expiry, old_id)
 redis.call('ZADD', new.expiry, math.min(tonumber(f[4]), tonumber(f[5])), new_id)
 -- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.
 redis.call('DEL', old.tomb, old.mcp, old.mcpget)
 redis.call('HSET', old.tomb, 'status', 'rotated', 'reason', 'rotated', 'ended_at', now,
-  'user_id', f[1], 'conversation_id', f[2], 'created_at', f[3], 'metadata', '{}',
+  'user_id', user, 'conversation_id', conversation, 'created_at', f[3], 'metadata', '{}',
   'superseded_by', new_id)
 redis.call('PEXPIRE', old.tomb, tonumber(ARGV[3]))
 redis.call('HINCRBY', old.stats, 'rotated', 1)
-emit(old.events, ARGV[4], 'rotated', old_id, now, {'new_session_id', new_id, 'user_id', f[1]})
-return {'ok', f[1], tonumber(f[5])}
+emit(old.events, ARGV[4], 'rotated', old_id, now, {'new_session_id', new_id, 'user_id', user})
+return {'ok', user, tonumber(f[5])}

@@ -1,9 +1,9 @@
 -- touch: slide an active session's idle deadline.
--- KEYS: the session's nine keys
+-- KEYS: record, tomb, expiry (of the session)
 -- ARGV: session_id, grace_ms
 -- Reply: {'ok', now, idle_deadline} | {'gone', status, superseded_by} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
-local state = record_state(k, now)
+local state, f = record_state(k, now)
 if state ~= 'active' then return gone_reply(k, state) end
-return {'ok', now, slide(k, ARGV[1], now, tonumber(ARGV[2]))}
+return {'ok', now, slide(k, ARGV[1], now, tonumber(ARGV[2]), f)}

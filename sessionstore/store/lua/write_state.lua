@@ -1,6 +1,6 @@
 -- write_state: set and delete state attributes (and optionally replace metadata)
 -- atomically, with optional compare-and-set on version and a lock fence check.
--- KEYS: the session's nine keys
+-- KEYS: record, tomb, expiry (of the session)
 -- ARGV: session_id, grace_ms, expected_version ('' = any), fence ('' = none),
 --       max_state_bytes, max_attributes, metadata_json ('' = unchanged),
 --       n_set, n_del, then n_set pairs (name, json), then n_del names
@@ -8,41 +8,27 @@
 --      | {'too_large', bytes} | {'too_many', count} | {'gone', ...} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
-local state = record_state(k, now)
-if state ~= 'active' then return gone_reply(k, state) end
-
-local cur = redis.call('HMGET', k.record, 'version', 'fence', 'state_bytes', 'state_count')
-local version = tonumber(cur[1])
-if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then return {'version', version} end
-if ARGV[4] ~= '' and tonumber(ARGV[4]) < tonumber(cur[2]) then return {'fence', tonumber(cur[2])} end
-
 local n_set, n_del = tonumber(ARGV[8]), tonumber(ARGV[9])
-local bytes, count = tonumber(cur[3]), tonumber(cur[4])
-local sets, dels = {}, {}
-for i = 0, n_set - 1 do
-  local field, value = 'a:' .. ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-  local old = redis.call('HSTRLEN', k.record, field)
-  if old == 0 then count = count + 1 end
-  bytes = bytes - old + string.len(value)
-  sets[#sets + 1] = field
-  sets[#sets + 1] = value
-end
-for i = 0, n_del - 1 do
-  local field = 'a:' .. ARGV[10 + 2 * n_set + i]
-  local old = redis.call('HSTRLEN', k.record, field)
-  if old > 0 then
-    count = count - 1
-    bytes = bytes - old
-    dels[#dels + 1] = field
-  end
-end
-if bytes > tonumber(ARGV[5]) then return {'too_large', bytes} end
-if count > tonumber(ARGV[6]) then return {'too_many', count} end
-
-if #sets > 0 then redis.call('HSET', k.record, unpack(sets)) end
-if #dels > 0 then redis.call('HDEL', k.record, unpack(dels)) end
-if ARGV[7] ~= '' then redis.call('HSET', k.record, 'metadata', ARGV[7]) end
+-- One read of the record: deadlines, version, fence, the state's size and the values
+-- being replaced.
+local state, f = record_state(k, now, 'version', 'fence', 'state_bytes', 'state_count',
+                              unpack(state_fields(10, n_set, n_del)))
+if state ~= 'active' then return gone_reply(k, state) end
+local version, newest_fence = tonumber(f[4]), tonumber(f[5] or 0)
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then return {'version', version} end
+if ARGV[4] ~= '' and tonumber(ARGV[4]) < newest_fence then return {'fence', newest_fence} end
+local staged = stage_state(k, f, 6, 10, n_set, n_del, tonumber(ARGV[5]), tonumber(ARGV[6]))
+if staged[1] ~= 'ok' then return staged end
 version = version + 1
-redis.call('HSET', k.record, 'version', version, 'state_bytes', bytes, 'state_count', count)
-slide(k, ARGV[1], now, tonumber(ARGV[2]))
+local extra = staged[2]
+for _, v in ipairs({'version', version, 'state_bytes', staged[3], 'state_count', staged[4]}) do
+  extra[#extra + 1] = v
+end
+if ARGV[7] == '{}' then
+  redis.call('HDEL', k.record, 'metadata')  -- empty metadata is left out of the hash
+elseif ARGV[7] ~= '' then
+  extra[#extra + 1] = 'metadata'
+  extra[#extra + 1] = ARGV[7]
+end
+slide(k, ARGV[1], now, tonumber(ARGV[2]), f, extra)
 return {'ok', version, now}
