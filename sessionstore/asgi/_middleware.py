@@ -13,12 +13,17 @@ request it:
    (``store.track_request``), which checks the session,
    slides its idle deadline, enforces the fleet-wide limits and reads the
    session in the same round trip, and puts it on ``scope["state"]["session"]``
-   (``request.state.session``);
+   (``request.state.session``), with its state to change on
+   ``request.state.session_draft`` (a `SessionDraft`);
 3. answers refusals itself (404 unknown, 410 ended, 429/503 limits, 503 Redis
    down, all JSON with ``Retry-After`` where a retry helps), or, with
    ``renew_expired``, replaces an expired id by its successor (`SessionStore.resume`)
    and returns the new id in the session header;
-4. returns the lease just before the response's last body message goes out
+4. when the handler changed the draft, commits the changes with the lease's
+   return as the response starts (one round trip, compare-and-set on the
+   version read in step 2), so a conflict can still be answered: 409
+   ``session_conflict`` instead of the handler's response, nothing written;
+   otherwise returns the lease just before the response's last body message goes out
    (so a client that waits for one response before sending the next never
    meets its own lease: sequential requests never hit a per-session limit of 1;
    background tasks run after that, unleased), and writes the session id back
@@ -40,17 +45,18 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..exceptions import SessionExpired, SessionStoreError
+from ..exceptions import SessionExpired, SessionStoreError, VersionConflict
 from ..store import Lease, Session, SessionStore, TrackedLease
 from ._body import DEFAULT_BODY_LIMITS, BodyReadLimits, read_body
 from ._cookie import SessionCookie
 from ._inflight import InFlightRequests
-from ._problems import Problem, problem_for, shutting_down
+from ._problems import Problem, draft_conflict, problem_for, shutting_down
 
 logger = logging.getLogger("sessionstore.asgi")
 
 #: ``scope["state"]`` keys the middleware sets for the app.
 SESSION = "session"
+DRAFT = "session_draft"
 LEASE = "session_lease"
 RENEWED_FROM = "session_renewed_from"
 #: Response header naming the expired id a renewed session replaced.
@@ -65,6 +71,8 @@ class _Opened:
     ticket: int = 0
     renewed_from: str | None = None
     returned: bool = False
+    #: The handler's response was replaced (its changes could not be committed).
+    replaced: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class SessionMiddleware:
             await self._refuse(scope, receive, send, self._problem(exc), incoming)
             return
         state[SESSION] = opened.session
+        state[DRAFT] = opened.lease.draft
         state[LEASE] = opened.lease
         state[RENEWED_FROM] = opened.renewed_from
         opened.ticket = self.inflight.add(store, opened.lease)
@@ -226,6 +235,19 @@ class SessionMiddleware:
         assert lease.session is not None
         return _Opened(tracked, lease, lease.session)
 
+    async def _commit(self, opened: _Opened) -> Problem | None:
+        """Return the lease with the draft's changes; the problem to answer instead
+        of the handler's response when they could not be written."""
+        opened.returned = True
+        self.inflight.remove(opened.ticket)
+        try:
+            await opened.tracked.__aexit__(None, None, None)
+        except VersionConflict as exc:
+            return draft_conflict(exc)
+        except SessionStoreError as exc:
+            return self._problem(exc)
+        return None
+
     async def _close(self, opened: _Opened, exc: BaseException | None) -> None:
         """Return the lease, once: at the response's end or when the app finishes."""
         if opened.returned:
@@ -273,7 +295,15 @@ class SessionMiddleware:
         to return the lease before the response's last body message."""
 
         async def send_with_session(message: Message) -> None:
+            if opened is not None and opened.replaced:
+                return  # the handler's response gave way to the conflict's
             if message["type"] == "http.response.start":
+                if opened is not None and _changed(opened) and not opened.returned:
+                    problem = await self._commit(opened)
+                    if problem is not None:
+                        opened.replaced = True
+                        await _send_problem(send, problem)
+                        return
                 message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
                 current = scope["state"].get(SESSION)
@@ -321,3 +351,15 @@ class SessionMiddleware:
 
 def _last_body(message: Message) -> bool:
     return message["type"] == "http.response.body" and not message.get("more_body", False)
+
+
+def _changed(opened: _Opened) -> bool:
+    draft = opened.lease.draft
+    return draft is not None and draft.changed
+
+
+async def _send_problem(send: Send, problem: Problem) -> None:
+    response = problem.response()
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})

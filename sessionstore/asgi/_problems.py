@@ -207,3 +207,16 @@ def shutting_down() -> Problem:
         retry_after=1,
         headers={"Connection": "close"},
     )
+
+
+def draft_conflict(exc: VersionConflict) -> Problem:
+    """The answer when a request's session changes lost to a concurrent write.
+
+    .. versionadded:: 0.1
+    """
+    return Problem(
+        409,
+        "session_conflict",
+        "the session changed while this request ran; its changes were not saved",
+        extra={"session_id": exc.session_id, "version": exc.actual},
+    )

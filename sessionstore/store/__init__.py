@@ -11,6 +11,7 @@ layer, the CLI, upstreams, breakers or workers (checked by import-linter).
 from __future__ import annotations
 
 from ._context import HasStoreContext, StoreContext
+from ._draft import SessionDraft
 from ._events import Event, EventConsumer, EventFollower, EventKind
 from ._leases import Lease, TrackedLease
 from ._listing import list_by_status
@@ -38,6 +39,7 @@ __all__ = [
     "RepairReport",
     "Session",
     "SessionCounts",
+    "SessionDraft",
     "SessionLock",
     "SessionStatus",
     "SessionStore",

@@ -27,10 +27,13 @@ from .._time import to_ms
 from ..exceptions import (
     GlobalLimitExceeded,
     LockNotOwned,
+    PayloadTooLarge,
     SessionLimitExceeded,
     SessionStoreError,
+    VersionConflict,
 )
 from ._context import StoreContext
+from ._draft import SessionDraft
 from ._lua import script
 from ._models import Session
 from ._replies import raise_refusal
@@ -58,6 +61,9 @@ class Lease:
     global_lease: bool = False
     #: The session as read in the same round trip (only with ``read_session``).
     session: Session | None = None
+    #: The session's state to change during the request (only with ``read_session``):
+    #: its changes are committed with the lease's return, in the same round trip.
+    draft: SessionDraft | None = None
     _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
     #: The lease's member in the fleet-wide set (named after the id it was taken on).
     global_member: str = field(init=False, repr=False)
@@ -129,6 +135,9 @@ class LeaseTracker:
             lease.live = int(local[1])
             if read_session:
                 lease.session = Session.from_reply(["record", *local[3:]])
+                lease.draft = SessionDraft(
+                    lease.session.state, lease.session.version, self.context.settings
+                )
             return lease
         # Give back whichever half was granted, then say why.
         if local[0] == "ok":
@@ -188,20 +197,48 @@ class LeaseTracker:
         reply: list[Any] = (await batch.execute())[0]
         return reply
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, *, commit: bool = False) -> None:
         """Return the lease: one round trip. Returning it twice is harmless.
 
         A lease that was not on its id any more (the session was rotated) is
         followed to the new id and returned there: one more round trip.
-        """
-        removed = await self._release(lease)
-        if not removed and await self._follow(lease):
-            await self._release(lease, global_too=False)
 
-    async def _release(self, lease: Lease, *, global_too: bool = True) -> bool:
+        With `commit`, the changes staged in ``lease.draft`` are written in the same
+        script, if the session's version is still the one the lease read; the lease
+        is returned either way, and the draft is closed.
+
+        Raises:
+            VersionConflict: (commit) the session changed since the lease read it.
+            PayloadTooLarge: (commit) the changes would exceed the state limits.
+            SessionGone / SessionNotFound: (commit) the session ended meanwhile.
+        """
+        draft = lease.draft
+        changes = None
+        if draft is not None:
+            draft.close()
+            if commit and draft.changed:
+                changes = draft.changes()
+        reply = await self._release(lease, changes)
+        if not _returned(reply) and await self._follow(lease):
+            reply = await self._release(lease, changes, global_too=False)
+        if changes is not None:
+            self._committed(lease, reply)
+
+    async def _release(
+        self,
+        lease: Lease,
+        changes: tuple[list[str], list[str]] | None,
+        *,
+        global_too: bool = True,
+    ) -> list[Any]:
+        cfg = self.context.settings
         keys = self.context.keys.session(lease.session_id)
         batch = Batch(self.context.redis)
         args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id, self.grace_ms]
+        if changes is not None and lease.draft is not None:
+            sets, deletes = changes
+            args += [lease.draft.version, cfg.max_state_bytes, cfg.max_attributes]
+            args += [len(sets) // 2, len(deletes), *sets, *deletes]
         batch.script(script("lease_release"), keys.ordered(), args)
         if lease.global_lease and global_too:
             batch.script(
@@ -209,8 +246,24 @@ class LeaseTracker:
                 [self.context.keys.global_requests()],
                 ["release", lease.global_member],
             )
-        replies = await batch.execute()
-        return bool(int(replies[0][1]))
+        reply: list[Any] = (await batch.execute())[0]
+        return reply
+
+    def _committed(self, lease: Lease, reply: list[Any]) -> None:
+        """Take the new version from a commit's reply, or raise why it was refused."""
+        cfg = self.context.settings
+        draft = lease.draft
+        if reply[0] == "ok":
+            if len(reply) > 2 and draft is not None:
+                draft.version = int(reply[2])
+            return
+        if reply[0] == "version":
+            raise VersionConflict(lease.session_id, draft.version if draft else 0, int(reply[1]))
+        if reply[0] == "too_large":
+            raise PayloadTooLarge("state size in bytes", int(reply[1]), cfg.max_state_bytes)
+        if reply[0] == "too_many":
+            raise PayloadTooLarge("attribute count", int(reply[1]), cfg.max_attributes)
+        raise_refusal(lease.session_id, reply)
 
     async def _release_global(self, lease: Lease) -> None:
         await call(
@@ -229,6 +282,10 @@ class LeaseTracker:
 
 class TrackedLease:
     """``async with``: take a lease on entry, renew it while the body runs, return it on exit.
+
+    With ``read_session``, changes staged in ``lease.draft`` are committed with the
+    lease's return when the body ends without an error (compare-and-set on the
+    version read at entry: `VersionConflict` from the exit, nothing written).
 
     If returning the lease fails after the body raised, the body's error wins
     and the lease lapses by itself at its deadline (logged).
@@ -270,7 +327,8 @@ class TrackedLease:
         if lease._renewer is not None:
             lease._renewer.cancel()
         try:
-            await self._tracker.release(lease)
+            # The draft's changes are committed only when the body succeeded.
+            await self._tracker.release(lease, commit=exc is None)
         except SessionStoreError:
             if exc is None:
                 raise
@@ -295,3 +353,12 @@ class TrackedLease:
                     exc_info=True,
                 )
                 return
+
+
+def _returned(reply: list[Any]) -> bool:
+    """Whether a lease_release reply says the lease was found where it was looked for:
+    not when nothing was removed, or when the record was not there (a commit's
+    ``gone``/``missing``): the session may have been rotated away."""
+    if reply[0] == "ok":
+        return bool(int(reply[1]))
+    return reply[0] not in ("gone", "missing")

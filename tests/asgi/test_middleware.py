@@ -451,3 +451,53 @@ async def test_a_session_request_costs_two_round_trips(
         response = await http.get("/", headers={HEADER: session.id})
     assert response.json() == {"id": session.id}
     assert round_trips.total == 2
+
+
+def counter_app(store: SessionStore, gate: Gate | None = None) -> Starlette:
+    """A route that increments a counter in the session through the request's draft."""
+
+    async def count(request: Request) -> JSONResponse:
+        draft = request.state.session_draft
+        draft["n"] = draft.get("n", 0) + 1
+        if gate is not None:
+            gate.entered.set()
+            await gate.release.wait()
+        return JSONResponse({"n": draft["n"]})
+
+    return Starlette(
+        routes=[Route("/count", count)], middleware=[Middleware(SessionMiddleware, store=store)]
+    )
+
+
+async def test_a_request_that_changes_the_session_costs_two_round_trips(
+    store: SessionStore, round_trips: Any
+) -> None:
+    """The draft's change rides on the lease's return: the session read with the
+    lease, the change written as the lease goes back, nothing else."""
+    await store.load_scripts()
+    session = await store.create(state={"n": 1})
+    async with serving(counter_app(store)) as (http, _):
+        await http.get("/count", headers={HEADER: session.id})  # warm the connection pool
+        round_trips.reset()
+        response = await http.get("/count", headers={HEADER: session.id})
+    assert response.status_code == 200 and response.json() == {"n": 3}
+    assert round_trips.total == 2
+    got = await store.get(session.id)
+    assert got.state == {"n": 3} and got.active_requests == 0
+
+
+async def test_concurrent_changes_give_a_clear_conflict(store: SessionStore) -> None:
+    """A request whose session changed meanwhile answers 409 session_conflict instead
+    of its handler's response, and writes nothing; the lease is returned."""
+    session = await store.create(state={"n": 1})
+    gate = Gate()
+    async with serving(counter_app(store, gate)) as (http, _):
+        held = asyncio.create_task(http.get("/count", headers={HEADER: session.id}))
+        await gate.entered.wait()
+        await store.set_state(session.id, {"n": 10})
+        gate.release.set()
+        answer = await held
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "session_conflict"
+    got = await store.get(session.id)
+    assert got.state == {"n": 10} and got.active_requests == 0

@@ -168,3 +168,68 @@ async def test_lock_is_dropped_with_the_session(store: SessionStore) -> None:
     assert await store.redis.exists(store.session_keys(made.id).lock) == 0
     with pytest.raises(LockNotOwned):
         await lock.release()
+
+
+async def test_draft_changes_are_committed_with_the_lease(store: SessionStore) -> None:
+    """Only what the request changed is written, once, with a new version."""
+    made = await store.create(state={"keep": "x", "n": 1, "drop": [1]})
+    async with store.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None and lease.session is not None
+        assert dict(lease.draft) == {"keep": "x", "n": 1, "drop": [1]}
+        lease.draft["n"] = 2
+        lease.draft["new"] = {"a": None}
+        del lease.draft["drop"]
+        assert lease.draft.changes() == (["n", "2", "new", '{"a":null}'], ["drop"])
+    got = await store.get(made.id)
+    assert got.state == {"keep": "x", "n": 2, "new": {"a": None}}
+    assert got.version == made.version + 1
+
+
+async def test_draft_commit_loses_to_a_concurrent_write(store: SessionStore) -> None:
+    """Compare-and-set on the version the lease read: a write in between wins, the
+    request's changes are not written, the lease is returned all the same."""
+    from sessionstore import VersionConflict
+
+    made = await store.create(state={"n": 1})
+    with pytest.raises(VersionConflict) as caught:
+        async with store.track_request(made.id, read_session=True) as lease:
+            assert lease.draft is not None
+            lease.draft["n"] = 100
+            await store.set_state(made.id, {"n": 2})
+    assert caught.value.actual == made.version + 1
+    got = await store.get(made.id)
+    assert got.state == {"n": 2} and got.active_requests == 0
+
+
+async def test_draft_is_dropped_when_the_body_raises(store: SessionStore) -> None:
+    """A failed request writes nothing; the draft is closed for good."""
+    from sessionstore import InvalidInput
+
+    made = await store.create(state={"n": 1})
+    with pytest.raises(RuntimeError):
+        async with store.track_request(made.id, read_session=True) as lease:
+            assert lease.draft is not None
+            lease.draft["n"] = 5
+            raise RuntimeError("handler failed")
+    assert (await store.get(made.id)).state == {"n": 1}
+    with pytest.raises(InvalidInput):
+        lease.draft["n"] = 6
+
+
+async def test_draft_refuses_bad_values_where_they_are_set(store: SessionStore) -> None:
+    """Bad names and values fail in the handler; the state limits hold at commit."""
+    from sessionstore import InvalidInput, PayloadTooLarge
+
+    small = _store(store.redis, store.settings.key_prefix, max_state_bytes=64)
+    made = await small.create()
+    with pytest.raises(PayloadTooLarge):
+        async with small.track_request(made.id, read_session=True) as lease:
+            assert lease.draft is not None
+            with pytest.raises(InvalidInput):
+                lease.draft["bad name!"] = 1
+            with pytest.raises(InvalidInput):
+                lease.draft["nan"] = float("nan")
+            lease.draft["a"] = "x" * 40
+            lease.draft["b"] = "y" * 40
+    got = await small.get(made.id)
+    assert got.state == {} and got.active_requests == 0

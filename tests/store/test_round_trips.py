@@ -115,3 +115,21 @@ async def test_a_lease_can_bring_the_session_in_the_same_round_trip(
         assert lease.session is not None
         assert lease.session.id == sid and lease.session.state == {"cart": [1]}
         assert lease.session.active_requests == 1
+
+
+async def test_a_leased_request_that_reads_and_changes_state_is_two_round_trips(
+    store: SessionStore, round_trips: RoundTrips
+) -> None:
+    """Taking the lease reads the session; the draft's changes ride on the lease's
+    return: two round trips in all, one to one node each."""
+    sid = await _warm(store)
+    await store.set_state(sid, {"n": 1, "gone": True})
+    round_trips.reset()
+    async with store.track_request(sid, read_session=True) as lease:
+        assert lease.draft is not None
+        lease.draft["n"] = lease.draft["n"] + 1
+        del lease.draft["gone"]
+    assert round_trips.total == 2
+    assert len(round_trips.by_node) == 1
+    got = await store.get(sid)
+    assert got.state == {"n": 2} and got.active_requests == 0

@@ -12,6 +12,7 @@ from sessionstore import (
     RedisSettings,
     Session,
     SessionCounts,
+    SessionDraft,
     SessionSettings,
     SessionStore,
     Tombstone,
@@ -30,6 +31,10 @@ async def use_the_store() -> None:
     changed: Session = await store.mutate(session.id, lambda state: {**state, "n": 1})
     async with store.track_request(session.id) as lease:
         held: Lease = lease
+    async with store.track_request(session.id, read_session=True) as lease:
+        draft: SessionDraft | None = lease.draft
+        if draft is not None:
+            draft["n"] = draft.get("n", 0) + 1
     async with store.lock(session.id, ttl=timedelta(seconds=5)) as fence:
         await store.set_state(session.id, {"a": 2}, fence=fence)
     counts: SessionCounts = await store.counts()
