@@ -28,6 +28,7 @@ check: $(STAMP)
 # Benchmarks print figures and ratios against a baseline run beside them; the
 # sweep benchmark loads a million sessions (about two minutes).
 bench: $(STAMP)
+	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/store_ops.py
 	$(BIN)/python -u benchmarks/breaker_overhead.py
 	$(BIN)/python benchmarks/server_requests.py
