@@ -143,17 +143,24 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
 end
 
 -- End a session: tombstone kept for retention_ms; record, leases, lock, upstream
--- records, MCP event streams and expiry entry dropped; counted; event emitted. All in the caller's script.
+-- records, MCP event streams and expiry entry dropped; counted; event emitted. All in the
+-- caller's script. known: the record's {user_id, conversation_id, created_at, metadata} when the caller
+-- has read them already. in_bulk: the caller drops the expiry entry and counts the
+-- ending itself, once for a whole batch (the sweep).
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
-                           superseded_by)
-  local f = redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at', 'metadata')
-  redis.call('DEL', k.tomb, k.record, k.requests, k.conns, k.lock, k.upstreams, k.mcp, k.mcpget)
+                           superseded_by, known, in_bulk)
+  local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at',
+                                'metadata')
+  redis.call('DEL', k.tomb, k.record, k.requests, k.conns, k.lock, k.upstreams, k.mcp,
+    k.mcpget)
   redis.call('HSET', k.tomb, 'status', status, 'reason', reason, 'ended_at', now,
     'user_id', f[1] or '', 'conversation_id', f[2] or '', 'created_at', f[3] or '',
     'metadata', f[4] or '{}', 'superseded_by', superseded_by)
   redis.call('PEXPIRE', k.tomb, retention_ms)
-  redis.call('ZREM', k.expiry, session_id)
-  redis.call('HINCRBY', k.stats, status, 1)
+  if not in_bulk then
+    redis.call('ZREM', k.expiry, session_id)
+    redis.call('HINCRBY', k.stats, status, 1)
+  end
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})
 end
 

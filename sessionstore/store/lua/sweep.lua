@@ -17,6 +17,7 @@ local batch, retention, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local cutoff = now - (tonumber(ARGV[12]) or 0)
 local expired, lost, rescheduled, removed = 0, 0, 0, 0
+local ended = {}
 local due = redis.call('ZRANGEBYSCORE', expiry, '-inf', cutoff, 'LIMIT', 0, batch)
 for _, id in ipairs(due) do
   local k = {
@@ -25,25 +26,34 @@ for _, id in ipairs(due) do
     mcpget = ARGV[11] .. id,
     expiry = expiry, stats = stats, events = events,
   }
-  local state = record_state(k, now)
+  -- One read of the record: its deadlines and what the tombstone keeps.
+  local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata')
   if state == 'overdue' then
-    end_session(k, id, now, 'expired', 'expired', overdue_reason(k), retention, maxlen, '')
+    local reason = tonumber(f[2]) <= tonumber(f[1]) and 'lifetime' or 'idle'
+    end_session(k, id, now, 'expired', 'expired', reason, retention, maxlen, '',
+                {f[4], f[5], f[6], f[7]}, true)
+    ended[#ended + 1] = id
     expired = expired + 1
   elseif state == 'active' then
     -- The entry lagged behind the record; put it back at the record's deadline.
-    local d = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline')
-    redis.call('ZADD', expiry, math.min(tonumber(d[1]), tonumber(d[2])), id)
+    redis.call('ZADD', expiry, math.min(tonumber(f[1]), tonumber(f[2])), id)
     rescheduled = rescheduled + 1
   elseif redis.call('EXISTS', k.tomb) == 1 then
     redis.call('ZREM', expiry, id)
     removed = removed + 1
   else
     -- Redis dropped the record after the sweep grace; still tombstone and announce it.
-    end_session(k, id, now, 'expired', 'expired', 'lost', retention, maxlen, '')
+    end_session(k, id, now, 'expired', 'expired', 'lost', retention, maxlen, '', nil, true)
+    ended[#ended + 1] = id
     expired = expired + 1
     lost = lost + 1
   end
 end
+-- The ended sessions leave the index and are counted once for the batch.
+for i = 1, #ended, 500 do
+  redis.call('ZREM', expiry, unpack(ended, i, math.min(i + 499, #ended)))
+end
+if expired > 0 then redis.call('HINCRBY', stats, 'expired', expired) end
 local still_due = redis.call('ZCOUNT', expiry, '-inf', cutoff)
 local oldest = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
 return {expired, lost, rescheduled, still_due, now, oldest[2] or '', removed}
