@@ -68,13 +68,40 @@ class LuaScript:
         return [keys[i] for i in self.key_picks]
 
 
+#: The name a prelude definition (``local function name`` or ``local NAME =``) defines.
+_DEFINES = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
+
+
+def _used_prelude(prelude: str, code: str) -> str:
+    """The prelude's definitions that `code` uses, directly or through one another, in
+    their order. Every EVALSHA runs its script's whole source, defining each helper
+    anew (a closure per helper per call), so a script carries only the ones it calls."""
+    chunks = {}
+    for chunk in prelude.split("\n\n"):
+        defined = _DEFINES.search(chunk)
+        if defined:
+            chunks[defined.group(1)] = chunk
+
+    def uses(text: str) -> set[str]:
+        return {word for word in re.findall(r"\w+", text) if word in chunks}
+
+    needed = uses(code)
+    frontier = set(needed)
+    while frontier:
+        frontier = set().union(*(uses(chunks[name]) for name in frontier)) - needed
+        needed |= frontier
+    return "\n\n".join(chunk for name, chunk in chunks.items() if name in needed)
+
+
 def _compose(name: str, prelude: str, helpers: str, body: str) -> LuaScript:
-    """A script's source: the session keys it declares, the prelude, helpers, body."""
+    """A script's source: the session keys it declares, the prelude helpers it uses,
+    its family's helpers, its body."""
     header = _KEYS_HEADER.search(body)
     names = [n.strip() for n in header.group(1).split(",")] if header else None
     # The prelude's session_keys reads SESSION_KEYS (a script may read no undefined global).
     declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
-    source = f"local SESSION_KEYS = {declared}\n" + prelude + "\n" + helpers + body
+    used = _used_prelude(prelude, helpers + body)
+    source = f"local SESSION_KEYS = {declared}\n" + used + "\n" + helpers + body
     picks = tuple(_SESSION_KEYS.index(n) for n in names) if names else None
     return LuaScript(name, source, picks)
 
