@@ -94,8 +94,6 @@ class Session(BaseModel):
         """Build from a session hash (``HGETALL``) read at Redis time `now_ms`.
 
         Fields with nothing to say are left out of the hash and read as empty.
-        The values come from the store's own scripts, so the model is built
-        without validation (`model_construct`): this is the hot path of every read.
         """
         state: dict[str, JsonValue] = {
             name[2:]: json.loads(value) for name, value in fields.items() if name[:2] == "a:"
@@ -103,7 +101,7 @@ class Session(BaseModel):
         idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
         overdue = now_ms >= min(idle_ms, absolute_ms)
         metadata = fields.get("metadata")
-        return cls.model_construct(
+        return cls(
             id=session_id,
             status=SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE,
             user_id=_opt(fields.get("user_id")),
