@@ -2,7 +2,7 @@
 -- rotated, for its holder only. The holder proves itself with the lease id or
 -- lock owner it holds: the successor is named only if that lease or lock sits
 -- on it (rotate moved it there), so an id alone never leads to a live session.
--- KEYS: the rotated session's nine keys
+-- KEYS: the rotated session's eleven keys
 -- ARGV: what ('requests' | 'conns' | 'lock'), token (lease id or lock owner),
 --       then the shard's key prefixes for record, tomb, requests, conns, lock,
 --       upstreams (successors share the shard, so every key shares its hash tag)

@@ -5,7 +5,7 @@
 --                       successor if one was already issued)
 --   closed / rotated -> refused: neither may be resumed
 -- Carried over to the new session: user_id, conversation_id, metadata. State is not.
--- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
+-- KEYS: the old session's eleven keys, then the new session's eleven keys (same shard)
 -- ARGV: old_id, new_id, grace_ms, idle_ms, absolute_ms, retention_ms, events_maxlen
 -- Reply: {'active' | 'resumed', now, live_requests, live_connections, session_id,
 --         {field, value, ...}}
