@@ -46,8 +46,10 @@ def serve(
         # uvicorn waits this long for running requests, then cancels them; the
         # middleware's drain then returns whatever leases are left.
         timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout.total_seconds()),
-        # Behind the compose load balancer: trust its X-Forwarded-* headers.
-        proxy_headers=True,
+        # X-Forwarded-* only from the configured load balancers; none by default, so a
+        # client cannot name another address for itself (access log, breaker audit).
+        proxy_headers=bool(settings.server.trusted_proxies),
+        forwarded_allow_ips=settings.server.trusted_proxies or None,
         # Slow clients: a deadline for headers (the body's is the app's), a bound on
         # connections; h11, which the header deadline extends.
         http=header_deadline_protocol(settings.server.request_header_timeout.total_seconds()),

@@ -56,6 +56,11 @@ class ServerSettings(BaseModel):
     #: 403. Kept apart from `health_token`: whoever may read health (a monitor)
     #: must not be able to isolate an upstream.
     admin_token: EmptyIsNone[SecretStr] = None
+    #: Load balancers whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` a replica
+    #: believes: comma-separated addresses or networks (``10.0.0.5,172.28.0.0/24``).
+    #: Empty: none, so a request's client is the address it came from and a header
+    #: a client wrote itself is ignored. ``*`` trusts every peer (never in production).
+    trusted_proxies: str = ""
     #: Mount ``POST /demo/upstreams/{upstream}/call``: a guarded call to a
     #: simulated upstream (breakers ``demo:<upstream>``) for the dev fleet and
     #: tests. Off by default; never turn it on in production.
