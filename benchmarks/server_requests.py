@@ -25,14 +25,22 @@ from typing import Any
 
 import httpx
 from _common import measure, redis_url
+from pydantic import SecretStr
 
 from sessionstore import SessionStore, Settings
 from sessionstore.server import create_app
 
 
 async def run(url: str, count: int, concurrency: int) -> None:
-    settings = Settings(redis_url=url, key_prefix="bench" + secrets.token_hex(3))
+    token = secrets.token_urlsafe(32)
+    settings = Settings(
+        redis_url=url,
+        key_prefix="bench" + secrets.token_hex(3),
+        service_tokens=SecretStr(token),
+    )
     app = create_app(settings)
+    # The reads by id go as a backend does (a service token, no lease), /session as a client.
+    service = {"Authorization": f"Bearer {token}"}
     async with app.router.lifespan_context(app) as state:
         store: SessionStore = state["session_store"]
 
@@ -40,7 +48,9 @@ async def run(url: str, count: int, concurrency: int) -> None:
             await app({**scope, "state": dict(state)}, receive, send)
 
         transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=service
+        ) as http:
             made = (await http.post("/sessions", json={"state": {"n": 1}})).json()["id"]
             header = {"Mcp-Session-Id": made}
 

@@ -67,13 +67,18 @@ class WithState:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[tuple[httpx.AsyncClient, Lifespan]]:
-    """Start `app`'s lifespan and yield a client for it; shut the app down on exit."""
+async def serving(
+    app: ASGIApp, headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Lifespan]]:
+    """Start `app`'s lifespan and yield a client for it (sending `headers` with every
+    request); shut the app down on exit."""
     lifespan = Lifespan(app)
     await lifespan.start()
     try:
         transport = httpx.ASGITransport(app=WithState(app, lifespan.state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as client:
             yield client, lifespan
     finally:
         # A test may have stopped the app itself, to watch the drain.

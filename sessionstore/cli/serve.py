@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ._support import load_settings, store_url
+from ..exceptions import InvalidInput
+from ._support import EXIT_USAGE, fail, load_settings, store_url
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -23,10 +24,19 @@ def serve(
     access_log: bool = typer.Option(
         False, help="Log every request (session ids cut to their first characters)."
     ),
+    insecure_open_management: bool = typer.Option(
+        False,
+        "--insecure-open-management",
+        help="Serve the management routes (create, list by user, any session) to "
+        "anonymous callers: a machine of your own only "
+        "[SESSIONSTORE_INSECURE_OPEN_MANAGEMENT].",
+    ),
 ) -> None:
     """Serve the session API, /session-health and /metrics.
 
-    Needs SESSIONSTORE_REDIS_URL. On SIGTERM or Ctrl-C the replica stops
+    Needs SESSIONSTORE_REDIS_URL and a management credential
+    (SESSIONSTORE_SERVICE_TOKENS or SESSIONSTORE_ADMIN_TOKEN; see docs/security.md).
+    On SIGTERM or Ctrl-C the replica stops
     accepting connections, lets running requests finish for up to
     SESSIONSTORE_DRAIN_TIMEOUT, returns their request leases and exits.
     """
@@ -36,13 +46,20 @@ def serve(
 
     settings = load_settings()
     store_url(settings)
+    if insecure_open_management:
+        server = settings.server.model_copy(update={"insecure_open_management": True})
+        settings = settings.model_copy(update={"server": server})
+    try:
+        app = served_app(settings)
+    except InvalidInput as exc:
+        fail(str(exc), EXIT_USAGE)
     uvicorn.run(
-        served_app(settings),
+        app,
+        log_config=_log_config(log_level),
         host=host or settings.server.host,
         port=settings.server.port if port is None else port,
         log_level=log_level,
         access_log=access_log,
-        log_config=_log_config(),
         # uvicorn waits this long for running requests, then cancels them; the
         # middleware's drain then returns whatever leases are left.
         timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout.total_seconds()),
@@ -75,9 +92,11 @@ def served_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _log_config() -> dict[str, Any]:
+def _log_config(level: str) -> dict[str, Any]:
     """uvicorn's logging config, with the access lines passed through
-    `AccessLogRedactor` (session ids cut, no query value that could be a secret)."""
+    `AccessLogRedactor` (session ids cut, no query value that could be a secret), and
+    the ``sessionstore`` loggers at `level` on its default handler (otherwise only
+    their warnings would show, through Python's last-resort handler)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
@@ -85,4 +104,9 @@ def _log_config() -> dict[str, Any]:
         "()": "sessionstore.server._access_log.AccessLogRedactor"
     }
     config["handlers"]["access"]["filters"] = ["redact_access"]
+    config["loggers"]["sessionstore"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
     return config

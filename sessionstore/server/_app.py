@@ -34,6 +34,7 @@ from ..asgi import (
 from ..breaker import BreakerRegistry
 from ..exceptions import BackendUnavailable, InvalidInput
 from ..store import SessionStore
+from ._auth import AccessTokens, without_tokens
 from ._errors import install_error_handlers
 from ._health import CORE_CHECKS
 from ._methods import AllowedMethods
@@ -45,6 +46,15 @@ from .routes import breakers as breaker_routes
 from .routes import current, observability, sessions, upstreams
 
 logger = logging.getLogger("sessionstore.server")
+
+#: Why the server will not start without a management credential.
+NO_MANAGEMENT_CREDENTIAL = (
+    "refusing to serve the management routes (creating sessions, listing a user's "
+    "sessions, reading or steering any session) without a credential: set "
+    "SESSIONSTORE_SERVICE_TOKENS (or SESSIONSTORE_ADMIN_TOKEN), or, on a machine of "
+    "your own only, pass --insecure-open-management "
+    "(SESSIONSTORE_INSECURE_OPEN_MANAGEMENT=true) to serve them to anyone"
+)
 
 #: Served without looking at the session: they must answer while Redis is down.
 UNSESSIONED_PATHS = ("/healthz", "/session-health", "/metrics", "/openapi.json", "/docs")
@@ -61,9 +71,18 @@ def create_app(
         environ: where ``env:`` upstream credential references are looked up
             (default ``os.environ``).
 
+    Raises:
+        InvalidInput: neither a service nor an admin token is set and management is
+            not explicitly open (`NO_MANAGEMENT_CREDENTIAL`).
+
     .. versionadded:: 0.1
     """
     settings = settings or Settings()
+    access = AccessTokens.from_settings(settings)
+    if not access.management_credential and not access.open_management:
+        raise InvalidInput(NO_MANAGEMENT_CREDENTIAL)
+    # The tokens are held as digests only: the settings the server keeps have none.
+    settings = without_tokens(settings)
     inflight = InFlightRequests()
     body_reads = BodyReads()
     metrics = ServerMetrics(in_flight=inflight.__len__, bodies_reading=body_reads.__len__)
@@ -95,9 +114,15 @@ def create_app(
                     inflight=inflight,
                     breakers=breakers,
                     upstreams=upstream_side,
+                    access=access,
                     health_checks=list(CORE_CHECKS),
                 )
                 logger.info("serving sessions from %s", redis_settings.to_dsn())
+                if access.open_management:
+                    logger.warning(
+                        "INSECURE: the management routes are open to anonymous callers "
+                        "(SESSIONSTORE_INSECURE_OPEN_MANAGEMENT)"
+                    )
                 try:
                     await store.load_scripts()
                 except BackendUnavailable:

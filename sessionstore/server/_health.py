@@ -17,27 +17,26 @@ from datetime import datetime
 from typing import Any
 
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import SecretStr
 
 from .. import _health as store_health
 from .._health import HealthSection
 from ..breaker import BreakerHealth
 from ..exceptions import BackendUnavailable
-from ._auth import check_bearer
+from ._auth import AccessTokens, Role, require_role
 from ._state import HealthCheck, ServerState
 
 
-def check_token(
-    expected: SecretStr | None, credentials: HTTPAuthorizationCredentials | None
-) -> None:
-    """Refuse the call unless it carries ``Authorization: Bearer <expected>``.
+def check_token(access: AccessTokens, credentials: HTTPAuthorizationCredentials | None) -> None:
+    """Refuse the call unless it carries ``Authorization: Bearer <a health token>``.
 
     Raises:
-        HTTPException: 403 when no token is configured, 401 for a missing or wrong one.
+        HTTPException: 403 when no health token is configured, 401 for a missing or
+            wrong one (a token of another role included).
     """
-    check_bearer(
-        expected,
+    require_role(
+        access,
         credentials,
+        Role.HEALTH,
         disabled="health endpoint disabled: set SESSIONSTORE_HEALTH_TOKEN",
     )
 

@@ -17,6 +17,7 @@ from ..fleet import sweep_lag_limit
 from ..store import SessionStore
 
 if TYPE_CHECKING:
+    from ._auth import AccessTokens
     from ._metrics import ServerMetrics
     from ._upstreams import ServerUpstreams
 
@@ -40,6 +41,8 @@ class ServerState:
     breakers: BreakerRegistry
     #: This replica's upstream pool and reconnect-job queue (opened and closed by the lifespan).
     upstreams: ServerUpstreams
+    #: Digests of the bearer tokens by role (`settings` keeps none of them).
+    access: AccessTokens
     #: The sections of ``/session-health``, one per concern.
     health_checks: list[HealthCheck] = field(default_factory=list)
 

@@ -17,9 +17,16 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    #: Bearer token for ``/session-health`` (compared in constant time). Unset:
-    #: the endpoint refuses every caller with 403.
-    health_token: SecretStr | None = None
+    #: Bearer token(s) for ``/session-health``, comma-separated (compared in
+    #: constant time). Unset or empty: the endpoint refuses every caller with 403.
+    health_token: EmptyIsNone[SecretStr] = None
+    #: Bearer token(s) of a backend service, comma-separated (several, to rotate
+    #: them): create sessions, list a user's sessions, read and steer any session
+    #: (docs/security.md). The admin token may do the same.
+    service_tokens: EmptyIsNone[SecretStr] = None
+    #: Serve the management routes to anonymous callers. Without it the server
+    #: refuses to start when neither service nor admin token is set. Dev only.
+    insecure_open_management: bool = False
     #: Request header that carries the session id (MCP Streamable HTTP's name).
     session_header: str = Field(default="Mcp-Session-Id", pattern=r"^[A-Za-z0-9-]{1,64}$")
     #: Cookie that carries the signed session id (only with `cookie_secret`).
@@ -50,9 +57,10 @@ class ServerSettings(BaseModel):
     #: Connections (and running requests) one replica serves at once; beyond it
     #: uvicorn answers 503 (``limit_concurrency``; ``SESSIONSTORE_SERVER_LIMIT_CONCURRENCY``).
     limit_concurrency: int = Field(default=1000, ge=1)
-    #: Bearer token of the breaker control endpoints (force open, force closed,
-    #: reset) and of upstream administration (registering credential references),
-    #: compared in constant time. Unset or empty: they refuse every caller with
+    #: Bearer token(s), comma-separated, of the breaker control endpoints (force
+    #: open, force closed, reset) and of upstream administration (registering
+    #: credential references), compared in constant time; they may also do what a
+    #: service token may. Unset or empty: breaker control refuses every caller with
     #: 403. Kept apart from `health_token`: whoever may read health (a monitor)
     #: must not be able to isolate an upstream.
     admin_token: EmptyIsNone[SecretStr] = None

@@ -50,12 +50,14 @@ ROOT = Path(__file__).resolve().parents[2]
 class Replica(ChildProcess):
     """One ``sessionstore serve`` child process on a port of its own."""
 
-    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], directory: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "sessionstore", "serve", "--port", str(self.port)]
         super().__init__(
             name,
-            [*command, "--log-level", "warning"],
+            [*command, "--log-level", "warning", *args],
             log_path=directory / f"{name}.log",
             env=env,
             url=f"http://127.0.0.1:{self.port}",
@@ -74,10 +76,12 @@ class Replica(ChildProcess):
 class Worker(ChildProcess):
     """One ``sessionstore worker`` child process, with a fixed worker id."""
 
-    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], directory: Path, args: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(
             name,
-            [sys.executable, "-m", "sessionstore", "worker"],
+            [sys.executable, "-m", "sessionstore", "worker", *args],
             log_path=directory / f"{name}.log",
             env={**env, "SESSIONSTORE_WORKER_ID": name},
         )
@@ -102,7 +106,17 @@ class ServedFleet:
     """A private Redis (AOF on, so it can be stopped and restarted on its port), replicas
     and workers."""
 
-    def __init__(self, replicas: int, settings: dict[str, str], workers: int = 0) -> None:
+    def __init__(
+        self,
+        replicas: int,
+        settings: dict[str, str],
+        workers: int = 0,
+        *,
+        serve_args: tuple[str, ...] = (),
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
+        """`serve_args` and `worker_args` go after each child's own (``--log-level debug``
+        wins over the replicas' default ``warning``)."""
         self.directory = Path(tempfile.mkdtemp(prefix="sessionstore-fleet-"))
         self.redis = LocalRedis(directory=str(self.directory / "redis"), appendonly=True)
         self.env = {
@@ -111,9 +125,12 @@ class ServedFleet:
             **settings,
         }
         self.replicas = [
-            Replica(f"replica-{n + 1}", self.env, self.directory) for n in range(replicas)
+            Replica(f"replica-{n + 1}", self.env, self.directory, serve_args)
+            for n in range(replicas)
         ]
-        self.workers = [Worker(f"worker-{n + 1}", self.env, self.directory) for n in range(workers)]
+        self.workers = [
+            Worker(f"worker-{n + 1}", self.env, self.directory, worker_args) for n in range(workers)
+        ]
         self.supervisor = Supervisor()
         # What the children read from the same environment (prefix, shards, dead-after).
         self.settings = Settings(**_fields(self.env))

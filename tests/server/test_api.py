@@ -17,6 +17,10 @@ from tests.serving import serving
 pytestmark = pytest.mark.standalone
 
 TOKEN = "health-t0ken"
+SERVICE_TOKEN = "service-t0ken"
+#: These tests call the API as a backend service does (the access model is in
+#: test_server_access.py).
+SERVICE_AUTH = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 
 
 def server_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
@@ -25,13 +29,15 @@ def server_settings(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
         key_prefix=key_prefix,
         shards=4,
         health_token=SecretStr(TOKEN),
+        service_tokens=SecretStr(SERVICE_TOKEN),
         **extra,
     )
 
 
 @pytest.fixture
 async def http(redis_url: str, key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(create_app(server_settings(redis_url, key_prefix))) as (client, _):
+    app = create_app(server_settings(redis_url, key_prefix))
+    async with serving(app, headers=SERVICE_AUTH) as (client, _):
         yield client
 
 
@@ -210,7 +216,7 @@ async def test_declared_oversized_body_is_413_before_reading(
 ) -> None:
     """A Content-Length over max_body_bytes is refused at once."""
     app = create_app(server_settings(redis_url, key_prefix, max_body_bytes=4096))
-    async with serving(app) as (http, _):
+    async with serving(app, headers=SERVICE_AUTH) as (http, _):
         answer = await http.post("/sessions", content=b"x" * 5000)
     assert answer.status_code == 413
 
@@ -223,7 +229,7 @@ async def test_streamed_oversized_body_is_413(redis_url: str, key_prefix: str) -
             yield b"x" * 1024
 
     app = create_app(server_settings(redis_url, key_prefix, max_body_bytes=4096))
-    async with serving(app) as (http, _):
+    async with serving(app, headers=SERVICE_AUTH) as (http, _):
         answer = await http.post(
             "/sessions", content=chunks(), headers={"content-type": "application/json"}
         )

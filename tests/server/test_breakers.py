@@ -39,6 +39,7 @@ def settings_for(redis_url: str, key_prefix: str, **extra: Any) -> Settings:
         "shards": 4,
         "health_token": SecretStr(HEALTH),
         "admin_token": SecretStr(ADMIN),
+        "service_tokens": SecretStr("breaker-service-t0ken"),
         "demo_routes": True,
         "breaker_minimum_calls": 4,
         "breaker_record_flush_interval": timedelta(0),

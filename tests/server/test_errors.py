@@ -19,6 +19,8 @@ from tests.serving import serving
 pytestmark = pytest.mark.standalone
 
 ADMIN = "admin-t0ken"
+#: Creating and writing sessions over the API takes a service (or admin) token.
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def settings_for(redis_url: str, key_prefix: str) -> Settings:
@@ -45,7 +47,9 @@ async def test_schema_errors_are_problems_without_the_values_sent(
 ) -> None:
     """A body the schema refuses is 422 invalid_request naming the fields and reasons,
     never the values (FastAPI's ``{"detail": [...]}`` echoes them)."""
-    answer = await http.post("/sessions", json={"user_id": "bad id!", "idle_timeout_seconds": -1})
+    answer = await http.post(
+        "/sessions", json={"user_id": "bad id!", "idle_timeout_seconds": -1}, headers=AS_ADMIN
+    )
     body = is_problem(answer, 422, "invalid_request")
     assert {tuple(e["loc"]) for e in body["errors"]} == {
         ("body", "user_id"),
@@ -61,13 +65,15 @@ async def test_http_refusals_are_problems(http: httpx.AsyncClient) -> None:
         "/breakers/x/reset", json={"actor": "ops"}, headers={"Authorization": "Bearer nope"}
     )
     assert is_problem(wrong, 401, "unauthorized") and wrong.headers["WWW-Authenticate"]
-    session = (await http.post("/sessions", json={})).json()
+    session = (await http.post("/sessions", json={}, headers=AS_ADMIN)).json()
     bad_tag = await http.patch(
-        f"/sessions/{session['id']}/state", json={}, headers={"If-Match": "W/1"}
+        f"/sessions/{session['id']}/state", json={}, headers={"If-Match": "W/1", **AS_ADMIN}
     )
     is_problem(bad_tag, 400, "bad_request")
     latin = await http.post(
-        "/sessions", content=b'{"user_id": "\xe9"}', headers={"Content-Type": "application/json"}
+        "/sessions",
+        content=b'{"user_id": "\xe9"}',
+        headers={"Content-Type": "application/json", **AS_ADMIN},
     )
     is_problem(latin, 400, "bad_request")
     is_problem(await http.get("/nowhere"), 404, "not_found")

@@ -39,6 +39,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HEADER = "Mcp-Session-Id"
 WORKERS = {"worker-1", "worker-2"}
 ADMIN = {"Authorization": "Bearer fleet-admin-t0ken"}
+#: The backend's token: the tests create, list and read sessions as a service does.
+SERVICE = {"Authorization": "Bearer fleet-service-t0ken"}
 #: The replicas' breaker staleness bound (the default), and the deadline for the others to
 #: see a change: the bound plus a stated 4 s of room for a loaded 2-core machine.
 STALENESS_SECONDS = 1.0
@@ -70,6 +72,7 @@ def fleet() -> Iterator[ServedFleet]:
         # Breakers: control with an admin token, the demo route's simulated upstream,
         # judged after 6 calls, open long enough to look at.
         "SESSIONSTORE_ADMIN_TOKEN": ADMIN["Authorization"].removeprefix("Bearer "),
+        "SESSIONSTORE_SERVICE_TOKENS": SERVICE["Authorization"].removeprefix("Bearer "),
         "SESSIONSTORE_DEMO_ROUTES": "true",
         "SESSIONSTORE_BREAKER_MINIMUM_CALLS": "6",
         "SESSIONSTORE_BREAKER_OPEN_DURATION": "300",
@@ -93,7 +96,7 @@ async def store(fleet: ServedFleet) -> AsyncIterator[SessionStore]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    async with httpx.AsyncClient(timeout=30.0, headers=SERVICE) as client:
         yield client
 
 
@@ -102,7 +105,7 @@ def urls(fleet: ServedFleet) -> list[str]:
 
 
 async def create(http: httpx.AsyncClient, base: str, **body: Any) -> dict[str, Any]:
-    answer = await http.post(f"{base}/sessions", json=body)
+    answer = await http.post(f"{base}/sessions", json=body, headers=SERVICE)
     assert answer.status_code == 201, answer.text
     made: dict[str, Any] = answer.json()
     return made
@@ -172,13 +175,14 @@ async def test_client_resumes_on_another_replica_after_disconnect(
     async with httpx.AsyncClient() as first:
         made = await create(first, one, user_id="roamer", state={"draft": "hello"})
     async with httpx.AsyncClient() as second:
-        resumed = (await second.post(f"{two}/sessions/{made['id']}/resume")).json()
+        own = {HEADER: made["id"]}  # the client's own session: its id in the header
+        resumed = (await second.post(f"{two}/sessions/{made['id']}/resume", headers=own)).json()
         assert resumed["id"] == made["id"] and resumed["state"] == {"draft": "hello"}
         await store.expire(made["id"])
         renewed = await second.get(f"{three}/session", headers={HEADER: made["id"]})
         successor = renewed.headers[HEADER]
-        again = await second.post(f"{one}/sessions/{made['id']}/resume")
-        kept = await second.get(f"{two}/sessions/{successor}")
+        again = await second.post(f"{one}/sessions/{made['id']}/resume", headers=own)
+        kept = await second.get(f"{two}/sessions/{successor}", headers={HEADER: successor})
     assert renewed.status_code == 200 and successor != made["id"]
     assert renewed.headers["Sessionstore-Renewed-From"] == made["id"]
     assert again.status_code == 410 and again.json()["error"] == "session_expired"

@@ -15,7 +15,7 @@ from sessionstore import Heartbeat, RedisSettings, SessionStore, create_client, 
 from sessionstore.server import create_app
 from sessionstore.testing import free_port
 from tests.polling import eventually
-from tests.server.test_api import TOKEN, server_settings
+from tests.server.test_api import SERVICE_AUTH, TOKEN, server_settings
 from tests.serving import serving
 
 #: These tests serve an app on the standalone Redis (`redis_url`); the store matches it.
@@ -34,7 +34,7 @@ async def http(redis_url: str, key_prefix: str) -> AsyncIterator[httpx.AsyncClie
 async def dead_http(key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     """A server whose Redis is not there (a port nobody listens on)."""
     settings = server_settings(f"redis://127.0.0.1:{free_port()}/0", key_prefix)
-    async with serving(create_app(settings)) as (client, _):
+    async with serving(create_app(settings), headers=SERVICE_AUTH) as (client, _):
         yield client
 
 
@@ -252,9 +252,9 @@ async def test_metrics_count_workers_by_state(http: httpx.AsyncClient, store: Se
 
 async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient) -> None:
     """Requests are labelled by route template, not raw path, and by status."""
-    made = (await http.post("/sessions", json={})).json()
-    await http.get(f"/sessions/{made['id']}")
-    await http.get("/sessions/0.AAAAAAAAAAAAAAAAAAAAAAAA")
+    made = (await http.post("/sessions", json={}, headers=SERVICE_AUTH)).json()
+    await http.get(f"/sessions/{made['id']}", headers=SERVICE_AUTH)
+    await http.get("/sessions/0.AAAAAAAAAAAAAAAAAAAAAAAA", headers=SERVICE_AUTH)
     samples = _samples((await http.get("/metrics")).text)
     name = "sessionstore_http_requests_total"
     route = ("route", "/sessions/{session_id}")

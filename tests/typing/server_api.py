@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from sessionstore import Session, SessionStore, Settings
+from sessionstore import ServerSettings, Session, SessionStore, Settings
 from sessionstore.asgi import (
     DrainResult,
     InFlightRequests,
@@ -89,4 +89,5 @@ async def health(state: ServerState) -> list[HealthSection]:
 
 
 def server() -> FastAPI:
-    return create_app(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    server = ServerSettings(service_tokens=SecretStr("a,b"))
+    return create_app(Settings(redis_url="redis://127.0.0.1:6379/0", server=server))

@@ -23,6 +23,8 @@ ADMIN = "admin-t0ken"
 HEALTH = "health-t0ken"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 HEALTH_AUTH = {"Authorization": f"Bearer {HEALTH}"}
+SERVICE = "service-t0ken"
+SERVICE_AUTH = {"Authorization": f"Bearer {SERVICE}"}
 HEADER = "Mcp-Session-Id"
 #: The password as IMAP quotes it on the LOGIN line (it holds a double quote).
 QUOTED = PASSWORD.replace('"', '\\"')

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from sessionstore import RedisClient, SessionStore, UpstreamNotFound
 from sessionstore.breaker import BreakerAdmin
@@ -23,6 +24,8 @@ from tests.upstream.replicas import (
     ADMIN_AUTH,
     HEALTH_AUTH,
     QUOTED,
+    SERVICE,
+    SERVICE_AUTH,
     Replica,
     body,
     owner,
@@ -370,16 +373,27 @@ async def test_who_may_call(replica: Replica, dovecot: Dovecot, store: SessionSt
 async def test_no_admin_token_turns_administration_off(
     store: SessionStore, redis_url: str, secret_key: str, dovecot: Dovecot
 ) -> None:
-    """With SESSIONSTORE_ADMIN_TOKEN unset any bearer is refused with 403; the session's own
-    client still manages its upstreams."""
-    settings = replica_settings(store, redis_url, secret_key, admin_token=None)
+    """With SESSIONSTORE_ADMIN_TOKEN unset (a service token set instead) the admin token is
+    refused with 401, a reference is refused to the service with 403 naming the admin token;
+    the session's own client still manages its upstreams."""
+    settings = replica_settings(
+        store,
+        redis_url,
+        secret_key,
+        admin_token=None,
+        service_tokens=SecretStr(SERVICE),
+    )
     session = await store.create()
     async with running(settings) as served:
         admin = await served.http.get(f"/sessions/{session.id}/upstreams", headers=ADMIN_AUTH)
+        ref = await served.http.put(
+            url(session.id), json=body(dovecot, credential_ref="env:X"), headers=SERVICE_AUTH
+        )
         mine = await served.http.put(
             url(session.id), json=body(dovecot, secret="x"), headers=owner(session.id)
         )
-    assert admin.status_code == 403 and "SESSIONSTORE_ADMIN_TOKEN" in admin.json()["detail"]
+    assert admin.status_code == 401
+    assert ref.status_code == 403 and "admin token" in ref.json()["detail"]
     assert mine.status_code == 200
 
 
@@ -482,7 +496,8 @@ async def test_a_session_that_ends_takes_its_socket_along(
     await replica.http.get(url(session.id, tail="/health?probe=true"), headers=headers)
     pool = replica.state.upstreams.pool
     assert pool.open_connections() == [(session.id, "mail")]
-    assert (await replica.http.delete(f"/sessions/{session.id}")).status_code == 204
+    closed = await replica.http.delete(f"/sessions/{session.id}", headers=ADMIN_AUTH)
+    assert closed.status_code == 204
 
     async def closed() -> bool:
         return pool.open_connections() == []

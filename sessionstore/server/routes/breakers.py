@@ -21,7 +21,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from ..._ids import NAME_PATTERN
 from ...asgi import Problem
 from ...breaker import BreakerRegistry, BreakerSnapshot, BreakerStatus
-from .._auth import Credentials, check_bearer
+from .._auth import Credentials, Role, require_role
 from .._state import ServerState, State
 from ..breaker_models import (
     BreakerAction,
@@ -75,9 +75,10 @@ def require_admin(state: State, credentials: Credentials) -> None:
     Dependencies run before the body's fields are validated: an unauthenticated
     caller gets 401/403, not a description of what its body lacks.
     """
-    check_bearer(
-        state.settings.server.admin_token,
+    require_role(
+        state.access,
         credentials,
+        Role.ADMIN,
         disabled="breaker control disabled: set SESSIONSTORE_ADMIN_TOKEN",
     )
 

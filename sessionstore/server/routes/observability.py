@@ -53,7 +53,7 @@ async def health(state: State, credentials: Credentials) -> JSONResponse:
     Answers 503 when Redis is unreachable, "degraded" (200) when a
     non-critical section (e.g. sweeper lag, no live worker) is off.
     """
-    check_token(state.settings.server.health_token, credentials)
+    check_token(state.access, credentials)
     code, body = await session_health(state)
     return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 

@@ -1,5 +1,9 @@
 """``/sessions``: create, read, update state, delete, expire, resume, rotate, list by user.
 
+Who may call (`sessionstore.server._access`): creating and listing by user need
+a service (or admin) token; the routes about one session, that session's own
+client (its id in the session header or signed cookie) or a service token.
+
 Reads send the version as a strong ``ETag``; state writes honour ``If-Match``
 (412 with the current ETag on mismatch), so a client can do its own
 compare-and-set loop across replicas without losing updates.
@@ -15,6 +19,7 @@ from ..._ids import NAME_PATTERN
 from ...asgi import etag
 from ...store import Session, SessionStore, Tombstone
 from ...store._replies import gone_error
+from .._access import ServiceCaller, SessionCaller
 from .._state import State
 from ..models import CreateSession, SessionList, SessionOut, StateUpdate, TouchOut, VersionOut
 from ._common import SESSION_ID_DOC, SESSION_PROBLEMS, matches_etag, parse_if_match, problems
@@ -36,8 +41,11 @@ def _send(response: Response, session: Session, header: str) -> SessionOut:
     summary="Create a session",
     responses=problems(413, 422, 503),
 )
-async def create_session(body: CreateSession, response: Response, state: State) -> SessionOut:
-    """Create a session; its id is in the body, the ``Location`` and the session header."""
+async def create_session(
+    caller: ServiceCaller, body: CreateSession, response: Response, state: State
+) -> SessionOut:
+    """Create a session (service token); its id is in the body, the ``Location`` and the
+    session header."""
     session = await state.store.create(
         user_id=body.user_id,
         conversation_id=body.conversation_id,
@@ -58,6 +66,7 @@ async def create_session(body: CreateSession, response: Response, state: State) 
 )
 async def read_session(
     session_id: SessionId,
+    caller: SessionCaller,
     response: Response,
     state: State,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
@@ -77,6 +86,7 @@ async def read_session(
 )
 async def update_state(
     session_id: SessionId,
+    caller: SessionCaller,
     body: StateUpdate,
     response: Response,
     state: State,
@@ -99,7 +109,7 @@ async def update_state(
     summary="Mark activity",
     responses=problems(*SESSION_PROBLEMS),
 )
-async def touch_session(session_id: SessionId, state: State) -> TouchOut:
+async def touch_session(session_id: SessionId, caller: SessionCaller, state: State) -> TouchOut:
     """Slide the idle deadline."""
     deadline = await state.store.touch(session_id)
     return TouchOut(id=session_id, idle_deadline=deadline)
@@ -118,7 +128,7 @@ async def _ended_already(store: SessionStore, session_id: str) -> NoReturn:
     summary="Close a session",
     responses=problems(*SESSION_PROBLEMS),
 )
-async def delete_session(session_id: SessionId, state: State) -> Response:
+async def delete_session(session_id: SessionId, caller: SessionCaller, state: State) -> Response:
     """Close the session; its id answers 410 ``session_closed`` for the retention period."""
     if not await state.store.delete(session_id):
         await _ended_already(state.store, session_id)
@@ -131,7 +141,7 @@ async def delete_session(session_id: SessionId, state: State) -> Response:
     summary="Expire a session now",
     responses=problems(*SESSION_PROBLEMS),
 )
-async def expire_session(session_id: SessionId, state: State) -> Response:
+async def expire_session(session_id: SessionId, caller: SessionCaller, state: State) -> Response:
     """Expire the session as the sweeper would; it can then be resumed."""
     if not await state.store.expire(session_id):
         await _ended_already(state.store, session_id)
@@ -143,7 +153,9 @@ async def expire_session(session_id: SessionId, state: State) -> Response:
     summary="Resume after a disconnect",
     responses=problems(*SESSION_PROBLEMS),
 )
-async def resume_session(session_id: SessionId, response: Response, state: State) -> SessionOut:
+async def resume_session(
+    session_id: SessionId, caller: SessionCaller, response: Response, state: State
+) -> SessionOut:
     """The same session if still active, else its successor (``resumed_from`` names the old id)."""
     session = await state.store.resume(session_id)
     return _send(response, session, state.settings.server.session_header)
@@ -154,7 +166,9 @@ async def resume_session(session_id: SessionId, response: Response, state: State
     summary="Give the session a new id",
     responses=problems(*SESSION_PROBLEMS),
 )
-async def rotate_session(session_id: SessionId, response: Response, state: State) -> SessionOut:
+async def rotate_session(
+    session_id: SessionId, caller: SessionCaller, response: Response, state: State
+) -> SessionOut:
     """Move the session to a new id; the old id answers 410 ``session_rotated``."""
     session = await state.store.rotate(session_id)
     response.headers["Location"] = f"/sessions/{session.id}"
@@ -167,6 +181,7 @@ async def rotate_session(session_id: SessionId, response: Response, state: State
     responses=problems(422, 503),
 )
 async def list_user_sessions(
+    caller: ServiceCaller,
     user_id: Annotated[str, Path(pattern=NAME_PATTERN, max_length=256)],
     state: State,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -1,12 +1,13 @@
 """``/sessions/{id}/upstreams``: a session's upstream connections (IMAP...) and their health.
 
-Who may call (`upstream_caller`): the session's own client — the request
-names this session in the session header (or signed cookie), so it passes
-through `SessionMiddleware` like any session request (lease, limits) — or an
-operator with ``Authorization: Bearer $SESSIONSTORE_ADMIN_TOKEN``. A session id
-is a bearer secret, so its holder may manage its own upstreams with its own
-secret, which is encrypted before it is stored. Two things reach beyond the
-session and need the admin token: a credential *reference* (``env:``/``file:``
+Who may call (`sessionstore.server._access.session_caller`): the session's own
+client — the request names this session in the session header (or signed
+cookie), so it passes through `SessionMiddleware` like any session request
+(lease, limits) — a backend with a service token, or an operator with
+``Authorization: Bearer $SESSIONSTORE_ADMIN_TOKEN``. A session id is a bearer
+secret, so its holder may manage its own upstreams with its own secret, which
+is encrypted before it is stored. Two things reach beyond the session and
+need the admin token: a credential *reference* (``env:``/``file:``
 resolves a secret of the server's own environment, so a client could have
 the server send any of them to a host it picked) and a chosen breaker name
 (a session could feed its failures into another upstream's shared breaker).
@@ -19,18 +20,15 @@ this replica now. Secrets never appear in answers, validation errors or logs.
 from __future__ import annotations
 
 import fnmatch
-import hmac
 import logging
-from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
-from ...asgi.dependencies import optional_session
 from ...exceptions import InvalidInput, UpstreamNotFound
 from ...upstream import UpstreamRecord, UpstreamSpec, UpstreamState, verify_upstream
-from .._auth import Credentials, check_bearer
+from .._access import Caller, SessionCaller
 from .._state import ServerState, State
 from ..upstream_models import (
     UPSTREAM_NAME_PATTERN,
@@ -58,8 +56,8 @@ REGISTER_PATH = "/sessions/{session_id}/upstreams/{name}"
 #: Refusals every upstream route can give.
 UPSTREAM_PROBLEMS = {
     401: {
-        "description": "Neither the admin bearer token nor this session's id in the session "
-        "header (its own client's way in)"
+        "description": "Neither a service or admin bearer token nor this session's id in "
+        "the session header (its own client's way in)"
     },
     403: {"description": "Another session's header, or an admin-only field"},
     **problems(*SESSION_PROBLEMS, 422, 429),
@@ -69,47 +67,6 @@ UPSTREAM_PROBLEMS = {
 def short_id(session_id: str) -> str:
     """A session id cut for logs: ids are bearer secrets."""
     return session_id[:6] + "..."
-
-
-class Caller(StrEnum):
-    """Who is calling an upstream route."""
-
-    #: The session's own client (its id in the session header or cookie).
-    OWNER = "owner"
-    #: An operator or backend with the admin token.
-    ADMIN = "admin"
-
-
-def upstream_caller(
-    session_id: SessionId, request: Request, state: State, credentials: Credentials
-) -> Caller:
-    """Dependency: the admin token if one is sent, else this session's own client.
-
-    Dependencies run before the body is validated: an unauthenticated caller
-    learns nothing about what its body lacks.
-    """
-    if credentials is not None:
-        check_bearer(
-            state.settings.server.admin_token,
-            credentials,
-            disabled="upstream administration disabled: set SESSIONSTORE_ADMIN_TOKEN, "
-            "or call without a bearer token and with the session's own header",
-        )
-        return Caller.ADMIN
-    session = optional_session(request)
-    header = state.settings.server.session_header
-    if session is None:
-        raise HTTPException(
-            401,
-            f"send this session's id in the {header} header, or the admin bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(session.id.encode(), session_id.encode()):
-        raise HTTPException(403, f"the {header} header names another session")
-    return Caller.OWNER
-
-
-CallerDep = Annotated[Caller, Depends(upstream_caller)]
 
 
 def _allowed(state: ServerState, host: str) -> None:
@@ -159,7 +116,7 @@ async def register_upstream(
     session_id: SessionId,
     name: UpstreamName,
     body: RegisterUpstream,
-    caller: CallerDep,
+    caller: SessionCaller,
     state: State,
     verify: Annotated[
         bool, Query(description="Connect, log in and NOOP first; store only if that works.")
@@ -172,7 +129,7 @@ async def register_upstream(
     against the breaker), 503 ``upstream_unavailable`` or ``breaker_open`` with
     Retry-After; on success the record starts ``connected`` with the round trip.
     """
-    if caller is Caller.OWNER and (body.credential_ref is not None or body.breaker):
+    if caller is not Caller.ADMIN and (body.credential_ref is not None or body.breaker):
         raise HTTPException(
             403,
             "credential_ref and breaker need the admin token: a reference resolves "
@@ -206,7 +163,9 @@ async def register_upstream(
     return UpstreamOut.of(record)
 
 
-async def list_upstreams(session_id: SessionId, caller: CallerDep, state: State) -> UpstreamList:
+async def list_upstreams(
+    session_id: SessionId, caller: SessionCaller, state: State
+) -> UpstreamList:
     """Every upstream record of the session, by name (one read from Redis)."""
     records = await state.upstreams.pool.records.list(session_id)
     if not records:
@@ -215,7 +174,7 @@ async def list_upstreams(session_id: SessionId, caller: CallerDep, state: State)
 
 
 async def read_upstream(
-    session_id: SessionId, name: UpstreamName, caller: CallerDep, state: State
+    session_id: SessionId, name: UpstreamName, caller: SessionCaller, state: State
 ) -> UpstreamOut:
     """State, last success and error, attempts, next reconnect, last round trip."""
     return UpstreamOut.of(await _record(state, session_id, name))
@@ -224,7 +183,7 @@ async def read_upstream(
 async def upstream_health(
     session_id: SessionId,
     name: UpstreamName,
-    caller: CallerDep,
+    caller: SessionCaller,
     state: State,
     probe: Annotated[
         bool,
@@ -245,7 +204,7 @@ async def upstream_health(
 
 
 async def remove_upstream(
-    session_id: SessionId, name: UpstreamName, caller: CallerDep, state: State
+    session_id: SessionId, name: UpstreamName, caller: SessionCaller, state: State
 ) -> Response:
     """Delete the record and close this replica's socket for it. A replica that holds
     another socket for it drops it when its next write finds the record gone (within

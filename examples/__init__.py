@@ -1,0 +1,1 @@
+"""Runnable examples from the docs (each one driven by a test)."""
