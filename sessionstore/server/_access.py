@@ -45,7 +45,7 @@ def _own(request: Request, session_id: str) -> bool | None:
     return hmac.compare_digest(named.encode(), session_id.encode())
 
 
-def session_caller(
+async def session_caller(
     session_id: Annotated[str, Path()],  # described by the route's own parameter
     request: Request,
     state: State,
@@ -54,7 +54,8 @@ def session_caller(
     """Dependency: a service or admin token if one is sent, else this session's own client.
 
     Dependencies run before the body is validated: a refused caller learns
-    nothing about what its body lacks.
+    nothing about what its body lacks. Async, though it awaits nothing: FastAPI
+    runs a plain function in a thread, which cost a read by id 4/5 of its rate.
 
     Raises:
         HTTPException: 401 for no credential (or a wrong token), 403 for a request
@@ -79,7 +80,7 @@ def session_caller(
     raise unauthorized(f"send this session's id in the {header} header, or a service token")
 
 
-def service_caller(state: State, credentials: Credentials) -> Caller:
+async def service_caller(state: State, credentials: Credentials) -> Caller:
     """Dependency of the management routes: a service or admin token.
 
     Raises:

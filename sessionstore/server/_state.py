@@ -64,8 +64,9 @@ class ServerState:
 HealthCheck = Callable[[ServerState], Awaitable[HealthSection]]
 
 
-def server_state(request: Request) -> ServerState:
-    """The `ServerState` of the app serving `request`."""
+async def server_state(request: Request) -> ServerState:
+    """The `ServerState` of the app serving `request` (async: FastAPI would run a plain
+    function in a worker thread, on every request)."""
     state = getattr(request.state, STATE_KEY, None)
     if not isinstance(state, ServerState):
         raise RuntimeError("the sessionstore lifespan did not run")

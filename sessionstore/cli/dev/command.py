@@ -58,7 +58,12 @@ def dev(
         if settings.server.admin_token
         else secrets.token_urlsafe(18)
     )
-    fleet = DevFleet(settings, data_dir.resolve(), token, admin_token)
+    service_token = (
+        settings.server.service_tokens.get_secret_value().split(",")[0].strip()
+        if settings.server.service_tokens
+        else secrets.token_urlsafe(18)
+    )
+    fleet = DevFleet(settings, data_dir.resolve(), token, admin_token, service_token)
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -152,17 +157,20 @@ def _demo(fleet: DevFleet) -> tuple[str, str]:
     """Create a demo session on the first replica and read it back on the last; create a
     short-lived one on the last replica for the worker to expire."""
     first, last = fleet.replicas[0].url, fleet.replicas[-1].url
+    service = {"Authorization": f"Bearer {fleet.service_token}"}
     made = httpx.post(
         f"{first}/sessions",
         json={"user_id": "demo", "state": {"greeting": "hello from the dev fleet"}},
+        headers=service,
         timeout=5.0,
     )
     made.raise_for_status()
     session_id = str(made.json()["id"])
-    httpx.get(f"{last}/sessions/{session_id}", timeout=5.0).raise_for_status()
+    httpx.get(f"{last}/sessions/{session_id}", headers=service, timeout=5.0).raise_for_status()
     short = httpx.post(
         f"{last}/sessions",
         json={"user_id": "demo", "idle_timeout_seconds": SHORT_IDLE_SECONDS},
+        headers=service,
         timeout=5.0,
     )
     short.raise_for_status()
@@ -220,13 +228,16 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
         *(f"  {c.name}   id {c.worker_id}  (pid {c.pid}, log {c.log_path})" for c in fleet.workers),
         f"  health token  {fleet.token}",
         f"  admin token   {fleet.admin_token}  (breaker control)",
+        f"  service token {fleet.service_token}  (creating and reading sessions; docs/security.md)",
         "",
         f"A demo session {demo_id} was created on {first} and read back on {last}.",
         "",
-        "Try the API (any replica serves any session):",
-        f"  curl -s -X POST {first}/sessions -H 'content-type: application/json' "
-        """-d '{"user_id": "alice", "state": {"n": 1}}'""",
-        f"  curl -s {last}/sessions/{demo_id}",
+        "Try the API (any replica serves any session; a backend sends the service token,",
+        "a session's own client its id in the Mcp-Session-Id header):",
+        f"  curl -s -X POST {first}/sessions -H 'Authorization: Bearer {fleet.service_token}' "
+        """-H 'content-type: application/json' -d '{"user_id": "alice", "state": {"n": 1}}'""",
+        f"  curl -s -H 'Authorization: Bearer {fleet.service_token}' {last}/sessions/{demo_id}",
+        f"  curl -s -H 'Mcp-Session-Id: {demo_id}' {last}/sessions/{demo_id}",
         f"  curl -s -H 'Mcp-Session-Id: {demo_id}' {last}/session",
         f"  curl -s -H 'Authorization: Bearer {fleet.token}' {first}/session-health",
         f"  curl -s {first}/metrics | grep '^sessionstore_'",

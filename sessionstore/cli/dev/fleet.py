@@ -73,6 +73,8 @@ class DevFleet:
     token: str
     #: The replicas' admin token (breaker control).
     admin_token: str = ""
+    #: The replicas' service token: creating and reading sessions over HTTP.
+    service_token: str = ""
     #: Encrypts upstream credentials, shared by replicas and workers (unless the
     #: environment sets SESSIONSTORE_SECRET_KEY): registering an upstream with a
     #: secret works in the dev fleet.
@@ -132,6 +134,7 @@ class DevFleet:
             "SESSIONSTORE_REDIS_URL": self.redis_url,
             "SESSIONSTORE_HEALTH_TOKEN": self.token,
             "SESSIONSTORE_ADMIN_TOKEN": self.admin_token,
+            "SESSIONSTORE_SERVICE_TOKENS": self.service_token,
             # The demo upstream route: the guide trips a breaker with it.
             "SESSIONSTORE_DEMO_ROUTES": "true",
         }

@@ -69,7 +69,7 @@ CONTROL_PROBLEMS = {
 }
 
 
-def require_admin(state: State, credentials: Credentials) -> None:
+async def require_admin(state: State, credentials: Credentials) -> None:
     """Dependency of the control endpoints: the admin bearer token.
 
     Dependencies run before the body's fields are validated: an unauthenticated
