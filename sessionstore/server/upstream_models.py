@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .._ids import NAME_PATTERN
 from ..breaker import BreakerSnapshot, BreakerState
-from ..upstream import HealthReport, UpstreamRecord
+from ..upstream import HealthReport, McpTarget, UpstreamRecord
 
 #: An upstream's name in a URL path segment: the name rule without ``/``.
 UPSTREAM_NAME_PATTERN = r"^[A-Za-z0-9_.:@+=-]{1,256}$"
@@ -54,11 +54,13 @@ class RegisterUpstream(BaseModel):
 
     #: One of the connector kinds this server has (the schema lists them).
     kind: Annotated[str, Field(pattern=_KIND)] = "imap"
-    host: Annotated[str, Field(pattern=_HOST, max_length=253)]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    host: Annotated[str, Field(pattern=_HOST, max_length=253)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
     #: Implicit TLS (IMAPS on 993); false for plain IMAP.
     tls: bool = True
-    username: Annotated[str, Field(min_length=1, max_length=320, pattern=_ONE_LINE)]
+    username: Annotated[str, Field(min_length=1, max_length=320, pattern=_ONE_LINE)] | None = None
+    #: For kind ``mcp``: the server's URL or (admin token only) its stdio command.
+    mcp: McpTarget | None = None
     secret: Secret | None = None
     credential_ref: Annotated[str, Field(pattern=_REF, max_length=290)] | None = None
     #: The circuit breaker to report to (default ``<kind>:<host>:<port>``); admin token only.
@@ -70,7 +72,7 @@ class CredentialOut(BaseModel):
 
     #: ``ref``: a reference resolved where the connection is made; ``encrypted``: a
     #: Fernet token (``SESSIONSTORE_SECRET_KEY``).
-    kind: Literal["ref", "encrypted"]
+    kind: Literal["ref", "encrypted", "none"]
     ref: str | None = None
 
 
@@ -79,10 +81,12 @@ class UpstreamOut(BaseModel):
 
     name: str
     kind: str
-    host: str
-    port: int
+    host: str | None
+    port: int | None
     tls: bool
-    username: str
+    username: str | None
+    #: An MCP upstream's URL or command (nothing secret).
+    mcp: McpTarget | None = None
     #: The circuit breaker this connection reports to.
     breaker: str
     credential: CredentialOut
@@ -105,11 +109,12 @@ class UpstreamOut(BaseModel):
     def of(cls, record: UpstreamRecord) -> UpstreamOut:
         """The API view of a record (the credential reduced to its kind and reference)."""
         spec, stored = record.spec, record.credential
-        credential = (
-            CredentialOut(kind="ref", ref=stored.ref)
-            if stored.ref is not None
-            else CredentialOut(kind="encrypted")
-        )
+        if stored is None:
+            credential = CredentialOut(kind="none")
+        elif stored.ref is not None:
+            credential = CredentialOut(kind="ref", ref=stored.ref)
+        else:
+            credential = CredentialOut(kind="encrypted")
         return cls(
             name=spec.name,
             kind=spec.kind,
@@ -117,6 +122,7 @@ class UpstreamOut(BaseModel):
             port=spec.port,
             tls=spec.tls,
             username=spec.username,
+            mcp=spec.mcp,
             breaker=spec.breaker_name,
             credential=credential,
             state=record.state.value,
@@ -199,8 +205,8 @@ class UpstreamHealthOut(HealthReport):
         return cls(
             healthy=healthy,
             timestamp=record.updated_at,
-            host=record.spec.host,
-            port=record.spec.port,
+            host=record.spec.endpoint[0],
+            port=record.spec.endpoint[1],
             response_time_ms=record.response_time_ms,
             last_activity=record.last_success,
             error=error,

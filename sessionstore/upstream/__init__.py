@@ -39,7 +39,9 @@ from ._classify import (
 from ._connector import Connection, Connector, HealthReport, Operation, Served
 from ._faults import ConnectionDropped, ReplyError, ServerBye
 from ._gates import BreakerGates, Gate, Gates, NoGates, Ticket
-from ._imap_client import ImapClient
+from ._imap_client import EmailMetadata, ImapClient
+from ._mcp_client import McpServers
+from ._mcp_target import McpTarget
 from ._pool import PoolState, UpstreamPool
 from ._profiles import PROFILES, ProviderProfile, get_profile
 from ._reconnect import (
@@ -79,6 +81,7 @@ __all__ = [
     "Connector",
     "CredentialProvider",
     "Credentials",
+    "EmailMetadata",
     "EnvCredentials",
     "FileCredentials",
     "Gate",
@@ -87,6 +90,8 @@ __all__ = [
     "ImapClient",
     "Jitter",
     "MaintenanceReport",
+    "McpServers",
+    "McpTarget",
     "NoGates",
     "Operation",
     "PoolCensus",

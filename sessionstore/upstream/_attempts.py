@@ -125,58 +125,96 @@ class AttemptLoop:
     async def run_on(
         self, session_id: str, name: str, op: Operation[T], what: str
     ) -> tuple[T, int]:
-        ctx, cache = self.ctx, self.ctx.connections
+        cache = self.ctx.connections
         entry = cache.entry(session_id, name)
         async with entry.lock:
             record = await cache.record_of(entry)
             connector = cache.connector_for(record)
-            gate = await ctx.gates.gate(record.spec.breaker_name)
-            policy = ctx.settings.backoff
-            previous: float | None = None
-            for attempt in range(1, policy.max_attempts + 1):
-                ctx.require_open()  # a pool closed meanwhile opens nothing new
-                ticket = await self._admit(entry, record, gate)
-                connecting = True
-                try:
-                    conn = await cache.checkout(entry, record)
-                    connecting = False
-                    value = await op(conn)
-                    fault = connector.result_fault(value)
-                    if fault is not None:
-                        raise fault
-                except asyncio.CancelledError:
-                    await ticket.cancel()
-                    raise
-                except Exception as exc:
-                    verdict = await settle(ticket, exc)
-                    text = self._describe(entry, verdict, exc)
-                    if verdict.action is Action.RECONNECT or connecting:
-                        await cache.drop(entry)
-                    if verdict.action is Action.FAIL:
-                        if connecting:
-                            await self._write(entry, state=UpstreamState.FAILED, error=text)
-                        raise UpstreamRejected(name, text, reason=verdict.reason) from exc
-                    if attempt == policy.max_attempts:
-                        delay = await self._give_up(entry, text)
-                        raise UpstreamUnavailable(
-                            name,
-                            f"{what} failed {attempt} times; last: {text}",
-                            reason=verdict.reason,
-                            attempts=attempt,
-                            retry_after=delay,
-                        ) from exc
-                    previous = policy.wait(attempt, previous=previous)
-                    logger.warning(
-                        "%s/%s: %s failed (attempt %d/%d): %s; retrying in %.2fs",
-                        short_id(session_id), name, what, attempt, policy.max_attempts,
-                        verdict.reason, previous,
-                    )  # fmt: skip
-                    await ctx.sleep(previous)
-                    continue
-                await ticket.finish(Outcome.SUCCESS)
-                entry.last_activity = datetime.now(UTC)
-                await self._note_success(entry)
-                return value, attempt
+            if not getattr(connector, "concurrent", False):
+                return await self._attempts(entry, record, connector, op, what)
+        return await self._attempts(entry, record, connector, op, what, shared=True)
+
+    async def _checkout(self, entry: Entry, record: UpstreamRecord, shared: bool) -> Any:
+        cache = self.ctx.connections
+        if not shared:
+            conn = await cache.checkout(entry, record)
+        else:
+            async with entry.lock:  # one caller opens; the others then share it
+                conn = await cache.checkout(entry, record)
+        if entry.fresh:
+            entry.fresh = False
+            await self._note_resume(entry, cache.connector_for(record), conn)
+        return conn
+
+    async def _note_resume(self, entry: Entry, connector: Any, conn: Any) -> None:
+        """Keep the record's resume state in step with a newly opened connection."""
+        handoff = getattr(connector, "handoff", None)
+        if handoff is None or entry.record is None:
+            return
+        resume = handoff(conn)
+        if resume != entry.record.resume:
+            await self._write(entry, resume=resume)
+
+    async def _attempts(
+        self,
+        entry: Entry,
+        record: UpstreamRecord,
+        connector: Any,
+        op: Operation[T],
+        what: str,
+        *,
+        shared: bool = False,
+    ) -> tuple[T, int]:
+        ctx, cache = self.ctx, self.ctx.connections
+        session_id, name = entry.session_id, entry.name
+        gate = await ctx.gates.gate(record.spec.breaker_name)
+        policy = ctx.settings.backoff
+        previous: float | None = None
+        for attempt in range(1, policy.max_attempts + 1):
+            ctx.require_open()  # a pool closed meanwhile opens nothing new
+            ticket = await self._admit(entry, record, gate)
+            connecting = True
+            conn = None
+            try:
+                conn = await self._checkout(entry, record, shared)
+                connecting = False
+                value = await op(conn)
+                fault = connector.result_fault(value)
+                if fault is not None:
+                    raise fault
+            except asyncio.CancelledError:
+                await ticket.cancel()
+                raise
+            except Exception as exc:
+                verdict = await settle(ticket, exc, connector)
+                text = self._describe(entry, verdict, exc)
+                if verdict.action is Action.RECONNECT or connecting:
+                    await cache.drop(entry, only=conn)
+                if verdict.action is Action.FAIL:
+                    if connecting:
+                        await self._write(entry, state=UpstreamState.FAILED, error=text)
+                    raise UpstreamRejected(name, text, reason=verdict.reason) from exc
+                if attempt == policy.max_attempts:
+                    delay = await self._give_up(entry, text)
+                    raise UpstreamUnavailable(
+                        name,
+                        f"{what} failed {attempt} times; last: {text}",
+                        reason=verdict.reason,
+                        attempts=attempt,
+                        retry_after=delay,
+                    ) from exc
+                previous = policy.wait(attempt, previous=previous)
+                logger.warning(
+                    "%s/%s: %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                    short_id(session_id), name, what, attempt, policy.max_attempts,
+                    verdict.reason, previous,
+                )  # fmt: skip
+                await ctx.sleep(previous)
+                continue
+            await ticket.finish(Outcome.SUCCESS)
+            entry.last_activity = datetime.now(UTC)
+            await self._note_success(entry)
+            return value, attempt
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _admit(self, entry: Entry, record: UpstreamRecord, gate: Gate) -> Ticket:
@@ -273,7 +311,7 @@ class AttemptLoop:
                 await ticket.cancel()
                 raise
             except Exception as exc:
-                verdict = await settle(ticket, exc)
+                verdict = await settle(ticket, exc, cache.connector_for(record))
                 text = self._describe(entry, verdict, exc)
                 await cache.drop(entry)
                 await self._write(entry, error=text)
@@ -296,8 +334,10 @@ class AttemptLoop:
         return HealthReport(
             healthy=error is None,
             timestamp=datetime.now(UTC),
-            host=record.spec.host,
-            port=record.spec.port,
+            host=record.spec.endpoint[0],
+            port=record.spec.endpoint[1],
+            address=record.spec.address,
+            error_count=record.attempts,
             response_time_ms=elapsed_ms,
             last_activity=entry.last_activity or record.last_success,
             error=error,

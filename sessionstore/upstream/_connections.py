@@ -38,6 +38,8 @@ class Entry:
 
     Operations on one entry run one at a time (`lock`): a connection such as
     an IMAP session has a selected mailbox and cannot interleave two callers.
+    A connector that multiplexes requests (``concurrent = True``: MCP) holds
+    the lock only while a connection is checked out, not during the operation.
     """
 
     session_id: str
@@ -58,6 +60,9 @@ class Entry:
     recorded_state: UpstreamState | None = None
     #: Pool-clock time until which a breaker refusal needs no new reconnect job.
     recovery_asked_until: float = -math.inf
+    #: A connection opened since the attempt loop last looked (its resume state
+    #: may need writing to the record).
+    fresh: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -199,7 +204,7 @@ class ConnectionCache:
                 )
                 await self.drop(entry)
         if entry.connection is None:
-            secret = await self.credentials.open(record.credential, upstream=entry.name)
+            secret = await self.credentials.open_stored(record.credential, upstream=entry.name)
             logger.info(
                 "%s/%s: opening %s connection to %s",
                 short_id(entry.session_id),
@@ -207,14 +212,27 @@ class ConnectionCache:
                 record.spec.kind,
                 record.spec.address,
             )
-            entry.connection = await connector.connect(record.spec, secret)
+            if record.resume is not None and getattr(connector, "handoff", None):
+                # Continue the upstream's own session where another process left it.
+                entry.connection = await connector.connect(  # type: ignore[call-arg]
+                    record.spec, secret, resume=record.resume
+                )
+            else:
+                entry.connection = await connector.connect(record.spec, secret)
             entry.secret = secret
             entry.opened_at = self.clock()
+            entry.fresh = True
         entry.last_used = self.clock()
         return entry.connection
 
-    async def drop(self, entry: Entry) -> None:
-        """Close the entry's connection here (its record is not touched)."""
+    async def drop(self, entry: Entry, *, only: Any = None) -> None:
+        """Close the entry's connection here (its record is not touched).
+
+        With `only`, close it only if it is still that connection: a concurrent
+        caller may have opened a new one meanwhile.
+        """
+        if only is not None and entry.connection is not only:
+            return
         conn, entry.connection = entry.connection, None
         if conn is not None and entry.record is not None:
             await self.connector_for(entry.record).close(conn)

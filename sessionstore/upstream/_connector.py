@@ -45,7 +45,7 @@ class Connector(Protocol):
     #: The `UpstreamSpec.kind` this connector serves.
     kind: str
 
-    async def connect(self, spec: UpstreamSpec, secret: SecretStr) -> Any:
+    async def connect(self, spec: UpstreamSpec, secret: SecretStr | None) -> Any:
         """Open and authenticate a connection; raise a fault the classifier knows.
 
         Must finish within the connector's connect timeout.
@@ -127,6 +127,7 @@ class HealthReport(BaseModel):
 
     healthy: bool
     timestamp: datetime
+    #: The host (an MCP stdio server: its command) and port (0 for stdio).
     host: str
     port: int
     #: The probe's round trip (None when no probe could be sent).
@@ -141,6 +142,10 @@ class HealthReport(BaseModel):
     state: str
     #: Age of the in-process connection in seconds (None: none open).
     connection_age_s: float | None = None
+    #: ``host:port``, or an MCP server's URL or command line.
+    address: str = ""
+    #: Failed attempts since the last success (the record's ``attempts``).
+    error_count: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """The health-check shape: ISO timestamps, ``response_time_ms`` rounded to 0.01."""

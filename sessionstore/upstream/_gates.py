@@ -14,19 +14,30 @@ storm of user requests.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..breaker import Breaker, BreakerRegistry, BreakerState, Outcome
 from ._classify import Verdict, classify
 
 
-async def settle(ticket: Ticket, fault: BaseException) -> Verdict:
+def verdict_of(fault: BaseException, connector: Any = None) -> Verdict:
+    """The connector's own verdict of `fault` (``connector.classify``), else the common one.
+
+    A connector kind knows faults the common classifier cannot (MCP's JSON-RPC
+    codes, its HTTP client's errors, whether a request was delivered).
+    """
+    own = getattr(connector, "classify", None)
+    verdict = own(fault) if own is not None else None
+    return verdict if isinstance(verdict, Verdict) else classify(fault)
+
+
+async def settle(ticket: Ticket, fault: BaseException, connector: Any = None) -> Verdict:
     """Classify a failed call's fault and report it to the breaker; returns the verdict.
 
     A fault that says the upstream is unwell counts as a failure; any other
     is ignored (the upstream answered, or said nothing about its health).
     """
-    verdict = classify(fault)
+    verdict = verdict_of(fault, connector)
     await ticket.finish(Outcome.FAILURE if verdict.counts_against_breaker else Outcome.IGNORED)
     return verdict
 

@@ -201,7 +201,9 @@ class UpstreamPool:
         self.require_open()
         if spec.kind not in self.connectors:
             raise InvalidInput(f"no connector for upstream kind {spec.kind!r}")
-        stored = self.credentials.seal(secret=secret, ref=credential_ref)
+        stored = self.credentials.seal_for(
+            self.connectors[spec.kind], secret=secret, ref=credential_ref
+        )
         record = await self.records.register(session_id, spec, stored)
         entry = self.connections.get(session_id, spec.name)
         if entry is not None:

@@ -219,7 +219,7 @@ class Reconnector:
         try:
             if connector is None:
                 raise UpstreamRejected(record.name, f"no connector for kind {record.spec.kind!r}")
-            secret = await self.credentials.open(record.credential, upstream=record.name)
+            secret = await self.credentials.open_stored(record.credential, upstream=record.name)
             conn = await connector.connect(record.spec, secret)
             started = self.clock()
             await connector.probe(conn)
@@ -228,7 +228,7 @@ class Reconnector:
             await ticket.cancel()
             raise
         except Exception as exc:
-            verdict = await settle(ticket, exc)
+            verdict = await settle(ticket, exc, connector)
             text = describe(verdict, exc, connector=connector, secret=secret)
             return await self._failed(session_id, record, verdict.action is Action.FAIL, text)
         finally:

@@ -60,7 +60,8 @@ class UpstreamRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     spec: UpstreamSpec
-    credential: StoredCredential
+    #: None for an upstream that needs no secret (an MCP server without a token).
+    credential: StoredCredential | None = None
     state: UpstreamState
     registered_at: datetime
     updated_at: datetime
@@ -75,6 +76,9 @@ class UpstreamRecord(BaseModel):
     #: Round trip of the last health check (NOOP), in milliseconds.
     response_time_ms: float | None = None
     checked_at: datetime | None = None
+    #: What another process needs to continue the upstream's own session (MCP over
+    #: Streamable HTTP: session id, protocol version, initialize result); never a secret.
+    resume: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -121,7 +125,7 @@ class UpstreamRecords:
         self.max_per_session = max_per_session
 
     async def register(
-        self, session_id: str, spec: UpstreamSpec, credential: StoredCredential
+        self, session_id: str, spec: UpstreamSpec, credential: StoredCredential | None
     ) -> UpstreamRecord:
         """Create or replace the record of ``spec.name`` (state ``closed``, no attempts).
 
@@ -130,7 +134,9 @@ class UpstreamRecords:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         fields = {
-            "credential": credential.model_dump(mode="json", exclude_none=True),
+            "credential": None
+            if credential is None
+            else credential.model_dump(mode="json", exclude_none=True),
             "state": UpstreamState.CLOSED.value,
             # Last: the script keeps this text as it is (see the module docstring).
             "spec": spec.model_dump(mode="json"),
@@ -149,6 +155,7 @@ class UpstreamRecords:
         next_attempt_in: timedelta | None = None,
         clear_next_attempt: bool = False,
         response_time_ms: float | None = None,
+        resume: dict[str, Any] | Literal["keep"] | None = "keep",
         only_states: tuple[UpstreamState, ...] = (),
     ) -> UpstreamRecord:
         """Change a record; times are stamped with Redis time. One round trip.
@@ -161,6 +168,7 @@ class UpstreamRecords:
             next_attempt_in: schedule ``next_attempt_at`` this far from now.
             clear_next_attempt: no reconnect is scheduled any more.
             response_time_ms: a health check's round trip (stamps ``checked_at``).
+            resume: the upstream session's resume state (None clears it).
             only_states: write only if the current state is one of these.
 
         Raises:
@@ -180,6 +188,8 @@ class UpstreamRecords:
         if response_time_ms is not None:
             fields["response_time_ms"] = round(response_time_ms, 3)
             stamps.append("checked_at")
+        if resume != "keep":
+            fields["resume"] = resume
         nxt = "clear" if clear_next_attempt else ""
         if next_attempt_in is not None:
             nxt = str(_ms(next_attempt_in))

@@ -35,16 +35,24 @@ logger = logging.getLogger("sessionstore.upstream")
 
 
 def connectors_for(settings: UpstreamSettings) -> list[Connector]:
-    """The connectors this installation has: IMAP when the ``imap`` extra is installed.
+    """The connectors this installation has: IMAP and MCP when their extras are installed.
 
     .. versionadded:: 0.1
     """
+    found: list[Connector] = []
     try:
         from .imap import ImapConnector
     except ImportError:
         logger.info("aioimaplib is not installed: no IMAP connector (sessionstore[imap])")
-        return []
-    return [ImapConnector.from_settings(settings)]
+    else:
+        found.append(ImapConnector.from_settings(settings))
+    try:
+        from .mcp import McpConnector
+    except ImportError:
+        logger.info("the MCP SDK is not installed: no MCP connector (sessionstore[mcp])")
+    else:
+        found.append(McpConnector.from_settings(settings))
+    return found
 
 
 def credentials_for(settings: CredentialSettings, environ: Mapping[str, str]) -> Credentials:

@@ -13,6 +13,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._ids import check_name
+from ._mcp_target import McpTarget
 
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
@@ -22,13 +23,14 @@ OptionValue = str | int | float | bool
 
 
 class UpstreamSpec(BaseModel):
-    """One upstream connection of a session (e.g. the user's IMAP account).
+    """One upstream connection of a session (the user's IMAP account, an MCP server).
 
     Args:
         name: the session's name for it (``mail``, ``mail-backup``); a field name.
-        kind: which connector serves it (``imap``).
-        host, port: where it is.
-        username: who logs in; the secret is stored apart (`StoredCredential`).
+        kind: which connector serves it (``imap``, ``mcp``).
+        host, port: where it is (IMAP; for MCP over HTTP they come from the URL).
+        username: who logs in (IMAP); the secret is stored apart (`StoredCredential`).
+        mcp: the MCP server (URL or command) for kind ``mcp``.
         tls: implicit TLS (IMAPS on 993); False for plain IMAP (tests, STARTTLS-less).
         breaker: the circuit breaker's name; defaults to ``<kind>:<host>:<port>``
             (``<kind>+plain:<host>:<port>`` without TLS), so every session using
@@ -42,12 +44,13 @@ class UpstreamSpec(BaseModel):
 
     name: str
     kind: str = "imap"
-    host: str
-    port: int = Field(ge=1, le=65535)
-    username: str = Field(min_length=1, max_length=320)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    username: str | None = Field(default=None, min_length=1, max_length=320)
     tls: bool = True
     breaker: str | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict, max_length=32)
+    mcp: McpTarget | None = None
 
     @field_validator("name", "breaker")
     @classmethod
@@ -63,18 +66,32 @@ class UpstreamSpec(BaseModel):
 
     @field_validator("host")
     @classmethod
-    def _plain_host(cls, value: str) -> str:
-        if not _HOST.fullmatch(value):
+    def _plain_host(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST.fullmatch(value):
             raise ValueError("host must be a DNS name or an IP address")
         return value
 
     @field_validator("username")
     @classmethod
-    def _one_line(cls, value: str) -> str:
+    def _one_line(cls, value: str | None) -> str | None:
         # A CR or LF would end an IMAP command line early (command injection).
-        if any(ch in value for ch in "\r\n\0"):
+        if value is not None and any(ch in value for ch in "\r\n\0"):
             raise ValueError("username must not contain CR, LF or NUL")
         return value
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> UpstreamSpec:
+        if self.kind == "mcp":
+            if self.mcp is None:
+                raise ValueError("an mcp upstream needs `mcp` (a URL or a command)")
+            if self.host is not None or self.port is not None or self.username is not None:
+                raise ValueError("an mcp upstream takes its address from `mcp`, not host/port")
+            return self
+        if self.mcp is not None:
+            raise ValueError(f"`mcp` is only for kind mcp, not {self.kind}")
+        if self.host is None or self.port is None or self.username is None:
+            raise ValueError(f"a {self.kind} upstream needs host, port and username")
+        return self
 
     @property
     def breaker_name(self) -> str:
@@ -86,13 +103,25 @@ class UpstreamSpec(BaseModel):
         """
         if self.breaker:
             return self.breaker
+        if self.mcp is not None:
+            return self.mcp.breaker_name()
         kind = self.kind if self.tls else f"{self.kind}+plain"
         return f"{kind}:{self.host}:{self.port}"
 
     @property
     def address(self) -> str:
-        """``host:port``, for logs and health output."""
+        """``host:port`` (the URL or command line for MCP), for logs and health output."""
+        if self.mcp is not None:
+            return self.mcp.address
         return f"{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) for health output; an MCP URL's, or (command, 0) for stdio."""
+        if self.mcp is not None:
+            return self.mcp.host_and_port or (self.mcp.command or "", 0)
+        assert self.host is not None and self.port is not None
+        return (self.host, self.port)
 
 
 class StoredCredential(BaseModel):

@@ -60,9 +60,9 @@ async def verify_upstream(
     connector = pool.connectors.get(spec.kind)
     if connector is None:
         raise InvalidInput(f"no connector for upstream kind {spec.kind!r}")
-    stored = pool.credentials.seal(secret=secret, ref=credential_ref)
+    stored = pool.credentials.seal_for(connector, secret=secret, ref=credential_ref)
     if secret is None:
-        secret = await pool.credentials.open(stored, upstream=spec.name)
+        secret = await pool.credentials.open_stored(stored, upstream=spec.name)
     gate = await pool.gates.gate(spec.breaker_name)
     if not gate.lets_callers_through:
         # As in the pool: half-open probes are the reconnect jobs' to take.
@@ -78,7 +78,7 @@ async def verify_upstream(
         await ticket.cancel()
         raise
     except Exception as exc:
-        verdict = await settle(ticket, exc)
+        verdict = await settle(ticket, exc, connector)
         text = describe(verdict, exc, connector=connector, secret=secret)
         # `from None`: the text is redacted, the original exception may not be.
         if verdict.action is Action.FAIL:

@@ -188,6 +188,21 @@ class Credentials:
             )
         return StoredCredential(fernet=self._box.encrypt(secret))
 
+    def seal_for(
+        self, connector: object, *, secret: SecretStr | None = None, ref: str | None = None
+    ) -> StoredCredential | None:
+        """`seal`, except that nothing is stored when neither is given and the
+        connector's upstreams may have no secret (``connector.secret_optional``: MCP)."""
+        if secret is None and ref is None and getattr(connector, "secret_optional", False):
+            return None
+        return self.seal(secret=secret, ref=ref)
+
+    async def open_stored(
+        self, stored: StoredCredential | None, *, upstream: str
+    ) -> SecretStr | None:
+        """`open`, or None for an upstream registered without a credential."""
+        return None if stored is None else await self.open(stored, upstream=upstream)
+
     async def open(self, stored: StoredCredential, *, upstream: str) -> SecretStr:
         """The secret behind `stored`.
 

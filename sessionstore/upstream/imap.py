@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from aioimaplib import aioimaplib as _imap
 from pydantic import SecretStr
 
+from ..exceptions import InvalidInput
 from ._faults import ConnectionDropped, ReplyError, ServerBye
 from ._imap_client import EmailMetadata, ImapClient
 from ._spec import UpstreamSpec
@@ -419,7 +420,7 @@ class ImapConnector:
             self._ssl_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         return self._ssl_context
 
-    async def connect(self, spec: UpstreamSpec, secret: SecretStr) -> ImapConnection:
+    async def connect(self, spec: UpstreamSpec, secret: SecretStr | None) -> ImapConnection:
         """Connect, wait for the greeting and LOGIN, all within ``connect_timeout``.
 
         Raises:
@@ -427,6 +428,8 @@ class ImapConnector:
             ServerBye / ConnectionDropped: the server hung up.
             ReplyError: LOGIN refused (``[AUTHENTICATIONFAILED]``...).
         """
+        if spec.host is None or spec.port is None or spec.username is None or secret is None:
+            raise InvalidInput(f"upstream {spec.name!r} is not an IMAP account with a password")
         conn = ImapConnection(spec, call_timeout=self.call_timeout)
         deadline = asyncio.timeout(self.connect_timeout)
         try:

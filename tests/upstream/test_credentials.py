@@ -109,23 +109,29 @@ def test_specs_refuse_injection_and_default_their_breaker() -> None:
 
 
 def test_the_package_imports_without_aioimaplib() -> None:
-    """aioimaplib (GPL-3.0) is only imported by sessionstore.upstream.imap."""
+    """aioimaplib (GPL-3.0) is only imported by sessionstore.upstream.imap, and the MCP
+    SDK only by sessionstore.upstream.mcp: without both extras there is no connector."""
     code = textwrap.dedent(
         """
         import sys
+        BLOCKED = ("aioimaplib", "mcp", "mcp_types", "httpx2")
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name == "aioimaplib" or name.startswith("aioimaplib."):
+                if name.split(".")[0] in BLOCKED:
                     raise ImportError("blocked for the test")
         sys.meta_path.insert(0, Block())
         import sessionstore, sessionstore.upstream, workers.reconnect
-        from sessionstore.upstream import UpstreamSettings, connectors_for
+        from sessionstore.upstream import McpServers, UpstreamSettings, connectors_for
         assert connectors_for(UpstreamSettings()) == []
-        assert "aioimaplib" not in sys.modules
+        assert "aioimaplib" not in sys.modules and "mcp" not in sys.modules
         try:
             import sessionstore.upstream.imap
         except ImportError:
             print("imap module needs the extra")
+        try:
+            import sessionstore.upstream.mcp
+        except ImportError:
+            print("mcp module needs the extra")
         """
     )
     done = subprocess.run(
@@ -133,6 +139,7 @@ def test_the_package_imports_without_aioimaplib() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "imap module needs the extra" in done.stdout
+    assert "mcp module needs the extra" in done.stdout
 
 
 def test_plain_and_tls_connections_to_one_port_have_separate_breakers() -> None:

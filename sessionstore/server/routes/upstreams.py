@@ -158,7 +158,8 @@ async def register_upstream(
     logger.info(
         "session %s: upstream %s registered by %s (%s %s, credential %s%s)",
         short_id(session_id), name, caller.value, spec.kind, spec.address,
-        record.credential.scheme, ", verified" if verify else "",
+        record.credential.scheme if record.credential else "none",
+        ", verified" if verify else "",
     )  # fmt: skip
     return UpstreamOut.of(record)
 
