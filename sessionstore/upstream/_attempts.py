@@ -303,7 +303,7 @@ class AttemptLoop:
             except BreakerOpen as exc:
                 return self._report(entry, None, f"breaker_open: {exc}")
             try:
-                conn = await cache.checkout(entry, record)
+                conn = await self._checkout(entry, record, False)
                 started = ctx.clock()
                 await cache.connector_for(record).probe(conn)
                 elapsed_ms = (ctx.clock() - started) * 1000

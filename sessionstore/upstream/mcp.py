@@ -88,6 +88,9 @@ _SESSION_HEADER = "mcp-session-id"
 _SESSION_GONE = ("session terminated", "session not found")
 
 _Streams = tuple[Any, Any]
+#: Messages the relay may hold for the session: a small buffer saves a task switch
+#: per message; the transport's own streams stay unbuffered (back-pressure).
+_RELAY_BUFFER = 32
 
 
 class SessionTerminated(ConnectionDropped):
