@@ -104,13 +104,13 @@ async def main(calls: int, concurrency: int, rounds: int) -> None:
                         pooled_rates.append(rate)
                         trips.append(per_call)
                     b, p = statistics.median(bare_rates), statistics.median(pooled_rates)
-                    print(f"  {name:5}  bare SDK ClientSession      {b:8.0f} calls/s")
+                    label = f"  {name:5}"
+                    print(f"{label}  bare SDK ClientSession      {b:8.0f} calls/s")
                     print(
-                        f"  {name:5}  UpstreamPool/McpServers     {p:8.0f} calls/s   ratio {p / b:.2f}"
+                        f"{label}  UpstreamPool/McpServers     {p:8.0f} calls/s   ratio {p / b:.2f}"
                     )
-                    print(
-                        f"  {name:5}  Redis round trips per pooled call (worst round): {max(trips):.4f}"
-                    )
+                    worst = max(trips)
+                    print(f"{label}  Redis round trips per pooled call (worst round): {worst:.4f}")
             await redis.aclose()
     finally:
         http.kill()

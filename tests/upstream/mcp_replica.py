@@ -15,7 +15,6 @@ from typing import Any
 from sessionstore import SessionStore, Settings, create_client
 from sessionstore.breaker import BreakerRegistry
 from sessionstore.exceptions import SessionStoreError
-
 from sessionstore.upstream import BreakerGates, McpServers, UpstreamPool, credentials_for
 from sessionstore.upstream.mcp import McpConnector
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -71,7 +72,8 @@ async def test_a_stdio_upstream_needs_the_admin_token(
     made = await replica.http.put(url(session.id, "math"), json=body, headers=ADMIN_AUTH)
     assert made.status_code == 200, made.text
     assert made.json()["credential"] == {"kind": "none", "ref": None}
-    shown = subprocess.run(
+    shown = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "sessionstore", "upstreams", "show", session.id, "--json"],
         cwd=ROOT,
         env={
