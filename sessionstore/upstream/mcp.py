@@ -296,7 +296,8 @@ class McpConnection:
 
     def _start_fault(self, exc: BaseException) -> BaseException:
         spawn_errors = (FileNotFoundError, PermissionError, NotADirectoryError)
-        if self.target.transport == "stdio" and isinstance(exc, spawn_errors) and not self.session:
+        starting = self.session is None
+        if self.target.transport == "stdio" and isinstance(exc, spawn_errors) and starting:
             return StartFailed(f"cannot start {self.target.command!r}: {exc.strerror or exc}")
         return exc
 

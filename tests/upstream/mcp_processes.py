@@ -35,19 +35,18 @@ class HttpServer:
     @property
     def url(self) -> str:
         """The MCP endpoint."""
-        return f"http://127.0.0.1:{self.port}/mcp"
+        path = "/sse" if self.mode == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def connection(self) -> dict[str, Any]:
         """A seed-style connection dict for it."""
-        return {"transport": "streamable_http", "url": self.url}
+        transport = "sse" if self.mode == "sse" else "streamable_http"
+        return {"transport": transport, "url": self.url}
 
     def start(self) -> HttpServer:
         """Start it and wait until the port accepts connections."""
-        args = (
-            [self.mode, self.name, str(self.port)]
-            if self.mode == "http"
-            else [self.mode, str(self.port)]
-        )
+        named = self.mode in ("http", "sse")
+        args = [self.mode, self.name, str(self.port)] if named else [self.mode, str(self.port)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", MODULE, *args],
             cwd=ROOT,

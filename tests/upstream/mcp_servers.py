@@ -2,7 +2,7 @@
 
 Run as a child process: ``python -m tests.upstream.mcp_servers
 stdio NAME`` (the stdio server) or ``... http NAME PORT`` (Streamable HTTP
-under uvicorn on 127.0.0.1). ``... silent PORT`` accepts TCP connections and
+under uvicorn on 127.0.0.1; ``sse`` for the SSE transport). ``... silent PORT`` accepts TCP connections and
 never answers (a server that never finishes the handshake); ``... silent-stdio``
 reads stdin and never answers.
 
@@ -122,11 +122,12 @@ def build(name: str) -> MCPServer:  # noqa: C901  (one nested function per tool,
     return server
 
 
-def serve_http(name: str, port: int) -> None:
-    """Streamable HTTP on 127.0.0.1:`port` (uvicorn), path /mcp."""
+def serve_http(name: str, port: int, *, sse: bool = False) -> None:
+    """Streamable HTTP on 127.0.0.1:`port` (uvicorn), path /mcp; or SSE on /sse."""
     import uvicorn
 
-    app = build(name).streamable_http_app(json_response=True)
+    server = build(name)
+    app = server.sse_app() if sse else server.streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 
 
@@ -144,8 +145,8 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "stdio":
         build(argv[1]).run("stdio")
-    elif mode == "http":
-        serve_http(argv[1], int(argv[2]))
+    elif mode in ("http", "sse"):
+        serve_http(argv[1], int(argv[2]), sse=mode == "sse")
     elif mode == "silent":
         serve_silent(int(argv[1]))
     elif mode == "silent-stdio":

@@ -230,6 +230,22 @@ async def test_a_server_that_never_answers_the_handshake_times_out(
         silent.kill()
 
 
+async def test_the_sse_transport_where_the_sdk_ships_it(connector: McpConnector) -> None:
+    """The SDK's SSE client: a tool call and a ping; no handoff (not Streamable HTTP)."""
+    server = HttpServer("legacy", mode="sse").start()
+    try:
+        conn = await _connect(connector, spec_of(server.connection()))
+        try:
+            result = await conn.call_tool("whoami")
+            assert result.structured_content == {"result": "legacy"}
+            await connector.probe(conn)
+            assert connector.handoff(conn) is None
+        finally:
+            await connector.close(conn)
+    finally:
+        server.kill()
+
+
 async def test_bearer_token_and_secret_headers_are_redacted(connector: McpConnector) -> None:
     """A bearer token, or every value of a JSON secret, is masked in texts."""
     token = SecretStr("tok-123")

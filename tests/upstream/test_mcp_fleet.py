@@ -45,15 +45,18 @@ BREAKER = {
 }
 
 
-async def _other_replica(fields: dict[str, Any], session_id: str, servers: dict[str, Any]) -> Any:
-    """One `whoami` call (falling back to ``backup``) from another process."""
+async def _other_replica(
+    fields: dict[str, Any], session_id: str, servers: dict[str, Any], *, tool: str = "whoami"
+) -> Any:
+    """One call of `tool` on ``weather`` (falling back to ``backup`` if it is a server)
+    from another process."""
     argv = [
         json.dumps(fields, default=str),
         session_id,
         json.dumps(servers),
-        json.dumps({"weather": ["backup"]}),
+        json.dumps({"weather": ["backup"]} if "backup" in servers else {}),
         "weather",
-        "whoami",
+        tool,
     ]
     done = await asyncio.to_thread(
         subprocess.run,
@@ -159,3 +162,42 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
         await queue.aclose()
         weather.kill()
         backup.kill()
+
+
+async def test_another_process_continues_the_upstream_session_from_the_record(
+    standalone_store: SessionStore, redis_url: str, secret_key: str
+) -> None:
+    """Process A (this one) opens the upstream session and calls a stateful tool; process
+    B (a child process with its own pool) continues that session from the record in
+    Redis: the counter goes on, and the upstream saw one session, not two."""
+    weather = HttpServer("weather").start()
+    settings = fleet_settings(standalone_store, redis_url, secret_key)
+    fields = {
+        "redis_url": redis_url,
+        "key_prefix": settings.key_prefix,
+        "shards": settings.shards,
+        "secret_key": secret_key,
+    }
+    connections = {"weather": weather.connection()}
+    upstream = settings.upstream_settings()
+    try:
+        async with UpstreamPool(
+            standalone_store,
+            connectors=[McpConnector.from_settings(upstream)],
+            credentials=credentials_for(settings, {}),
+            settings=upstream,
+            maintain_every=None,
+        ) as pool:
+            session = await standalone_store.create()
+            servers = McpServers(pool, session.id, connections)
+            await servers.register()
+            first = await servers.call_tool("weather", "counter")
+            assert first.value.structured_content == {"result": 1}
+            record = await pool.records.get(session.id, "weather")
+            assert record is not None and record.resume is not None
+            other = await _other_replica(fields, session.id, connections, tool="counter")
+            assert other["value"] == {"result": 2}
+            seen = await servers.call_tool("weather", "sessions")
+            assert seen.value.structured_content == {"result": 1}
+    finally:
+        weather.kill()
