@@ -2,9 +2,9 @@
 
 Run as a child process: ``python -m tests.upstream.mcp_servers
 stdio NAME`` (the stdio server) or ``... http NAME PORT`` (Streamable HTTP
-under uvicorn on 127.0.0.1; ``sse`` for the SSE transport). ``... silent PORT`` accepts TCP connections and
-never answers (a server that never finishes the handshake); ``... silent-stdio``
-reads stdin and never answers.
+under uvicorn on 127.0.0.1; ``sse`` for the SSE transport). ``... silent PORT``
+accepts TCP connections and never answers (a server that never finishes the
+handshake); ``... silent-stdio`` reads stdin and never answers.
 
 Tools:
 
