@@ -127,6 +127,12 @@ class AttemptLoop:
     ) -> tuple[T, int]:
         cache = self.ctx.connections
         entry = cache.entry(session_id, name)
+        known = entry.record
+        if known is not None and getattr(cache.connector_for(known), "concurrent", False):
+            # A multiplexing connection with its record at hand: no lock on the hot path.
+            return await self._attempts(
+                entry, known, cache.connector_for(known), op, what, shared=True
+            )
         async with entry.lock:
             record = await cache.record_of(entry)
             connector = cache.connector_for(record)
@@ -138,6 +144,9 @@ class AttemptLoop:
         cache = self.ctx.connections
         if not shared:
             conn = await cache.checkout(entry, record)
+        elif self._usable(entry):
+            conn = entry.connection
+            entry.last_used = self.ctx.clock()
         else:
             async with entry.lock:  # one caller opens; the others then share it
                 conn = await cache.checkout(entry, record)
@@ -145,6 +154,16 @@ class AttemptLoop:
             entry.fresh = False
             await self._note_resume(entry, cache.connector_for(record), conn)
         return conn
+
+    def _usable(self, entry: Entry) -> bool:
+        """A shared connection that needs no upkeep now (alive, young, not idle)."""
+        conn, now, settings = entry.connection, self.ctx.clock(), self.ctx.settings
+        return (
+            conn is not None
+            and conn.alive
+            and now - entry.opened_at < settings.refresh_after.total_seconds()
+            and now - entry.last_used < settings.probe_idle_after.total_seconds()
+        )
 
     async def _note_resume(self, entry: Entry, connector: Any, conn: Any) -> None:
         """Keep the record's resume state in step with a newly opened connection."""
