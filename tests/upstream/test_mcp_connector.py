@@ -21,8 +21,8 @@ from sessionstore.upstream.mcp import (
     StartFailed,
     classify_mcp,
 )
-from tests.upstream.mcp_processes import HttpServer, children, stdio_connection
 from tests.polling import eventually
+from tests.upstream.mcp_processes import HttpServer, children, stdio_connection
 
 
 def spec_of(connection: dict[str, Any], name: str = "tools") -> UpstreamSpec:

@@ -26,14 +26,15 @@ from sessionstore.upstream import (
     credentials_for,
 )
 from sessionstore.upstream.mcp import McpConnector
+from tests.polling import eventually
 from tests.upstream.conftest import RunWorker, fleet_settings
 from tests.upstream.mcp_processes import ROOT, HttpServer
-from tests.polling import eventually
 from workers.settings import build_worker_settings
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
     pytest.mark.slow,
+    pytest.mark.standalone,
 ]
 
 BREAKER = {
@@ -72,14 +73,14 @@ async def _other_replica(
 
 
 async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
-    standalone_store: SessionStore, redis_url: str, secret_key: str, run_fleet_worker: RunWorker
+    store: SessionStore, redis_url: str, secret_key: str, run_fleet_worker: RunWorker
 ) -> None:
     """Down: this replica falls back and trips the breaker; two other processes are
     refused by it at once and fall back too; the job defers while open and its
     half-open probe fails. Back: the job's probe closes the breaker and every
     process's calls are the primary's again."""
     weather, backup = HttpServer("weather").start(), HttpServer("backup").start()
-    settings = fleet_settings(standalone_store, redis_url, secret_key, **BREAKER)
+    settings = fleet_settings(store, redis_url, secret_key, **BREAKER)
     fields = {
         "redis_url": redis_url,
         "key_prefix": settings.key_prefix,
@@ -91,17 +92,15 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
     connections = {"weather": weather.connection(), "backup": backup.connection()}
     upstream = settings.upstream_settings()
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
-    admin = BreakerAdmin(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
-    )
+    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
     registry = BreakerRegistry(
-        standalone_store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
     )
     try:
         async with (
             registry,
             UpstreamPool(
-                standalone_store,
+                store,
                 connectors=[McpConnector.from_settings(upstream)],
                 credentials=credentials_for(settings, {}),
                 settings=upstream,
@@ -110,7 +109,7 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
                 maintain_every=None,
             ) as pool,
         ):
-            session = await standalone_store.create()
+            session = await store.create()
             servers = McpServers(pool, session.id, connections, fallbacks={"weather": ["backup"]})
             await servers.register()
             breaker = servers.specs["weather"].breaker_name
@@ -165,13 +164,13 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
 
 
 async def test_another_process_continues_the_upstream_session_from_the_record(
-    standalone_store: SessionStore, redis_url: str, secret_key: str
+    store: SessionStore, redis_url: str, secret_key: str
 ) -> None:
     """Process A (this one) opens the upstream session and calls a stateful tool; process
     B (a child process with its own pool) continues that session from the record in
     Redis: the counter goes on, and the upstream saw one session, not two."""
     weather = HttpServer("weather").start()
-    settings = fleet_settings(standalone_store, redis_url, secret_key)
+    settings = fleet_settings(store, redis_url, secret_key)
     fields = {
         "redis_url": redis_url,
         "key_prefix": settings.key_prefix,
@@ -182,13 +181,13 @@ async def test_another_process_continues_the_upstream_session_from_the_record(
     upstream = settings.upstream_settings()
     try:
         async with UpstreamPool(
-            standalone_store,
+            store,
             connectors=[McpConnector.from_settings(upstream)],
             credentials=credentials_for(settings, {}),
             settings=upstream,
             maintain_every=None,
         ) as pool:
-            session = await standalone_store.create()
+            session = await store.create()
             servers = McpServers(pool, session.id, connections)
             await servers.register()
             first = await servers.call_tool("weather", "counter")

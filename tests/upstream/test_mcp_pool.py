@@ -22,8 +22,10 @@ from sessionstore.upstream import (
     UpstreamState,
 )
 from sessionstore.upstream.mcp import McpConnection, McpConnector
-from tests.upstream.mcp_processes import HttpServer, children, stdio_connection
 from tests.polling import eventually
+from tests.upstream.mcp_processes import HttpServer, children, stdio_connection
+
+pytestmark = pytest.mark.standalone
 
 
 @pytest.fixture
@@ -55,10 +57,10 @@ def mcp_pool(
 
 @pytest.fixture
 async def pool(
-    standalone_store: SessionStore, mcp_credentials: Credentials, mcp_settings: UpstreamSettings
+    store: SessionStore, mcp_credentials: Credentials, mcp_settings: UpstreamSettings
 ) -> AsyncIterator[UpstreamPool]:
     """An open pool with the MCP connector, no breaker, no jobs."""
-    async with mcp_pool(standalone_store, mcp_credentials, mcp_settings) as opened:
+    async with mcp_pool(store, mcp_credentials, mcp_settings) as opened:
         yield opened
 
 
@@ -88,12 +90,12 @@ async def _servers(
 
 
 async def test_tools_resources_prompts_and_health_on_both_transports(
-    standalone_store: SessionStore, pool: UpstreamPool, weather: HttpServer
+    store: SessionStore, pool: UpstreamPool, weather: HttpServer
 ) -> None:
     """A stdio server and an HTTP server through the pool: calls, listing, resource,
     prompt; health pings with a response time kept in the record; no secret stored."""
     servers = await _servers(
-        standalone_store, pool, {"math": stdio_connection("math"), "weather": weather.connection()}
+        store, pool, {"math": stdio_connection("math"), "weather": weather.connection()}
     )
     for name in ("math", "weather"):
         served = await servers.call_tool(name, "add", {"a": 20, "b": 22})
@@ -124,11 +126,11 @@ async def test_tools_resources_prompts_and_health_on_both_transports(
 
 
 async def test_concurrent_calls_share_one_connection(
-    standalone_store: SessionStore, pool: UpstreamPool
+    store: SessionStore, pool: UpstreamPool
 ) -> None:
     """MCP multiplexes: 20 concurrent calls run on one connection (one child process)."""
     before = children()
-    servers = await _servers(standalone_store, pool, {"math": stdio_connection("math")})
+    servers = await _servers(store, pool, {"math": stdio_connection("math")})
     results = await asyncio.gather(
         *(servers.call_tool("math", "add", {"a": i, "b": 1}) for i in range(20))
     )
@@ -138,13 +140,13 @@ async def test_concurrent_calls_share_one_connection(
 
 
 async def test_stdio_crash_then_the_next_call_reconnects_and_no_zombie_remains(
-    standalone_store: SessionStore, mcp_credentials: Credentials, mcp_settings: UpstreamSettings
+    store: SessionStore, mcp_credentials: Credentials, mcp_settings: UpstreamSettings
 ) -> None:
     """The child exits mid-call: that call (not idempotent) fails without a retry; the
     next call starts a new child and works; after the pool closes no child is left."""
     before = children()
-    async with mcp_pool(standalone_store, mcp_credentials, mcp_settings) as pool:
-        servers = await _servers(standalone_store, pool, {"math": stdio_connection("math")})
+    async with mcp_pool(store, mcp_credentials, mcp_settings) as pool:
+        servers = await _servers(store, pool, {"math": stdio_connection("math")})
         assert (await servers.call_tool("math", "counter")).value.structured_content == {
             "result": 1
         }
@@ -161,7 +163,7 @@ async def test_stdio_crash_then_the_next_call_reconnects_and_no_zombie_remains(
 
 
 async def test_a_second_process_continues_the_upstream_session_from_the_record(
-    standalone_store: SessionStore,
+    store: SessionStore,
     mcp_credentials: Credentials,
     mcp_settings: UpstreamSettings,
     weather: HttpServer,
@@ -169,14 +171,14 @@ async def test_a_second_process_continues_the_upstream_session_from_the_record(
     """Pool A opens the upstream session and calls a stateful tool; pool B (its own
     connector, nothing shared but Redis) continues that session from the record:
     the counter goes on and the upstream saw one session."""
-    async with mcp_pool(standalone_store, mcp_credentials, mcp_settings) as pool_a:
-        servers_a = await _servers(standalone_store, pool_a, {"weather": weather.connection()})
+    async with mcp_pool(store, mcp_credentials, mcp_settings) as pool_a:
+        servers_a = await _servers(store, pool_a, {"weather": weather.connection()})
         served = await servers_a.call_tool("weather", "counter")
         assert served.value.structured_content == {"result": 1}
         record = await pool_a.records.get(servers_a.session_id, "weather")
         assert record is not None and record.resume is not None
         assert set(record.resume) == {"session_id", "protocol_version", "initialize_result"}
-    async with mcp_pool(standalone_store, mcp_credentials, mcp_settings) as pool_b:
+    async with mcp_pool(store, mcp_credentials, mcp_settings) as pool_b:
         servers_b = McpServers(pool_b, servers_a.session_id, {"weather": weather.connection()})
         assert (await servers_b.call_tool("weather", "counter")).value.structured_content == {
             "result": 2
@@ -189,12 +191,12 @@ async def test_a_second_process_continues_the_upstream_session_from_the_record(
 
 
 async def test_http_upstream_down_falls_back_and_returns_when_back(
-    standalone_store: SessionStore, pool: UpstreamPool, weather: HttpServer, backup: HttpServer
+    store: SessionStore, pool: UpstreamPool, weather: HttpServer, backup: HttpServer
 ) -> None:
     """The primary is killed: a read-only call falls back (the result says who served);
     restarted: the next call is the primary's again."""
     servers = await _servers(
-        standalone_store,
+        store,
         pool,
         {"weather": weather.connection(), "backup": backup.connection()},
         fallbacks={"weather": ["backup"]},
@@ -212,12 +214,12 @@ async def test_http_upstream_down_falls_back_and_returns_when_back(
 
 
 async def test_a_delivered_non_idempotent_call_is_not_retried_nor_sent_to_a_fallback(
-    standalone_store: SessionStore, pool: UpstreamPool, weather: HttpServer, backup: HttpServer
+    store: SessionStore, pool: UpstreamPool, weather: HttpServer, backup: HttpServer
 ) -> None:
     """The primary dies while `append` (not idempotent) runs: the call fails at once
     (outcome unknown), no second attempt, and the fallback never sees it."""
     servers = await _servers(
-        standalone_store,
+        store,
         pool,
         {"weather": weather.connection(), "backup": backup.connection()},
         fallbacks={"weather": ["backup"]},
@@ -229,7 +231,7 @@ async def test_a_delivered_non_idempotent_call_is_not_retried_nor_sent_to_a_fall
 
     async def started() -> bool:
         # Another session's connection reads the server's shared count.
-        probe = await _servers(standalone_store, pool, {"w": weather.connection()})
+        probe = await _servers(store, pool, {"w": weather.connection()})
         value = (await probe.call_tool("w", "appended")).value.structured_content
         return bool(value == {"result": 1})
 
@@ -242,11 +244,11 @@ async def test_a_delivered_non_idempotent_call_is_not_retried_nor_sent_to_a_fall
 
 
 async def test_bad_input_is_refused_fast_and_leaves_nothing(
-    standalone_store: SessionStore, pool: UpstreamPool
+    store: SessionStore, pool: UpstreamPool
 ) -> None:
     """Seed-style errors before anything is stored; a missing program or a server that
     never answers the handshake fails fast, no child stays, no connection is kept."""
-    session = await standalone_store.create()
+    session = await store.create()
     with pytest.raises(InvalidInput, match="Unsupported transport"):
         McpServers(pool, session.id, {"x": {"transport": "pigeon"}})
     with pytest.raises(InvalidInput, match="absolute"):

@@ -14,6 +14,8 @@ from sessionstore import SessionStore
 from tests.upstream.mcp_processes import ROOT, HttpServer, stdio_connection
 from tests.upstream.replicas import ADMIN_AUTH, Replica, owner, url
 
+pytestmark = pytest.mark.standalone
+
 
 @pytest.fixture
 def weather() -> Iterator[HttpServer]:
@@ -24,12 +26,12 @@ def weather() -> Iterator[HttpServer]:
 
 
 async def test_register_probe_and_read_an_mcp_upstream_over_rest(
-    replica: Replica, weather: HttpServer, standalone_store: SessionStore
+    replica: Replica, weather: HttpServer, store: SessionStore
 ) -> None:
     """The session's own client registers an HTTP MCP server with a sealed bearer token;
     a live probe is healthy with a response time; the record shows the URL, the
     credential only as ``encrypted``, and the upstream session's resume state."""
-    session = await standalone_store.create()
+    session = await store.create()
     body = {"kind": "mcp", "mcp": weather.connection(), "secret": "tok-secret-1"}
     put = await replica.http.put(url(session.id, "weather"), json=body, headers=owner(session.id))
     assert put.status_code == 200, put.text
@@ -45,30 +47,25 @@ async def test_register_probe_and_read_an_mcp_upstream_over_rest(
     assert live["healthy"] is True and live["source"] == "probe"
     assert live["response_time_ms"] > 0 and live["address"] == weather.url
     assert (live["host"], live["port"]) == ("127.0.0.1", weather.port)
-    raw = await standalone_store.redis.hget(
-        standalone_store.keys.session(session.id).upstreams, "weather"
-    )
+    raw = await store.redis.hget(store.keys.session(session.id).upstreams, "weather")
     assert "tok-secret-1" not in raw and '"resume"' in raw
     listed = (await replica.http.get(url(session.id, "")[:-1], headers=owner(session.id))).json()
     assert [u["name"] for u in listed["upstreams"]] == ["weather"]
 
 
 async def test_a_stdio_upstream_needs_the_admin_token(
-    replica: Replica, standalone_store: SessionStore
+    replica: Replica, store: SessionStore
 ) -> None:
     """A stdio MCP upstream runs a command on the server: the session's own client gets
     403, the admin token may register it; bad input is a clear 422 that stores nothing."""
-    session = await standalone_store.create()
+    session = await store.create()
     body = {"kind": "mcp", "mcp": stdio_connection("math")}
     refused = await replica.http.put(url(session.id, "math"), json=body, headers=owner(session.id))
     assert refused.status_code == 403 and "admin token" in refused.text
     bad = {"kind": "mcp", "mcp": {"transport": "streamable_http", "url": "/relative"}}
     rejected = await replica.http.put(url(session.id, "x"), json=bad, headers=ADMIN_AUTH)
     assert rejected.status_code == 422
-    assert (
-        await standalone_store.redis.exists(standalone_store.keys.session(session.id).upstreams)
-        == 0
-    )
+    assert await store.redis.exists(store.keys.session(session.id).upstreams) == 0
     made = await replica.http.put(url(session.id, "math"), json=body, headers=ADMIN_AUTH)
     assert made.status_code == 200, made.text
     assert made.json()["credential"] == {"kind": "none", "ref": None}
