@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sessionstore._embedded import free_port, wait_until
+from sessionstore.testing import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.upstream.mcp_servers"
