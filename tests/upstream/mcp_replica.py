@@ -24,9 +24,9 @@ async def call(argv: list[str]) -> dict[str, Any]:
     fields, session_id, servers_json, fallbacks_json, server, tool = argv
     settings = Settings(**json.loads(fields))
     redis = create_client(settings.store_redis(settings.redis_url or ""))
-    store = SessionStore(redis, settings.session_settings())
-    upstream = settings.upstream_settings()
-    registry = BreakerRegistry(redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
+    store = SessionStore(redis, settings.session)
+    upstream = settings.upstream
+    registry = BreakerRegistry(redis, settings.breaker, key_prefix=settings.session.key_prefix)
     try:
         async with (
             registry,

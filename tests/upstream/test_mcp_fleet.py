@@ -79,22 +79,22 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
     refused by it at once and fall back too; the job defers while open and its
     half-open probe fails. Back: the job's probe closes the breaker and every
     process's calls are the primary's again."""
-    weather, backup = HttpServer("weather").start(), HttpServer("backup").start()
     settings = fleet_settings(store, redis_url, secret_key, **BREAKER)
+    weather, backup = HttpServer("weather").start(), HttpServer("backup").start()
     fields = {
         "redis_url": redis_url,
-        "key_prefix": settings.key_prefix,
-        "shards": settings.shards,
+        "key_prefix": settings.session.key_prefix,
+        "shards": settings.session.shards,
         "secret_key": secret_key,
         "upstream_call_timeout": 5,
         **{k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in BREAKER.items()},
     }
     connections = {"weather": weather.connection(), "backup": backup.connection()}
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     queue = await create_pool(build_worker_settings(settings).redis_settings)  # type: ignore[attr-defined]
-    admin = BreakerAdmin(store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix)
+    admin = BreakerAdmin(store.redis, settings.breaker, key_prefix=settings.session.key_prefix)
     registry = BreakerRegistry(
-        store.redis, settings.breaker_settings(), key_prefix=settings.key_prefix
+        store.redis, settings.breaker, key_prefix=settings.session.key_prefix
     )
     try:
         async with (
@@ -169,16 +169,16 @@ async def test_another_process_continues_the_upstream_session_from_the_record(
     """Process A (this one) opens the upstream session and calls a stateful tool; process
     B (a child process with its own pool) continues that session from the record in
     Redis: the counter goes on, and the upstream saw one session, not two."""
-    weather = HttpServer("weather").start()
     settings = fleet_settings(store, redis_url, secret_key)
+    weather = HttpServer("weather").start()
     fields = {
         "redis_url": redis_url,
-        "key_prefix": settings.key_prefix,
-        "shards": settings.shards,
+        "key_prefix": settings.session.key_prefix,
+        "shards": settings.session.shards,
         "secret_key": secret_key,
     }
     connections = {"weather": weather.connection()}
-    upstream = settings.upstream_settings()
+    upstream = settings.upstream
     try:
         async with UpstreamPool(
             store,

@@ -75,8 +75,8 @@ async def test_a_stdio_upstream_needs_the_admin_token(
         cwd=ROOT,
         env={
             "SESSIONSTORE_REDIS_URL": replica.state.settings.redis_url or "",
-            "SESSIONSTORE_KEY_PREFIX": replica.state.settings.key_prefix,
-            "SESSIONSTORE_SHARDS": str(replica.state.settings.shards),
+            "SESSIONSTORE_KEY_PREFIX": replica.state.settings.session.key_prefix,
+            "SESSIONSTORE_SHARDS": str(replica.state.settings.session.shards),
             "PATH": "/usr/bin:/bin",
         },
         capture_output=True,
