@@ -105,7 +105,9 @@ def api_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
 def _document_upstreams(register: dict[str, Any], settings: Settings) -> None:
     """An upstream's kind is one of this server's connectors, a credential ref one of its
     reference schemes."""
-    kinds = sorted(c.kind for c in connectors_for(settings.upstream))
+    # MCP upstreams (a URL or a command, not host and port) are registered through
+    # the library (`McpServers`), not this body; their records are listed and probed here.
+    kinds = sorted(c.kind for c in connectors_for(settings.upstream) if c.kind != "mcp")
     if kinds and "kind" in register:
         register["kind"]["enum"] = kinds
     schemes = credentials_for(settings, {}).schemes

@@ -54,13 +54,11 @@ class RegisterUpstream(BaseModel):
 
     #: One of the connector kinds this server has (the schema lists them).
     kind: Annotated[str, Field(pattern=_KIND)] = "imap"
-    host: Annotated[str, Field(pattern=_HOST, max_length=253)] | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host: Annotated[str, Field(pattern=_HOST, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)]
     #: Implicit TLS (IMAPS on 993); false for plain IMAP.
     tls: bool = True
-    username: Annotated[str, Field(min_length=1, max_length=320, pattern=_ONE_LINE)] | None = None
-    #: For kind ``mcp``: the server's URL or (admin token only) its stdio command.
-    mcp: McpTarget | None = None
+    username: Annotated[str, Field(min_length=1, max_length=320, pattern=_ONE_LINE)]
     secret: Secret | None = None
     credential_ref: Annotated[str, Field(pattern=_REF, max_length=290)] | None = None
     #: The circuit breaker to report to (default ``<kind>:<host>:<port>``); admin token only.
