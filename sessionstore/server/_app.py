@@ -35,7 +35,7 @@ from ..breaker import BreakerRegistry
 from ..exceptions import BackendUnavailable, InvalidInput
 from ..store import SessionStore
 from ._auth import AccessTokens, without_tokens
-from ._errors import install_error_handlers
+from ._errors import UnexpectedErrors, install_error_handlers
 from ._health import CORE_CHECKS
 from ._methods import AllowedMethods
 from ._metrics import RequestMetrics, ServerMetrics
@@ -156,7 +156,9 @@ def create_app(
         timeout=settings.server.request_body_timeout.total_seconds(),
         max_bytes=settings.server.max_body_bytes,
     )
-    # add_middleware wraps: the last added runs first.
+    # add_middleware wraps: the last added runs first. Unexpected errors become a 500
+    # inside the session middleware, so the lease is returned as for any answer.
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(
         SessionMiddleware,
         body_limits=body_limits,

@@ -8,7 +8,8 @@
   unknown paths): its status with a code named after it (a wrong method is
   answered before routing, by `AllowedMethods`).
 - Anything else: 500 ``internal_error`` (logged with the route template,
-  never the path: paths carry session ids).
+  never the path: paths carry session ids), answered by `UnexpectedErrors`
+  so that the keep-alive connection stays open.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..asgi import Problem, problem_for
 from ..exceptions import SessionStoreError
@@ -90,3 +92,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
+
+
+class UnexpectedErrors:
+    """Answer an error no handler knows with the 500 ``internal_error`` problem, and keep
+    the connection: the handler `install_error_handlers` registers for `Exception` runs in
+    Starlette's outermost middleware, which re-raises to the server after answering, and
+    uvicorn then closes the keep-alive connection. Installed inside the session middleware
+    (the lease is returned as for any answer); an error after the response started is
+    re-raised.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            route = str(getattr(scope.get("route"), "path", "?"))
+            logger.exception("%s %s failed", scope.get("method"), route, exc_info=exc)
+            problem = Problem(500, "internal_error", "the server failed to answer")
+            await problem.response()(scope, receive, send)

@@ -1,19 +1,25 @@
 """Every refusal of the reference server has one documented shape, and the OpenAPI
 document says so: schema errors, bearer checks, bodies that are not UTF-8, wrong
-methods (with the whole ``Allow``), session ids of this store's shards."""
+methods (with the whole ``Allow``), session ids of this store's shards; behind a real
+uvicorn an unexpected error keeps the keep-alive connection."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from pydantic import SecretStr
 
 from sessionstore import Settings
 from sessionstore._ids import session_id_pattern
 from sessionstore.server import create_app
+from sessionstore.testing import free_port
+from tests.polling import eventually
 from tests.serving import serving
 
 pytestmark = pytest.mark.standalone
@@ -145,3 +151,57 @@ def test_the_document_shows_one_problem_shape_and_this_stores_ids() -> None:
     patch = document["paths"]["/sessions/{session_id}/state"]["patch"]
     (if_match,) = [p for p in patch["parameters"] if p["name"] == "if-match"]
     assert if_match["schema"]["type"] == "string" and if_match["schema"]["pattern"]
+
+
+async def _boom() -> None:
+    raise RuntimeError("a bug")
+
+
+@pytest.fixture
+async def served_port(redis_url: str, key_prefix: str) -> AsyncIterator[int]:
+    """A replica with one route that fails, served by uvicorn on a free port."""
+    app = create_app(settings_for(redis_url, key_prefix))
+    app.add_api_route("/boom", _boom)
+    config = uvicorn.Config(app, port=free_port(), log_level="critical", ws="none")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started, timeout=30)
+    yield config.port
+    server.should_exit = True
+    await task
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+) -> tuple[int, dict[str, str], bytes]:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:]) if k}
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, body
+
+
+async def test_a_500_keeps_the_connection_open(served_port: int) -> None:
+    """Behind a real uvicorn, a route that raises gets 500 internal_error (no traceback in
+    the body), without
+    ``Connection: close``; the same connection then serves /healthz."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served_port)
+    try:
+        status, headers, body = await _exchange(reader, writer, "/boom")
+        assert status == 500
+        assert json.loads(body) == {
+            "error": "internal_error",
+            "detail": "the server failed to answer",
+        }
+        assert headers.get("connection") != "close"
+        status, _, _ = await _exchange(reader, writer, "/healthz")
+        assert status == 200
+    finally:
+        writer.close()
+        await writer.wait_closed()
