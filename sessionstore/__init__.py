@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._environment import Settings
 from ._ids import new_session_id
 from ._keys import KeySpace, SessionKeys
-from ._redis import RedisClient, create_client
+from ._redis import RedisClient, RedisOutage, command_budget, create_client
 from .breaker import BreakerAdmin, BreakerRegistry, BreakerState
 from .exceptions import (
     BackendUnavailable,
@@ -96,6 +96,7 @@ __all__ = [
     "Mutator",
     "PayloadTooLarge",
     "RedisClient",
+    "RedisOutage",
     "RedisSettings",
     "RepairReport",
     "ServerSettings",
@@ -130,6 +131,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerInfo",
     "WorkerState",
+    "command_budget",
     "create_client",
     "list_workers",
     "new_session_id",

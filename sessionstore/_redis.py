@@ -4,16 +4,32 @@ All clients are built here from a `RedisSettings`, with short connect and
 socket timeouts so that a dead Redis gives a fast `BackendUnavailable` rather
 than a hang. No client is created at import time: callers own their clients
 (a lifespan, a worker's ``on_startup``, a CLI command) and close them.
+
+A hung Redis (no reply, no reset) is worse than a dead one: every command
+waits for the socket timeout, and callers queue for the pool behind those
+that wait. Two guards bound that for standalone and Sentinel clients:
+
+- `command_budget`: inside it (the server wraps each request in one), every
+  command, pool wait included, fails after the budget instead of the socket
+  timeout;
+- `RedisOutage`, one latch per client: a command that runs out of its budget
+  trips it; while it is tripped,
+  commands fail at once (without queueing on the pool) until a background
+  PING gets an answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SlaveNotFoundError
 
@@ -38,7 +54,178 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class _SentinelMaster(aioredis.Redis):
+logger = logging.getLogger("sessionstore.redis")
+
+#: Errors of the probe's PING that mean Redis still does not answer.
+_NO_ANSWER: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    TimeoutError,
+    ConnectionError,
+)
+
+_command_budget: ContextVar[float | None] = ContextVar("sessionstore_command_budget", default=None)
+
+
+@contextmanager
+def command_budget(seconds: float | None) -> Iterator[None]:
+    """Bound every Redis command made in this context to `seconds`, pool wait included.
+
+    A command past the budget fails with ``redis.exceptions.TimeoutError`` (a
+    `BackendUnavailable` once wrapped) and trips the client's `RedisOutage`.
+    None: only the client's own timeouts apply. Cluster clients ignore it.
+
+    .. versionadded:: 0.1
+    """
+    token = _command_budget.set(seconds)
+    try:
+        yield
+    finally:
+        _command_budget.reset(token)
+
+
+class RedisOutage:
+    """A client's "Redis is not answering" latch, which recovers by itself.
+
+    Tripped by a command that ran out of its `command_budget`: Redis hangs (a
+    plain socket timeout does not trip it, a blocking command's long wait looks
+    the same; nor does a refused or reset connection, which fails fast by itself
+    and must not delay the first command after a restart). While tripped,
+    `check` fails every command at once with ``redis.exceptions.ConnectionError``
+    (so callers see what they see when Redis is down, but without waiting
+    for a timeout or queueing on the pool), and a background task PINGs Redis
+    every `probe_interval` seconds; the first answer clears the latch.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, *, probe_interval: float = 0.25, probe_timeout: float = 1.0) -> None:
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        self._probe: asyncio.Task[None] | None = None
+        #: How many times the latch was tripped (a metric and a test hook).
+        self.trips = 0
+
+    @property
+    def down(self) -> bool:
+        """True from a failed command until a probe got an answer."""
+        return self._probe is not None and not self._probe.done()
+
+    def check(self) -> None:
+        """Fail at once while Redis is known not to answer.
+
+        Raises:
+            redis.exceptions.ConnectionError: the latch is tripped.
+        """
+        if self.down:
+            raise rex.ConnectionError("Redis is not answering (failing fast until it does)")
+
+    def trip(self, ping: Callable[[], Awaitable[object]]) -> None:
+        """Mark Redis as not answering and start probing it with `ping`."""
+        if self.down:
+            return
+        self.trips += 1
+        logger.warning("Redis is not answering: commands fail fast until a PING succeeds")
+        # The probe must not inherit a request's budget.
+        self._probe = asyncio.get_running_loop().create_task(
+            self._run_probe(ping), context=_fresh_context()
+        )
+
+    async def _run_probe(self, ping: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                async with asyncio.timeout(self.probe_timeout):
+                    await ping()
+            except _NO_ANSWER:
+                continue
+            except rex.RedisError:
+                pass  # an answer, even an error reply (LOADING, NOAUTH): Redis is back
+            logger.info("Redis answers again")
+            return
+
+    async def aclose(self) -> None:
+        """Stop probing (the client is closing)."""
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._probe
+
+
+def _fresh_context() -> Context:
+    context = copy_context()
+    context.run(_command_budget.set, None)
+    return context
+
+
+async def _guarded(
+    outage: RedisOutage,
+    ping: Callable[[], Awaitable[object]],
+    command: Callable[[], Awaitable[Any]],
+) -> Any:
+    """Run `command` under the latch and the context's budget."""
+    outage.check()
+    budget = _command_budget.get()
+    try:
+        if budget is None:
+            return await command()
+        try:
+            async with asyncio.timeout(budget):
+                return await command()
+        except TimeoutError as exc:
+            raise rex.TimeoutError(f"no answer from Redis within {budget:g}s") from exc
+    except (rex.TimeoutError, TimeoutError):
+        # Only a request's budget says Redis hangs: outside one, a timeout may be the
+        # caller's own long wait (a blocking XREAD). A refused or reset connection
+        # fails fast by itself and must not delay the first command after a restart.
+        if budget is not None:
+            outage.trip(ping)
+        raise
+
+
+class _GuardedPipeline(Pipeline):
+    """A pipeline whose `execute` obeys its client's latch and the budget."""
+
+    outage: RedisOutage
+    probe: Callable[[], Awaitable[object]]
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return await _guarded(  # type: ignore[no-any-return]
+            self.outage, self.probe, lambda: super(_GuardedPipeline, self).execute(raise_on_error)
+        )
+
+
+class _GuardedRedis(aioredis.Redis):
+    """A standalone (or Sentinel master) client with the outage latch and budgets."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = RedisOutage()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _guarded(
+            self.outage,
+            self._ping,
+            # redis-py leaves execute_command unannotated.
+            lambda: super(_GuardedRedis, self).execute_command(*args, **options),  # type: ignore[no-untyped-call]
+        )
+
+    async def _ping(self) -> object:
+        return await super().execute_command("PING")  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = _GuardedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.outage, pipe.probe = self.outage, self._ping
+        return pipe
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.outage.aclose()
+        await super().aclose(close_connection_pool)
+
+
+class _SentinelMaster(_GuardedRedis):
     """A Sentinel-managed master client that also closes its Sentinel connections."""
 
     sentinel_manager: Sentinel | None = None
@@ -87,7 +274,7 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
         master.sentinel_manager = sentinel
         return master
     if settings.unix_socket_path:
-        return aioredis.Redis(
+        return _GuardedRedis(
             unix_socket_path=settings.unix_socket_path,
             db=settings.database,
             max_connections=settings.max_connections,
@@ -105,7 +292,7 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
         **common,
     )
     # from_pool: the client owns the pool, so aclose() closes its connections too.
-    return aioredis.Redis.from_pool(pool)
+    return _GuardedRedis.from_pool(pool)
 
 
 def is_cluster(client: RedisClient) -> bool:

@@ -87,6 +87,7 @@ CONTRACT: list[tuple[str, object, str, object]] = [
     ("SESSIONSTORE_RENEW_EXPIRED_SESSIONS", False, "true", True),
     ("SESSIONSTORE_MAX_BODY_BYTES", 2097152, "4096", 4096),
     ("SESSIONSTORE_DRAIN_TIMEOUT", timedelta(seconds=10), "90", timedelta(seconds=90)),
+    ("SESSIONSTORE_REQUEST_REDIS_TIMEOUT", timedelta(seconds=0.75), "0.5", timedelta(seconds=0.5)),
     ("SESSIONSTORE_HEALTH_MAX_SWEEPER_LAG", timedelta(seconds=300), "90", timedelta(seconds=90)),
     ("SESSIONSTORE_SERVER_HOST", "127.0.0.1", "90", "90"),
     ("SESSIONSTORE_SERVER_PORT", 8000, "90", 90),

@@ -45,6 +45,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._redis import command_budget
 from ..exceptions import SessionExpired, SessionStoreError, VersionConflict
 from ..store import Lease, Session, SessionStore, TrackedLease
 from ._body import DEFAULT_BODY_LIMITS, BodyReadLimits, read_body
@@ -104,6 +105,10 @@ class SessionMiddleware:
         body_limits: the deadline and size of a body read before the lease is
             taken; None hands the body to the app unread (and leased while it
             arrives).
+        redis_timeout: seconds each Redis command of a request (the middleware's
+            and the app's) may take, pool wait included (`command_budget`); a hung
+            Redis then gives a 503 within about this long. None: the client's own
+            timeouts.
 
     .. versionadded:: 0.1
     """
@@ -122,6 +127,7 @@ class SessionMiddleware:
         inflight: InFlightRequests | None = None,
         drain_timeout: float = 10.0,
         body_limits: BodyReadLimits | None = DEFAULT_BODY_LIMITS,
+        redis_timeout: float | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -135,14 +141,22 @@ class SessionMiddleware:
         self.inflight = inflight if inflight is not None else InFlightRequests()
         self.drain_timeout = drain_timeout
         self.body_limits = body_limits
+        self.redis_timeout = redis_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, self._watch_shutdown(receive), send)
             return
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exclude_paths:
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        with command_budget(self.redis_timeout):
+            if scope["path"] in self.exclude_paths:
+                await self.app(scope, receive, send)
+            else:
+                await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: dict[str, Any] = scope.setdefault("state", {})
         state[SESSION] = None
         incoming = self._incoming(scope)

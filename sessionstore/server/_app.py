@@ -168,6 +168,7 @@ def create_app(
         exclude_paths=UNSESSIONED_PATHS,
         inflight=inflight,
         drain_timeout=settings.server.drain_timeout.total_seconds(),
+        redis_timeout=settings.server.request_redis_timeout.total_seconds(),
     )
     # Every body is read whole (408 late, 413 large) before anything else runs.
     app.add_middleware(BodyLimits, limits=body_limits, reads=body_reads)

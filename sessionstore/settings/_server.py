@@ -41,6 +41,11 @@ class ServerSettings(BaseModel):
     #: On shutdown, in-flight requests get this long to finish; then their
     #: request leases are returned anyway.
     drain_timeout: Duration = timedelta(seconds=10)
+    #: Each Redis command made while serving a request may take this long, pool
+    #: wait included; a hung Redis then gives every request a 503 (with
+    #: Retry-After) within about this long, and the client fails fast after the
+    #: first such timeout until Redis answers a PING again.
+    request_redis_timeout: Duration = Field(default=timedelta(milliseconds=750), gt=timedelta(0))
     #: ``/session-health`` says "degraded" when the sweeper lags more than a few sweep
     #: periods (`sessionstore.fleet.sweep_lag_limit`), and never later than this.
     health_max_sweeper_lag: Duration = timedelta(minutes=5)

@@ -43,7 +43,10 @@ async def healthz(state: State) -> dict[str, Any]:
     responses={
         401: {"description": "Missing or wrong bearer token"},
         403: {"description": "No health token configured"},
-        503: {"description": "Unhealthy: Redis is unreachable"},
+        503: {
+            "description": "Unhealthy: Redis is unreachable",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
     },
 )
 async def health(state: State, credentials: Credentials) -> JSONResponse:
@@ -55,7 +58,10 @@ async def health(state: State, credentials: Credentials) -> JSONResponse:
     """
     check_token(state.access, credentials)
     code, body = await session_health(state)
-    return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if code == 503:
+        headers["Retry-After"] = "1"  # as every other 503: Redis is checked again at once
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 async def _refresh_fleet(state: ServerState) -> None:
