@@ -24,8 +24,9 @@ request it:
    version read in step 2), so a conflict can still be answered: 409
    ``session_conflict`` instead of the handler's response, nothing written;
    otherwise returns the lease just before the response's last body message goes out
-   (so a client that waits for one response before sending the next never
-   meets its own lease: sequential requests never hit a per-session limit of 1;
+   (before the head for a response without a body: 204, 304, HEAD), so a client
+   that waits for one response before sending the next never meets its own
+   lease: sequential requests never hit a per-session limit of 1;
    background tasks run after that, unleased), and writes the session id back
    (header and cookie) when the app created, rotated or dropped the session.
 
@@ -327,6 +328,10 @@ class SessionMiddleware:
                 if opened is not None and opened.renewed_from:
                     headers[RENEWED_HEADER] = opened.renewed_from
                 self._write_cookie(headers, incoming, current_id)
+                if opened is not None and _bodiless(scope, message, headers):
+                    # The client counts such a response done at its headers, before any
+                    # body message: return the lease first, as for the last body message.
+                    await self._close(opened, None)
             elif _last_body(message) and opened is not None and scope["type"] == "http":
                 await self._close(opened, None)
             await send(message)
@@ -361,6 +366,17 @@ class SessionMiddleware:
             return message
 
         return receive_and_drain
+
+
+def _bodiless(scope: Scope, start: Message, headers: MutableHeaders) -> bool:
+    """Whether a client takes this response as complete once its head arrives."""
+    status = int(start["status"])
+    return (
+        scope.get("method") == "HEAD"
+        or status in (204, 304)
+        or 100 <= status < 200
+        or headers.get("content-length") == "0"
+    )
 
 
 def _last_body(message: Message) -> bool:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,7 +51,8 @@ class Gate:
 
 
 def make_app(store: SessionStore, gate: Gate | None = None, **options: Any) -> Starlette:
-    """A small app: /whoami echoes the session, /hold waits on the gate, /new creates one."""
+    """A small app: /whoami echoes the session, /hold waits on the gate, /new creates one,
+    /nothing answers 204."""
     gate = gate or Gate()
 
     async def whoami(request: Request) -> JSONResponse:
@@ -71,6 +72,9 @@ def make_app(store: SessionStore, gate: Gate | None = None, **options: Any) -> S
         request.state.session = made
         return JSONResponse({"id": made.id})
 
+    async def nothing(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def drop(request: Request) -> JSONResponse:
         await store.delete(request.state.session.id)
         request.state.session = None
@@ -85,6 +89,7 @@ def make_app(store: SessionStore, gate: Gate | None = None, **options: Any) -> S
         Route("/hold", hold),
         Route("/new", new, methods=["POST"]),
         Route("/drop", drop, methods=["POST"]),
+        Route("/nothing", nothing, methods=["DELETE"]),
     ]
     middleware = [Middleware(SessionMiddleware, **options)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
@@ -237,6 +242,33 @@ async def test_the_lease_is_returned_before_the_response_ends(
         answers = [(await http.get("/whoami", headers={HEADER: made.id})) for _ in range(3)]
     assert [a.json()["requests_now"] for a in answers] == [1, 1, 1]
     assert seen_at_the_end == [0, 0, 0]
+
+
+async def test_a_bodiless_response_returns_the_lease_before_its_head(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """A 204 (or HEAD) is complete for the client once its head arrives, so the lease is
+    back before the head goes out: the next request never meets it, even with one allowed."""
+    store = store_with(redis, key_prefix, max_requests_per_session=1)
+    made = await store.create()
+    seen_at_the_head: list[int] = []
+
+    def spy(app: ASGIApp) -> ASGIApp:
+        # Stands where the HTTP server is: outside the middleware.
+        async def server_side(scope: Scope, receive: Receive, send: Send) -> None:
+            async def send_and_look(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    seen_at_the_head.append((await store.get(made.id)).active_requests)
+                await send(message)
+
+            await app(scope, receive, send_and_look if scope["type"] == "http" else send)
+
+        return server_side
+
+    async with serving(spy(make_app(store))) as (http, _):
+        answers = [await http.delete("/nothing", headers={HEADER: made.id}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [204, 204, 204]
+    assert seen_at_the_head == [0, 0, 0]
 
 
 async def test_a_trickling_body_holds_no_lease(redis: RedisClient, key_prefix: str) -> None:
