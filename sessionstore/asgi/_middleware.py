@@ -27,7 +27,7 @@ request it:
    (before the head for a response without a body: 204, 304, HEAD), so a client
    that waits for one response before sending the next never meets its own
    lease: sequential requests never hit a per-session limit of 1;
-   background tasks run after that, unleased), and writes the session id back
+   background tasks run after that, unleased; and writes the session id back
    (header and cookie) when the app created, rotated or dropped the session.
 
 It also watches the ASGI lifespan: on shutdown it refuses new session
