@@ -128,4 +128,4 @@ def check_attribute(name: object) -> str:
 
 def short_id(session_id: str) -> str:
     """The first characters of `session_id`, for logs: an id is a bearer secret."""
-    return session_id[:6] + "..."
+    return session_id[:SHOWN_ID_CHARS] + "..."

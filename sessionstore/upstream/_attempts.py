@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from .._ids import short_id
 from ..breaker import Outcome
 from ..exceptions import (
     BreakerOpen,
@@ -37,7 +38,7 @@ from ..exceptions import (
     UpstreamUnavailable,
 )
 from ._classify import Action, Verdict
-from ._connections import ConnectionCache, Entry, short_id
+from ._connections import ConnectionCache, Entry
 from ._connector import HealthReport, Operation, Served, describe
 from ._gates import Gate, Gates, Ticket, settle
 from ._reconnect import ReconnectScheduler

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from .._ids import short_id
 from ..exceptions import UpstreamError, UpstreamNotFound
 from ._classify import classify
 from ._connector import Connector
@@ -72,11 +73,6 @@ class Entry:
     def age(self, now: float) -> float | None:
         """Seconds since the connection was opened, or None when none is open."""
         return None if self.connection is None else now - self.opened_at
-
-
-def short_id(session_id: str) -> str:
-    """A session id cut for logs: a session id is a bearer secret."""
-    return session_id[:6] + "..."
 
 
 class ConnectionCache:

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from pydantic import SecretStr
 
+from .._ids import short_id
 from ..exceptions import (
     BackendUnavailable,
     InvalidInput,
@@ -35,7 +36,7 @@ from ..exceptions import (
 from ..store import EventFollower, SessionStore
 from ..tasks import stop_tasks
 from ._attempts import AttemptContext, AttemptLoop
-from ._connections import ConnectionCache, Entry, short_id
+from ._connections import ConnectionCache, Entry
 from ._connector import Connector, HealthReport, Operation, Served
 from ._gates import Gates, NoGates
 from ._reconnect import ReconnectScheduler

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, SecretStr
 from redis.exceptions import RedisError
 
+from .._ids import short_id
 from .._keys import KeySpace
 from ..breaker import Outcome
 from ..exceptions import (
@@ -31,7 +32,6 @@ from ..exceptions import (
     UpstreamRejected,
 )
 from ._classify import Action
-from ._connections import short_id
 from ._connector import Connector, describe
 from ._gates import Gates, NoGates, Ticket, settle
 from ._records import UpstreamRecord, UpstreamRecords, UpstreamState

@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import ValidationError
 
+from ..._ids import short_id
 from ...exceptions import InvalidInput, UpstreamNotFound
 from ...upstream import UpstreamRecord, UpstreamSpec, UpstreamState, verify_upstream
 from .._access import Caller, SessionCaller
@@ -62,11 +63,6 @@ UPSTREAM_PROBLEMS = {
     403: {"description": "Another session's header, or an admin-only field"},
     **problems(*SESSION_PROBLEMS, 422, 429),
 }
-
-
-def short_id(session_id: str) -> str:
-    """A session id cut for logs: ids are bearer secrets."""
-    return session_id[:6] + "..."
 
 
 def _allowed(state: ServerState, host: str) -> None:
