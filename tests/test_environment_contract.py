@@ -95,6 +95,7 @@ CONTRACT: list[tuple[str, object, str, object]] = [
     ("SESSIONSTORE_REQUEST_BODY_TIMEOUT", timedelta(seconds=30), "90", timedelta(seconds=90)),
     ("SESSIONSTORE_REQUEST_HEADER_TIMEOUT", timedelta(seconds=10), "90", timedelta(seconds=90)),
     ("SESSIONSTORE_SERVER_LIMIT_CONCURRENCY", 1000, "90", 90),
+    ("SESSIONSTORE_KEEP_ALIVE_TIMEOUT", timedelta(seconds=5), "90", timedelta(seconds=90)),
     ("SESSIONSTORE_ADMIN_TOKEN", None, "90", Secret("90")),
     ("SESSIONSTORE_TRUSTED_PROXIES", "", "10.0.0.5,172.28.0.0/24", "10.0.0.5,172.28.0.0/24"),
     ("SESSIONSTORE_DEMO_ROUTES", False, "true", True),

@@ -71,6 +71,7 @@ def serve(
         # connections; h11, which the header deadline extends.
         http=header_deadline_protocol(settings.server.request_header_timeout.total_seconds()),
         limit_concurrency=settings.server.limit_concurrency,
+        timeout_keep_alive=math.ceil(settings.server.keep_alive_timeout.total_seconds()),
         lifespan="on",
     )
 

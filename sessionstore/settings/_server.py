@@ -59,6 +59,12 @@ class ServerSettings(BaseModel):
     #: A request's headers must arrive within this, from the connection's opening
     #: or the previous response (408 and the connection closed otherwise).
     request_header_timeout: Duration = timedelta(seconds=10)
+    #: An idle keep-alive connection is closed after this (uvicorn's
+    #: ``timeout_keep_alive``). Behind a balancer that reuses its connections to the
+    #: replicas, set it above the balancer's idle timeout: a request sent on a
+    #: connection the replica is closing fails. Idle time also runs against
+    #: `request_header_timeout`, so the lower of the two closes an idle connection.
+    keep_alive_timeout: Duration = Field(default=timedelta(seconds=5), gt=timedelta(0))
     #: Connections (and running requests) one replica serves at once; beyond it
     #: uvicorn answers 503 (``limit_concurrency``; ``SESSIONSTORE_SERVER_LIMIT_CONCURRENCY``).
     limit_concurrency: int = Field(default=1000, ge=1)

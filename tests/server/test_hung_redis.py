@@ -34,6 +34,8 @@ SOCKET_TIMEOUT_SECONDS = 15
 #: burst's slowest answer with Redis up, plus this slack, and must stay below the
 #: socket timeout for the test to tell anything.
 SLACK_SECONDS = 2.0
+#: Longer than the whole test: no connection of the test is closed for being idle.
+IDLE_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,11 @@ def fleet() -> Iterator[ServedFleet]:
         "SESSIONSTORE_HEALTH_TOKEN": TOKEN,
         "SESSIONSTORE_SERVICE_TOKENS": SERVICE_TOKEN,
         "SESSIONSTORE_REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT_SECONDS),
+        # The bursts reuse connections opened before; on a loaded machine they may sit
+        # idle longer than the defaults allow, and a request sent as the replica
+        # closes its connection fails instead of getting its answer.
+        "SESSIONSTORE_KEEP_ALIVE_TIMEOUT": str(IDLE_SECONDS),
+        "SESSIONSTORE_REQUEST_HEADER_TIMEOUT": str(IDLE_SECONDS),
     }
     served = ServedFleet(1, settings).start()
     yield served

@@ -24,6 +24,10 @@ SLOTS = 32
 #: Long enough for the poll below on a loaded machine, short enough to wait for a 408.
 DEADLINE_SECONDS = 8
 CONNECTIONS = SLOTS + 16
+#: Above the header deadline, which then closes idle connections: later than
+#: uvicorn's own keep-alive default (5 s) would.
+KEEP_ALIVE_SECONDS = 60
+UVICORN_KEEP_ALIVE_SECONDS = 5
 SERVICE_TOKEN = "slow-clients-service-t0ken"
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 
@@ -37,6 +41,7 @@ def fleet() -> Iterator[ServedFleet]:
         "SESSIONSTORE_REQUEST_BODY_TIMEOUT": str(DEADLINE_SECONDS),
         "SESSIONSTORE_REQUEST_HEADER_TIMEOUT": str(DEADLINE_SECONDS),
         "SESSIONSTORE_SERVER_LIMIT_CONCURRENCY": str(CONNECTIONS),
+        "SESSIONSTORE_KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE_SECONDS),
         "SESSIONSTORE_SERVICE_TOKENS": SERVICE_TOKEN,
     }
     served = ServedFleet(1, settings).start()
@@ -142,6 +147,31 @@ async def test_headers_that_do_not_arrive_in_time_get_408(fleet: ServedFleet) ->
     async with connections(port, 1, b"GET /healthz HTTP/1.1\r\nHost: rep") as [(reader, _)]:
         answer = await answer_of(reader)
     assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_an_idle_keep_alive_connection_lives_until_the_lower_timeout(
+    fleet: ServedFleet,
+) -> None:
+    """After a response, a keep-alive connection that sends nothing stays open past
+    uvicorn's default keep-alive (SESSIONSTORE_KEEP_ALIVE_TIMEOUT is above it) and is
+    closed, without a 408, at the header deadline (the lower of the two)."""
+    port = fleet.replicas[0].port
+    request = b"GET /healthz HTTP/1.1\r\nHost: replica\r\n\r\n"
+    async with connections(port, 1, request) as [(reader, _)]:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(DEADLINE_SECONDS * 2):
+            rest = await reader.read()
+        idle = asyncio.get_running_loop().time() - started
+    assert rest == b""  # closed, without a 408: nothing of a next request had arrived
+    assert idle > UVICORN_KEEP_ALIVE_SECONDS, f"closed after {idle:.1f}s"
 
 
 async def test_a_replica_serves_a_bounded_number_of_connections(
