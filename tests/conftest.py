@@ -70,6 +70,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item (`item.stash[PHASE_REPORTS]`), so fixtures
+    can add diagnostics (process logs) to a test that failed."""
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
+#: The reports of a test's phases so far, by phase ("setup", "call", "teardown").
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def failed(item: pytest.Item) -> bool:
+    """Whether the test of `item` failed in its setup or call phase."""
+    return any(r.failed for r in item.stash.get(PHASE_REPORTS, {}).values())
+
+
 @pytest.fixture(
     params=["standalone", pytest.param("cluster", marks=pytest.mark.cluster)],
 )

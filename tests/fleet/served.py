@@ -176,6 +176,15 @@ def _fields(env: dict[str, str]) -> dict[str, str]:
     return {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
 
 
+def log_tails(directory: Path, lines: int = 60) -> str:
+    """The last `lines` lines of every process log in `directory`, one section per file."""
+    sections = []
+    for log in sorted(directory.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        sections.append(f"----- {log.name} -----\n" + "\n".join(tail))
+    return "\n".join(sections)
+
+
 def metric_sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus text exposition."""
     for family in text_string_to_metric_families(text):
@@ -193,7 +202,10 @@ def haproxy_config(fleet: ServedFleet, port: int, stats_port: int) -> str:
     text = text.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
     for n, replica in enumerate(fleet.replicas, start=1):
         text = text.replace(f"server-{n}:8000", f"127.0.0.1:{replica.port}")
-    return text
+    # One log line per request (status, timings, termination state) on HAProxy's
+    # stdout, which is its log file: what a failed test is diagnosed from.
+    text = text.replace("global\n", "global\n    log stdout format raw local0\n", 1)
+    return text.replace("defaults\n", "defaults\n    log global\n    option httplog\n", 1)
 
 
 @contextmanager

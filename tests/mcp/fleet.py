@@ -16,7 +16,7 @@ import httpx
 
 from sessionstore import Settings
 from sessionstore.testing import ChildProcess, LocalRedis, Supervisor, free_port, wait_http_ready
-from tests.fleet.served import ROOT, Worker, _fields, metric_sample, run_haproxy
+from tests.fleet.served import ROOT, Worker, _fields, log_tails, metric_sample, run_haproxy
 
 EXAMPLES = ROOT / "examples"
 _READY_SECONDS = 60.0
@@ -90,6 +90,10 @@ class McpFleet:
         fleet: Any = self  # run_haproxy reads .directory and .replicas[n].port only
         with run_haproxy(binary, fleet) as url:
             yield url
+
+    def logs(self) -> str:
+        """The tails of the fleet's process logs (replicas, workers, HAProxy)."""
+        return log_tails(self.directory)
 
     def stop(self) -> None:
         self.supervisor.stop()

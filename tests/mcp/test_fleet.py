@@ -20,6 +20,7 @@ from mcp_types import ElicitRequestParams, ElicitResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from sessionstore import RedisSettings, SessionStatus, SessionStore, Tombstone, create_client
+from tests.conftest import failed
 from tests.mcp.fleet import McpFleet
 from tests.polling import eventually
 
@@ -47,6 +48,14 @@ def fleet() -> Iterator[McpFleet]:
         yield fleet
     finally:
         fleet.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_of_a_failure(request: pytest.FixtureRequest, fleet: McpFleet) -> Iterator[None]:
+    """A failed test prints the fleet's process logs (HAProxy logs every request)."""
+    yield
+    if failed(request.node):
+        print(fleet.logs())
 
 
 @pytest.fixture(scope="module")
