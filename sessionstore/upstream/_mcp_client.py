@@ -147,7 +147,8 @@ class McpServers:
         )
 
     async def health(self, server: str) -> dict[str, Any]:
-        """One server's health: a ping through the pool (its round trip goes to the record).
+        """One server's health: a ping (``server/discover`` on a 2026-07-28 connection)
+        through the pool (its round trip goes to the record).
 
         Returns:
             healthy, timestamp, url or command, response_time_ms, last_activity,

@@ -29,6 +29,11 @@ TRANSPORTS = ("stdio", "streamable_http", "sse", "websocket")
 SUPPORTED_TRANSPORTS = ("stdio", "streamable_http", "sse")
 
 McpTransport = Literal["stdio", "streamable_http", "sse"]
+#: How the connection settles its protocol revision (the SDK ``Client``'s ``mode``):
+#: ``legacy``, the ``initialize`` handshake (an HTTP upstream session can move
+#: between processes); ``auto``, ``server/discover`` first (the 2026-07-28
+#: revision, stateless), falling back to ``initialize`` for an older server.
+McpMode = Literal["legacy", "auto"]
 
 _HEADER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -49,6 +54,8 @@ class McpTarget(BaseModel):
             over the SDK's safe default environment (PATH, HOME...).
         headers: extra HTTP headers that are not secret; secret ones belong in
             the upstream's credential.
+        mode: ``legacy`` (the ``initialize`` handshake, the default) or ``auto``
+            (``server/discover`` first; see `McpMode`).
 
     .. versionadded:: 0.1
     """
@@ -62,6 +69,7 @@ class McpTarget(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, max_length=64)
     cwd: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+    mode: McpMode = "legacy"
 
     @field_validator("url")
     @classmethod
@@ -198,4 +206,4 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-__all__ = ["SUPPORTED_TRANSPORTS", "TRANSPORTS", "McpTarget", "McpTransport"]
+__all__ = ["SUPPORTED_TRANSPORTS", "TRANSPORTS", "McpMode", "McpTarget", "McpTransport"]

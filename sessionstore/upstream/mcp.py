@@ -30,6 +30,12 @@ HTTP or SSE (`McpTarget`). What the connector adds to the SDK, and why:
   process connects with it, sends the header and installs the result with
   ``ClientSession.adopt`` (no second handshake). If the upstream no longer
   knows the session, the connector does the handshake after all.
+- **Either protocol era.** By default (`McpTarget.mode` ``legacy``) the
+  connection does the ``initialize`` handshake; with ``auto`` it sends
+  ``server/discover`` first and settles on the 2026-07-28 revision when the
+  server speaks it (stateless: nothing to hand off), else falls back to
+  ``initialize``. The health probe is ``ping`` in the handshake revisions and
+  ``server/discover`` in the 2026-07-28 one, which removed ``ping``.
 - **Every step is bounded**: spawn + handshake by ``connect_timeout``, every
   request by ``call_timeout``; a failed connect closes what it opened (no
   half-open connection, no stray child: the SDK's stdio transport kills the
@@ -356,16 +362,44 @@ class McpConnection:
             self._upstream_session_id = session_id
 
     async def _handshake(self, session: ClientSession) -> None:
+        capabilities: types.ServerCapabilities
         if self._resume is not None:
             result = types.InitializeResult.model_validate_json(self._resume.initialize_result)
             session.adopt(result)
             self.adopted = True
+            capabilities = result.capabilities
+        elif self.target.mode == "auto":
+            capabilities = await self._negotiate(session)
         else:
-            result = await session.initialize()
-        if result.capabilities.tools is not None:
+            capabilities = (await session.initialize()).capabilities
+        if capabilities.tools is not None:
             # The first request of a continued session: a 404 here says it is gone.
             listing = await self._call("tools/list", session.list_tools, repeatable=True)
             self._absorb(listing)
+
+    async def _negotiate(self, session: ClientSession) -> types.ServerCapabilities:
+        """``server/discover`` (the 2026-07-28 revision); ``initialize`` when the server
+        is older. Only an answer of the server decides: a transport fault propagates."""
+        try:
+            return (await session.discover()).capabilities
+        except (MCPError, RuntimeError) as exc:
+            # RuntimeError: a discover answer that shares no modern revision with us.
+            if isinstance(exc, RuntimeError) and "protocol version" not in str(exc):
+                raise
+            logger.debug(
+                "MCP upstream %s: no server/discover (%s); initialize", self.spec.name, exc
+            )
+        return (await session.initialize()).capabilities
+
+    @property
+    def revision(self) -> str | None:
+        """The negotiated protocol revision (``2026-07-28``, ``2025-11-25``...)."""
+        return None if self.session is None else self.session.protocol_version
+
+    @property
+    def discovered(self) -> bool:
+        """True when the revision was settled by ``server/discover`` (no ``ping`` there)."""
+        return self.session is not None and self.session.discover_result is not None
 
     def _absorb(self, listing: types.ListToolsResult) -> None:
         for tool in listing.tools:
@@ -482,6 +516,24 @@ class McpConnection:
         """``ping``: the cheapest round trip of the handshake revisions."""
         session = self._session()
         await self._call("ping", session.send_ping, repeatable=True)
+
+    async def discover(self) -> None:
+        """``server/discover`` at the negotiated revision: the 2026-07-28 revision's
+        replacement for ``ping`` (``ClientSession.discover`` would answer from its
+        cache without a round trip)."""
+        session = self._session()
+        revision = session.protocol_version
+        assert revision is not None
+        await self._call(
+            "server/discover", lambda: session.send_discover(revision), repeatable=True
+        )
+
+    async def probe(self) -> None:
+        """One health round trip: ``server/discover`` where it replaced ``ping``, else ``ping``."""
+        if self.discovered:
+            await self.discover()
+        else:
+            await self.ping()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -615,8 +667,8 @@ class McpConnector:
         )
 
     async def probe(self, connection: McpConnection) -> None:
-        """``ping`` under the call timeout."""
-        await connection.ping()
+        """``ping``, or ``server/discover`` on a 2026-07-28 connection, under the call timeout."""
+        await connection.probe()
 
     async def close(self, connection: McpConnection) -> None:
         """Close the SDK client in its owner task (a stdio child is stopped); never raises."""

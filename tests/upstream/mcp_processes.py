@@ -45,7 +45,7 @@ class HttpServer:
 
     def start(self) -> HttpServer:
         """Start it and wait until the port accepts connections."""
-        named = self.mode in ("http", "sse")
+        named = self.mode in ("http", "sse", "http-legacy")
         args = [self.mode, self.name, str(self.port)] if named else [self.mode, str(self.port)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", MODULE, *args],

@@ -2,7 +2,9 @@
 
 Run as a child process: ``python -m tests.upstream.mcp_servers
 stdio NAME`` (the stdio server) or ``... http NAME PORT`` (Streamable HTTP
-under uvicorn on 127.0.0.1; ``sse`` for the SSE transport). ``... silent PORT``
+under uvicorn on 127.0.0.1; ``sse`` for the SSE transport; ``http-legacy``
+for a server whose ``server/discover`` offers only handshake revisions, as
+older servers answer). ``... silent PORT``
 accepts TCP connections and never answers (a server that never finishes the
 handshake); ``... silent-stdio`` reads stdin and never answers.
 
@@ -31,7 +33,8 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import DiscoverResult, RequestParams, ServerCapabilities, ToolAnnotations
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 NOT_IDEMPOTENT = ToolAnnotations(read_only_hint=False, idempotent_hint=False)
@@ -122,11 +125,24 @@ def build(name: str) -> MCPServer:  # noqa: C901  (one nested function per tool,
     return server
 
 
-def serve_http(name: str, port: int, *, sse: bool = False) -> None:
+def handshake_only(server: MCPServer) -> None:
+    """Make `server` answer ``server/discover`` with handshake revisions only."""
+
+    async def discover(ctx: Any, params: RequestParams | None) -> DiscoverResult:
+        return DiscoverResult(
+            supported_versions=[LATEST_HANDSHAKE_VERSION], capabilities=ServerCapabilities()
+        )
+
+    server._lowlevel_server.add_request_handler("server/discover", RequestParams, discover)
+
+
+def serve_http(name: str, port: int, *, sse: bool = False, legacy: bool = False) -> None:
     """Streamable HTTP on 127.0.0.1:`port` (uvicorn), path /mcp; or SSE on /sse."""
     import uvicorn
 
     server = build(name)
+    if legacy:
+        handshake_only(server)
     app = server.sse_app() if sse else server.streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 
@@ -145,8 +161,8 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "stdio":
         build(argv[1]).run("stdio")
-    elif mode in ("http", "sse"):
-        serve_http(argv[1], int(argv[2]), sse=mode == "sse")
+    elif mode in ("http", "sse", "http-legacy"):
+        serve_http(argv[1], int(argv[2]), sse=mode == "sse", legacy=mode == "http-legacy")
     elif mode == "silent":
         serve_silent(int(argv[1]))
     elif mode == "silent-stdio":

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
 
 from sessionstore.exceptions import InvalidInput
@@ -253,3 +254,59 @@ async def test_bearer_token_and_secret_headers_are_redacted(connector: McpConnec
     headers = SecretStr('{"X-Api-Key": "k-456", "Authorization": "Bearer t-789"}')
     assert "k-456" not in connector.redact("k-456 and Bearer t-789", headers)
     assert "t-789" not in connector.redact("k-456 and Bearer t-789", headers)
+
+
+@pytest.mark.parametrize("transport", ["streamable_http", "stdio"])
+async def test_the_2026_revision_is_probed_with_server_discover(
+    connector: McpConnector, http_server: HttpServer, transport: str
+) -> None:
+    """``mode: auto`` settles on the 2026-07-28 revision, which has no ``ping`` (the SDK
+    server answers it "method not found"): the health probe is ``server/discover`` and
+    passes; tools work; a stateless session has nothing to hand off."""
+    connection = http_server.connection() if transport == "streamable_http" else stdio_connection()
+    conn = await _connect(connector, spec_of({**connection, "mode": "auto"}))
+    try:
+        assert conn.revision == "2026-07-28" and conn.discovered
+        await connector.probe(conn)
+        with pytest.raises(MCPError, match="not found"):
+            await conn.ping()
+        result = await conn.call_tool("add", {"a": 2, "b": 3})
+        assert result.structured_content == {"result": 5}
+        await connector.probe(conn)
+        assert connector.handoff(conn) is None
+    finally:
+        await connector.close(conn)
+
+
+async def test_the_handshake_revision_stays_the_default_and_is_probed_with_ping(
+    connector: McpConnector, http_server: HttpServer
+) -> None:
+    """Without ``mode`` the connection does the ``initialize`` handshake (a revision that
+    still has ``ping``) and its session can be handed off."""
+    conn = await _connect(connector, spec_of(http_server.connection()))
+    try:
+        assert conn.revision is not None and conn.revision < "2026-07-28"
+        assert not conn.discovered
+        await connector.probe(conn)
+        assert connector.handoff(conn) is not None
+    finally:
+        await connector.close(conn)
+
+
+async def test_auto_falls_back_to_the_handshake_for_an_older_server(
+    connector: McpConnector,
+) -> None:
+    """``mode: auto`` on a server whose ``server/discover`` offers no 2026 revision: the
+    connection does the ``initialize`` handshake, and the probe is ``ping``."""
+    server = HttpServer("older", mode="http-legacy").start()
+    try:
+        conn = await _connect(connector, spec_of({**server.connection(), "mode": "auto"}))
+        try:
+            assert not conn.discovered and conn.revision is not None
+            assert conn.revision < "2026-07-28"
+            await connector.probe(conn)
+            assert (await conn.call_tool("whoami")).structured_content == {"result": "older"}
+        finally:
+            await connector.close(conn)
+    finally:
+        server.kill()

@@ -281,3 +281,25 @@ async def test_bad_input_is_refused_fast_and_leaves_nothing(
         await broken.call_tool("silent", "add")
     assert silent.value.reason == "timeout" and silent.value.attempts == 2
     assert pool.open_connections() == [] and children() == before
+
+
+async def test_health_of_a_2026_upstream_through_the_pool(
+    store: SessionStore, pool: UpstreamPool, weather: HttpServer
+) -> None:
+    """A Streamable HTTP server reached in the 2026-07-28 revision (``mode: auto``): the
+    pool's health probe (``server/discover``; ``ping`` is gone there) is healthy with a
+    response time, and the record keeps it; the record holds no session to continue."""
+    servers = await _servers(store, pool, {"modern": {**weather.connection(), "mode": "auto"}})
+    assert (
+        await servers.call_tool("modern", "add", {"a": 1, "b": 2})
+    ).value.structured_content == {"result": 3}
+    conn = pool.connections.entry(servers.session_id, "modern").connection
+    assert isinstance(conn, McpConnection) and conn.discovered
+    health = await servers.health("modern")
+    assert health["healthy"] and health["error"] is None and health["error_count"] == 0
+    assert health["response_time_ms"] is not None and health["response_time_ms"] > 0
+    record = await pool.records.get(servers.session_id, "modern")
+    assert record is not None and record.state is UpstreamState.CONNECTED
+    assert record.response_time_ms is not None and record.resume is None
+    assert record.spec.mcp is not None and record.spec.mcp.mode == "auto"
+    await servers.close()
