@@ -98,22 +98,29 @@ def api_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     schemas = document.get("components", {}).get("schemas", {})
     for name in _FASTAPI_ERRORS:
         schemas.pop(name, None)
-    _document_upstreams(schemas.get("RegisterUpstream", {}).get("properties", {}), settings)
+    _document_upstreams(schemas, settings)
     return document
 
 
-def _document_upstreams(register: dict[str, Any], settings: Settings) -> None:
+#: The registration body's shapes (`UpstreamBody`): host and port, an MCP URL, a command.
+_UPSTREAM_SHAPES = ("RegisterUpstream", "RegisterMcpHttp", "RegisterMcpStdio")
+
+
+def _document_upstreams(schemas: dict[str, Any], settings: Settings) -> None:
     """An upstream's kind is one of this server's connectors, a credential ref one of its
     reference schemes."""
-    # MCP upstreams (a URL or a command, not host and port) are registered through
-    # the library (`McpServers`), not this body; their records are listed and probed here.
-    kinds = sorted(c.kind for c in connectors_for(settings.upstream) if c.kind != "mcp")
+    connectors = {c.kind for c in connectors_for(settings.upstream)}
+    # The host-and-port shape takes every kind but MCP's (a URL or a command: its own shapes).
+    kinds = sorted(connectors - {"mcp"})
+    register = schemas.get("RegisterUpstream", {}).get("properties", {})
     if kinds and "kind" in register:
         register["kind"]["enum"] = kinds
     schemes = credentials_for(settings, {}).schemes
-    for branch in register.get("credential_ref", {}).get("anyOf", ()):
-        if "pattern" in branch:
-            branch["pattern"] = rf"^({'|'.join(schemes)}):[A-Za-z0-9_.@+=/-]{{1,256}}$"
+    for shape in _UPSTREAM_SHAPES:
+        properties = schemas.get(shape, {}).get("properties", {})
+        for branch in properties.get("credential_ref", {}).get("anyOf", ()):
+            if "pattern" in branch:
+                branch["pattern"] = rf"^({'|'.join(schemes)}):[A-Za-z0-9_.@+=/-]{{1,256}}$"
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

@@ -1,17 +1,22 @@
 """Request and response bodies of the upstream endpoints (``/sessions/{id}/upstreams``).
 
-The request body refuses unknown fields (``extra="forbid"``) and carries the
-bounds `UpstreamSpec` and `StoredCredential` check again, so bad input is a
-clear 4xx before anything reaches Redis. No response ever holds a secret: a
-stored credential is shown as its reference, or as ``encrypted``.
+The registration body is one of three shapes, told apart by ``kind`` and then
+``transport`` (`UpstreamBody`): an IMAP account (host, port, username; the
+shape without ``kind`` too), an MCP server by URL (`RegisterMcpHttp`) or by
+command (`RegisterMcpStdio`). Each refuses unknown fields (``extra="forbid"``)
+and carries the bounds `UpstreamSpec`, `McpTarget` and `StoredCredential`
+check again, so bad input is a clear 4xx before anything reaches Redis. No
+response ever holds a secret: a stored credential is shown as its reference,
+or as ``encrypted``.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, model_validator
 
 from .._ids import NAME_PATTERN
 from ..breaker import BreakerSnapshot, BreakerState
@@ -30,7 +35,7 @@ Secret = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 
 
 class RegisterUpstream(BaseModel):
-    """Body of ``PUT /sessions/{id}/upstreams/{name}``: where, as who, and the credential.
+    """An IMAP account (``PUT /sessions/{id}/upstreams/{name}``): where, as who, the credential.
 
     Exactly one of ``secret`` (encrypted with ``SESSIONSTORE_SECRET_KEY`` before it
     is stored; refused without a key) and ``credential_ref`` (``env:NAME``,
@@ -63,6 +68,163 @@ class RegisterUpstream(BaseModel):
     credential_ref: Annotated[str, Field(pattern=_REF, max_length=290)] | None = None
     #: The circuit breaker to report to (default ``<kind>:<host>:<port>``); admin token only.
     breaker: Annotated[str, Field(pattern=NAME_PATTERN, max_length=256)] | None = None
+
+
+#: An MCP endpoint: an absolute http(s) URL without user or password (checked again
+#: by `McpTarget`).
+_URL = r"^https?://[A-Za-z0-9.:\[\]-]{1,253}(/[^\s@]*)?$"
+#: A header name: a token (and none the transport owns: `_RESERVED_HEADERS`, ``Mcp-*``).
+_HEADER_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "connection",
+                               "transfer-encoding", "accept"})  # fmt: skip
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_ARG = r"^[^\x00]*$"
+#: Either a secret or a reference, or neither (many MCP servers take no credential).
+_AT_MOST_ONE_CREDENTIAL = "give a secret or credential_ref, not both"
+
+
+class _McpBody(BaseModel):
+    """What both MCP shapes share: the kind, the revision mode, the admin-only fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["mcp"]
+    #: ``legacy``: the ``initialize`` handshake; ``auto``: ``server/discover`` first
+    #: (the 2026-07-28 revision), falling back to ``initialize``.
+    mode: Literal["legacy", "auto"] = "legacy"
+    #: ``env:NAME`` / ``file:NAME`` holding the secret (a bearer token or a JSON
+    #: object); admin token only.
+    credential_ref: Annotated[str, Field(pattern=_REF, max_length=290)] | None = None
+    #: The circuit breaker to report to (default ``mcp:<host>:<port>`` by URL,
+    #: ``mcp+stdio:<program>-<digest>`` by command); admin token only.
+    breaker: Annotated[str, Field(pattern=NAME_PATTERN, max_length=256)] | None = None
+
+    def sealed_secret(self) -> SecretStr | None:
+        """The secret the connector takes (a token, or a JSON object), to be sealed."""
+        raise NotImplementedError
+
+
+def _one_line_secrets(*secrets: SecretStr | None) -> None:
+    # A CR or LF in a header value or environment variable would split it.
+    for secret in secrets:
+        if secret is not None and any(ch in secret.get_secret_value() for ch in "\r\n\0"):
+            raise ValueError("a secret value must not contain CR, LF or NUL")
+
+
+class RegisterMcpHttp(_McpBody):
+    """An MCP server by URL (Streamable HTTP or SSE), with an optional credential.
+
+    ``bearer_token`` is sent as ``Authorization: Bearer ...``; ``headers`` are
+    sent as given. Both are the upstream's secret: sealed with
+    ``SESSIONSTORE_SECRET_KEY`` before they are stored, never shown again.
+    Or ``credential_ref`` (admin token only), or no credential at all.
+    """
+
+    transport: Literal["streamable_http", "sse"]
+    url: Annotated[str, Field(pattern=_URL, max_length=2048)]
+    bearer_token: Secret | None = None
+    headers: (
+        Annotated[
+            dict[Annotated[str, Field(pattern=_HEADER_NAME)], Secret],
+            Field(min_length=1, max_length=32),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> RegisterMcpHttp:
+        if self.credential_ref is not None and (self.bearer_token or self.headers):
+            raise ValueError(_AT_MOST_ONE_CREDENTIAL)
+        _one_line_secrets(self.bearer_token, *(self.headers or {}).values())
+        for name in self.headers or {}:
+            lower = name.lower()
+            if (
+                lower in _RESERVED_HEADERS
+                or lower.startswith("mcp-")
+                or (self.bearer_token is not None and lower == "authorization")
+            ):
+                raise ValueError(f"header {name} is set by the transport or bearer_token")
+        return self
+
+    def sealed_secret(self) -> SecretStr | None:
+        """A bearer token alone as itself; headers (and a token) as a JSON object."""
+        if not self.headers:
+            return self.bearer_token
+        values = {name: value.get_secret_value() for name, value in self.headers.items()}
+        if self.bearer_token is not None:
+            values["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+        return SecretStr(json.dumps(values))
+
+
+class RegisterMcpStdio(_McpBody):
+    """An MCP server as a child process: ``command`` with ``args``, ``env``, ``cwd``.
+
+    Admin token only (it runs a program on every replica and worker that
+    connects), and only a command ``SESSIONSTORE_UPSTREAM_ALLOWED_COMMANDS``
+    lists. ``env`` is stored in the record as given (nothing secret there);
+    ``secret_env`` is sealed like a password and merged over it in the child.
+    """
+
+    transport: Literal["stdio"]
+    command: Annotated[str, Field(min_length=1, max_length=1024, pattern=_ONE_LINE)]
+    args: Annotated[
+        list[Annotated[str, Field(max_length=4096, pattern=_ARG)]], Field(max_length=64)
+    ] = []
+    env: Annotated[
+        dict[
+            Annotated[str, Field(pattern=_ENV_NAME)],
+            Annotated[str, Field(max_length=4096, pattern=_ARG)],
+        ],
+        Field(max_length=64),
+    ] = {}
+    cwd: Annotated[str, Field(min_length=1, max_length=1024, pattern=_ONE_LINE)] | None = None
+    secret_env: (
+        Annotated[
+            dict[Annotated[str, Field(pattern=_ENV_NAME)], Secret],
+            Field(min_length=1, max_length=64),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> RegisterMcpStdio:
+        if self.credential_ref is not None and self.secret_env:
+            raise ValueError(_AT_MOST_ONE_CREDENTIAL)
+        _one_line_secrets(*(self.secret_env or {}).values())
+        return self
+
+    def sealed_secret(self) -> SecretStr | None:
+        """The secret environment as a JSON object."""
+        if not self.secret_env:
+            return None
+        return SecretStr(
+            json.dumps({name: value.get_secret_value() for name, value in self.secret_env.items()})
+        )
+
+
+def _shape_of(body: Any) -> str:
+    """The body's shape: ``mcp_stdio``, ``mcp_http`` (kind ``mcp``), else ``imap``.
+
+    Always a tag, so a refusal names the fields of the shape the body is closest
+    to, and never echoes a value that was sent.
+    """
+    if isinstance(body, dict):
+        kind, transport = body.get("kind"), body.get("transport")
+    else:
+        kind, transport = getattr(body, "kind", None), getattr(body, "transport", None)
+    if kind != "mcp":
+        return "imap"
+    return "mcp_stdio" if transport == "stdio" else "mcp_http"
+
+
+#: ``PUT /sessions/{id}/upstreams/{name}``: an IMAP account, or an MCP server by URL
+#: or by command.
+UpstreamBody = Annotated[
+    Annotated[RegisterUpstream, Tag("imap")]
+    | Annotated[RegisterMcpHttp, Tag("mcp_http")]
+    | Annotated[RegisterMcpStdio, Tag("mcp_stdio")],
+    Discriminator(_shape_of),
+]
 
 
 class CredentialOut(BaseModel):

@@ -82,6 +82,10 @@ class McpTarget(BaseModel):
             raise ValueError(f"url must be an absolute http:// or https:// URL, got {value!r}")
         if parts.username or parts.password:
             raise ValueError("url must not carry a user or password; seal them as the credential")
+        try:
+            parts.port  # noqa: B018  (raises for a port that is no number or out of range)
+        except ValueError:
+            raise ValueError("url has a port that is not 1-65535") from None
         return value
 
     @field_validator("command", "cwd")

@@ -100,6 +100,10 @@ class UpstreamSettings(BaseModel):
     #: Unset: any host. Set it wherever session clients register their own
     #: upstreams: the replicas and workers connect wherever a registration points.
     allowed_hosts: EmptyIsNone[str] = None
+    #: Commands a stdio MCP upstream registered over REST may run (admin token only):
+    #: comma-separated, each compared with the body's ``command`` exactly. Unset: none
+    #: (a registration over REST would run a program on every replica and worker).
+    allowed_commands: EmptyIsNone[str] = None
     #: Directory of ``file:<name>`` credential references (Docker/Kubernetes secrets).
     credentials_dir: EmptyIsNone[str] = None
 

@@ -212,6 +212,35 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(
     assert wrong == []
 
 
+#: The registration's MCP shapes, and what each caller gets for them: an MCP server by
+#: URL is registered like an IMAP account; one by command needs the admin token, and
+#: then a command ``SESSIONSTORE_UPSTREAM_ALLOWED_COMMANDS`` lists (unset here: 422).
+MCP_BODIES: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
+    "url": (
+        {"kind": "mcp", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp",
+         "bearer_token": "tok"},
+        {"none": 401, "own": 200, "other": 403, "service": 200, "admin": 200, "health": 401},
+    ),
+    "command": (
+        {"kind": "mcp", "transport": "stdio", "command": sys.executable, "args": ["-V"]},
+        {"none": 401, "own": 403, "other": 403, "service": 403, "admin": 422, "health": 401},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", sorted(MCP_BODIES))
+async def test_who_may_register_an_mcp_upstream(http: httpx.AsyncClient, shape: str) -> None:
+    """The registration route with an MCP body: each caller gets the status docs/security.md
+    gives (a command runs a program on the fleet: admin token and an allowed command)."""
+    body, expected = MCP_BODIES[shape]
+    route = "PUT /sessions/{session_id}/upstreams/{name}"
+    got = {}
+    for caller in CALLERS:
+        method, path, options = request_for(route, caller, await new_target(http))
+        got[caller] = (await http.request(method, path, **(options | {"json": body}))).status_code
+    assert got == expected
+
+
 async def test_old_and_new_tokens_both_work_and_a_near_miss_does_not(
     http: httpx.AsyncClient,
 ) -> None:

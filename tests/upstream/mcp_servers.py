@@ -15,6 +15,7 @@ Tools:
 - ``counter()``: per upstream session, not idempotent (proves one session);
 - ``append(item)`` / ``appended()``: not idempotent, and its read-only count;
 - ``sessions()``: how many distinct sessions called a tool here;
+- ``header(name)``: a request header (HTTP) or environment variable (stdio);
 - ``fail()``: a tool error (``is_error``), not a fault of the server;
 - ``slow(seconds)``: answers late;
 - ``crash()``: the process exits without answering.
@@ -94,6 +95,14 @@ def build(name: str) -> MCPServer:  # noqa: C901  (one nested function per tool,
         """Distinct sessions that called a tool here."""
         note(ctx)
         return len(seen)
+
+    @server.tool(annotations=READ_ONLY)
+    def header(name: str, ctx: Context[Any, Any]) -> str:
+        """The request's header `name` over HTTP, the environment variable `name` over stdio."""
+        headers = getattr(ctx.request_context.request, "headers", None)
+        if headers is None:
+            return os.environ.get(name, "")
+        return str(headers.get(name, ""))
 
     @server.tool(annotations=READ_ONLY)
     def fail() -> str:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from sessionstore import SessionStore, Settings
@@ -77,3 +78,12 @@ def owner(session_id: str) -> dict[str, str]:
 
 def url(session_id: str, name: str = "mail", tail: str = "") -> str:
     return f"/sessions/{session_id}/upstreams/{name}{tail}"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A ``/metrics`` text as (name, sorted labels) -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

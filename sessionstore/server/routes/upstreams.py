@@ -11,6 +11,10 @@ need the admin token: a credential *reference* (``env:``/``file:``
 resolves a secret of the server's own environment, so a client could have
 the server send any of them to a host it picked) and a chosen breaker name
 (a session could feed its failures into another upstream's shared breaker).
+An MCP server by command (stdio) needs it too, and the command must be one
+``SESSIONSTORE_UPSTREAM_ALLOWED_COMMANDS`` lists: every replica and worker
+that connects runs it. An MCP server by URL is registered like an IMAP
+account (its host must pass ``SESSIONSTORE_UPSTREAM_ALLOWED_HOSTS``).
 
 ``GET .../health`` reads the record in Redis (what the fleet last saw: no
 upstream I/O, the same on every replica); ``?probe=true`` sends a NOOP from
@@ -28,12 +32,15 @@ from pydantic import ValidationError
 
 from ..._ids import short_id
 from ...exceptions import InvalidInput, UpstreamNotFound
-from ...upstream import UpstreamRecord, UpstreamSpec, UpstreamState, verify_upstream
+from ...upstream import McpTarget, UpstreamRecord, UpstreamSpec, UpstreamState, verify_upstream
 from .._access import Caller, SessionCaller
 from .._state import ServerState, State
 from ..upstream_models import (
     UPSTREAM_NAME_PATTERN,
+    RegisterMcpHttp,
+    RegisterMcpStdio,
     RegisterUpstream,
+    UpstreamBody,
     UpstreamBreakerOut,
     UpstreamHealthOut,
     UpstreamList,
@@ -76,17 +83,43 @@ def _allowed(state: ServerState, host: str) -> None:
     raise InvalidInput(f"host {host} is not allowed (SESSIONSTORE_UPSTREAM_ALLOWED_HOSTS)")
 
 
-def _spec(name: str, body: RegisterUpstream) -> UpstreamSpec:
-    try:
-        return UpstreamSpec(
-            name=name,
-            kind=body.kind,
-            host=body.host,
-            port=body.port,
-            username=body.username,
-            tls=body.tls,
-            breaker=body.breaker,
+def _allowed_command(state: ServerState, command: str) -> None:
+    listed = state.settings.upstream.allowed_commands
+    if listed is None:
+        raise InvalidInput(
+            "stdio MCP upstreams are not registered over REST unless "
+            "SESSIONSTORE_UPSTREAM_ALLOWED_COMMANDS lists their command"
         )
+    if command not in {entry.strip() for entry in listed.split(",")}:
+        raise InvalidInput("command is not allowed (SESSIONSTORE_UPSTREAM_ALLOWED_COMMANDS)")
+
+
+def _target(body: RegisterMcpHttp | RegisterMcpStdio) -> McpTarget:
+    if isinstance(body, RegisterMcpStdio):
+        return McpTarget(
+            transport=body.transport,
+            command=body.command,
+            args=tuple(body.args),
+            env=body.env,
+            cwd=body.cwd,
+            mode=body.mode,
+        )
+    return McpTarget(transport=body.transport, url=body.url, mode=body.mode)
+
+
+def _spec(name: str, body: UpstreamBody) -> UpstreamSpec:
+    try:
+        if isinstance(body, RegisterUpstream):
+            return UpstreamSpec(
+                name=name,
+                kind=body.kind,
+                host=body.host,
+                port=body.port,
+                username=body.username,
+                tls=body.tls,
+                breaker=body.breaker,
+            )
+        return UpstreamSpec(name=name, kind="mcp", mcp=_target(body), breaker=body.breaker)
     except ValidationError as exc:
         # Field names only: the values are the client's and stay out of the answer.
         fields = ", ".join(str(error["loc"][0]) for error in exc.errors() if error["loc"])
@@ -111,14 +144,19 @@ async def _breaker(state: ServerState, record: UpstreamRecord) -> UpstreamBreake
 async def register_upstream(
     session_id: SessionId,
     name: UpstreamName,
-    body: RegisterUpstream,
+    body: UpstreamBody,
     caller: SessionCaller,
     state: State,
     verify: Annotated[
-        bool, Query(description="Connect, log in and NOOP first; store only if that works.")
+        bool,
+        Query(
+            description="Connect, log in and probe first (IMAP: NOOP; MCP: the handshake, "
+            "then ping or server/discover); store only if that works."
+        ),
     ] = False,
 ) -> UpstreamOut:
-    """Create or replace the session's upstream `name` (state ``closed``, no socket yet).
+    """Create or replace the session's upstream `name` (state ``closed``, no connection yet):
+    an IMAP account, or an MCP server by URL or (admin token only) by command.
 
     With ``verify=true`` the upstream is tried first and nothing is stored unless
     it takes the login: 422 ``upstream_rejected`` (a wrong password: not counted
@@ -131,17 +169,25 @@ async def register_upstream(
             "credential_ref and breaker need the admin token: a reference resolves "
             "a secret of the server's environment, a breaker is shared by every session",
         )
-    _allowed(state, body.host)
+    if isinstance(body, RegisterMcpStdio) and caller is not Caller.ADMIN:
+        raise HTTPException(
+            403, "a stdio MCP upstream needs the admin token: it runs a program on the fleet"
+        )
     spec = _spec(name, body)
+    if isinstance(body, RegisterMcpStdio):
+        _allowed_command(state, body.command)
+    else:
+        _allowed(state, spec.endpoint[0])
+    secret = body.secret if isinstance(body, RegisterUpstream) else body.sealed_secret()
     pool = state.upstreams.pool
     elapsed_ms = None
     if verify:
         await state.store.get(session_id)  # no upstream I/O for an ended session
         elapsed_ms = await verify_upstream(
-            pool, spec, secret=body.secret, credential_ref=body.credential_ref
+            pool, spec, secret=secret, credential_ref=body.credential_ref
         )
     record = await pool.register(
-        session_id, spec, secret=body.secret, credential_ref=body.credential_ref
+        session_id, spec, secret=secret, credential_ref=body.credential_ref
     )
     if elapsed_ms is not None:
         record = await pool.records.update(
