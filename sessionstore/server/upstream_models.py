@@ -335,7 +335,8 @@ class UpstreamHealthOut(HealthReport):
     #: When the reported health was established: the probe's time, or the record's
     #: last write (``source: record``).
     timestamp: datetime
-    #: ``record``: read from Redis, no upstream I/O; ``probe``: a NOOP sent now from this replica.
+    #: ``record``: read from Redis, no upstream I/O; ``probe``: a probe sent now from this
+    #: replica (IMAP NOOP; MCP ping, or server/discover in the 2026-07-28 revision).
     source: Literal["record", "probe"]
     #: The record's state (after the probe, for ``source: probe``).
     state: str

@@ -17,8 +17,9 @@ that connects runs it. An MCP server by URL is registered like an IMAP
 account (its host must pass ``SESSIONSTORE_UPSTREAM_ALLOWED_HOSTS``).
 
 ``GET .../health`` reads the record in Redis (what the fleet last saw: no
-upstream I/O, the same on every replica); ``?probe=true`` sends a NOOP from
-this replica now. Secrets never appear in answers, validation errors or logs.
+upstream I/O, the same on every replica); ``?probe=true`` probes from this
+replica now (IMAP NOOP; MCP ping, or server/discover in the 2026-07-28
+revision). Secrets never appear in answers, validation errors or logs.
 """
 
 from __future__ import annotations
@@ -230,7 +231,10 @@ async def upstream_health(
     state: State,
     probe: Annotated[
         bool,
-        Query(description="Send a NOOP from this replica now instead of reading the record."),
+        Query(
+            description="Probe from this replica now (IMAP: NOOP; MCP: ping, or server/discover "
+            "in the 2026-07-28 revision) instead of reading the record."
+        ),
     ] = False,
 ) -> UpstreamHealthOut:
     """The health-check fields. By default from the record in Redis (the fleet's last word,
