@@ -51,11 +51,17 @@ class LocalSession:
     def usable(self) -> bool:
         """Whether a request handed to the transport now is served (not refused as ended).
 
-        False once the SDK's idle timeout has fired or the transport is terminated:
-        such a copy is replaced rather than used, so the client never sees the reap.
+        False until the server task has connected the transport (a concurrent request
+        waits for the adoption under way instead: the transport fails requests that
+        come before), and once the SDK's idle timeout has fired or the transport is
+        terminated: such a copy is replaced rather than used, so the client never sees
+        the reap.
         """
         idle = self.transport.idle_scope
-        return self.usable_for_streams and not (idle is not None and idle.cancel_called)
+        connected = self.connection is not None
+        return (
+            connected and self.usable_for_streams and not (idle is not None and idle.cancel_called)
+        )
 
     @property
     def usable_for_streams(self) -> bool:

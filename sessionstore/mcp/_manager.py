@@ -372,11 +372,10 @@ class RoamingSessionManager:
             return local
         async with self._adopt_lock:
             local = self._sessions.get(session_id)
-            if local is None or not local.usable:
+            # None, not connected yet, or reaped since: (re)build it from the record.
+            while local is None or not local.usable:
                 local = await self._start(session_id, record)
                 self.metrics.sessions_adopted.inc()
-        while not local.usable:  # reaped while we waited for the lock: rebuild
-            local = await self._start(session_id, record)
         return local
 
     async def _start(self, session_id: str, record: HandshakeRecord | None) -> LocalSession:

@@ -16,7 +16,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import RedisSettings, SessionStore, Settings, create_client
-from sessionstore.mcp import mcp_session
+from sessionstore.mcp import _manager, mcp_session
 from sessionstore.testing import LocalRedis
 from tests.mcp.replicas import Replica, replicas, roaming_client
 from tests.polling import eventually
@@ -103,6 +103,40 @@ async def test_a_replica_adopts_once_under_concurrent_requests(group: list[Repli
     assert sorted(results) == list(range(1, 17))  # type: ignore[type-var]
     assert notes == ["x"]
     assert sum(r.manager.metrics.sessions_adopted._value.get() for r in group) == 1
+
+
+async def test_a_request_during_an_adoption_waits_for_the_copy(
+    group: list[Replica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that reaches a replica while it is still rebuilding the session's copy
+    for another request (the copy's server task has not connected its transport yet)
+    waits for that copy, rather than reaching the unconnected transport (a 500)."""
+    connecting, connect = asyncio.Event(), asyncio.Event()
+    serve_local = _manager.serve_local
+
+    async def held(*args: Any, **kwargs: Any) -> None:
+        connecting.set()
+        await connect.wait()
+        await serve_local(*args, **kwargs)
+
+    opener, other = group
+    async with httpx.AsyncClient(timeout=30) as http:
+        opened = await http.post(opener.url, content=INITIALIZE, headers=POST_HEADERS)
+        headers = {**POST_HEADERS, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        monkeypatch.setattr(_manager, "serve_local", held)
+        first = asyncio.create_task(http.post(other.url, json={**CALL, "id": 1}, headers=headers))
+        await asyncio.wait_for(connecting.wait(), timeout=10)
+        second = asyncio.create_task(http.post(other.url, json={**CALL, "id": 2}, headers=headers))
+        lock = other.manager._adopt_lock
+
+        async def queued_or_answered() -> bool:
+            return second.done() or lock.statistics().tasks_waiting == 1
+
+        await eventually(queued_or_answered, timeout=10)
+        connect.set()
+        answers = [await first, await second]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert other.manager.metrics.sessions_adopted._value.get() == 1
 
 
 async def test_idle_reaping_of_a_local_copy_is_invisible(settings: Settings) -> None:
