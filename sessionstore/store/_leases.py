@@ -28,7 +28,9 @@ from ..exceptions import (
     GlobalLimitExceeded,
     LockNotOwned,
     PayloadTooLarge,
+    SessionGone,
     SessionLimitExceeded,
+    SessionNotFound,
     SessionStoreError,
     VersionConflict,
 )
@@ -345,6 +347,14 @@ class TrackedLease:
             await asyncio.sleep(period)
             try:
                 await self._tracker.renew(lease)
+            except (SessionGone, SessionNotFound):
+                # The session ended while the connection was open: nothing to keep.
+                logger.info(
+                    "lease %s stops renewing: session %s ended",
+                    lease.lease_id,
+                    short_id(lease.session_id),
+                )
+                return
             except SessionStoreError:
                 logger.warning(
                     "lease %s of session %s could not be renewed",
