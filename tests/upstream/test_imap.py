@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -104,7 +105,12 @@ async def test_bye_during_a_command_reconnects_and_retries(
         if not kicked:
             kicked = True
             await asyncio.to_thread(dovecot.kick, "testuser")
-            await conn.noop()  # the server has hung up: BYE or a lost link, not a hang
+            # The kicked IMAP process hangs up a moment after doveadm returns: commands
+            # go on until one meets the BYE or the lost link (an error, not a hang).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await conn.noop()
+            raise AssertionError("the connection still served 10 s after the kick")
         return await conn.get_email_count()
 
     served = await imap_pool.run(sid, "mail", count_after_kick, label="count")
