@@ -12,15 +12,14 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local ALL_KEYS = {'record', 'tomb', 'requests', 'conns', 'lock', 'upstreams', 'expiry',
-                  'stats', 'events', 'mcp', 'mcpget'}
-
 -- The session's keys by name. A script whose header names the keys it uses
 -- ("-- KEYS: record, tomb, expiry (of the session)") is sent only those, in that
 -- order (SESSION_KEYS, set by sessionstore._scripts); the others get all of them.
 local function session_keys(first)
   local k, i = {}, first or 1
-  for _, name in ipairs(SESSION_KEYS or ALL_KEYS) do
+  for _, name in ipairs(SESSION_KEYS or {'record', 'tomb', 'requests', 'conns', 'lock',
+                                         'upstreams', 'expiry', 'stats', 'events', 'mcp',
+                                         'mcpget'}) do
     k[name] = KEYS[i]
     i = i + 1
   end
@@ -61,9 +60,11 @@ local function slide(k, session_id, now, grace_ms, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
   local idle = now + tonumber(f[3])
   local deadline = math.min(idle, tonumber(f[2]))
-  local args = {'HSET', k.record, 'last_activity', now, 'idle_deadline', idle}
-  for _, v in ipairs(extra or {}) do args[#args + 1] = v end
-  redis.call(unpack(args))
+  if extra and #extra > 0 then
+    redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle, unpack(extra))
+  else
+    redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle)
+  end
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('PEXPIREAT', k.record, deadline + grace_ms)
   return idle
