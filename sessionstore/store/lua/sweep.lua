@@ -26,12 +26,13 @@ for _, id in ipairs(due) do
     mcpget = ARGV[11] .. id,
     expiry = expiry, stats = stats, events = events,
   }
-  -- One read of the record: its deadlines and what the tombstone keeps.
-  local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata')
+  -- One read of the record: its deadlines, what the tombstone keeps, which keys it has.
+  local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata',
+                                'requests_until', 'conns_until', 'fence')
   if state == 'overdue' then
     local reason = tonumber(f[2]) <= tonumber(f[1]) and 'lifetime' or 'idle'
     end_session(k, id, now, 'expired', 'expired', reason, retention, maxlen, '',
-                {f[4], f[5], f[6], f[7]}, true)
+                {f[4], f[5], f[6], f[7], f[8], f[9], f[10]}, true)
     ended[#ended + 1] = id
     expired = expired + 1
   elseif state == 'active' then
