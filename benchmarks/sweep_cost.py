@@ -5,9 +5,11 @@ expires the same number of due sessions in a store holding 10k live sessions
 and in one holding 1M, and prints the times and their ratio (near 1 means the
 live sessions cost the sweep nothing). Each store has its own private Redis
 started here; the sweeps of the two alternate, repeat after repeat, so both
-see the same machine load. Two figures per sweep: the wall time seen by the
+see the same machine load. Three figures per sweep: the wall time seen by the
 client, and the Redis server's own time in the sweep scripts (INFO
-commandstats), which other processes on a shared machine disturb less.
+commandstats), which other processes on a shared machine disturb less, and
+the Redis process's CPU time (INFO cpu), which they disturb least (time the
+server waits for a core is not counted).
 
     .venv/bin/python benchmarks/sweep_cost.py [--due 10000] [--repeats 5]
 
@@ -76,18 +78,25 @@ async def script_usec(store: SessionStore) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("usec", 0))
 
 
-async def sweep_once(store: SessionStore, live: int, due: int) -> tuple[float, float]:
-    """Load `due` sessions, let them come due, sweep them: (wall s, server s)."""
+async def redis_cpu(store: SessionStore) -> float:
+    """Seconds of CPU (user + system) the Redis process has used so far."""
+    info = await store.redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def sweep_once(store: SessionStore, live: int, due: int) -> tuple[float, float, float]:
+    """Load `due` sessions, let them come due, sweep them: (wall s, server s, Redis CPU s)."""
     await load(store, due, timedelta(milliseconds=1))
     await wait_overdue(store, due)
-    server_before = await script_usec(store)
+    server_before, cpu_before = await script_usec(store), await redis_cpu(store)
     started = time.perf_counter()
     report = await sweep_store(store, batch=500, max_sessions=10 * due)
     wall = time.perf_counter() - started
     server = (await script_usec(store) - server_before) / 1e6
+    cpu = await redis_cpu(store) - cpu_before
     assert report.expired == due and report.still_due == 0, report
     assert (await store.counts()).active == live
-    return wall, server
+    return wall, server, cpu
 
 
 def line(label: str, values: list[float], due: int) -> str:
@@ -125,20 +134,23 @@ async def main() -> None:
             stores[live] = store
         wall: dict[int, list[float]] = {live: [] for live in sizes}
         server_time: dict[int, list[float]] = {live: [] for live in sizes}
+        cpu_time: dict[int, list[float]] = {live: [] for live in sizes}
         try:
             for _ in range(args.repeats):
                 for live, store in stores.items():
-                    took, in_redis = await sweep_once(store, live, args.due)
+                    took, in_redis, cpu = await sweep_once(store, live, args.due)
                     wall[live].append(took)
                     server_time[live].append(in_redis)
+                    cpu_time[live].append(cpu)
         finally:
             for store in stores.values():
                 await store.redis.aclose()
     for live in sizes:
         print(f"{live:>9,} live  " + line("wall", wall[live], args.due))
         print(f"{'':>9}       " + line("in Redis", server_time[live], args.due))
+        print(f"{'':>9}       " + line("Redis CPU", cpu_time[live], args.due))
     small, large = sizes
-    for label, figures in (("wall", wall), ("in Redis", server_time)):
+    for label, figures in (("wall", wall), ("in Redis", server_time), ("Redis CPU", cpu_time)):
         ratio = statistics.median(figures[large]) / statistics.median(figures[small])
         print(f"ratio {large:,} / {small:,} live, {label} (medians): {ratio:.2f}")
 

@@ -1,0 +1,185 @@
+"""Redis CPU per call of the store's scripts at this checkout beside another git revision's.
+
+The hot scripts' calls are captured once from real store operations (touch,
+a state write, a request lease that reads the session and commits a draft:
+lease, lease_release), then replayed many times with this checkout's script
+and with the revision's, pipelined (networking shared out), alternating round
+by round on one Redis, so both see the same machine load. ``--sweep-live N``
+also sweeps 10k due sessions, alternately with each version's sweep script, in
+a store of N live sessions (the sweep's cost per expired session should not
+depend on N). Redis CPU is INFO cpu (user + system) per call or per expired
+session.
+
+    python benchmarks/script_revisions.py [--against main] [--calls 5000] [--rounds 5]
+        [--sweep-live 1000000]
+
+The revision's scripts must take the same KEYS and ARGV as this checkout's.
+Uses SESSIONSTORE_REDIS_URL if set (not with --sweep-live), else starts a private server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from _common import redis_url
+from redis.asyncio import Redis
+from sweep_cost import load, wait_overdue
+
+from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client, sweep_store
+from sessionstore._scripts import Arg, Batch, LuaScript, _compose
+from sessionstore.store._lua import script
+from sessionstore.testing import LocalRedis
+
+HOT = ("touch", "write_state", "lease", "lease_release")
+PIPELINE = 500
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def at_revision(revision: str, name: str) -> LuaScript:
+    """The store script `name` as `revision` composes it (its prelude and its file)."""
+
+    def show(path: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    prelude, body = show("sessionstore/_prelude.lua"), show(f"sessionstore/store/lua/{name}.lua")
+    source, picks = _compose(name, prelude, "", body).source, script(name).key_picks
+    return LuaScript(name, source, picks)
+
+
+async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
+    """Each hot script's first call (numkeys, keys, args) from real store operations."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    by_sha = {script(name).sha: name for name in HOT}
+    client = store.redis
+    send, queue = client.execute_command, Batch.script
+
+    async def sending(*args: Any, **options: Any) -> Any:
+        if args[0] == "EVALSHA" and args[1] in by_sha:
+            seen.setdefault(by_sha[args[1]], args[2:])
+        return await send(*args, **options)
+
+    def queued(batch: Batch, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
+        picked = lua.keys_for(keys)
+        seen.setdefault(lua.name, (len(picked), *picked, *args))
+        return queue(batch, lua, keys, args)
+
+    client.execute_command = sending  # type: ignore[method-assign]
+    Batch.script = queued  # type: ignore[method-assign,assignment]
+    try:
+        made = await store.create(state={"theme": "dark", "n": 1})
+        await store.touch(made.id)
+        await store.set_state(made.id, {"n": 2})
+        async with store.track_request(made.id, read_session=True) as lease:
+            assert lease.draft is not None
+            lease.draft["n"] = 3
+    finally:
+        client.execute_command = send  # type: ignore[method-assign]
+        Batch.script = queue  # type: ignore[method-assign]
+    return {name: seen[name] for name in HOT}
+
+
+async def redis_cpu(raw: Redis) -> float:
+    info = await raw.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def replay(raw: Redis, sha: str, call: tuple[Any, ...], calls: int) -> float:
+    """Redis CPU us per call of EVALSHA `sha` with `call`'s keys and args."""
+    before = await redis_cpu(raw)
+    for _ in range(calls // PIPELINE):
+        pipe = raw.pipeline(transaction=False)
+        for _ in range(PIPELINE):
+            pipe.execute_command("EVALSHA", sha, *call)
+        await pipe.execute(raise_on_error=False)
+    return (await redis_cpu(raw) - before) * 1e6 / (calls // PIPELINE * PIPELINE)
+
+
+def report(label: str, figures: dict[str, list[float]], unit: str) -> None:
+    theirs, ours = (statistics.median(v) for v in figures.values())
+    print(f"{label:30} {theirs:8.2f} {ours:8.2f} {unit:13} {ours / theirs:5.2f}")
+
+
+async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
+    client = create_client(RedisSettings.from_dsn(url))
+    raw: Redis = Redis.from_url(url)
+    store = SessionStore(client, SessionSettings(key_prefix="revs", max_requests_per_session=0))
+    await store.load_scripts()
+    for name, call in (await capture(store)).items():
+        shas = [
+            await raw.script_load(lua.source) for lua in (at_revision(revision, name), script(name))
+        ]
+        figures: dict[str, list[float]] = {revision: [], "this": []}
+        for _ in range(rounds):
+            for way, sha in zip(figures, shas, strict=True):
+                figures[way].append(await replay(raw, sha, call, calls))
+        report(name, figures, "us per call")
+    await client.aclose()
+    await raw.aclose()
+
+
+async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> None:
+    with LocalRedis() as server:
+        settings = RedisSettings.from_dsn(server.url, socket_timeout=timedelta(seconds=60))
+        store = SessionStore(create_client(settings), SessionSettings(shards=16))
+        await store.load_scripts()
+        await load(store, live, timedelta(hours=1))
+        ours = script("sweep")
+        ways: dict[str, Callable[[], Awaitable[None]]] = {}
+        figures: dict[str, list[float]] = {revision: [], "this": []}
+        for way, lua in zip(figures, (at_revision(revision, "sweep"), ours), strict=True):
+            ways[way] = _sweep_with(store, lua, due)
+        for _ in range(rounds):
+            for way, sweep in ways.items():
+                before = await redis_cpu(store.redis)  # type: ignore[arg-type]
+                await sweep()
+                figures[way].append((await redis_cpu(store.redis) - before) * 1e6 / due)  # type: ignore[arg-type]
+        report(f"sweep, {live:,} live", figures, "us / expired")
+        await store.redis.aclose()
+
+
+def _sweep_with(store: SessionStore, lua: LuaScript, due: int) -> Callable[[], Awaitable[None]]:
+    """Load `due` sessions, let them come due, sweep them with `lua` as the sweep script."""
+
+    async def sweep() -> None:
+        await load(store, due, timedelta(milliseconds=1))
+        await wait_overdue(store, due)
+        kept = script("sweep")
+        script._cache["sweep"] = lua  # the sweep loop calls script("sweep")
+        try:
+            done = await sweep_store(store, batch=500, max_sessions=10 * due)
+        finally:
+            script._cache["sweep"] = kept
+        assert done.expired == due, done
+
+    return sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="main", help="a git revision")
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sweep-live", type=int, nargs="*", default=[], metavar="N")
+    args = parser.parse_args()
+    print(f"Redis CPU, medians of {args.rounds} rounds: {args.against} beside this checkout")
+    print(f"{'script':30} {args.against:>8} {'this':>8} {'':13} ratio")
+    with redis_url() as url:
+        asyncio.run(hot_scripts(url, args.against, args.calls, args.rounds))
+    for live in args.sweep_live:
+        asyncio.run(sweeps(args.against, live, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
