@@ -233,7 +233,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
         f"A demo session {demo_id} was created on {first} and read back on {last}.",
         "",
         "Try the API (any replica serves any session; a backend sends the service token,",
-        "a session's own client its id in the Mcp-Session-Id header):",
+        f"a session's own client its id in the Mcp-Session-Id header; in a browser: {first}/docs):",
         f"  curl -s -X POST {first}/sessions -H 'Authorization: Bearer {fleet.service_token}' "
         """-H 'content-type: application/json' -d '{"user_id": "alice", "state": {"n": 1}}'""",
         f"  curl -s -H 'Authorization: Bearer {fleet.service_token}' {last}/sessions/{demo_id}",
@@ -241,7 +241,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
         f"  curl -s -H 'Mcp-Session-Id: {demo_id}' {last}/session",
         f"  curl -s -H 'Authorization: Bearer {fleet.token}' {first}/session-health",
         f"  curl -s {first}/metrics | grep '^sessionstore_'",
-        f"  open {first}/docs",
+        f"  curl -s {first}/openapi.json | python3 -m json.tool | head -n 20",
         "",
         "Look inside Redis:",
         *cli(
