@@ -14,12 +14,23 @@ import os
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 from pydantic import BaseModel
 
 from sessionstore import Settings
-from sessionstore.mcp import mcp_app, mcp_session
+from sessionstore.mcp import fleet_request_state_security, mcp_app, mcp_session
 
-notes = MCPServer("notes", log_level="WARNING")
+settings = Settings()
+# Clients of the 2026-07-28 revision carry the server's sealed request state from one
+# request to the next, whichever replica serves it: every replica must unseal what any
+# other sealed, so the keys come from the fleet's secret (SESSIONSTORE_SECRET_KEY).
+notes = MCPServer(
+    "notes",
+    log_level="WARNING",
+    request_state_security=(
+        fleet_request_state_security(settings, audience="notes") if settings.secret_key else None
+    ),
+)
 #: Which replica answered (the fleet tests check requests really moved).
 REPLICA = os.environ.get("MCP_REPLICA_NAME", str(os.getpid()))
 
@@ -71,6 +82,24 @@ class Name(BaseModel):
 
 
 @notes.tool()
+async def ask_name(ctx: Context) -> InputRequiredResult | str:
+    """The 2026-07-28 revision's way of asking the client: round one returns the question
+    with sealed state naming the replica that asked; the client's retry with the answer
+    may reach any replica, which unseals that state and greets."""
+    if ctx.input_responses is None:
+        question = ElicitRequest(
+            params=ElicitRequestFormParams(
+                message="What is your name?",
+                requested_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+            )
+        )
+        return InputRequiredResult(input_requests={"name": question}, request_state=REPLICA)
+    answer = ctx.input_responses.get("name")
+    name = getattr(answer, "content", None) or {}
+    return f"asked on {ctx.request_state}, answered on {REPLICA}: hello {name.get('name')}"
+
+
+@notes.tool()
 async def greet(ctx: Context) -> str:
     """Ask the user's name (elicitation; the answer may reach any replica) and greet them."""
     answer = await ctx.elicit(message="What is your name?", schema=Name)
@@ -110,4 +139,4 @@ if __name__ == "__main__":
     asyncio.run(call_in_turn(sys.argv[1:]))
 else:
     # Clients reconnect a closed stream after 200 ms (the SSE retry hint).
-    app = mcp_app(notes, Settings(), retry_interval=200)
+    app = mcp_app(notes, settings, retry_interval=200)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ from mcp_types import ElicitRequestParams, ElicitResult
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
 from sessionstore import RedisSettings, SessionStatus, SessionStore, Tombstone, create_client
+from sessionstore.upstream import SecretBox
 from tests.conftest import failed
 from tests.mcp.fleet import McpFleet
 from tests.polling import eventually
@@ -42,6 +44,8 @@ def fleet() -> Iterator[McpFleet]:
         "SESSIONSTORE_ABSOLUTE_LIFETIME": str(LIFETIME_SECONDS),
         "SESSIONSTORE_SWEEP_INTERVAL": "1",
         "SESSIONSTORE_REQUEST_LEASE_TTL": "5",
+        # The example seals 2026-07-28 request state with keys derived from it.
+        "SESSIONSTORE_SECRET_KEY": SecretBox.generate_key(),
     }
     fleet = McpFleet(3, settings, workers=1).start()
     try:
@@ -281,3 +285,22 @@ async def test_elicitations_are_answered_whichever_replica_the_answer_reaches(
     assert all(g is not None and g["result"].endswith("hello ada") for g in greetings)
     relayed = sum(r.metric("sessionstore_mcp_answers_relayed_total") for r in fleet.replicas)
     assert relayed > before  # with three replicas, some answers reach another one
+
+
+async def test_the_2026_07_28_revision_carries_request_state_across_replicas(
+    balancer: str,
+) -> None:
+    """The newer revision (no Mcp-Session-Id): a tool asks for input with sealed request
+    state; the client's retry with the answer goes through round robin to another
+    replica, which unseals the state (keys from the fleet's secret) and finishes. Three
+    calls in a row, each asked and answered on different replicas."""
+
+    async def answer(context: object, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"name": "ada"})
+
+    async with Client(balancer, mode="2026-07-28", elicitation_callback=answer) as client:
+        results = [await client.call_tool("ask_name", {}) for _ in range(3)]
+    texts = [r.structured_content["result"] for r in results if r.structured_content]
+    assert len(texts) == 3 and all(t.endswith("hello ada") for t in texts), results
+    rounds = [re.match(r"asked on (\S+), answered on (\S+):", t) for t in texts]
+    assert all(m is not None and m[1] != m[2] for m in rounds), texts
