@@ -347,7 +347,7 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"{p}:{{global}}:requests",
             "zset",
             "longest lease",
-            "fleet-wide request leases (only with max_requests_global)",
+            "fleet-wide request leases (with max_requests_global): <id>:<lease>, fleet:<lease>",
             f"ZCARD {p}:{{global}}:requests",
         ),
         (

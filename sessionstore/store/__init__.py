@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._context import HasStoreContext, StoreContext
 from ._draft import SessionDraft
 from ._events import Event, EventConsumer, EventFollower, EventKind
-from ._leases import Lease, TrackedLease
+from ._leases import Lease, TrackedFleetLease, TrackedLease
 from ._listing import list_by_status
 from ._lock import SessionLock
 from ._models import (
@@ -48,6 +48,7 @@ __all__ = [
     "SweepReport",
     "SweepResult",
     "Tombstone",
+    "TrackedFleetLease",
     "TrackedLease",
     "check_ttl",
     "list_by_status",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -44,6 +45,9 @@ from ._successors import follow_rotation
 logger = logging.getLogger("sessionstore.requests")
 
 LeaseKind = Literal["requests", "conns"]
+#: How the fleet-wide set names the leases of requests that belong to no session
+#: (``fleet:<lease id>``; a session's are ``<session id>:<lease id>``).
+FLEET_MEMBER = "fleet"
 
 
 @dataclass
@@ -199,8 +203,13 @@ class LeaseTracker:
         reply: list[Any] = (await batch.execute())[0]
         return reply
 
-    async def release(self, lease: Lease, *, commit: bool = False) -> None:
+    async def release(
+        self, lease: Lease, *, commit: bool = False, riders: Sequence[tuple[Arg, ...]] = ()
+    ) -> None:
         """Return the lease: one round trip. Returning it twice is harmless.
+
+        `riders` are commands sent in the same round trip (written once, even when
+        the return has to follow a rotation); their replies are not looked at.
 
         A lease that was not on its id any more (the session was rotated) is
         followed to the new id and returned there: one more round trip.
@@ -220,7 +229,7 @@ class LeaseTracker:
             draft.close()
             if commit and draft.changed:
                 changes = draft.changes()
-        reply = await self._release(lease, changes)
+        reply = await self._release(lease, changes, riders=riders)
         if not _returned(reply) and await self._follow(lease):
             reply = await self._release(lease, changes, global_too=False)
         if changes is not None:
@@ -232,6 +241,7 @@ class LeaseTracker:
         changes: tuple[list[str], list[str]] | None,
         *,
         global_too: bool = True,
+        riders: Sequence[tuple[Arg, ...]] = (),
     ) -> list[Any]:
         cfg = self.context.settings
         keys = self.context.keys.session(lease.session_id)
@@ -248,6 +258,8 @@ class LeaseTracker:
                 [self.context.keys.global_requests()],
                 ["release", lease.global_member],
             )
+        for command in riders:
+            batch.command(*command)
         reply: list[Any] = (await batch.execute())[0]
         return reply
 
@@ -273,6 +285,49 @@ class LeaseTracker:
             script("global_lease"),
             [self.context.keys.global_requests()],
             ["release", lease.global_member],
+        )
+
+    async def take_fleet(self) -> str:
+        """Take a fleet-wide lease for a request of no session (one round trip); returns
+        its member in the fleet-wide set.
+
+        Raises:
+            GlobalLimitExceeded: the fleet is at `max_requests_global`.
+        """
+        limit = self.context.settings.max_requests_global
+        member = f"{FLEET_MEMBER}:{secrets.token_hex(8)}"
+        reply = await call(
+            self.context.redis,
+            script("global_lease"),
+            [self.context.keys.global_requests()],
+            ["take", member, self.lease_ms, limit],
+        )
+        if reply[0] != "ok":
+            raise GlobalLimitExceeded(limit)
+        return member
+
+    async def renew_fleet(self, member: str) -> None:
+        """Push a fleet-wide lease's deadline out by another lease period.
+
+        Raises:
+            LockNotOwned: the lease lapsed and was reclaimed.
+        """
+        reply = await call(
+            self.context.redis,
+            script("global_lease"),
+            [self.context.keys.global_requests()],
+            ["renew", member, self.lease_ms, 0],
+        )
+        if reply[0] != "ok":
+            raise LockNotOwned(f"lease {member}", "lapsed and was reclaimed")
+
+    async def release_fleet(self, member: str) -> None:
+        """Return a fleet-wide lease (one round trip); returning it twice is harmless."""
+        await call(
+            self.context.redis,
+            script("global_lease"),
+            [self.context.keys.global_requests()],
+            ["release", member],
         )
 
     def track(
@@ -308,6 +363,9 @@ class TrackedLease:
         self._session_id = session_id
         self._kind = kind
         self.lease: Lease | None = None
+        #: Commands to send in the same round trip as the lease's return (say, the
+        #: write of a response that must be stored once the request is done).
+        self.riders: list[tuple[Arg, ...]] = []
 
     async def __aenter__(self) -> Lease:
         lease = await self._tracker.take(
@@ -330,7 +388,7 @@ class TrackedLease:
             lease._renewer.cancel()
         try:
             # The draft's changes are committed only when the body succeeded.
-            await self._tracker.release(lease, commit=exc is None)
+            await self._tracker.release(lease, commit=exc is None, riders=self.riders)
         except SessionStoreError:
             if exc is None:
                 raise
@@ -362,6 +420,63 @@ class TrackedLease:
                     short_id(lease.session_id),
                     exc_info=True,
                 )
+                return
+
+
+class TrackedFleetLease:
+    """``async with``: a fleet-wide request lease for a request that belongs to no session.
+
+    Such a request counts against `max_requests_global` in the same set as every
+    session's requests, so the limit holds for both kinds together; it is renewed
+    in the background while the body runs and lapses by itself if its holder dies.
+    Without a global limit there is nothing to count against: nothing is sent.
+
+    Raises:
+        GlobalLimitExceeded: (on entry) the fleet is at `max_requests_global`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, tracker: LeaseTracker) -> None:
+        self._tracker = tracker
+        #: The lease's member in the fleet-wide set while it is held.
+        self.member: str | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TrackedFleetLease:
+        if self._tracker.context.settings.max_requests_global > 0:
+            self.member = await self._tracker.take_fleet()
+            self._renewer = asyncio.create_task(self._renew_forever(self.member))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        member, self.member = self.member, None
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if member is None:
+            return
+        try:
+            await self._tracker.release_fleet(member)
+        except SessionStoreError:
+            if exc is None:
+                raise
+            logger.warning(
+                "could not return fleet lease %s; it lapses at its deadline", member, exc_info=True
+            )
+
+    async def _renew_forever(self, member: str) -> None:
+        period = self._tracker.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._tracker.renew_fleet(member)
+            except SessionStoreError:
+                logger.warning("fleet lease %s could not be renewed", member, exc_info=True)
                 return
 
 

@@ -34,7 +34,7 @@ from ..exceptions import (
 from ..settings import SessionSettings
 from . import _counts, _successors, _sweep, _users
 from ._context import StoreContext
-from ._leases import LeaseTracker, TrackedLease
+from ._leases import LeaseTracker, TrackedFleetLease, TrackedLease
 from ._lock import SessionLock
 from ._lua import script
 from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombstone
@@ -465,6 +465,18 @@ class SessionStore:
     def track_connection(self, session_id: str, *, read_session: bool = False) -> TrackedLease:
         """Like `track_request` for long-lived connections (counted, not limited)."""
         return self.leases.track(session_id, "conns", read_session=read_session)
+
+    def track_fleet_request(self) -> TrackedFleetLease:
+        """``async with store.track_fleet_request():`` holds a fleet-wide request lease for
+        a request that belongs to no session (an MCP request of the 2026-07-28 revision).
+
+        It counts against `max_requests_global` with every session's requests; taking
+        and returning it are one round trip each, and none without a global limit.
+
+        Raises:
+            GlobalLimitExceeded: at the global limit.
+        """
+        return TrackedFleetLease(self.leases)
 
     def lock(
         self, session_id: str, *, ttl: timedelta | None = None, owner: str | None = None
