@@ -23,8 +23,10 @@ answer with a new ``initialize``); Redis down answers a fast 503.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -41,9 +43,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .. import EventFollower, EventKind, SessionStore, TrackedLease
+from .. import EventFollower, EventKind, SessionStore, TrackedFleetLease, TrackedLease
+from .._ids import short_id
 from ..exceptions import SessionGone, SessionNotFound, SessionStoreError
-from ._event_store import RedisEventStore, parse_event_id
+from ._event_store import CURRENT_REQUEST, RedisEventStore, RequestWrites, parse_event_id
 from ._handshake import HandshakeRecord, OpeningRejected, read_initialize
 from ._local import LocalSession, serve_local
 from ._metrics import McpMetrics
@@ -154,16 +157,7 @@ class RoamingSessionManager:
         headers = Headers(scope=scope)
         version = headers.get(_PROTOCOL_VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-            # The 2026-07-28 revision: self-contained requests, no session id.
-            await handle_modern_request(
-                self.server,
-                self.security_settings,
-                self.json_response,
-                self._lifespan_state,
-                scope,
-                receive,
-                send,
-            )
+            await self._serve_modern(store, scope, receive, send)
             return
         session_id = headers.get(MCP_SESSION_ID_HEADER)
         owner = _owner(scope)
@@ -178,6 +172,45 @@ class RoamingSessionManager:
             await self._end(store, session_id, owner, scope, receive, send)
         else:
             await self._serve(store, session_id, owner, scope, receive, send)
+
+    # -- the 2026-07-28 revision -------------------------------------------------
+
+    async def _serve_modern(
+        self, store: SessionStore, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """A self-contained request (no session id): served by the SDK's single-exchange
+        entry under a fleet-wide request lease, so `max_requests_global` holds for these
+        requests and the sessions' together; a ``subscriptions/listen`` stream is a
+        connection, not a request, and holds none."""
+        tracked: TrackedFleetLease | None = None
+        if scope["method"] == "POST" and store.settings.max_requests_global > 0:
+            body, receive = await _buffer_body(receive)
+            if not _is_listen(body):
+                tracked = store.track_fleet_request()
+        # Otherwise nothing to count: no limit, or not a request (the SDK answers 405).
+        returning: _LeaseReturn | None = None
+        if tracked is not None:
+            try:
+                await tracked.__aenter__()
+            except SessionStoreError as exc:
+                await store_refusal(exc)(scope, receive, send)
+                return
+            returning = _LeaseReturn(tracked, None, RequestWrites(0))
+            send = returning.before_last_body(send)
+        try:
+            await handle_modern_request(
+                self.server,
+                self.security_settings,
+                self.json_response,
+                self._lifespan_state,
+                scope,
+                receive,
+                send,
+            )
+        finally:
+            if returning is not None:
+                with anyio.CancelScope(shield=True):
+                    await returning.give_back()
 
     # -- opening -----------------------------------------------------------------
 
@@ -212,9 +245,11 @@ class RoamingSessionManager:
             await send(message)
 
         token = bind(McpSession(store, session))
+        request = CURRENT_REQUEST.set(RequestWrites(_ms(session.created_at)))
         try:
             await local.transport.handle_request(scope, replay, watch)
         finally:
+            CURRENT_REQUEST.reset(request)
             unbind(token)
             if status is None or status >= 400:
                 # Nothing was established: no session is left behind.
@@ -250,10 +285,12 @@ class RoamingSessionManager:
                 await self._drop(session_id, "ended")
             await store_refusal(exc)(scope, receive, send)
             return
-        returning = _LeaseReturn(tracked, session_id)
+        assert lease.session is not None
+        # The response's event rides with the lease's return (see RedisEventStore).
+        writes = RequestWrites(_ms(lease.session.last_activity), tracked.riders)
+        returning = _LeaseReturn(tracked, session_id, writes)
         send_then_return = returning.before_last_body(send)
         try:
-            assert lease.session is not None
             record = HandshakeRecord.from_metadata(lease.session.metadata)
             if record is None or record.owner != owner:
                 await not_found()(scope, receive, send_then_return)
@@ -275,9 +312,11 @@ class RoamingSessionManager:
             local = await self._local(session_id, record)
             local.host_headers = [(k, v) for k, v in scope["headers"] if k in _HOST_HEADERS]
             token = bind(McpSession(store, lease.session))
+            request = CURRENT_REQUEST.set(writes)
             try:
                 await local.transport.handle_request(scope, receive, send_then_return)
             finally:
+                CURRENT_REQUEST.reset(request)
                 unbind(token)
         finally:
             with anyio.CancelScope(shield=True):
@@ -499,27 +538,55 @@ class _LeaseReturn:
     so a client that waits for this response before its next request never meets its
     own lease, or when the request ends without one."""
 
-    def __init__(self, tracked: TrackedLease, session_id: str) -> None:
+    def __init__(
+        self,
+        tracked: TrackedLease | TrackedFleetLease,
+        session_id: str | None,
+        writes: RequestWrites,
+    ) -> None:
         self._tracked = tracked
         self._session_id = session_id
+        self._writes = writes
         self._returned = False
 
     async def give_back(self) -> None:
         if self._returned:
             return
         self._returned = True
+        self._writes.close()
         try:
             await self._tracked.__aexit__(None, None, None)
         except SessionStoreError:
-            logger.warning("a lease of MCP session %s lapses at its deadline", self._session_id[:8])
+            if self._session_id is None:
+                logger.warning("a fleet lease of an MCP request lapses at its deadline")
+            else:
+                logger.warning(
+                    "a lease of MCP session %s lapses at its deadline", short_id(self._session_id)
+                )
 
     def before_last_body(self, send: Send) -> Send:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await self.give_back()
+                # The SDK's SSE response cancels its task group as soon as its writer has
+                # handed over the last event, which can be while this return is under
+                # way: cancelled, the lease would stay held until its deadline (counted
+                # against the session's limit) and the Redis connection be dropped.
+                with anyio.CancelScope(shield=True):
+                    await self.give_back()
             await send(message)
 
         return sending
+
+
+def _is_listen(body: bytes) -> bool:
+    """Whether a 2026-07-28 POST `body` opens a ``subscriptions/listen`` stream."""
+    if b"subscriptions/listen" not in body:
+        return False  # the common case, not parsed here
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("method") == "subscriptions/listen"
 
 
 def _client_answer(body: bytes) -> JSONRPCResponse | JSONRPCError | None:
@@ -565,6 +632,11 @@ async def _deliver(local: LocalSession, answer: JSONRPCResponse | JSONRPCError) 
         del message
 
     await local.transport.handle_request(scope, receive, discard)
+
+
+def _ms(moment: datetime) -> int:
+    """`moment` (a Redis time the store read) in epoch milliseconds."""
+    return int(moment.timestamp() * 1000)
 
 
 def _owner(scope: Scope) -> dict[str, Any] | None:

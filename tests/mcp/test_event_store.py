@@ -9,6 +9,7 @@ from mcp_types import JSONRPCNotification, JSONRPCResponse
 
 from sessionstore import RedisClient, SessionStore
 from sessionstore.mcp import RedisEventStore
+from sessionstore.mcp._event_store import CURRENT_REQUEST, RequestWrites
 from sessionstore.mcp._sdk import EventMessage
 
 
@@ -44,6 +45,57 @@ async def test_replay_sends_the_stream_after_the_id_up_to_its_final_response(
     assert len(await replayed(events, priming)) == 3
 
 
+def response(request_id: int) -> JSONRPCResponse:
+    return JSONRPCResponse(jsonrpc="2.0", id=request_id, result={"of": request_id})
+
+
+async def test_a_response_rides_with_the_lease_return_and_every_id_resumes(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """Under a request lease the priming event is not written and the response is written
+    by the lease's return; a resume from the priming id, from a stored event's id, or from
+    an id a resume handed out gets the rest once, in order; from the response's id, nothing."""
+    session = await store.create()
+    events = RedisEventStore(store, session.id)
+    key = store.keys.session(session.id).mcp_events
+    tracked = store.track_request(session.id, read_session=True)
+    lease = await tracked.__aenter__()
+    assert lease.session is not None
+    since = int(lease.session.last_activity.timestamp() * 1000)
+    bound = CURRENT_REQUEST.set(RequestWrites(since, tracked.riders))
+    try:
+        priming = await events.store_event("3", None)
+        assert await redis.xlen(key) == 0
+        progress = await events.store_event("3", note(1))
+        final = await events.store_event("3", response(3))
+    finally:
+        CURRENT_REQUEST.reset(bound)
+    assert await redis.xlen(key) == 1  # the response waits for the lease's return
+    await tracked.__aexit__(None, None, None)
+    assert await redis.xlen(key) == 2
+    assert await store.track_request(session.id).__aenter__()  # the lease was returned too
+    whole = await replayed(events, priming)
+    assert [m.message for m in whole] == [note(1), response(3)]
+    assert [m.message for m in await replayed(events, progress)] == [response(3)]
+    assert [m.message for m in await replayed(events, whole[0].event_id or "")] == [response(3)]
+    assert await replayed(events, final) == []
+
+
+async def test_a_reused_request_id_replays_only_its_own_request(store: SessionStore) -> None:
+    """A client that numbers every request 1: a resume from the second request's priming
+    event gets the second request's events, none of the first's."""
+    session = await store.create()
+    events = RedisEventStore(store, session.id)
+    await events.store_event("1", None)
+    await events.store_event("1", note(1))
+    await events.store_event("1", response(1))
+    second = await events.store_event("1", None)
+    await events.store_event("1", note(2))
+    await events.store_event("1", JSONRPCResponse(jsonrpc="2.0", id=1, result={"again": True}))
+    got = [m.message for m in await replayed(events, second)]
+    assert got == [note(2), JSONRPCResponse(jsonrpc="2.0", id=1, result={"again": True})]
+
+
 async def test_an_event_id_of_another_session_or_malformed_replays_nothing(
     store: SessionStore,
 ) -> None:
@@ -56,7 +108,10 @@ async def test_an_event_id_of_another_session_or_malformed_replays_nothing(
     await own.store_event("1", note(2))
     foreign = await other.store_event("1", note(3))
     forged = foreign.split(".", 1)[0] + "." + own_first.split(".", 1)[1]
-    for bad in (foreign, forged, "garbage", "", "a" * 5000, own_first + "x"):
+    foreign_priming = await other.store_event("2", None)
+    for bad in (foreign, forged, foreign_priming, "garbage", "", "a" * 5000):
+        assert await replayed(own, bad) == [], bad
+    for bad in (own_first + "x", own_first.replace(".r.", ".p."), own_first.replace(".r.", ".f.")):
         assert await replayed(own, bad) == [], bad
 
 

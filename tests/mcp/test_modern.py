@@ -4,25 +4,53 @@ SDK's per-process default)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
 import anyio
+import httpx
 import pytest
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.request_state import RequestStateSecurity
 from mcp.server.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
     ElicitRequest,
     ElicitRequestFormParams,
     ElicitRequestParams,
     ElicitResult,
     InputRequiredResult,
 )
+from redis.asyncio.connection import AbstractConnection
 
-from sessionstore import Settings
+from sessionstore import RedisClient, RedisSettings, SessionStore, Settings, create_client
 from sessionstore.mcp import RedisSubscriptionBus, fleet_request_state_security, mcp_app
 from tests.mcp.replicas import Replica, replicas, roaming_client
+from tests.polling import eventually
 
 MODERN = "2026-07-28"
+MODERN_HEADERS = {
+    "MCP-Protocol-Version": MODERN,
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+}
+#: Released by the test: the `hold` tool waits for it.
+RELEASE: dict[str, asyncio.Event] = {}
+
+
+async def modern_call(
+    http: httpx.AsyncClient, url: str, tool: str, request_id: int = 7
+) -> httpx.Response:
+    """POST a self-contained 2026-07-28 tools/call, as a client sends it."""
+    meta = {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {}}
+    params = {"name": tool, "arguments": {}, "_meta": meta}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    headers = {**MODERN_HEADERS, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return await http.post(url, content=json.dumps(body).encode(), headers=headers)
 
 
 def make_server(
@@ -35,6 +63,12 @@ def make_server(
         """Announce that the tool list changed; returns which bus (replica) published it."""
         await ctx.notify_tools_changed()
         return id(bus)
+
+    @server.tool()
+    async def hold() -> str:
+        """Run until the test releases it."""
+        await RELEASE["hold"].wait()
+        return "held"
 
     @server.tool()
     async def where() -> int:
@@ -135,3 +169,117 @@ async def test_a_change_published_on_one_replica_reaches_a_listener_on_another(
     finally:
         for replica in group:
             await replica.stop()
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+@pytest.fixture
+def limited(settings: Settings) -> Settings:
+    """The fleet allows one request in flight."""
+    return settings.model_copy(
+        update={"session": settings.session.model_copy(update={"max_requests_global": 1})}
+    )
+
+
+@pytest.fixture
+async def pair(limited: Settings) -> AsyncIterator[list[Replica]]:
+    RELEASE["hold"] = asyncio.Event()
+    async with replicas(2, lambda: make_server(None), limited) as group:
+        yield group
+
+
+@pytest.fixture
+async def redis(limited: Settings) -> AsyncIterator[RedisClient]:
+    """A client of the replicas' Redis."""
+    assert limited.redis_url is not None
+    client = create_client(RedisSettings.from_dsn(limited.redis_url))
+    yield client
+    await client.aclose()
+
+
+async def in_flight(redis: RedisClient, settings: Settings) -> int:
+    """Fleet-wide request leases held now."""
+    key = SessionStore(redis, settings.session).keys.global_requests()
+    return int(await redis.zcard(key))
+
+
+async def test_the_global_limit_holds_for_modern_requests_across_replicas(
+    pair: list[Replica], limited: Settings, redis: RedisClient
+) -> None:
+    """With one request allowed in the fleet, a 2026-07-28 call running on one replica
+    makes a call to the other answer 503 with Retry-After and a JSON-RPC error, touching
+    nothing; once it ends its lease is back and calls are served again."""
+    first, second = pair
+    async with httpx.AsyncClient(timeout=30) as http:
+        running = asyncio.create_task(modern_call(http, first.url, "hold"))
+        await eventually(lambda: _equals(in_flight(redis, limited), 1))
+        refused = await modern_call(http, second.url, "where")
+        assert await in_flight(redis, limited) == 1
+        RELEASE["hold"].set()
+        done = await running
+        served = await modern_call(http, second.url, "where")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["message"] == "Too many requests in flight"
+    assert done.status_code == 200 and "held" in done.text
+    assert served.status_code == 200 and '"result"' in served.text
+    assert await in_flight(redis, limited) == 0
+
+
+async def test_a_modern_call_counts_against_the_limit_of_handshake_sessions(
+    pair: list[Replica], limited: Settings, redis: RedisClient
+) -> None:
+    """The fleet-wide limit is one for both revisions: while a 2026-07-28 call runs, a
+    handshake-era session's call gets the 503 too."""
+    async with httpx.AsyncClient(timeout=30) as http, roaming_client(pair) as (client, _):
+        running = asyncio.create_task(modern_call(http, pair[0].url, "hold"))
+        await eventually(lambda: _equals(in_flight(redis, limited), 1))
+        with pytest.raises(MCPError, match="Too many requests in flight"):
+            await client.call_tool("where", {})
+        RELEASE["hold"].set()
+        assert (await running).status_code == 200
+
+
+async def test_a_listen_stream_holds_no_request_lease(
+    pair: list[Replica], limited: Settings, redis: RedisClient
+) -> None:
+    """`subscriptions/listen` is a connection, not a request: with a listener open, the
+    fleet's one request slot still serves calls."""
+    async with (
+        roaming_client(pair, mode=MODERN) as (client, _),
+        client.listen(tools_list_changed=True),
+    ):
+        results = [await client.call_tool("where", {}) for _ in range(2)]
+    assert all(not r.is_error for r in results)
+    assert await in_flight(redis, limited) == 0
+
+
+async def test_round_trips_of_a_modern_call(
+    pair: list[Replica], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a global limit a 2026-07-28 call costs two round trips (take the fleet-wide
+    lease, give it back); without one it costs none (nothing to count against)."""
+    writes: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes | bytearray) else b"".join(command)
+        if b"XREAD" not in packed:  # the session-event follower, whatever the calls do
+            writes.append(packed)
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    counted: list[int] = []
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        replicas(1, lambda: make_server(None), settings) as (unlimited,),
+    ):
+        for url in (pair[0].url, unlimited.url):
+            assert (await modern_call(http, url, "where", 1)).status_code == 200
+            writes.clear()
+            answer = await modern_call(http, url, "where", 2)
+            assert answer.status_code == 200 and '"result"' in answer.text
+            counted.append(len(writes))
+    assert counted == [2, 0]
