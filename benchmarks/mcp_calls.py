@@ -9,11 +9,14 @@ three replicas behind HAProxy, in the same run, with Redis round trips per call.
                                no stickiness): every call may land on another replica
 
 The one-replica servers run in this process on uvicorn (so the Redis round trips of a
-call are counted here: every command or pipeline written is one, event writes counted
-apart); the three replicas are child processes. Clients are the SDK's own `Client`
-(handshake mode), ``--clients`` sessions calling concurrently.
+call are counted here: every command or pipeline written is one, writes of nothing but
+events counted apart); the three replicas are child processes. Clients are the SDK's own
+`Client` (handshake mode), ``--clients`` sessions calling concurrently. Every server is
+up for the whole run and the rows are measured in ``--rounds`` rounds, one after the
+other in each round, so a shared machine's load swings reach every row alike: a row
+shows its median rate and the median of its per-round ratios to the plain SDK.
 
-    python benchmarks/mcp_calls.py [--calls 600] [--clients 4]
+    python benchmarks/mcp_calls.py [--calls 600] [--clients 4] [--rounds 3]
 
 Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
 """
@@ -25,6 +28,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,53 +154,66 @@ async def run_calls(url: str, tool: str, count: int, clients: int) -> tuple[floa
         return rate, trips, EVENT_WRITES["n"] / count
 
 
-def main(count: int, clients: int) -> None:
+def main(count: int, clients: int, rounds: int) -> None:
     with redis_url() as url:
         prefix = "mcpbench" + secrets.token_hex(3)
         with three_replicas_behind_haproxy(url, prefix) as three:
-            rows = asyncio.run(measure_all(url, prefix, three, count, clients))
-    report(rows, count, clients)
+            rows = asyncio.run(measure_all(url, prefix, three, count, clients, rounds))
+    report(rows, count, clients, rounds)
 
 
-Row = tuple[str, str, float, float, float]
+#: (server, tool) -> one (calls/s, round trips/call, event writes/call) per round.
+Rows = dict[tuple[str, str], list[tuple[float, float, float]]]
+PLAIN = ("plain SDK, 1 replica", "echo")
 
 
-async def measure_all(url: str, prefix: str, three: str, count: int, clients: int) -> list[Row]:
-    """Every row, the configurations one after the other."""
+async def measure_all(
+    url: str, prefix: str, three: str, count: int, clients: int, rounds: int
+) -> Rows:
+    """Every row, `rounds` times, the rows one after the other in each round."""
     settings = Settings(redis_url=url, key_prefix=prefix)
-    rows: list[Row] = []
-    async with served(plain_app()) as plain:
-        rows.append(
-            ("plain SDK, 1 replica", "echo", *await run_calls(plain, "echo", count, clients))
-        )
-    async with served(roaming_app(settings, resumable=False)) as bare:
-        for tool in ("echo", "bump"):
-            name = "mcp_app, 1 replica, resumable=False"
-            rows.append((name, tool, *await run_calls(bare, tool, count, clients)))
-    async with served(roaming_app(settings)) as one:
-        for tool in ("echo", "bump"):
-            rows.append(("mcp_app, 1 replica", tool, *await run_calls(one, tool, count, clients)))
-    for tool in ("echo", "bump"):
-        rate, _, _ = await run_calls(three, tool, count, clients)
-        rows.append(("mcp_app, 3 replicas + HAProxy", tool, rate, float("nan"), float("nan")))
+    rows: Rows = {}
+    async with (
+        served(plain_app()) as plain,
+        served(roaming_app(settings, resumable=False)) as bare,
+        served(roaming_app(settings)) as one,
+    ):
+        configs: list[tuple[str, str, tuple[str, ...]]] = [
+            (PLAIN[0], plain, ("echo",)),
+            ("mcp_app, 1 replica, resumable=False", bare, ("echo", "bump")),
+            ("mcp_app, 1 replica", one, ("echo", "bump")),
+            ("mcp_app, 3 replicas + HAProxy", three, ("echo", "bump")),
+        ]
+        for _ in range(rounds):
+            for name, target, tools in configs:
+                for tool in tools:
+                    measured = await run_calls(target, tool, count, clients)
+                    if target == three:  # counted in other processes
+                        measured = (measured[0], float("nan"), float("nan"))
+                    rows.setdefault((name, tool), []).append(measured)
     return rows
 
 
-def report(rows: list[Row], count: int, clients: int) -> None:
-    """The rows as a Markdown table, rates against the plain SDK's."""
-    base = rows[0][2]
-    print(f"{count} calls, {clients} clients calling concurrently\n")
+def report(rows: Rows, count: int, clients: int, rounds: int) -> None:
+    """The rows as a Markdown table: median rates, median per-round ratios to the plain SDK."""
+    base = [rate for rate, _, _ in rows[PLAIN]]
+    print(f"{count} calls, {clients} clients calling concurrently, {rounds} rounds\n")
     print("| server | tool | calls/s | vs plain | Redis RT/call | event writes/call |")
     print("|---|---|---|---|---|---|")
-    for name, tool, rate, trips, events in rows:
+    for (name, tool), runs in rows.items():
+        rate = statistics.median(r for r, _, _ in runs)
+        ratio = statistics.median(r / b for (r, _, _), b in zip(runs, base, strict=True))
+        trips = statistics.median(t for _, t, _ in runs)
+        events = statistics.median(e for _, _, e in runs)
         rt = "n/a (other processes)" if trips != trips else f"{trips:.2f}"
         ev = "n/a" if events != events else f"{events:.2f}"
-        print(f"| {name} | {tool} | {rate:.0f} | {rate / base:.2f} | {rt} | {ev} |", flush=True)
+        print(f"| {name} | {tool} | {rate:.0f} | {ratio:.2f} | {rt} | {ev} |", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=600)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    main(args.calls, args.clients)
+    main(args.calls, args.clients, args.rounds)
