@@ -13,13 +13,14 @@ from ._fastmcp import SessionStateStore
 from ._handshake import HandshakeRecord
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
-from ._request_state import fleet_request_state_security
+from ._request_state import CallSessions, fleet_request_state_security
 from ._sdk import SDK_RANGE, check_sdk
 from ._state import McpSession, StateMutator, mcp_session
 from ._subscriptions import RedisSubscriptionBus
 
 __all__ = [
     "SDK_RANGE",
+    "CallSessions",
     "HandshakeRecord",
     "McpMetrics",
     "McpSession",

@@ -23,6 +23,7 @@ from ._fastmcp import fastmcp_server
 from ._logs import redact_sdk_logs
 from ._manager import RoamingSessionManager
 from ._metrics import McpMetrics
+from ._request_state import CallSessions
 from ._sdk import check_sdk
 from ._subscriptions import RedisSubscriptionBus
 
@@ -99,6 +100,9 @@ def mcp_app(
         max_request_body_size=max_request_body_size,
         resumable=resumable,
         metrics=metrics,
+        # 2026-07-28 rounds sealed with fleet_request_state_security name their call
+        # session; the manager reads it with the same keys.
+        call_sessions=CallSessions.from_settings(settings),
     )
     redis_settings = settings.store_redis(settings.redis_url)
 

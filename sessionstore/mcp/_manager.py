@@ -43,14 +43,23 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .. import EventFollower, EventKind, SessionStore, TrackedFleetLease, TrackedLease
+from .. import (
+    EventFollower,
+    EventKind,
+    Lease,
+    Session,
+    SessionStore,
+    TrackedFleetLease,
+    TrackedLease,
+)
 from .._ids import short_id
-from ..exceptions import SessionGone, SessionNotFound, SessionStoreError
+from ..exceptions import InvalidInput, SessionGone, SessionNotFound, SessionStoreError
 from ._event_store import CURRENT_REQUEST, RedisEventStore, RequestWrites, parse_event_id
 from ._handshake import HandshakeRecord, OpeningRejected, read_initialize
 from ._local import LocalSession, serve_local
 from ._metrics import McpMetrics
-from ._replies import error_response, not_found, store_refusal
+from ._replies import error_response, expired_request_state, not_found, store_refusal
+from ._request_state import CURRENT_ROUND, CallRound, CallSessions
 from ._sdk import (
     GET_STREAM_KEY,
     HANDSHAKE_PROTOCOL_VERSIONS,
@@ -88,6 +97,8 @@ class RoamingSessionManager:
             carry messages produced on any replica.
         max_events: each session's stream is capped near this many events.
         metrics: the counters to update.
+        call_sessions: the 2026-07-28 call sessions named by request state
+            (`fleet_request_state_security`); None: such requests have none.
 
     .. versionadded:: 0.1
     """
@@ -104,6 +115,7 @@ class RoamingSessionManager:
         resumable: bool = True,
         max_events: int = 1000,
         metrics: McpMetrics | None = None,
+        call_sessions: CallSessions | None = None,
     ) -> None:
         self.server = server
         self.json_response = json_response
@@ -113,6 +125,7 @@ class RoamingSessionManager:
         self.metrics = metrics or McpMetrics()
         self.resumable = resumable
         self.max_events = max_events
+        self._calls = call_sessions
         self._asgi = RequestBodyLimitMiddleware(self._handle, max_request_body_size)
         self._sessions: dict[str, LocalSession] = {}
         self._adopt_lock = anyio.Lock()
@@ -178,39 +191,82 @@ class RoamingSessionManager:
     async def _serve_modern(
         self, store: SessionStore, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """A self-contained request (no session id): served by the SDK's single-exchange
-        entry under a fleet-wide request lease, so `max_requests_global` holds for these
-        requests and the sessions' together; a ``subscriptions/listen`` stream is a
-        connection, not a request, and holds none."""
-        tracked: TrackedFleetLease | None = None
-        if scope["method"] == "POST" and store.settings.max_requests_global > 0:
-            body, receive = await _buffer_body(receive)
-            if not _is_listen(body):
-                tracked = store.track_fleet_request()
-        # Otherwise nothing to count: no limit, or not a request (the SDK answers 405).
-        returning: _LeaseReturn | None = None
+        """A self-contained request (no session id), served by the SDK's single-exchange
+        entry. A round whose request state names a call session holds that session's
+        request lease (its limit and the fleet's) and gets `mcp_session()`; another
+        request holds a fleet-wide lease under a global limit. A round that asks for
+        input first gets its call session created before its answer leaves. A
+        ``subscriptions/listen`` stream is a connection, not a request: it holds none."""
+        if scope["method"] != "POST":
+            await self._modern(scope, receive, send)  # the SDK answers 405
+            return
+        body, receive = await _buffer_body(receive)
+        if _is_listen(body):
+            await self._modern(scope, receive, send)
+            return
+        named = self._calls.session_named(body) if self._calls is not None else None
+        current = CallRound(named, store.settings.shards)
+        tracked: TrackedLease | TrackedFleetLease | None = None
+        if named is not None:
+            tracked = store.track_request(named, read_session=True)
+        elif store.settings.max_requests_global > 0:
+            tracked = store.track_fleet_request()
+        session: Session | None = None
         if tracked is not None:
             try:
-                await tracked.__aenter__()
+                entered = await tracked.__aenter__()
             except SessionStoreError as exc:
-                await store_refusal(exc)(scope, receive, send)
+                ended = isinstance(exc, SessionGone | SessionNotFound | InvalidInput)
+                refusal = expired_request_state() if named and ended else store_refusal(exc)
+                await refusal(scope, receive, send)
                 return
-            returning = _LeaseReturn(tracked, None, RequestWrites(0))
-            send = returning.before_last_body(send)
+            session = entered.session if isinstance(entered, Lease) else None
+        returning = _LeaseReturn(tracked, named, RequestWrites(0)) if tracked else None
+        bound = bind(McpSession(store, session)) if session is not None else None
+        round_token = CURRENT_ROUND.set(current)
         try:
-            await handle_modern_request(
-                self.server,
-                self.security_settings,
-                self.json_response,
-                self._lifespan_state,
-                scope,
-                receive,
-                send,
+            await self._modern(
+                scope, receive, self._calls_open_first(store, current, returning, send)
             )
         finally:
+            CURRENT_ROUND.reset(round_token)
+            if bound is not None:
+                unbind(bound)
             if returning is not None:
                 with anyio.CancelScope(shield=True):
                     await returning.give_back()
+
+    def _calls_open_first(
+        self,
+        store: SessionStore,
+        current: CallRound,
+        returning: _LeaseReturn | None,
+        send: Send,
+    ) -> Send:
+        """`send`, but before the answer's last body message the call session the round
+        drew is created (so its next round finds it) and the lease goes back."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with anyio.CancelScope(shield=True):
+                    if current.drawn is not None and self._calls is not None:
+                        await self._calls.open(store, current.drawn)
+                    if returning is not None:
+                        await returning.give_back()
+            await send(message)
+
+        return sending
+
+    async def _modern(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle_modern_request(
+            self.server,
+            self.security_settings,
+            self.json_response,
+            self._lifespan_state,
+            scope,
+            receive,
+            send,
+        )
 
     # -- opening -----------------------------------------------------------------
 

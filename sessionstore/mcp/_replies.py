@@ -7,7 +7,7 @@ it. Limits answer 429/503 and an unreachable Redis 503, with ``Retry-After``.
 
 from __future__ import annotations
 
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ErrorData, JSONRPCError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, ErrorData, JSONRPCError
 from starlette.responses import Response
 
 from ..exceptions import (
@@ -42,6 +42,12 @@ def error_response(
 def not_found() -> Response:
     """The 404 that sends an MCP client back to ``initialize``."""
     return error_response(404, SESSION_NOT_FOUND)
+
+
+def expired_request_state() -> Response:
+    """A 2026-07-28 round whose call session has ended: what the SDK answers for an
+    expired ``requestState`` (the client starts the call again without it)."""
+    return error_response(400, "Invalid or expired requestState", INVALID_PARAMS)
 
 
 def store_refusal(exc: SessionStoreError) -> Response:

@@ -175,6 +175,7 @@ class SessionStore:
         state: Mapping[str, Any] | None = None,
         idle_timeout: timedelta | None = None,
         absolute_lifetime: timedelta | None = None,
+        session_id: str | None = None,
     ) -> Session:
         """Create a session; one round trip (with the user index update pipelined).
 
@@ -185,9 +186,13 @@ class SessionStore:
             state: initial per-attribute state.
             idle_timeout: overrides the setting for this session.
             absolute_lifetime: overrides the setting for this session.
+            session_id: the id to create, drawn by the caller with `new_session_id`
+                (for a caller that must hand the id out before the session exists);
+                an id in use, or one that ever was, is refused.
 
         Raises:
             InvalidInput / PayloadTooLarge: bad or oversized input; nothing written.
+            SessionStoreError: `session_id` is taken.
         """
         cfg = self.settings
         user = check_name(user_id, "user_id") if user_id is not None else ""
@@ -208,8 +213,9 @@ class SessionStore:
             encode_metadata(metadata, cfg),
             *encode_state(state, cfg),
         ]
-        for _ in range(3):  # a collision of 144 random bits is a cosmic accident
-            session_id = new_session_id(secrets.randbelow(cfg.shards))
+        given = session_id
+        for _ in range(1 if given else 3):  # a collision of 144 random bits is a cosmic accident
+            session_id = given or new_session_id(secrets.randbelow(cfg.shards))
             keys = self.keys.session(session_id)
             batch = Batch(self.redis)
             batch.script(script("create"), keys.ordered(), [session_id, *args])
@@ -221,7 +227,9 @@ class SessionStore:
                 return self._new_session(
                     session_id, now, user, conversation, metadata, state, idle_ms, lifetime_ms
                 )
-        raise SessionStoreError("could not draw an unused session id")
+        raise SessionStoreError(
+            "session id taken" if given else "could not draw an unused session id"
+        )
 
     @staticmethod
     def _new_session(

@@ -25,16 +25,28 @@ from mcp_types import (
     ElicitResult,
     InputRequiredResult,
 )
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import RedisClient, RedisSettings, SessionStore, Settings, create_client
-from sessionstore.mcp import RedisSubscriptionBus, fleet_request_state_security, mcp_app
+from sessionstore.mcp import (
+    RedisSubscriptionBus,
+    fleet_request_state_security,
+    mcp_app,
+    mcp_session,
+)
+from sessionstore.mcp._request_state import CallSessionCodec
 from tests.mcp.replicas import Replica, replicas, roaming_client
 from tests.polling import eventually
 
 MODERN = "2026-07-28"
 MODERN_HEADERS = {
     "MCP-Protocol-Version": MODERN,
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+}
+HANDSHAKE_HEADERS = {
+    "MCP-Protocol-Version": LATEST_HANDSHAKE_VERSION,
     "Accept": "application/json, text/event-stream",
     "Content-Type": "application/json",
 }
@@ -283,3 +295,117 @@ async def test_round_trips_of_a_modern_call(
             assert answer.status_code == 200 and '"result"' in answer.text
             counted.append(len(writes))
     assert counted == [2, 0]
+
+
+def call_server(settings: Settings) -> MCPServer:
+    """A server whose tools run in rounds under the fleet's request-state keys."""
+    security = fleet_request_state_security(settings, audience="modern-test")
+    server = MCPServer("modern-test", request_state_security=security)
+
+    @server.tool()
+    async def rounds(ctx: Context) -> InputRequiredResult | str:
+        """Asks again until its call session has counted two later rounds."""
+        if ctx.request_state is None:
+            return InputRequiredResult(request_state="more")
+        counted = await mcp_session().incr("rounds")
+        if counted < 2:
+            return InputRequiredResult(request_state="more")
+        return f"{counted} {mcp_session().id}"
+
+    @server.tool()
+    async def hold_round(ctx: Context) -> InputRequiredResult | str:
+        """Round one asks for another; a later round runs until the test releases it."""
+        if ctx.request_state is None:
+            return InputRequiredResult(request_state="again")
+        await RELEASE["hold"].wait()
+        return "held"
+
+    return server
+
+
+async def post_round(
+    http: httpx.AsyncClient, url: str, tool: str, state: str | None = None
+) -> httpx.Response:
+    """POST one round of a 2026-07-28 call (with the state of the round before)."""
+    meta = {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {}}
+    params: dict[str, Any] = {"name": tool, "arguments": {}, "_meta": meta}
+    if state is not None:
+        params["requestState"] = state
+    body = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}
+    headers = {**MODERN_HEADERS, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    return await http.post(url, content=json.dumps(body).encode(), headers=headers)
+
+
+def state_of(answer: httpx.Response) -> str:
+    """The request state of a round's answer."""
+    assert answer.status_code == 200, answer.text
+    state = answer.json()["result"]["requestState"]
+    assert isinstance(state, str)
+    return state
+
+
+async def test_the_rounds_of_a_call_share_a_session_across_replicas(
+    settings: Settings, redis: RedisClient
+) -> None:
+    """A call that asks for more input until it has counted two later rounds: its first
+    round opens a call session, each later round (on the other replica) names it through
+    its request state and counts in it; a handshake client cannot use that session."""
+    RELEASE["hold"] = asyncio.Event()
+    async with (
+        replicas(2, lambda: call_server(settings), settings) as group,
+        roaming_client(group, mode=MODERN) as (client, rotating),
+    ):
+        result = await client.call_tool("rounds", {})
+        assert result.structured_content is not None
+        counted, session_id = str(result.structured_content["result"]).split(" ")
+        session = await SessionStore(redis, settings.session).get(session_id)
+        async with httpx.AsyncClient(timeout=30) as http:
+            foreign = await http.post(
+                group[0].url,
+                content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+                headers={**HANDSHAKE_HEADERS, "Mcp-Session-Id": session.id},
+            )
+    assert counted == "2"
+    assert session.state == {"rounds": 2}
+    assert len(set(rotating.sent)) == 2
+    assert foreign.status_code == 404
+
+
+async def test_a_call_session_has_the_per_session_limit_and_its_end_is_a_clear_error(
+    settings: Settings, redis: RedisClient
+) -> None:
+    """With one request per session, a round running on one replica makes the same round
+    sent to the other answer 429 with Retry-After; once the call session has ended, a
+    round naming it is answered as an expired request state and runs nothing."""
+    one = settings.model_copy(
+        update={"session": settings.session.model_copy(update={"max_requests_per_session": 1})}
+    )
+    RELEASE["hold"] = asyncio.Event()
+    codec = CallSessionCodec.from_settings(one)
+    assert codec is not None
+    store = SessionStore(redis, one.session)
+    async with (
+        replicas(2, lambda: call_server(one), one) as (first, second),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        state = state_of(await post_round(http, first.url, "hold_round"))
+        session_id = codec.session_of(state)
+        assert session_id is not None
+        running = asyncio.create_task(post_round(http, first.url, "hold_round", state))
+
+        async def held() -> bool:
+            return (await store.get(session_id)).active_requests == 1
+
+        await eventually(held)
+        refused = await post_round(http, second.url, "hold_round", state)
+        RELEASE["hold"].set()
+        done = await running
+        await store.delete(session_id)
+        RELEASE["hold"] = asyncio.Event()  # a round that ran would wait: none may
+        ended = await post_round(http, second.url, "hold_round", state)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["message"] == "Too many requests in flight for this session"
+    assert done.status_code == 200 and "held" in done.text
+    assert ended.status_code == 400
+    assert ended.json()["error"]["message"] == "Invalid or expired requestState"

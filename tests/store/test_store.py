@@ -17,9 +17,11 @@ from sessionstore import (
     SessionSettings,
     SessionStatus,
     SessionStore,
+    SessionStoreError,
     StaleFence,
     Tombstone,
     VersionConflict,
+    new_session_id,
 )
 from tests.polling import eventually
 
@@ -337,3 +339,17 @@ async def test_bad_input_changes_nothing(store: SessionStore) -> None:
 async def test_settings_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="idle_timeout"):
         SessionSettings(idle_timeout=timedelta(0))
+
+
+async def test_create_with_an_id_drawn_before(store: SessionStore) -> None:
+    """A caller that hands an id out before the session exists creates it with that id;
+    the same id again, live or ended, is refused and changes nothing."""
+    drawn = new_session_id(1)
+    created = await store.create(session_id=drawn, metadata={"n": 1})
+    assert created.id == drawn and (await store.get(drawn)).metadata == {"n": 1}
+    with pytest.raises(SessionStoreError, match="session id taken"):
+        await store.create(session_id=drawn, metadata={"n": 2})
+    assert (await store.get(drawn)).metadata == {"n": 1}
+    await store.delete(drawn)
+    with pytest.raises(SessionStoreError, match="session id taken"):
+        await store.create(session_id=drawn)
