@@ -268,21 +268,29 @@ async def test_a_listen_stream_holds_no_request_lease(
     assert await in_flight(redis, limited) == 0
 
 
-async def test_round_trips_of_a_modern_call(
-    pair: list[Replica], settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under a global limit a 2026-07-28 call costs two round trips (take the fleet-wide
-    lease, give it back); without one it costs none (nothing to count against)."""
-    writes: list[bytes] = []
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every command or pipeline sent to Redis from now on (one socket write each, one
+    round trip), except the session-event follower's XREADs, which run whatever the
+    calls do."""
+    sent: list[bytes] = []
     original = AbstractConnection.send_packed_command
 
     async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         packed = command if isinstance(command, bytes | bytearray) else b"".join(command)
-        if b"XREAD" not in packed:  # the session-event follower, whatever the calls do
-            writes.append(packed)
+        if b"XREAD" not in packed:
+            sent.append(packed)
         await original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+async def test_round_trips_of_a_modern_call(
+    pair: list[Replica], settings: Settings, writes: list[bytes]
+) -> None:
+    """Under a global limit a 2026-07-28 call costs two round trips (take the fleet-wide
+    lease, give it back); without one it costs none (nothing to count against)."""
     counted: list[int] = []
     async with (
         httpx.AsyncClient(timeout=30) as http,
@@ -311,6 +319,13 @@ def call_server(settings: Settings) -> MCPServer:
         if counted < 2:
             return InputRequiredResult(request_state="more")
         return f"{counted} {mcp_session().id}"
+
+    @server.tool()
+    async def twice(ctx: Context) -> InputRequiredResult | str:
+        """Round one asks for another round; any later round answers, touching no state."""
+        if ctx.request_state is None:
+            return InputRequiredResult(request_state="again")
+        return "done"
 
     @server.tool()
     async def hold_round(ctx: Context) -> InputRequiredResult | str:
@@ -342,6 +357,29 @@ def state_of(answer: httpx.Response) -> str:
     state = answer.json()["result"]["requestState"]
     assert isinstance(state, str)
     return state
+
+
+async def test_round_trips_of_the_rounds_of_a_call(settings: Settings, writes: list[bytes]) -> None:
+    """Without a global limit, the round that opens a call session costs one round trip
+    (creating it), and a later round two (take and give back its session's lease)."""
+    counted: list[int] = []
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        replicas(1, lambda: call_server(settings), settings) as (replica,),
+    ):
+        # A first call loads the replica's scripts (and connects): not counted.
+        warm = state_of(await post_round(http, replica.url, "twice"))
+        await post_round(http, replica.url, "twice", warm)
+        writes.clear()
+        state = state_of(await post_round(http, replica.url, "twice"))
+        counted.append(len(writes))
+        writes.clear()
+        last = await post_round(http, replica.url, "twice", state)
+        counted.append(len(writes))
+    assert last.status_code == 200 and last.json()["result"]["structuredContent"] == {
+        "result": "done"
+    }, last.text
+    assert counted == [1, 2]
 
 
 async def test_the_rounds_of_a_call_share_a_session_across_replicas(
