@@ -151,7 +151,7 @@ class LeaseTracker:
             await self.release(lease)
             raise GlobalLimitExceeded(self.context.settings.max_requests_global)
         if lease.global_lease and global_ok:
-            await self._release_global(lease)
+            await self.release_fleet(lease.global_member)
         if local[0] == "limit":
             raise SessionLimitExceeded(session_id, self._limit(kind))
         raise_refusal(session_id, local)
@@ -279,14 +279,6 @@ class LeaseTracker:
             raise PayloadTooLarge("attribute count", int(reply[1]), cfg.max_attributes)
         raise_refusal(lease.session_id, reply)
 
-    async def _release_global(self, lease: Lease) -> None:
-        await call(
-            self.context.redis,
-            script("global_lease"),
-            [self.context.keys.global_requests()],
-            ["release", lease.global_member],
-        )
-
     async def take_fleet(self) -> str:
         """Take a fleet-wide lease for a request of no session (one round trip); returns
         its member in the fleet-wide set.
@@ -322,7 +314,8 @@ class LeaseTracker:
             raise LockNotOwned(f"lease {member}", "lapsed and was reclaimed")
 
     async def release_fleet(self, member: str) -> None:
-        """Return a fleet-wide lease (one round trip); returning it twice is harmless."""
+        """Return a member of the fleet-wide set (a fleet lease, or the fleet-wide half
+        of a session's lease); one round trip, and returning it twice is harmless."""
         await call(
             self.context.redis,
             script("global_lease"),
