@@ -13,6 +13,11 @@ def to_ms(delta: timedelta) -> int:
     return max(1, int(delta.total_seconds() * 1000))
 
 
+def datetime_to_ms(moment: datetime) -> int:
+    """An aware datetime (say, a Redis time the store read) as epoch milliseconds."""
+    return int(moment.timestamp() * 1000)
+
+
 def ms_to_datetime(value: str | int) -> datetime:
     """Epoch milliseconds (as Redis returns them) to an aware UTC datetime."""
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)

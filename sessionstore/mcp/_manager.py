@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -53,6 +52,7 @@ from .. import (
     TrackedLease,
 )
 from .._ids import short_id
+from .._time import datetime_to_ms
 from ..exceptions import InvalidInput, SessionGone, SessionNotFound, SessionStoreError
 from ._event_store import CURRENT_REQUEST, RedisEventStore, RequestWrites, parse_event_id
 from ._handshake import HandshakeRecord, OpeningRejected, read_initialize
@@ -247,7 +247,7 @@ class RoamingSessionManager:
         drew is created (so its next round finds it) and the lease goes back."""
 
         async def sending(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            if _last_body(message):
                 with anyio.CancelScope(shield=True):
                     if current.drawn is not None and self._calls is not None:
                         await self._calls.open(store, current.drawn)
@@ -301,7 +301,7 @@ class RoamingSessionManager:
             await send(message)
 
         token = bind(McpSession(store, session))
-        request = CURRENT_REQUEST.set(RequestWrites(_ms(session.created_at)))
+        request = CURRENT_REQUEST.set(RequestWrites(datetime_to_ms(session.created_at)))
         try:
             await local.transport.handle_request(scope, replay, watch)
         finally:
@@ -343,7 +343,7 @@ class RoamingSessionManager:
             return
         assert lease.session is not None
         # The response's event rides with the lease's return (see RedisEventStore).
-        writes = RequestWrites(_ms(lease.session.last_activity), tracked.riders)
+        writes = RequestWrites(datetime_to_ms(lease.session.last_activity), tracked.riders)
         returning = _LeaseReturn(tracked, session_id, writes)
         send_then_return = returning.before_last_body(send)
         try:
@@ -622,7 +622,7 @@ class _LeaseReturn:
 
     def before_last_body(self, send: Send) -> Send:
         async def sending(message: Message) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            if _last_body(message):
                 # The SDK's SSE response cancels its task group as soon as its writer has
                 # handed over the last event, which can be while this return is under
                 # way: cancelled, the lease would stay held until its deadline (counted
@@ -632,6 +632,11 @@ class _LeaseReturn:
             await send(message)
 
         return sending
+
+
+def _last_body(message: Message) -> bool:
+    """Whether `message` is a response's last body message (the response then is sent)."""
+    return message["type"] == "http.response.body" and not message.get("more_body", False)
 
 
 def _is_listen(body: bytes) -> bool:
@@ -688,11 +693,6 @@ async def _deliver(local: LocalSession, answer: JSONRPCResponse | JSONRPCError) 
         del message
 
     await local.transport.handle_request(scope, receive, discard)
-
-
-def _ms(moment: datetime) -> int:
-    """`moment` (a Redis time the store read) in epoch milliseconds."""
-    return int(moment.timestamp() * 1000)
 
 
 def _owner(scope: Scope) -> dict[str, Any] | None:

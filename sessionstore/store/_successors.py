@@ -17,7 +17,7 @@ from typing import Literal
 
 from .._ids import new_session_id
 from .._scripts import Arg, call
-from .._time import to_ms
+from .._time import datetime_to_ms, to_ms
 from ..exceptions import SessionExpired, SessionStoreError
 from . import _users
 from ._context import StoreContext
@@ -54,7 +54,7 @@ async def resume(store: StoreContext, session_id: str) -> Session:
         if reply[0] == "resumed":
             session = Session.from_reply(reply)
             if session.user_id:
-                deadline_ms = int(session.absolute_deadline.timestamp() * 1000)
+                deadline_ms = datetime_to_ms(session.absolute_deadline)
                 await _users.move(store, session.user_id, session_id, new_id, deadline_ms)
             return session
         raise_refusal(session_id, reply)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..._redis import backend_errors
+from ..._time import datetime_to_ms
 from ...exceptions import BackendUnavailable
 from ...fleet import list_workers
 from ...upstream import read_upstream_totals
@@ -75,7 +76,7 @@ async def _refresh_fleet(state: ServerState) -> None:
         breakers = await state.breakers.admin.statuses()
         upstream_totals = await read_upstream_totals(state.store)
         if state.store.settings.max_requests_global > 0:
-            now_ms = int(counts.at.timestamp() * 1000)
+            now_ms = datetime_to_ms(counts.at)
             with backend_errors("global lease count"):
                 key = state.store.keys.global_requests()
                 fleet.global_leases = int(await state.redis.zcount(key, f"({now_ms}", "+inf"))
