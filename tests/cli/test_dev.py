@@ -4,7 +4,6 @@ stop it with Ctrl-C (SIGINT) and check that nothing it started is left running."
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import queue
@@ -25,6 +24,7 @@ import pytest
 from sessionstore import RedisSettings, SessionSettings, SessionStore, Tombstone, create_client
 from sessionstore.testing import free_port, port_taken, wait_until
 from tests.bulk import all_events, expired_per_session
+from tests.foreign_healthz import foreign_healthz
 from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
@@ -323,32 +323,11 @@ def test_sigkill_of_dev_ends_its_children_and_every_rerun_works(
         assert code == 0, "\n".join(again.seen)
 
 
-class _Impostor(http.server.BaseHTTPRequestHandler):
-    """Answers /healthz as another replica would (200, its own pid) and nothing else."""
-
-    def do_GET(self) -> None:
-        """200 with another process's pid on /healthz; 404 elsewhere."""
-        body = json.dumps({"status": "ok", "pid": 1}).encode()
-        self.send_response(200 if self.path == "/healthz" else 404)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
 @pytest.fixture
 def impostor() -> Iterator[int]:
     """A port answered by another process's /healthz, as an orphan replica's would be."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_run()), _Impostor)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with foreign_healthz(_free_run(), pid=1) as port:
+        yield port
 
 
 def test_a_taken_replica_port_is_reported_as_such(

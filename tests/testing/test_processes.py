@@ -4,14 +4,11 @@ child's when another process answers it."""
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from sessionstore.testing import (
     wait_http_ready,
     wait_until,
 )
+from tests.foreign_healthz import foreign_healthz
 
 #: A parent that starts a sleeping child and a private Redis, prints both pids, then waits.
 _PARENT = """
@@ -74,29 +72,11 @@ def test_children_end_when_their_parent_is_sigkilled(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-class _Other(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        """/healthz of some other process: 200 and its pid."""
-        body = json.dumps({"status": "ok", "pid": os.getpid()}).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
-
-
 @pytest.fixture
 def other_server() -> Iterator[int]:
-    """A port answered by another process's /healthz."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Other)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    """A port answered by another process's /healthz (this test process's pid)."""
+    with foreign_healthz(free_port(), pid=os.getpid()) as port:
+        yield port
 
 
 def test_a_healthz_answered_by_another_process_is_not_the_child_s(
