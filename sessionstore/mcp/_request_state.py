@@ -46,6 +46,9 @@ CALL_METADATA_KEY = "mcp_call"
 _INFO = b"sessionstore mcp request state v1"
 #: Between the call session's id and the SDK's envelope in a sealed state.
 _SEPARATOR = b"\n"
+#: Seconds a sealed request state stays valid, and so how long a call session waits
+#: for its next round: one default for both, so neither outlives the other.
+STATE_TTL_SECONDS = 600.0
 
 
 @dataclass
@@ -126,7 +129,7 @@ def _keys(settings: Settings) -> list[bytes]:
 
 
 def fleet_request_state_security(
-    settings: Settings, *, audience: str, ttl: float = 600.0
+    settings: Settings, *, audience: str, ttl: float = STATE_TTL_SECONDS
 ) -> RequestStateSecurity:
     """A `RequestStateSecurity` whose keys every replica with the same secret shares.
 
@@ -139,7 +142,9 @@ def fleet_request_state_security(
         settings: the fleet's settings; ``secret_key`` must be set.
         audience: names the service, so state sealed for one server is refused
             by another sharing the secret.
-        ttl: seconds a sealed state stays valid.
+        ttl: seconds a sealed state stays valid. `mcp_app`'s call sessions idle out
+            after the default (`STATE_TTL_SECONDS`): a longer ttl lets a state
+            outlive its call session (its next round is then refused as expired).
 
     Raises:
         ValueError: no secret key is set.
@@ -168,7 +173,9 @@ class CallSessions:
         self._idle_timeout = idle_timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, ttl: float = 600.0) -> CallSessions | None:
+    def from_settings(
+        cls, settings: Settings, *, ttl: float = STATE_TTL_SECONDS
+    ) -> CallSessions | None:
         """Call sessions under the fleet's secret keys; None without a secret."""
         codec = CallSessionCodec.from_settings(settings)
         return cls(codec, idle_timeout=timedelta(seconds=ttl)) if codec is not None else None
