@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
@@ -112,6 +113,28 @@ async def test_held_lease_is_renewed_while_the_body_runs(
 
         await eventually(renewed_twice, timeout=5)
         assert (await store.get(made.id)).active_requests == 1
+
+
+async def test_a_lease_whose_session_ended_stops_renewing_quietly(
+    redis: RedisClient, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection held open while its session is deleted: the next renewal finds the
+    session ended and stops with one info line (an expected end, not a fault), without
+    a warning or a traceback; the block then returns as usual."""
+    store = _store(redis, key_prefix, request_lease_ttl=timedelta(milliseconds=150))
+    made = await store.create()
+    caplog.set_level(logging.INFO, logger="sessionstore")
+    async with store.track_connection(made.id) as lease:
+        await store.delete(made.id)
+
+        async def stopped() -> bool:
+            return any("stops renewing" in r.getMessage() for r in caplog.records)
+
+        await eventually(stopped, timeout=5)
+        assert lease._renewer is not None and lease._renewer.done()
+    ours = [r for r in caplog.records if lease.lease_id in r.getMessage()]
+    assert [r.levelno for r in ours] == [logging.INFO]
+    assert all(r.exc_info is None for r in ours)
 
 
 async def test_connection_leases_count_connections(store: SessionStore) -> None:
