@@ -99,6 +99,28 @@ _Streams = tuple[Any, Any]
 _RELAY_BUFFER = 32
 
 
+class _ShortenSessionIds(logging.Filter):
+    """Keeps only the first characters of the upstream session id the SDK's HTTP
+    client logs at INFO ("Received session ID: ..."): the id is the credential to
+    that upstream session, and logs are read by more people than Redis is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        head, found, session_id = message.partition("session ID: ")
+        if found and len(session_id) > 8:
+            record.msg, record.args = f"{head}{found}{session_id[:8]}…", ()
+        return True
+
+
+def _install_shortener() -> None:
+    target = logging.getLogger(streamable_http_client.__module__)
+    if not any(isinstance(f, _ShortenSessionIds) for f in target.filters):
+        target.addFilter(_ShortenSessionIds())
+
+
+_install_shortener()
+
+
 class SessionTerminated(ConnectionDropped):
     """The upstream no longer knows the session (HTTP 404): handshake again.
 

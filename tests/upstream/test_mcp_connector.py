@@ -90,6 +90,24 @@ async def test_stdio_crash_marks_the_connection_dead(connector: McpConnector) ->
     assert children() == before
 
 
+async def test_the_sdk_client_logs_no_whole_upstream_session_id(
+    connector: McpConnector, http_server: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's HTTP client logs the upstream's Mcp-Session-Id at INFO; only its first
+    characters reach the log (at DEBUG the HTTP library logs whole response headers:
+    docs/security.md says what DEBUG logs)."""
+    caplog.set_level("INFO")
+    conn = await _connect(connector, spec_of(http_server.connection()))
+    try:
+        handoff = connector.handoff(conn)
+        assert handoff is not None
+        session_id = handoff["session_id"]
+        assert "Received session ID: " + session_id[:8] in caplog.text
+        assert session_id not in caplog.text
+    finally:
+        await connector.close(conn)
+
+
 async def test_streamable_http_calls_and_handoff_to_a_second_connection(
     connector: McpConnector, http_server: HttpServer
 ) -> None:
