@@ -94,11 +94,15 @@ class Session(BaseModel):
         """Build from a session hash (``HGETALL``) read at Redis time `now_ms`.
 
         Fields with nothing to say are left out of the hash and read as empty.
+        `last_activity` is ``idle_deadline - idle_timeout_ms`` (every write that moves
+        one moves the other), so it is derived rather than read: records that still
+        store it and records that do not read the same.
         """
         state: dict[str, JsonValue] = {
             name[2:]: json.loads(value) for name, value in fields.items() if name[:2] == "a:"
         }
         idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
+        idle_timeout_ms = int(fields["idle_timeout_ms"])
         overdue = now_ms >= min(idle_ms, absolute_ms)
         metadata = fields.get("metadata")
         return cls(
@@ -107,8 +111,8 @@ class Session(BaseModel):
             user_id=_opt(fields.get("user_id")),
             conversation_id=_opt(fields.get("conversation_id")),
             created_at=ms_to_datetime(fields["created_at"]),
-            last_activity=ms_to_datetime(fields["last_activity"]),
-            idle_timeout=timedelta(milliseconds=int(fields["idle_timeout_ms"])),
+            last_activity=ms_to_datetime(idle_ms - idle_timeout_ms),
+            idle_timeout=timedelta(milliseconds=idle_timeout_ms),
             idle_deadline=ms_to_datetime(idle_ms),
             absolute_deadline=ms_to_datetime(absolute_ms),
             metadata=json.loads(metadata) if metadata else {},

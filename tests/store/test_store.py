@@ -23,6 +23,7 @@ from sessionstore import (
     VersionConflict,
     new_session_id,
 )
+from sessionstore._time import ms_to_datetime
 from tests.polling import eventually
 
 SHORT = timedelta(milliseconds=150)
@@ -75,6 +76,26 @@ async def test_record_is_readable_with_redis_cli_field_names(
     await store.set_state(made.id, metadata={})
     assert "metadata" not in await redis.hgetall(key)
     assert (await store.get(made.id)).metadata == {}
+
+
+async def test_record_with_and_without_stored_last_activity_reads_the_same(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """`last_activity` is derived from the idle deadline and timeout, so a record that
+    stores it (as earlier releases wrote every record) and one that does not give the
+    same session."""
+    made = await store.create(user_id="bob", state={"a": 1})
+    await store.touch(made.id)
+    key = store.session_keys(made.id).record
+    fields = await redis.hgetall(key)
+    idle = int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
+    await redis.hset(key, "last_activity", idle)
+    stored = await store.get(made.id)
+    await redis.hdel(key, "last_activity")
+    derived = await store.get(made.id)
+    assert stored == derived
+    assert derived.last_activity == ms_to_datetime(idle)
+    assert derived.idle_deadline - derived.last_activity == store.settings.idle_timeout
 
 
 async def test_get_has_no_side_effects(store: SessionStore) -> None:
