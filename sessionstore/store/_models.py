@@ -93,7 +93,8 @@ class Session(BaseModel):
     ) -> Session:
         """Build from a session hash (``HGETALL``) read at Redis time `now_ms`.
 
-        Fields with nothing to say are left out of the hash and read as empty.
+        Fields with nothing to say are left out of the hash and read as empty, and a
+        record without a `version` is at version 1.
         `last_activity` is ``idle_deadline - idle_timeout_ms`` (every write that moves
         one moves the other), so it is derived rather than read: records that still
         store it and records that do not read the same.
@@ -117,7 +118,7 @@ class Session(BaseModel):
             absolute_deadline=ms_to_datetime(absolute_ms),
             metadata=json.loads(metadata) if metadata else {},
             state=state,
-            version=int(fields["version"]),
+            version=int(fields.get("version") or 1),
             fence=int(fields.get("fence") or 0),
             connection_count=connections,
             active_requests=requests,

@@ -98,6 +98,29 @@ async def test_record_with_and_without_stored_last_activity_reads_the_same(
     assert derived.idle_deadline - derived.last_activity == store.settings.idle_timeout
 
 
+async def test_record_without_version_is_at_version_one(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record that leaves out `version` (and `last_activity`) reads at version 1, and
+    compare-and-set writes and a lease's draft commit take it from there."""
+    made = await store.create(state={"n": 1})
+    key = store.session_keys(made.id).record
+    await redis.hdel(key, "version", "last_activity")
+    assert (await store.get(made.id)).version == 1
+    with pytest.raises(VersionConflict) as caught:
+        await store.set_state(made.id, {"n": 2}, expected_version=2)
+    assert caught.value.actual == 1
+    assert await store.set_state(made.id, {"n": 2}, expected_version=1) == 2
+    await redis.hdel(key, "version")
+    async with store.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None and lease.session is not None
+        assert lease.session.version == 1
+        lease.draft["n"] = 3
+    got = await store.get(made.id)
+    assert got.state == {"n": 3} and got.version == 2
+    assert (await redis.hgetall(key))["version"] == "2"
+
+
 async def test_get_has_no_side_effects(store: SessionStore) -> None:
     """get does not move last_activity; touch does."""
     made = await store.create()

@@ -21,7 +21,7 @@ if not commit then
   return {'ok', removed}
 end
 if state ~= 'active' then return gone_reply(k, state) end
-local version = tonumber(f[4])
+local version = tonumber(f[4] or 1)  -- a record without a version is at version 1
 if tonumber(ARGV[5]) ~= version then
   slide(k, ARGV[1], now, tonumber(ARGV[4]), f)
   return {'version', version}

@@ -14,7 +14,8 @@ local n_set, n_del = tonumber(ARGV[8]), tonumber(ARGV[9])
 local state, f = record_state(k, now, 'version', 'fence', 'state_bytes', 'state_count',
                               unpack(state_fields(10, n_set, n_del)))
 if state ~= 'active' then return gone_reply(k, state) end
-local version, newest_fence = tonumber(f[4]), tonumber(f[5] or 0)
+-- A record without a version is at version 1.
+local version, newest_fence = tonumber(f[4] or 1), tonumber(f[5] or 0)
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then return {'version', version} end
 if ARGV[4] ~= '' and tonumber(ARGV[4]) < newest_fence then return {'fence', newest_fence} end
 local staged = stage_state(k, f, 6, 10, n_set, n_del, tonumber(ARGV[5]), tonumber(ARGV[6]))
