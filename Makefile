@@ -29,6 +29,7 @@ check: $(STAMP)
 # sweep benchmark loads a million sessions (about two minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/memory_layouts.py
 	$(BIN)/python benchmarks/store_ops.py
 	$(BIN)/python -u benchmarks/breaker_overhead.py
 	$(BIN)/python benchmarks/server_requests.py

@@ -1,0 +1,154 @@
+"""Redis memory per session of the store's layout beside the layouts it could have.
+
+Every figure is ``MEMORY USAGE`` (all samples) of real keys on one Redis, divided
+by the number of sessions, so the allocator's size classes are in it. The
+store's own layout is written by the store; the alternatives are written with
+plain commands holding the same ids, deadlines and user ids, so only the shape
+differs:
+
+* the session record as the store writes it, without ``last_activity`` (it is
+  always ``idle_deadline - idle_timeout_ms``), and without ``version`` too (a
+  record without one is at version 1), for user ids of 4 to 40 characters;
+* the user index: a sorted set per user (the store's), one compact (listpack)
+  sorted set per bucket of about 64 users with members
+  ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
+  shard with members ``<user>|<session id>``;
+* the expiry index: one sorted set per shard (the store's), and one set of session
+  ids per shard and minute of deadline.
+
+    .venv/bin/python benchmarks/memory_layouts.py [--sessions 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+
+from _common import redis_url
+from redis import Redis
+
+from sessionstore import SessionSettings, SessionStore
+from sessionstore._redis import create_client
+from sessionstore.settings import RedisSettings
+
+SHARDS = SessionSettings().shards
+SMALL = {"theme": "dark", "n": 1}
+LARGE = {f"attr{i}": "x" * 48 for i in range(10)}  # 50 bytes of JSON each
+
+
+def _usage(raw: Redis, pattern: str) -> int:
+    """Total MEMORY USAGE of the keys matching `pattern`."""
+    return sum(
+        int(raw.memory_usage(key, samples=0) or 0)
+        for key in raw.scan_iter(match=pattern, count=1000)
+    )
+
+
+def _drop(raw: Redis, pattern: str) -> None:
+    keys = list(raw.scan_iter(match=pattern, count=1000))
+    for start in range(0, len(keys), 500):
+        raw.delete(*keys[start : start + 500])
+
+
+async def _create(
+    url: str, prefix: str, count: int, user_chars: int, state: dict[str, object]
+) -> None:
+    client = create_client(RedisSettings.from_dsn(url))
+    store = SessionStore(client, SessionSettings(key_prefix=prefix))
+    try:
+        for _ in range(count):
+            user = ("u" + secrets.token_hex(user_chars))[:user_chars]
+            await store.create(user_id=user, state=state)
+    finally:
+        await client.aclose()
+
+
+def record_sizes(url: str, raw: Redis, count: int) -> None:
+    """The record hash per session, as written and without `last_activity`."""
+    print(
+        "session record (hash), bytes per session:"
+        " as written / without last_activity / without last_activity and version"
+    )
+    for label, state in (("small", SMALL), ("10 x 50 B", LARGE)):
+        saved: dict[int, list[float]] = {1: [], 2: []}
+        for user_chars in range(4, 41, 4):
+            prefix = "lay" + secrets.token_hex(3)
+            n = count // 10
+            asyncio.run(_create(url, prefix, n, user_chars, state))
+            pattern = f"{prefix}:{{*}}:session:*"
+            sizes = [_usage(raw, pattern) / n]
+            for left_out in (b"last_activity", b"version"):
+                _rewrite_without(raw, pattern, left_out)
+                sizes.append(_usage(raw, pattern) / n)
+            for step in saved:
+                saved[step].append(sizes[0] - sizes[step])
+            shown = " / ".join(f"{size:4.0f}" for size in sizes)
+            print(f"  {label:10} user id {user_chars:2} chars: {shown} B")
+            _drop(raw, prefix + ":*")
+        means = " / ".join(f"{statistics.mean(saved[step]):.0f}" for step in saved)
+        print(f"  {label:10} mean saving over these user ids: {means} B")
+
+
+def _rewrite_without(raw: Redis, pattern: str, field: bytes) -> None:
+    """Write each record matching `pattern` again without `field` (a fresh listpack, as
+    a record written without it would have)."""
+    for key in raw.scan_iter(match=pattern, count=1000):
+        fields = raw.hgetall(key)
+        del fields[field]
+        ttl = raw.pttl(key)
+        raw.delete(key)
+        raw.hset(key, mapping=fields)  # type: ignore[arg-type]
+        raw.pexpire(key, ttl)
+
+
+def index_sizes(raw: Redis, count: int) -> None:
+    """User and expiry index layouts holding `count` sessions of their own users."""
+    prefix = "idx" + secrets.token_hex(3)
+    now = 1_800_000_000_000
+    sessions = []
+    for i in range(count):
+        shard = i % SHARDS
+        session_id = f"{shard}.{secrets.token_urlsafe(18)}"
+        user = "user" + secrets.token_hex(4)
+        sessions.append((shard, session_id, user, now + secrets.randbelow(1_800_000)))
+    buckets = max(1, count // 64)
+    pipe = raw.pipeline(transaction=False)
+    for shard, session_id, user, deadline in sessions:
+        pipe.zadd(f"{prefix}:peruser:{user}", {session_id: deadline + 86_400_000})
+        bucket = int.from_bytes(user.encode()[-4:], "big") % buckets
+        pipe.zadd(f"{prefix}:bucket:{{{bucket}}}", {f"{user}|{deadline}|{session_id}": 0})
+        pipe.zadd(f"{prefix}:{{{shard}}}:users", {f"{user}|{session_id}": deadline})
+        pipe.zadd(f"{prefix}:{{{shard}}}:expiry", {session_id: deadline})
+        minute = deadline // 60_000
+        pipe.sadd(f"{prefix}:{{{shard}}}:due:{minute}", session_id)
+    pipe.execute()
+    rows = [
+        ("user index, a sorted set per user (the store's)", f"{prefix}:peruser:*"),
+        (f"user index, a listpack sorted set per bucket ({buckets} buckets)", f"{prefix}:bucket:*"),
+        ("user index, a sorted set per shard", f"{prefix}:{{*}}:users"),
+        ("expiry index, a sorted set per shard (the store's)", f"{prefix}:{{*}}:expiry"),
+        ("expiry index, a set per shard and minute", f"{prefix}:{{*}}:due:*"),
+    ]
+    print(f"\nindexes, bytes per session ({count} sessions, {SHARDS} shards, own users)")
+    for label, pattern in rows:
+        keys = sum(1 for _ in raw.scan_iter(match=pattern, count=1000))
+        print(f"  {label:62} {_usage(raw, pattern) / count:6.0f} B   ({keys} keys)")
+    _drop(raw, prefix + ":*")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5000)
+    args = parser.parse_args()
+    with redis_url() as url:
+        raw = Redis.from_url(url)
+        print(f"redis: {url}   {raw.info('server')['redis_version']}")
+        record_sizes(url, raw, args.sessions)
+        index_sizes(raw, args.sessions)
+        raw.close()
+
+
+if __name__ == "__main__":
+    main()
