@@ -3,7 +3,8 @@
 The hot scripts' calls are captured once from real store operations (touch,
 a state write, a request lease that reads the session and commits a draft:
 lease, lease_release), then replayed many times with this checkout's script
-and with the revision's, pipelined (networking shared out), alternating round
+and with the revision's (each alone, and the lease's take and return one after
+the other, as a leased request makes them), pipelined (networking shared out), alternating round
 by round on one Redis, so both see the same machine load. ``--sweep-live N``
 also sweeps 10k due sessions, alternately with each version's sweep script, in
 a store of N live sessions (the sweep's cost per expired session should not
@@ -95,13 +96,15 @@ async def redis_cpu(raw: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def replay(raw: Redis, sha: str, call: tuple[Any, ...], calls: int) -> float:
-    """Redis CPU us per call of EVALSHA `sha` with `call`'s keys and args."""
+async def replay(raw: Redis, steps: list[tuple[str, tuple[Any, ...]]], calls: int) -> float:
+    """Redis CPU us per replay of `steps` (EVALSHA sha with a call's keys and args, one
+    after the other)."""
     before = await redis_cpu(raw)
     for _ in range(calls // PIPELINE):
         pipe = raw.pipeline(transaction=False)
         for _ in range(PIPELINE):
-            pipe.execute_command("EVALSHA", sha, *call)
+            for sha, call in steps:
+                pipe.execute_command("EVALSHA", sha, *call)
         await pipe.execute(raise_on_error=False)
     return (await redis_cpu(raw) - before) * 1e6 / (calls // PIPELINE * PIPELINE)
 
@@ -116,15 +119,21 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
     raw: Redis = Redis.from_url(url)
     store = SessionStore(client, SessionSettings(key_prefix="revs", max_requests_per_session=0))
     await store.load_scripts()
-    for name, call in (await capture(store)).items():
-        shas = [
-            await raw.script_load(lua.source) for lua in (at_revision(revision, name), script(name))
-        ]
+    captured = await capture(store)
+    # Each script alone, then a request lease's whole life: the take (with the session
+    # read) and the return (with the draft's commit), as a request makes them, one after
+    # the other on the same session.
+    for names in [(name,) for name in HOT] + [("lease", "lease_release")]:
+        ways: list[list[tuple[str, tuple[Any, ...]]]] = [[], []]
+        for name in names:
+            theirs, ours = at_revision(revision, name), script(name)
+            for steps, lua in zip(ways, (theirs, ours), strict=True):
+                steps.append((await raw.script_load(lua.source), captured[name]))
         figures: dict[str, list[float]] = {revision: [], "this": []}
         for _ in range(rounds):
-            for way, sha in zip(figures, shas, strict=True):
-                figures[way].append(await replay(raw, sha, call, calls))
-        report(name, figures, "us per call")
+            for way, steps in zip(figures, ways, strict=True):
+                figures[way].append(await replay(raw, steps, calls))
+        report(" + ".join(names), figures, "us per call" if len(names) == 1 else "us per request")
     await client.aclose()
     await raw.aclose()
 

@@ -58,6 +58,30 @@ async def test_per_session_limit_refuses_with_a_clear_error(
         pass
 
 
+async def test_the_limit_counts_leases_still_held_after_others_are_returned(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """A take counts every lease still held, however many were taken and returned
+    before it: after the last one is returned the next take counts one, and while one
+    is held beside a returned one, a third is refused."""
+    store = _store(redis, key_prefix, max_requests_per_session=2)
+    made = await store.create()
+    for _ in range(2):
+        async with store.track_request(made.id) as lease:
+            assert lease.live == 1
+    async with store.track_request(made.id) as first:
+        async with store.track_request(made.id) as second:
+            assert (first.live, second.live) == (1, 2)
+        async with store.track_request(made.id) as third:
+            assert third.live == 2
+            with pytest.raises(SessionLimitExceeded):
+                async with store.track_request(made.id):
+                    pass  # pragma: no cover
+    async with store.track_request(made.id) as alone:
+        assert alone.live == 1
+    assert (await store.get(made.id)).active_requests == 0
+
+
 async def test_global_limit_spans_sessions(redis: RedisClient, key_prefix: str) -> None:
     """A fleet-wide cap counts requests of every session; a refusal gives back
     the per-session half it had taken."""

@@ -11,14 +11,21 @@ local k = session_keys(1)
 local now = now_ms()
 local kind = ARGV[2]
 local other = kind == 'requests' and 'conns' or 'requests'
+local reading = ARGV[8] == '1'
 local state, f = record_state(k, now, kind .. '_until', other .. '_until')
 if state ~= 'active' then return gone_reply(k, state) end
 local key = k[kind]
 local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local live = redis.call('ZCARD', key)
+-- The record keeps the latest deadline any lease of this kind was given, and the set
+-- lives no longer than its longest lease: past that deadline no lease of this kind is
+-- live, and there is nothing to reclaim or count.
+local live = 0
+if f[4] and tonumber(f[4]) > now then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  live = redis.call('ZCARD', key)
+end
 if ARGV[7] == 'renew' then
-  if not redis.call('ZSCORE', key, ARGV[3]) then return {'lost'} end
+  if live == 0 or not redis.call('ZSCORE', key, ARGV[3]) then return {'lost'} end
 else
   -- A lease id is drawn fresh for every take, so it is never held yet.
   if limit > 0 and live >= limit then return {'limit', live} end
@@ -36,15 +43,12 @@ end
 -- The record keeps the latest deadline of this kind, so reads can tell that no lease
 -- of it is live without counting (see live_leases).
 local extra = {}
-if not f[4] or tonumber(f[4]) < deadline then extra = {kind .. '_until', deadline} end
+local later = not f[4] or tonumber(f[4]) < deadline
+if later then extra = {kind .. '_until', deadline} end
 slide(k, ARGV[1], now, tonumber(ARGV[6]), f, extra)
-local reply = {'ok', live, deadline}
-if ARGV[8] == '1' then
-  -- The caller wants the session too (a middleware): save it a second round trip.
-  local others = live_leases(k[other], f[5], now)
-  local record = record_reply(k, now, 'record', ARGV[1],
-                              kind == 'requests' and live or others,
-                              kind == 'conns' and live or others)
-  for i = 2, #record do reply[#reply + 1] = record[i] end
-end
-return reply
+if not reading then return {'ok', live, deadline} end
+-- The caller wants the session too (a middleware): save it a second round trip.
+local others = live_leases(k[other], f[5], now)
+local requests = kind == 'requests' and live or others
+local conns = kind == 'conns' and live or others
+return {'ok', live, deadline, now, requests, conns, ARGV[1], redis.call('HGETALL', k.record)}

@@ -11,28 +11,34 @@
 --      | {'gone', ...} | {'missing'} (a commit refused; the lease is returned all the same)
 local k = session_keys(1)
 local now = now_ms()
-local removed = redis.call('ZREM', k[ARGV[2]], ARGV[3])
+local key = k[ARGV[2]]
+local removed = redis.call('ZREM', key, ARGV[3])
+-- The last lease of its kind returned (ZREM dropped the empty set): none of that kind
+-- is live any more, so the record says so, and the next take has nothing to reclaim or
+-- count (see lease.lua).
+local extra = {}
+if removed == 1 and redis.call('EXISTS', key) == 0 then extra = {ARGV[2] .. '_until', now} end
 local commit = #ARGV > 4
 local n_set, n_del = tonumber(ARGV[8] or 0), tonumber(ARGV[9] or 0)
 local fields = commit and state_fields(10, n_set, n_del) or {}
 local state, f = record_state(k, now, 'version', 'state_bytes', 'state_count', unpack(fields))
 if not commit then
-  if state == 'active' then slide(k, ARGV[1], now, tonumber(ARGV[4]), f) end
+  if state == 'active' then slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra) end
   return {'ok', removed}
 end
 if state ~= 'active' then return gone_reply(k, state) end
 local version = tonumber(f[4] or 1)  -- a record without a version is at version 1
 if tonumber(ARGV[5]) ~= version then
-  slide(k, ARGV[1], now, tonumber(ARGV[4]), f)
+  slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
   return {'version', version}
 end
 local staged = stage_state(k, f, 5, 10, n_set, n_del, tonumber(ARGV[6]), tonumber(ARGV[7]))
 if staged[1] ~= 'ok' then
-  slide(k, ARGV[1], now, tonumber(ARGV[4]), f)
+  slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
   return staged
 end
 version = version + 1
-local extra = staged[2]
+for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
 for _, v in ipairs({'version', version, 'state_bytes', staged[3], 'state_count', staged[4]}) do
   extra[#extra + 1] = v
 end
