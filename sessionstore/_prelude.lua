@@ -53,20 +53,41 @@ local function gone_reply(k, state)
   return {'missing'}
 end
 
--- Slide the idle deadline of an active session; keep its index entry and TTL in step.
--- f: the deadline fields from `record_state` (read here when nil); extra: more
--- field/value pairs for the same HSET (a state write's attributes and version).
+-- The expiry index and the record's TTL follow a session's deadline in steps of this
+-- many ms (a 64th of its idle timeout, at most a second), so the requests of one burst
+-- move them once, not each. Within a step the record's deadline moves on exactly; the
+-- index entry stays at an earlier deadline of the same step (a sweep or a count may
+-- see the session due up to a step early: the sweep checks the record and puts the
+-- entry at its deadline), and the TTL covers the step's last ms (`record_expires_at`).
+local function deadline_step(idle_ms)
+  return math.max(1, math.min(1000, math.floor(idle_ms / 64)))
+end
+
+-- When Redis may drop a record whose deadline is `deadline`: the sweep grace after
+-- the last ms of the deadline's step, so no deadline of that step outlives it.
+local function record_expires_at(deadline, step, grace_ms)
+  return (math.floor(deadline / step) + 1) * step - 1 + grace_ms
+end
+
+-- Slide the idle deadline of an active session; keep its index entry and TTL in step
+-- (see `deadline_step`). f: the deadline fields from `record_state` (read here when
+-- nil); extra: more field/value pairs for the same HSET (a state write's attributes
+-- and version).
 local function slide(k, session_id, now, grace_ms, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
-  local idle = now + tonumber(f[3])
-  local deadline = math.min(idle, tonumber(f[2]))
+  local idle_ms, absolute = tonumber(f[3]), tonumber(f[2])
+  local idle = now + idle_ms
+  local deadline = math.min(idle, absolute)
   if extra and #extra > 0 then
     redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle, unpack(extra))
   else
     redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle)
   end
-  redis.call('ZADD', k.expiry, deadline, session_id)
-  redis.call('PEXPIREAT', k.record, deadline + grace_ms)
+  local step = deadline_step(idle_ms)
+  if math.floor(deadline / step) ~= math.floor(math.min(tonumber(f[1]), absolute) / step) then
+    redis.call('ZADD', k.expiry, deadline, session_id)
+    redis.call('PEXPIREAT', k.record, record_expires_at(deadline, step, grace_ms))
+  end
   return idle
 end
 
@@ -101,7 +122,8 @@ local function write_session(k, session_id, now, spec, state)
   fields[#fields + 1] = 'state_bytes'
   fields[#fields + 1] = bytes
   redis.call(unpack(fields))
-  redis.call('PEXPIREAT', k.record, deadline + spec.grace_ms)
+  redis.call('PEXPIREAT', k.record,
+             record_expires_at(deadline, deadline_step(spec.idle_ms), spec.grace_ms))
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('HINCRBY', k.stats, 'created', 1)
 end

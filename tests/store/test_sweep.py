@@ -16,6 +16,7 @@ from sessionstore import (
     SessionStatus,
     SessionStore,
     Tombstone,
+    repair_store,
     sweep_store,
 )
 from tests.bulk import all_events, backdate, create_many, expired_per_session
@@ -205,3 +206,23 @@ async def test_single_shard_sweep_keeps_its_old_signature(
     await _all_overdue(store, 3)
     result = await store.sweep_shard(0, batch=2)
     assert (result.expired, result.still_due) == (2, 1)
+
+
+async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """Touches of one burst leave the index entry at or before the record's deadline, in
+    the same step (a 64th of the idle timeout, at most 1 s); the record's TTL still
+    covers the deadline plus the sweep grace, and repair finds nothing to move."""
+    made = await store.create()
+    keys = store.session_keys(made.id)
+    step = 1000  # the default 30 minute idle timeout: a 64th is over a second
+    grace = store.settings.sweep_grace.total_seconds() * 1000
+    for _ in range(5):
+        await store.touch(made.id)
+        deadline = round((await store.get(made.id)).expires_at.timestamp() * 1000)
+        score = await redis.zscore(keys.expiry, made.id)
+        assert score is not None and score <= deadline
+        assert score // step == deadline // step
+        assert await redis.execute_command("PEXPIRETIME", keys.record) >= deadline + grace
+    assert (await repair_store(store)).expiry_moved == 0
