@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import Context, ContextVar, copy_context
 from typing import Any, TypeAlias
@@ -33,11 +33,15 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SlaveNotFoundError
 
+from ._multiplex import Command, MultiplexedConnection
 from .exceptions import BackendUnavailable
 from .settings import RedisSettings
 
 #: A client the store can talk to: standalone/Sentinel or Cluster.
 RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+
+#: Sends commands in one write and returns their replies (error replies as exceptions).
+CommandSender: TypeAlias = Callable[[Sequence[Command]], Awaitable[list[Any]]]
 
 #: Driver errors that mean "Redis is not available right now".
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -196,11 +200,20 @@ class _GuardedPipeline(Pipeline):
 
 
 class _GuardedRedis(aioredis.Redis):
-    """A standalone (or Sentinel master) client with the outage latch and budgets."""
+    """A standalone (or Sentinel master) client with the outage latch and budgets, and
+    a multiplexed connection for the store's hot path (`send_commands`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outage = RedisOutage()
+        self.multiplexed = MultiplexedConnection(self.connection_pool, self.response_callbacks)
+
+    async def send_commands(self, commands: Sequence[Command]) -> list[Any]:
+        """`commands` in one write on the multiplexed connection, under the latch and the
+        budget; their replies, error replies as exception instances."""
+        return await _guarded(  # type: ignore[no-any-return]
+            self.outage, self._ping, lambda: self.multiplexed.execute(commands)
+        )
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         return await _guarded(
@@ -222,6 +235,7 @@ class _GuardedRedis(aioredis.Redis):
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await self.outage.aclose()
+        await self.multiplexed.aclose()
         await super().aclose(close_connection_pool)
 
 
@@ -298,6 +312,12 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
 def is_cluster(client: RedisClient) -> bool:
     """True for a Redis Cluster client."""
     return isinstance(client, RedisCluster)
+
+
+def command_sender(client: RedisClient) -> CommandSender | None:
+    """The multiplexed sender of a client made by `create_client` for a standalone Redis
+    or Sentinel; None for a cluster client or one made elsewhere (use its pipeline)."""
+    return client.send_commands if isinstance(client, _GuardedRedis) else None
 
 
 @contextmanager

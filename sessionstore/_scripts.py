@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from ._redis import RedisClient, backend_errors, is_cluster
+from ._redis import RedisClient, backend_errors, command_sender, is_cluster
 
 Arg = str | int | float | bytes
 
@@ -170,9 +170,17 @@ async def load_all(client: RedisClient) -> int:
 
 async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[Arg]) -> Any:
     """Run `lua` in one round trip (two only after a NOSCRIPT)."""
+    keys = lua.keys_for(keys)
+    send = command_sender(client)
     with backend_errors(lua.name):
+        if send is not None:
+            reply = (await send([("EVALSHA", lua.sha, len(keys), *keys, *args)]))[0]
+            if isinstance(reply, rex.NoScriptError):
+                reply = (await send([("EVAL", lua.source, len(keys), *keys, *args)]))[0]
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         try:
-            keys = lua.keys_for(keys)
             return await client.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)
         except rex.NoScriptError:
             return await client.execute_command("EVAL", lua.source, len(keys), *keys, *args)
@@ -181,9 +189,10 @@ async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[
 class Batch:
     """Several script calls and commands sent together: one round trip per node.
 
-    On a single Redis that is one round trip; on a cluster the commands for
-    different nodes are sent concurrently. The calls are not atomic together:
-    each script is atomic on its own.
+    On a single Redis that is one round trip, one write on the client's
+    multiplexed connection (`_redis.command_sender`); on a cluster redis-py's
+    cluster pipeline sends the commands for different nodes concurrently. The
+    calls are not atomic together: each script is atomic on its own.
     """
 
     def __init__(self, client: RedisClient) -> None:
@@ -213,24 +222,35 @@ class Batch:
         if not self._calls:
             return []
         names = ",".join(sorted({lua.name for lua, _ in self._calls if lua}) or ["commands"])
+        send = command_sender(self._client)
         with backend_errors(names):
-            targets = await self._targets()
-            pipe = self._client.pipeline(transaction=False)
-            for index, (_, args) in enumerate(self._calls):
-                if index in targets:
-                    pipe.execute_command(*args, target_nodes=targets[index])
-                else:
-                    pipe.execute_command(*args)
-            replies = await pipe.execute(raise_on_error=False)
+            if send is not None:
+                replies = await send([args for _, args in self._calls])
+            else:
+                replies = await self._pipelined()
             for index, reply in enumerate(replies):
                 lua, args = self._calls[index]
                 if isinstance(reply, rex.NoScriptError) and lua is not None:
-                    replies[index] = await self._client.execute_command(
-                        "EVAL", lua.source, *args[2:]
-                    )
-                elif isinstance(reply, Exception):
+                    again = ("EVAL", lua.source, *args[2:])
+                    if send is not None:
+                        replies[index] = reply = (await send([again]))[0]
+                    else:
+                        replies[index] = reply = await self._client.execute_command(*again)
+                if isinstance(reply, Exception):
                     raise reply
         return list(replies)
+
+    async def _pipelined(self) -> list[Any]:
+        """Send everything through redis-py's pipeline (a cluster, or a client that
+        `create_client` did not make)."""
+        targets = await self._targets()
+        pipe = self._client.pipeline(transaction=False)
+        for index, (_, args) in enumerate(self._calls):
+            if index in targets:
+                pipe.execute_command(*args, target_nodes=targets[index])
+            else:
+                pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _targets(self) -> dict[int, Any]:
         """On a cluster, the node of each `near` key (the slot map is learnt first)."""

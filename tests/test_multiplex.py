@@ -1,0 +1,82 @@
+"""The multiplexed connection: many callers on one socket, each gets its own replies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.exceptions as rex
+from redis.asyncio import Redis
+
+from sessionstore._redis import CommandSender, RedisClient, command_sender
+from tests.polling import eventually
+
+pytestmark = pytest.mark.standalone
+
+#: A script that keeps Redis busy long enough for a caller to give up on it.
+_SPIN = "for i = 1, 20000000 do end return 'slow'"
+
+
+def _sender(redis: RedisClient) -> CommandSender:
+    send = command_sender(redis)
+    assert send is not None
+    return send
+
+
+async def test_concurrent_calls_each_get_their_own_replies(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """200 calls at once, each writing and reading its own key, all on one socket:
+    every call gets the replies to its own commands."""
+    send = _sender(redis)
+
+    async def one(i: int) -> list[object]:
+        key = f"{key_prefix}:m:{i}"
+        return await send([("SET", key, f"v{i}"), ("GET", key), ("ECHO", str(i))])
+
+    replies = await asyncio.gather(*(one(i) for i in range(200)))
+    assert replies == [[True, f"v{i}", str(i)] for i in range(200)]
+
+
+async def test_an_error_reply_comes_back_in_its_place(redis: RedisClient, key_prefix: str) -> None:
+    """An error reply is returned as the exception in its command's place; the
+    commands around it still get their replies."""
+    send = _sender(redis)
+    key = f"{key_prefix}:m"
+    first, wrong, last = await send([("SET", key, "1"), ("HGET", key, "x"), ("GET", key)])
+    assert first is True and last == "1"
+    assert isinstance(wrong, rex.ResponseError) and "WRONGTYPE" in str(wrong)
+    assert (await send([("TIME",)]))[0][0] > 0  # reply callbacks apply as in redis-py
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_in_step(redis: RedisClient) -> None:
+    """A caller cancelled while Redis still works on its command does not shift the
+    replies: the next caller gets its own, not the abandoned one's."""
+    send = _sender(redis)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(send([("EVAL", _SPIN, 0)]), 0.001)
+    assert await send([("ECHO", "mine")]) == ["mine"]
+    assert await send([("ECHO", "next")]) == ["next"]
+
+
+async def test_a_killed_connection_is_replaced_by_the_next_call(
+    redis: RedisClient, redis_url: str
+) -> None:
+    """When Redis drops the shared connection (CLIENT KILL, a restart), calls work
+    again on a new connection without anything done by hand."""
+    send = _sender(redis)
+    (before,) = await send([("CLIENT", "ID")])
+    other: Redis = Redis.from_url(redis_url)
+    try:
+        assert await other.execute_command("CLIENT", "KILL", "ID", before) == 1
+    finally:
+        await other.aclose()
+
+    async def reconnected() -> bool:
+        try:
+            (after,) = await send([("CLIENT", "ID")])
+        except rex.ConnectionError:
+            return False
+        return bool(after != before)
+
+    await eventually(reconnected, timeout=5.0)
