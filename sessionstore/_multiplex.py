@@ -3,26 +3,26 @@
 The store's hot path (script calls and the read's plain commands, none of
 which blocks) goes through one `MultiplexedConnection` per standalone or
 Sentinel client instead of redis-py's pool and pipeline: a call packs its
-commands with hiredis (C), writes them in one write, and waits for its
-replies, which one reader task takes off the socket in the order the
-commands went out. Redis answers the commands of one connection in order, so
-the n-th reply belongs to the n-th command written. Concurrent calls share
-the socket: at 32 at a time one read often brings back many calls' replies.
+commands with hiredis (C) and writes them in one write; one reader task per
+connection takes the replies off the socket with a hiredis reader and hands
+them out in the order the commands went out (Redis answers the commands of
+one connection in order). Concurrent calls share the socket: at 32 at a time
+one read often brings back many calls' replies.
 
-Why not redis-py's pipeline: per call it takes a pooled connection (a lock,
-a timeout and a zero-timeout read to see that the connection is clean),
-packs every argument in Python, and arms a timeout for every reply; that
-costs more than the round trip itself (docs/development.md). The
-connection is a redis-py connection made by the client's own pool class and
-settings (address, AUTH, TLS, database, Sentinel master lookup); only the
-sending and the reading of replies are done here.
+Why not redis-py's pipeline, and what is still redis-py's: docs/development.md.
+The connection itself is a redis-py connection made by the client's own pool
+class and settings (address, AUTH, TLS, database, Sentinel master lookup).
 
-Timeouts: connecting (handshake included) is bounded by the connect and
-socket timeouts; while replies are awaited, a socket timeout without any
-reply fails every waiting call with ``redis.exceptions.TimeoutError`` and
-drops the connection, and the next call connects again. A caller that gives
-up (a cancelled task, a request budget) leaves its replies to be read and
-dropped, so the replies of the others stay in step.
+Bounds: at most the pool's ``max_connections`` calls wait for replies at once
+(more wait for a slot, as they would for a pooled connection), so a hung
+Redis holds no more work than the pool would have let through. Connecting,
+handshake included, is bounded by the connect and socket timeouts; while
+calls wait, a socket timeout without a byte from Redis fails them all with
+``redis.exceptions.TimeoutError`` and drops the connection, and the next call
+connects again. A caller that gives up (a cancelled task, a request budget)
+leaves its replies to be read and dropped, so the others' stay in step. A
+``READONLY`` reply (a Sentinel master that became a replica) is answered and
+the connection dropped, so the next call looks the master up again.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 Command = Sequence[Any]
 #: A reply callback of redis-py (``client.response_callbacks``).
 Callback = Callable[..., Any]
+#: What the hiredis reader answers while a reply is still incomplete.
+_INCOMPLETE = object()
+#: Bytes asked of the socket per read.
+_READ_SIZE = 65536
 
 
 @dataclass(slots=True)
@@ -49,15 +53,21 @@ class _Call:
 
     future: asyncio.Future[list[Any]]
     callbacks: list[Callback | None]
+    replies: list[Any] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
 class _Link:
-    """One connection and the calls waiting for replies on it."""
+    """One connection, its reply reader and the calls waiting for replies on it."""
 
     connection: AbstractConnection
+    stream: asyncio.StreamReader
+    parser: Any  # hiredis.Reader (hiredis ships no type hints)
     waiting: deque[_Call] = field(default_factory=deque)
     reader: asyncio.Task[None] | None = None
+    #: The reader's timeout, armed while calls wait for replies.
+    deadline: asyncio.Timeout | None = None
+    last_used: float = 0.0
     dropped: bool = False
 
 
@@ -72,9 +82,10 @@ class MultiplexedConnection:
     Args:
         pool: the client's connection pool; its connection class and settings
             make the connection (it is not taken from the pool, so the pool's
-            own connections stay free for everything else).
+            own connections stay free for everything else), and its
+            ``max_connections`` bounds the calls in flight.
         callbacks: the client's reply callbacks (``client.response_callbacks``),
-            applied as redis-py applies them, so replies look the same.
+            applied as redis-py's pipeline applies them, so replies look the same.
 
     .. versionadded:: 0.1
     """
@@ -86,8 +97,11 @@ class MultiplexedConnection:
         self._timeout: float | None = settings.get("socket_timeout")
         connect = settings.get("socket_connect_timeout")
         self._connect_timeout = (connect or 0) + (self._timeout or 0) or None
+        self._health_interval: float = settings.get("health_check_interval") or 0
+        self._limit = max(1, pool.max_connections)
         self._link: _Link | None = None
         self._connecting = asyncio.Lock()
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._callback_cache: dict[str, Callback | None] = {}
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
@@ -101,24 +115,25 @@ class MultiplexedConnection:
             redis.exceptions.ConnectionError / TimeoutError: Redis could not be
                 reached, or did not answer within the socket timeout.
         """
+        loop = asyncio.get_running_loop()
+        call = _Call(loop.create_future(), [self._callback(command[0]) for command in commands])
         packed = pack(commands)
-        call = _Call(
-            asyncio.get_running_loop().create_future(),
-            [self._callback(command[0]) for command in commands],
-        )
+        if self._link is not None and len(self._link.waiting) >= self._limit:
+            await self._wait_for_slot()
         link = self._link
-        if link is None or not self._usable(link):
+        if link is None or not self._usable(link, loop):
             link = await self._connect()
-        # Nothing awaits between queueing and writing, so the calls' writes are in
-        # the order of the queue: the order the replies come back in.
+        # Nothing awaits from here to the write, so the calls' writes are in the
+        # order of the queue: the order their replies come back in.
+        if not link.waiting and link.deadline is not None and self._timeout is not None:
+            link.deadline.reschedule(loop.time() + self._timeout)
         link.waiting.append(call)
+        link.last_used = loop.time()
         try:
             await link.connection.send_packed_command(packed, check_health=False)
         except BaseException as exc:
             await self._drop(link, exc)
             raise
-        if link.reader is None or link.reader.done():
-            link.reader = asyncio.get_running_loop().create_task(self._read(link))
         return await call.future
 
     def _callback(self, name: str) -> Callback | None:
@@ -128,28 +143,51 @@ class MultiplexedConnection:
             found = self._callback_cache[name] = self._callbacks.get(name)
             return found
 
-    @staticmethod
-    def _usable(link: _Link) -> bool:
-        """Connected, the server has not closed it, and (when the client wants health
-        checks) it has not sat idle longer than the health-check interval."""
-        connection = link.connection
-        reader = connection._reader
-        if link.dropped or reader is None or connection._writer is None or reader.at_eof():
+    async def _wait_for_slot(self) -> None:
+        """Wait (at most the socket timeout, as for a pooled connection) until fewer
+        than the limit of calls are in flight."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                while self._link is not None and len(self._link.waiting) >= self._limit:
+                    slot = loop.create_future()
+                    self._slot_waiters.append(slot)
+                    try:
+                        await slot
+                    except BaseException:
+                        if slot.done() and not slot.cancelled():
+                            self._wake_one()  # pass the slot on
+                        raise
+        except TimeoutError as exc:
+            raise rex.ConnectionError("No connection available.") from exc
+
+    def _wake_one(self) -> None:
+        while self._slot_waiters:
+            slot = self._slot_waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+
+    def _usable(self, link: _Link, loop: asyncio.AbstractEventLoop) -> bool:
+        """Not dropped, still connected, and (when the client asks for health checks)
+        not idle longer than the health-check interval: a connection that sat idle
+        may have been cut silently, so it is replaced rather than trusted."""
+        if link.dropped or not link.connection.is_connected or link.stream.at_eof():
             return False
-        interval = connection.health_check_interval
         return not (
-            interval
+            self._health_interval
             and not link.waiting
-            and asyncio.get_running_loop().time() > connection.next_health_check
+            and loop.time() - link.last_used > self._health_interval
         )
 
     async def _connect(self) -> _Link:
         async with self._connecting:
             current = self._link
-            if current is not None and self._usable(current):
+            loop = asyncio.get_running_loop()
+            if current is not None and self._usable(current, loop):
                 return current
             if current is not None and not current.waiting:
-                await self._drop(current, rex.ConnectionError("stale connection"))
+                await self._drop(current, rex.ConnectionError("connection replaced"))
             settings = {**self._pool.connection_kwargs, "socket_timeout": None}
             connection = self._pool.connection_class(**settings)
             try:
@@ -161,38 +199,56 @@ class MultiplexedConnection:
             except BaseException:
                 await connection.disconnect(nowait=True)
                 raise
-            link = self._link = _Link(connection)
+            link = _Link(connection, connection._reader, _reader_for(connection))  # type: ignore[arg-type]
+            link.reader = loop.create_task(self._read(link))
+            self._link = link
             return link
 
     async def _read(self, link: _Link) -> None:
-        """Take replies off the socket and hand them to the calls, in order, until no
-        call waits; a socket timeout without a reply drops the connection."""
-        waiting, connection = link.waiting, link.connection
-        loop = asyncio.get_running_loop()
+        """Take replies off the socket and hand them to the calls, in order, for as
+        long as the connection lives; a socket timeout while calls wait drops it."""
         try:
             async with asyncio.timeout(None) as deadline:
-                while waiting:
-                    call = waiting[0]
-                    if self._timeout is not None:
-                        deadline.reschedule(loop.time() + self._timeout)
-                    replies: list[Any] = []
-                    for callback in call.callbacks:
-                        try:
-                            reply = await connection.read_response()
-                        except rex.ResponseError as error:
-                            replies.append(error)
-                            continue
-                        replies.append(reply if callback is None else callback(reply))
-                    waiting.popleft()
-                    if not call.future.done():
-                        call.future.set_result(replies)
+                link.deadline = deadline
+                if link.waiting and self._timeout is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + self._timeout)
+                await self._pump(link, deadline)
         except TimeoutError:
             await self._drop(link, rex.TimeoutError("Timeout reading from Redis"))
         except asyncio.CancelledError:
             await self._drop(link, rex.ConnectionError("Redis client closed"))
             raise
-        except Exception as exc:  # a connection error, or a reply hiredis could not parse
+        except Exception as exc:  # the connection failed, or hiredis could not parse
             await self._drop(link, exc)
+
+    async def _pump(self, link: _Link, deadline: asyncio.Timeout) -> None:
+        waiting, stream, parser = link.waiting, link.stream, link.parser
+        loop = asyncio.get_running_loop()
+        timeout = self._timeout
+        while True:
+            reply = parser.gets()
+            if reply is _INCOMPLETE:
+                data = await stream.read(_READ_SIZE)
+                if not data:
+                    raise rex.ConnectionError("Connection closed by server.")
+                parser.feed(data)
+                # Bytes came: the calls still waiting get a new socket timeout.
+                if timeout is not None:
+                    deadline.reschedule(loop.time() + timeout if waiting else None)
+                continue
+            if not waiting:
+                raise rex.ConnectionError("Redis sent a reply nobody asked for")
+            call = waiting[0]
+            call.replies.append(reply)
+            if len(call.replies) == len(call.callbacks):
+                waiting.popleft()
+                if not waiting and timeout is not None:
+                    deadline.reschedule(None)
+                _answer(call)
+                if self._slot_waiters:
+                    self._wake_one()
+            if isinstance(reply, rex.ReadOnlyError):
+                raise rex.ConnectionError("Redis is a replica now (READONLY)")
 
     async def _drop(self, link: _Link, exc: BaseException) -> None:
         """Fail every call waiting on `link` and close it (the next call connects
@@ -202,10 +258,15 @@ class MultiplexedConnection:
         if link.dropped:
             return
         link.dropped = True
-        for call in link.waiting:
+        waiting = list(link.waiting)
+        link.waiting.clear()
+        for call in waiting:
             if not call.future.done():
                 call.future.set_exception(_fresh(exc))
-        link.waiting.clear()
+        while self._slot_waiters:
+            self._wake_one()
+        if link.reader is not None and link.reader is not asyncio.current_task():
+            link.reader.cancel()
         await link.connection.disconnect(nowait=True)
 
     async def aclose(self) -> None:
@@ -213,11 +274,36 @@ class MultiplexedConnection:
         link, self._link = self._link, None
         if link is None:
             return
-        reader = link.reader
-        if reader is not None and not reader.done():
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
         await self._drop(link, rex.ConnectionError("Redis client closed"))
+        if link.reader is not None:
+            await asyncio.gather(link.reader, return_exceptions=True)
+
+
+def _reader_for(connection: AbstractConnection) -> Any:
+    """A hiredis reader that decodes and maps error replies as the connection's
+    own parser does."""
+    encoder = connection.encoder
+    options: dict[str, Any] = {
+        "protocolError": rex.InvalidResponse,
+        "replyError": connection._parser.parse_error,
+        "notEnoughData": _INCOMPLETE,
+    }
+    if encoder.decode_responses:
+        options["encoding"] = encoder.encoding
+        options["errors"] = encoder.encoding_errors
+    return hiredis.Reader(**options)
+
+
+def _answer(call: _Call) -> None:
+    """Hand a call its replies, with redis-py's reply callbacks applied."""
+    if call.future.done():
+        return  # the caller gave up; its replies are dropped
+    replies = call.replies
+    for index, callback in enumerate(call.callbacks):
+        reply = replies[index]
+        if callback is not None and not isinstance(reply, Exception):
+            replies[index] = callback(reply)
+    call.future.set_result(replies)
 
 
 def _fresh(exc: BaseException) -> BaseException:

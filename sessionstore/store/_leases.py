@@ -356,6 +356,7 @@ class TrackedLease:
         self._session_id = session_id
         self._kind = kind
         self.lease: Lease | None = None
+        self._timer: asyncio.TimerHandle | None = None
         #: Commands to send in the same round trip as the lease's return (say, the
         #: write of a response that must be stored once the request is done).
         self.riders: list[tuple[Arg, ...]] = []
@@ -364,9 +365,16 @@ class TrackedLease:
         lease = await self._tracker.take(
             self._session_id, self._kind, read_session=self._read_session
         )
-        lease._renewer = asyncio.create_task(self._renew_forever(lease))
+        # A timer, not a sleeping task: most requests end before the first renewal,
+        # and a timer costs a fraction of a task to start and to cancel.
+        self._timer = asyncio.get_running_loop().call_later(
+            self._tracker.lease_seconds / 3, self._start_renewing, lease
+        )
         self.lease = lease
         return lease
+
+    def _start_renewing(self, lease: Lease) -> None:
+        lease._renewer = asyncio.create_task(self._renew_forever(lease))
 
     async def __aexit__(
         self,
@@ -377,6 +385,8 @@ class TrackedLease:
         lease = self.lease
         if lease is None:
             return
+        if self._timer is not None:
+            self._timer.cancel()
         if lease._renewer is not None:
             lease._renewer.cancel()
         try:
@@ -393,9 +403,9 @@ class TrackedLease:
             )
 
     async def _renew_forever(self, lease: Lease) -> None:
+        """Renew now (the timer waited the first period), then every period."""
         period = self._tracker.lease_seconds / 3
         while True:
-            await asyncio.sleep(period)
             try:
                 await self._tracker.renew(lease)
             except (SessionGone, SessionNotFound):
@@ -414,6 +424,7 @@ class TrackedLease:
                     exc_info=True,
                 )
                 return
+            await asyncio.sleep(period)
 
 
 class TrackedFleetLease:
@@ -434,13 +445,20 @@ class TrackedFleetLease:
         self._tracker = tracker
         #: The lease's member in the fleet-wide set while it is held.
         self.member: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> TrackedFleetLease:
         if self._tracker.context.settings.max_requests_global > 0:
             self.member = await self._tracker.take_fleet()
-            self._renewer = asyncio.create_task(self._renew_forever(self.member))
+            # A timer, not a sleeping task (see `TrackedLease`).
+            self._timer = asyncio.get_running_loop().call_later(
+                self._tracker.lease_seconds / 3, self._start_renewing, self.member
+            )
         return self
+
+    def _start_renewing(self, member: str) -> None:
+        self._renewer = asyncio.create_task(self._renew_forever(member))
 
     async def __aexit__(
         self,
@@ -449,6 +467,8 @@ class TrackedFleetLease:
         tb: TracebackType | None,
     ) -> None:
         member, self.member = self.member, None
+        if self._timer is not None:
+            self._timer.cancel()
         if self._renewer is not None:
             self._renewer.cancel()
         if member is None:
@@ -463,14 +483,15 @@ class TrackedFleetLease:
             )
 
     async def _renew_forever(self, member: str) -> None:
+        """Renew now (the timer waited the first period), then every period."""
         period = self._tracker.lease_seconds / 3
         while True:
-            await asyncio.sleep(period)
             try:
                 await self._tracker.renew_fleet(member)
             except SessionStoreError:
                 logger.warning("fleet lease %s could not be renewed", member, exc_info=True)
                 return
+            await asyncio.sleep(period)
 
 
 def _returned(reply: list[Any]) -> bool:
