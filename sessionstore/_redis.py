@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import Context, ContextVar, copy_context
+from types import TracebackType
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
@@ -59,6 +60,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 logger = logging.getLogger("sessionstore.redis")
+
+#: Error replies that mean Redis cannot take the command now (not that it is wrong).
+_REFUSALS = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN")
 
 #: Errors of the probe's PING that mean Redis still does not answer.
 _NO_ANSWER: tuple[type[BaseException], ...] = (
@@ -320,18 +324,37 @@ def command_sender(client: RedisClient) -> CommandSender | None:
     return client.send_commands if isinstance(client, _GuardedRedis) else None
 
 
-@contextmanager
-def backend_errors(action: str) -> Iterator[None]:
+def backend_errors(action: object) -> _BackendErrors:
     """Turn driver errors meaning "Redis is unavailable" into `BackendUnavailable`.
 
     Out-of-memory refusals (``maxmemory`` with ``noeviction``) are reported the
-    same way: the store cannot take writes until an operator acts.
+    same way: the store cannot take writes until an operator acts. `action`
+    names what was being done in the message (formatted only on an error).
     """
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise BackendUnavailable(f"Redis unavailable during {action}: {exc}") from exc
-    except rex.ResponseError as exc:
-        if str(exc).startswith(("OOM", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN")):
-            raise BackendUnavailable(f"Redis refused {action}: {exc}") from exc
-        raise
+    return _BackendErrors(action)
+
+
+class _BackendErrors:
+    """`backend_errors` as a plain class: it wraps every hot-path call, and a
+    generator-based context manager costs several times as much to enter."""
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: object) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, _UNAVAILABLE):
+            raise BackendUnavailable(f"Redis unavailable during {self.action}: {exc}") from exc
+        if isinstance(exc, rex.ResponseError) and str(exc).startswith(_REFUSALS):
+            raise BackendUnavailable(f"Redis refused {self.action}: {exc}") from exc

@@ -221,9 +221,8 @@ class Batch:
         """Send everything; raise the first error other than NOSCRIPT."""
         if not self._calls:
             return []
-        names = ",".join(sorted({lua.name for lua, _ in self._calls if lua}) or ["commands"])
         send = command_sender(self._client)
-        with backend_errors(names):
+        with backend_errors(self):
             if send is not None:
                 replies = await send([args for _, args in self._calls])
             else:
@@ -239,6 +238,10 @@ class Batch:
                 if isinstance(reply, Exception):
                     raise reply
         return list(replies)
+
+    def __str__(self) -> str:
+        """The scripts in the batch, for an error message (built only then)."""
+        return ",".join(sorted({lua.name for lua, _ in self._calls if lua}) or ["commands"])
 
     async def _pipelined(self) -> list[Any]:
         """Send everything through redis-py's pipeline (a cluster, or a client that

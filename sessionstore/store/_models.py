@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from .._time import from_ms, ms_to_datetime
+from ._payload import decode_json
 
 
 class SessionStatus(StrEnum):
@@ -100,7 +101,7 @@ class Session(BaseModel):
         store it and records that do not read the same.
         """
         state: dict[str, JsonValue] = {
-            name[2:]: json.loads(value) for name, value in fields.items() if name[:2] == "a:"
+            name[2:]: decode_json(value) for name, value in fields.items() if name[:2] == "a:"
         }
         idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
         idle_timeout_ms = int(fields["idle_timeout_ms"])

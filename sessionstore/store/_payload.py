@@ -9,7 +9,7 @@ depend on what is already stored.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._ids import check_attribute
@@ -27,6 +27,27 @@ def encode_json(value: Any, what: str) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+#: The standard library's JSON scanner (C), called without `json.loads`'s wrapping.
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, missing from typeshed
+
+
+def decode_json(text: str) -> Any:
+    """A stored value back from the compact JSON `encode_json` wrote.
+
+    The scanner is called directly: `json.loads` adds a whitespace match on
+    both sides and a call layer, which cost more than scanning a small value.
+    Text the scanner does not read whole (whitespace, trailing data, not JSON)
+    goes through `json.loads`, so its answers and errors stay the same.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def encode_metadata(metadata: Mapping[str, Any] | None, settings: SessionSettings) -> str:
