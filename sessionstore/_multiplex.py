@@ -65,8 +65,11 @@ class _Link:
     parser: Any  # hiredis.Reader (hiredis ships no type hints)
     waiting: deque[_Call] = field(default_factory=deque)
     reader: asyncio.Task[None] | None = None
-    #: The reader's timeout, armed while calls wait for replies.
-    deadline: asyncio.Timeout | None = None
+    #: While calls wait: when the socket timeout runs out without a byte from Redis.
+    expect_by: float | None = None
+    #: The timer that checks `expect_by` (at most one, re-armed lazily).
+    watchdog: asyncio.TimerHandle | None = None
+    timed_out: bool = False
     last_used: float = 0.0
     dropped: bool = False
 
@@ -125,10 +128,10 @@ class MultiplexedConnection:
             link = await self._connect()
         # Nothing awaits from here to the write, so the calls' writes are in the
         # order of the queue: the order their replies come back in.
-        if not link.waiting and link.deadline is not None and self._timeout is not None:
-            link.deadline.reschedule(loop.time() + self._timeout)
+        now = link.last_used = loop.time()
+        if not link.waiting and self._timeout is not None:
+            self._expect(link, now + self._timeout)
         link.waiting.append(call)
-        link.last_used = loop.time()
         try:
             await link.connection.send_packed_command(packed, check_health=False)
         except BaseException as exc:
@@ -204,24 +207,38 @@ class MultiplexedConnection:
             self._link = link
             return link
 
+    def _expect(self, link: _Link, by: float | None) -> None:
+        """Set when the calls waiting on `link` must have heard from Redis; the one
+        watchdog timer is armed only when none is, so setting this costs nearly
+        nothing per call (a timer per call would cost more than the call's reads)."""
+        link.expect_by = by
+        if by is not None and link.watchdog is None:
+            link.watchdog = asyncio.get_running_loop().call_at(by, self._watch, link)
+
+    def _watch(self, link: _Link) -> None:
+        link.watchdog = None
+        if link.dropped or link.expect_by is None:
+            return
+        if asyncio.get_running_loop().time() < link.expect_by:
+            self._expect(link, link.expect_by)
+        elif link.reader is not None:
+            link.timed_out = True
+            link.reader.cancel()
+
     async def _read(self, link: _Link) -> None:
         """Take replies off the socket and hand them to the calls, in order, for as
         long as the connection lives; a socket timeout while calls wait drops it."""
         try:
-            async with asyncio.timeout(None) as deadline:
-                link.deadline = deadline
-                if link.waiting and self._timeout is not None:
-                    deadline.reschedule(asyncio.get_running_loop().time() + self._timeout)
-                await self._pump(link, deadline)
-        except TimeoutError:
-            await self._drop(link, rex.TimeoutError("Timeout reading from Redis"))
+            await self._pump(link)
         except asyncio.CancelledError:
-            await self._drop(link, rex.ConnectionError("Redis client closed"))
-            raise
+            if not link.timed_out:
+                await self._drop(link, rex.ConnectionError("Redis client closed"))
+                raise
+            await self._drop(link, rex.TimeoutError("Timeout reading from Redis"))
         except Exception as exc:  # the connection failed, or hiredis could not parse
             await self._drop(link, exc)
 
-    async def _pump(self, link: _Link, deadline: asyncio.Timeout) -> None:
+    async def _pump(self, link: _Link) -> None:
         waiting, stream, parser = link.waiting, link.stream, link.parser
         loop = asyncio.get_running_loop()
         timeout = self._timeout
@@ -233,8 +250,8 @@ class MultiplexedConnection:
                     raise rex.ConnectionError("Connection closed by server.")
                 parser.feed(data)
                 # Bytes came: the calls still waiting get a new socket timeout.
-                if timeout is not None:
-                    deadline.reschedule(loop.time() + timeout if waiting else None)
+                if waiting and timeout is not None:
+                    link.expect_by = loop.time() + timeout
                 continue
             if not waiting:
                 raise rex.ConnectionError("Redis sent a reply nobody asked for")
@@ -242,8 +259,8 @@ class MultiplexedConnection:
             call.replies.append(reply)
             if len(call.replies) == len(call.callbacks):
                 waiting.popleft()
-                if not waiting and timeout is not None:
-                    deadline.reschedule(None)
+                if not waiting:
+                    link.expect_by = None
                 _answer(call)
                 if self._slot_waiters:
                     self._wake_one()
@@ -265,6 +282,8 @@ class MultiplexedConnection:
                 call.future.set_exception(_fresh(exc))
         while self._slot_waiters:
             self._wake_one()
+        if link.watchdog is not None:
+            link.watchdog.cancel()
         if link.reader is not None and link.reader is not asyncio.current_task():
             link.reader.cancel()
         await link.connection.disconnect(nowait=True)
