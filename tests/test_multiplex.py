@@ -8,6 +8,7 @@ import pytest
 import redis.exceptions as rex
 from redis.asyncio import Redis
 
+from sessionstore import RedisSettings, create_client
 from sessionstore._redis import CommandSender, RedisClient, command_sender
 from tests.polling import eventually
 
@@ -80,3 +81,44 @@ async def test_a_killed_connection_is_replaced_by_the_next_call(
         return bool(after != before)
 
     await eventually(reconnected, timeout=5.0)
+
+
+async def test_no_more_calls_in_flight_than_the_pool_allows(redis_url: str) -> None:
+    """While Redis is busy (a long script), calls beyond ``max_connections`` wait for a
+    slot instead of being written, as they would wait for a pooled connection: a Redis
+    that hangs is handed no more work than the pool would have let through. Once it
+    answers, every call gets its own reply."""
+    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=2))
+    try:
+        send = _sender(client)
+        await send([("PING",)])
+        busy = asyncio.create_task(send([("EVAL", _SPIN, 0)]))
+        echoes = [asyncio.create_task(send([("ECHO", str(i))])) for i in range(5)]
+        link = client.multiplexed._link  # type: ignore[union-attr]
+        assert link is not None
+
+        async def queued() -> bool:
+            return len(link.waiting) == 2 and len(client.multiplexed._slot_waiters) == 4  # type: ignore[union-attr]
+
+        await eventually(queued, timeout=5.0, interval=0.001)
+        assert await busy == ["slow"]
+        assert [await echo for echo in echoes] == [[str(i)] for i in range(5)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_idle_past_the_health_check_interval_is_replaced(
+    redis: RedisClient,
+) -> None:
+    """A connection that sat idle longer than the client's health-check interval may
+    have been cut silently (a firewall, a load balancer): the next call connects anew
+    instead of writing into it. (The idle time is set back by hand: no waiting.)"""
+    send = _sender(redis)
+    (first,) = await send([("CLIENT", "ID")])
+    link = redis.multiplexed._link  # type: ignore[union-attr]
+    assert link is not None
+    (again,) = await send([("CLIENT", "ID")])
+    assert again == first
+    link.last_used -= 31  # create_client's health-check interval is 30 s
+    (fresh,) = await send([("CLIENT", "ID")])
+    assert fresh != first
