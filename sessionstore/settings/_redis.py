@@ -54,6 +54,9 @@ class RedisSettings(BaseModel):
     sentinel_master: str = "mymaster"
     connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT
     socket_timeout: timedelta = DEFAULT_SOCKET_TIMEOUT
+    #: Pooled connections. A standalone or Sentinel client from `create_client` keeps
+    #: one more, shared by the store's hot-path calls (`sessionstore._multiplex`), on
+    #: which at most this many calls wait for replies at once.
     max_connections: int = 64
 
     @classmethod
