@@ -8,8 +8,16 @@ the other, as a leased request makes them), pipelined (networking shared out), a
 by round on one Redis, so both see the same machine load. ``--sweep-live N``
 also sweeps 10k due sessions, alternately with each version's sweep script, in
 a store of N live sessions (the sweep's cost per expired session should not
-depend on N). Redis CPU is INFO cpu (user + system) per call or per expired
-session.
+depend on N); only the sweep is measured, not the loading of the due sessions.
+Redis CPU is INFO cpu (user + system) per call or per expired session.
+
+A script replayed on one session is a burst: within a step of the deadline
+(see the prelude's ``deadline_step``) a slide skips the index and TTL writes,
+so the ``touch`` and ``write_state`` rows are the cost of a burst's later
+requests; ``benchmarks/peers.py`` gives the cost of requests a second apart.
+The captured draft commit is replayed at a version that has moved on, so the
+``lease_release`` rows are a refused commit (the lease returned, the deadline
+slid, nothing written).
 
     python benchmarks/script_revisions.py [--against main] [--calls 5000] [--rounds 5]
         [--sweep-live 1000000]
@@ -31,7 +39,7 @@ from typing import Any
 
 from _common import redis_url
 from redis.asyncio import Redis
-from sweep_cost import load, wait_overdue
+from sweep_cost import drop_tombstones, load, wait_overdue
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client, sweep_store
 from sessionstore._scripts import Arg, Batch, LuaScript, _compose
@@ -145,32 +153,36 @@ async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> No
         await store.load_scripts()
         await load(store, live, timedelta(hours=1))
         ours = script("sweep")
-        ways: dict[str, Callable[[], Awaitable[None]]] = {}
+        ways: dict[str, Callable[[], Awaitable[float]]] = {}
         figures: dict[str, list[float]] = {revision: [], "this": []}
         for way, lua in zip(figures, (at_revision(revision, "sweep"), ours), strict=True):
             ways[way] = _sweep_with(store, lua, due)
         for _ in range(rounds):
             for way, sweep in ways.items():
-                before = await redis_cpu(store.redis)  # type: ignore[arg-type]
-                await sweep()
-                figures[way].append((await redis_cpu(store.redis) - before) * 1e6 / due)  # type: ignore[arg-type]
+                figures[way].append(await sweep() * 1e6 / due)
         report(f"sweep, {live:,} live", figures, "us / expired")
         await store.redis.aclose()
 
 
-def _sweep_with(store: SessionStore, lua: LuaScript, due: int) -> Callable[[], Awaitable[None]]:
-    """Load `due` sessions, let them come due, sweep them with `lua` as the sweep script."""
+def _sweep_with(store: SessionStore, lua: LuaScript, due: int) -> Callable[[], Awaitable[float]]:
+    """Load `due` sessions, let them come due, sweep them with `lua` as the sweep script:
+    the Redis CPU seconds of the sweep (the loading and the waiting left out)."""
 
-    async def sweep() -> None:
-        await load(store, due, timedelta(milliseconds=1))
+    async def sweep() -> float:
+        ids = await load(store, due, timedelta(milliseconds=1))
         await wait_overdue(store, due)
         kept = script("sweep")
         script._cache["sweep"] = lua  # the sweep loop calls script("sweep")
+        raw: Redis = store.redis  # type: ignore[assignment]
         try:
+            before = await redis_cpu(raw)
             done = await sweep_store(store, batch=500, max_sessions=10 * due)
+            spent = await redis_cpu(raw) - before
         finally:
             script._cache["sweep"] = kept
         assert done.expired == due, done
+        await drop_tombstones(store, ids)
+        return spent
 
     return sweep
 

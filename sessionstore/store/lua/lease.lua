@@ -18,9 +18,10 @@ local key = k[kind]
 local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 -- The record keeps the latest deadline any lease of this kind was given, and the set
 -- lives no longer than its longest lease: past that deadline no lease of this kind is
--- live, and there is nothing to reclaim or count.
+-- live, and there is nothing to reclaim or count. A record without the field (no take
+-- yet, or one by a release that did not write it) is counted.
 local live = 0
-if f[4] and tonumber(f[4]) > now then
+if not f[4] or tonumber(f[4]) > now then
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   live = redis.call('ZCARD', key)
 end
