@@ -126,10 +126,10 @@ def star_payload(data: dict[str, Any]) -> bytes:
 class Peers:
     """The stores and their sessions, one fresh key prefix per run."""
 
-    def __init__(self, url: str, ops: int) -> None:
+    def __init__(self, url: str, ops: int, rounds: int) -> None:
         self.ops = ops
-        #: Sessions per way: the measured ones, then the warm-up's.
-        self.per_way = ops + WARM_UP
+        #: Sessions per way: the warm-up's, then each round's own.
+        self.per_way = WARM_UP + rounds * ops
         self.prefix = "peers" + secrets.token_hex(3)
         self.client = create_client(RedisSettings.from_dsn(url))
         self.raw: Redis = Redis.from_url(url)  # bytes, as starsessions uses it
@@ -146,7 +146,11 @@ class Peers:
         state = {"theme": "dark", "n": 0}
 
         async def create(_: int) -> None:
-            self.ids.append((await self.store.create(user_id="u1", state=state)).id)
+            # Each session has served a request before, as one in use has: a session's
+            # first lease also reclaims and counts (see lease.lua), its later ones not.
+            made = await self.store.create(user_id="u1", state=state)
+            async with self.store.track_request(made.id):
+                self.ids.append(made.id)
 
         await measure(self.per_way * STORE_WAYS, 32, create)
         pipe = self.raw.pipeline(transaction=False)
@@ -397,11 +401,16 @@ def own_sessions(op: Op, offset: int) -> Op:
     """`op` on sessions no other way touches: a session written by one way would be
     written again a moment later by the next, a burst (see the prelude's deadline_step)
     that a request of its own would not be."""
+    return shifted(op, offset)
 
-    async def on_own(i: int) -> object:
+
+def shifted(op: Op, offset: int) -> Op:
+    """`op` on the sessions `offset` further on."""
+
+    async def on_further(i: int) -> object:
         return await op(i + offset)
 
-    return on_own
+    return on_further
 
 
 def _median(runs: list[Figures]) -> Figures:
@@ -415,7 +424,7 @@ def _median(runs: list[Figures]) -> Figures:
 
 
 async def run(url: str, ops: int, concurrencies: list[int], rounds: int, sessions: int) -> None:
-    peers = Peers(url, ops)
+    peers = Peers(url, ops, rounds)
     await peers.setup()
     meter = RedisMeter(peers.raw)
     routes = route_ops(peers)
@@ -435,12 +444,13 @@ async def run(url: str, ops: int, concurrencies: list[int], rounds: int, session
         for name, ways in _table(peers, routes):
             runs: dict[str, list[Figures]] = {peer: [] for peer in ways}
             for op in ways.values():
-                # The warm-up on sessions of its own, so no measured one is written twice
-                # in a moment (a burst, see the prelude's deadline_step).
-                await measure(WARM_UP, concurrency, lambda i, op=op: op(ops + i))
-            for _ in range(rounds):  # peers alternate, so both see the same machine load
+                await measure(WARM_UP, concurrency, op)  # warm up
+            # The warm-up and each round on sessions of their own, so no measured one is
+            # written twice in a moment (a burst, see the prelude's deadline_step).
+            for r in range(rounds):  # peers alternate, so both see the same machine load
                 for peer, op in ways.items():
-                    runs[peer].append(await meter.run(ops, concurrency, op))
+                    at = WARM_UP + r * ops
+                    runs[peer].append(await meter.run(ops, concurrency, shifted(op, at)))
             figures = {peer: _median(found) for peer, found in runs.items()}
             # A leased request is set beside starsessions' plain read + write.
             star = figures.get("starsessions", star if "lease" in name else None)
