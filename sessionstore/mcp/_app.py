@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .. import SessionStore, Settings, create_client
 from ..exceptions import BackendUnavailable
@@ -131,11 +132,47 @@ def mcp_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "pid": os.getpid()})
 
-    return Starlette(
+    return _McpStarlette(
+        manager,
+        path,
         routes=[
-            Route(path, endpoint=manager, methods=["GET", "POST", "DELETE"]),
+            Route(path, endpoint=manager, methods=list(_MCP_METHODS)),
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),
         ],
         lifespan=lifespan,
     )
+
+
+#: The methods of the MCP endpoint (others get Starlette's 405).
+_MCP_METHODS = ("GET", "POST", "DELETE")
+
+
+class _McpStarlette(Starlette):
+    """Starlette that hands MCP requests straight to the manager.
+
+    Every MCP message would otherwise pass Starlette's error and exception
+    middleware and its router, each wrapping `send` again: per tool call that is
+    as much Python as the rest of the app's own work. A request that the router
+    would route to the endpoint anyway (its exact path, one of its methods, no
+    root path, no middleware added) skips them; anything else, ``/metrics`` and
+    the lifespan go through Starlette as before.
+    """
+
+    def __init__(self, manager: RoamingSessionManager, path: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._mcp = manager
+        self._mcp_path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == self._mcp_path
+            and scope["method"] in _MCP_METHODS
+            and not scope.get("root_path")
+            and not self.user_middleware
+        ):
+            scope["app"] = self
+            await self._mcp(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

@@ -14,9 +14,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import LATEST_HANDSHAKE_VERSION
 from redis.asyncio.connection import AbstractConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sessionstore import RedisSettings, SessionStore, Settings, create_client
-from sessionstore.mcp import _manager, mcp_session
+from sessionstore.mcp import _manager, mcp_app, mcp_session
 from sessionstore.testing import LocalRedis
 from tests.mcp.replicas import Replica, replicas, roaming_client
 from tests.polling import eventually
@@ -370,3 +371,42 @@ async def test_round_trips_of_a_steady_state_tool_call(
         echo, events = min(samples["echo"])
         bump, _ = min(samples["bump"])
     assert (echo, bump, events) == (2, 3, 0)
+
+
+class Tagging:
+    """Middleware that marks every response it passes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-wrapped", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+async def test_requests_the_endpoint_does_not_take_go_through_starlette(
+    settings: Settings,
+) -> None:
+    """MCP requests skip Starlette's middleware, but only those its router would hand the
+    endpoint as they are: another method gets Starlette's 405, and once middleware is
+    added to the app every MCP request passes through it."""
+    wrapped_app = mcp_app(make_server(), settings)
+    wrapped_app.add_middleware(Tagging)
+    plain, wrapped = Replica(mcp_app(make_server(), settings)), Replica(wrapped_app)
+    for replica in (plain, wrapped):
+        await replica.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            put = await http.put(plain.url, content=b"{}", headers=POST_HEADERS)
+            direct = await http.post(plain.url, content=INITIALIZE, headers=POST_HEADERS)
+            through = await http.post(wrapped.url, content=INITIALIZE, headers=POST_HEADERS)
+    finally:
+        for replica in (plain, wrapped):
+            await replica.stop()
+    assert put.status_code == 405 and "POST" in put.headers["allow"], put.text
+    assert direct.status_code == 200 and "x-wrapped" not in direct.headers, direct.text
+    assert through.status_code == 200 and through.headers["x-wrapped"] == "1", through.text
