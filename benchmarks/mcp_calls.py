@@ -14,7 +14,10 @@ events counted apart); the three replicas are child processes. Clients are the S
 `Client` (handshake mode), ``--clients`` sessions calling concurrently. Every server is
 up for the whole run and the rows are measured in ``--rounds`` rounds, one after the
 other in each round, so a shared machine's load swings reach every row alike: a row
-shows its median rate and the median of its per-round ratios to the plain SDK.
+shows its median rate and the median of its per-round ratios to the plain SDK. For the
+servers in this process it also shows this process's CPU per call (the clients' and the
+server's together) and the plain SDK's over it, per round: on a shared machine other
+processes' load moves the rates far more than it moves CPU per call.
 
     python benchmarks/mcp_calls.py [--calls 600] [--clients 4] [--rounds 3]
 
@@ -132,8 +135,11 @@ def three_replicas_behind_haproxy(url: str, prefix: str) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def run_calls(url: str, tool: str, count: int, clients: int) -> tuple[float, float, float]:
-    """(calls/s, Redis round trips per call, event writes per call) of `tool` on `url`."""
+async def run_calls(
+    url: str, tool: str, count: int, clients: int
+) -> tuple[float, float, float, float]:
+    """(calls/s, Redis round trips per call, event writes per call, CPU ms of this process
+    per call) of `tool` on `url`."""
     arguments = {"text": "hi"} if tool == "echo" else {}
     async with AsyncExitStack() as stack:
         sessions = [
@@ -149,9 +155,11 @@ async def run_calls(url: str, tool: str, count: int, clients: int) -> tuple[floa
             assert not result.is_error, result
 
         EVENT_WRITES["n"] = 0
+        cpu = time.process_time()
         rate, trips = await measure(count, clients, call)
+        cpu_ms = (time.process_time() - cpu) / count * 1000
         print(f"  {url} {tool}: {rate:.0f} calls/s", file=sys.stderr, flush=True)
-        return rate, trips, EVENT_WRITES["n"] / count
+        return rate, trips, EVENT_WRITES["n"] / count, cpu_ms
 
 
 def main(count: int, clients: int, rounds: int) -> None:
@@ -162,8 +170,8 @@ def main(count: int, clients: int, rounds: int) -> None:
     report(rows, count, clients, rounds)
 
 
-#: (server, tool) -> one (calls/s, round trips/call, event writes/call) per round.
-Rows = dict[tuple[str, str], list[tuple[float, float, float]]]
+#: (server, tool) -> one (calls/s, round trips/call, event writes/call, CPU ms/call) per round.
+Rows = dict[tuple[str, str], list[tuple[float, float, float, float]]]
 PLAIN = ("plain SDK, 1 replica", "echo")
 
 
@@ -189,25 +197,39 @@ async def measure_all(
                 for tool in tools:
                     measured = await run_calls(target, tool, count, clients)
                     if target == three:  # counted in other processes
-                        measured = (measured[0], float("nan"), float("nan"))
+                        measured = (measured[0], float("nan"), float("nan"), float("nan"))
                     rows.setdefault((name, tool), []).append(measured)
     return rows
 
 
 def report(rows: Rows, count: int, clients: int, rounds: int) -> None:
-    """The rows as a Markdown table: median rates, median per-round ratios to the plain SDK."""
-    base = [rate for rate, _, _ in rows[PLAIN]]
+    """The rows as a Markdown table: median rates, median per-round ratios to the plain SDK,
+    and for the servers in this process its CPU per call (clients and server together)
+    with the plain SDK's CPU per call over it, which load on a shared machine moves less
+    than the rates."""
+    base = [run[0] for run in rows[PLAIN]]
+    base_cpu = [run[3] for run in rows[PLAIN]]
     print(f"{count} calls, {clients} clients calling concurrently, {rounds} rounds\n")
-    print("| server | tool | calls/s | vs plain | Redis RT/call | event writes/call |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| server | tool | calls/s | vs plain | CPU ms/call | plain's CPU over it"
+        " | Redis RT/call | event writes/call |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for (name, tool), runs in rows.items():
-        rate = statistics.median(r for r, _, _ in runs)
-        ratio = statistics.median(r / b for (r, _, _), b in zip(runs, base, strict=True))
-        trips = statistics.median(t for _, t, _ in runs)
-        events = statistics.median(e for _, _, e in runs)
+        rate = statistics.median(run[0] for run in runs)
+        ratio = statistics.median(run[0] / b for run, b in zip(runs, base, strict=True))
+        cpu = statistics.median(run[3] for run in runs)
+        cpu_ratio = statistics.median(b / run[3] for run, b in zip(runs, base_cpu, strict=True))
+        trips = statistics.median(run[1] for run in runs)
+        events = statistics.median(run[2] for run in runs)
         rt = "n/a (other processes)" if trips != trips else f"{trips:.2f}"
         ev = "n/a" if events != events else f"{events:.2f}"
-        print(f"| {name} | {tool} | {rate:.0f} | {ratio:.2f} | {rt} | {ev} |", flush=True)
+        cp = "n/a" if cpu != cpu else f"{cpu:.2f}"
+        cr = "n/a" if cpu_ratio != cpu_ratio else f"{cpu_ratio:.2f}"
+        print(
+            f"| {name} | {tool} | {rate:.0f} | {ratio:.2f} | {cp} | {cr} | {rt} | {ev} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
