@@ -7,7 +7,7 @@ than a hang. No client is created at import time: callers own their clients
 
 A hung Redis (no reply, no reset) is worse than a dead one: every command
 waits for the socket timeout, and callers queue for the pool behind those
-that wait. Two guards bound that for standalone and Sentinel clients:
+that wait. Two guards bound that, for standalone, Sentinel and Cluster clients:
 
 - `command_budget`: inside it (the server wraps each request in one), every
   command, pool wait included, fails after the budget instead of the socket
@@ -15,7 +15,8 @@ that wait. Two guards bound that for standalone and Sentinel clients:
 - `RedisOutage`, one latch per client: a command that runs out of its budget
   trips it; while it is tripped,
   commands fail at once (without queueing on the pool) until a background
-  PING gets an answer.
+  PING gets an answer. On a cluster the latch covers the whole client and its
+  PING goes to every primary: it clears only when all of them answer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, TypeAlias
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SlaveNotFoundError
 
 from ._multiplex import Command, MultiplexedConnection
@@ -81,7 +82,8 @@ def command_budget(seconds: float | None) -> Iterator[None]:
 
     A command past the budget fails with ``redis.exceptions.TimeoutError`` (a
     `BackendUnavailable` once wrapped) and trips the client's `RedisOutage`.
-    None: only the client's own timeouts apply. Cluster clients ignore it.
+    None: only the client's own timeouts apply. On a cluster the budget bounds the
+    whole call, redis-py's slot-map refreshes and retries included.
 
     .. versionadded:: 0.1
     """
@@ -243,6 +245,136 @@ class _GuardedRedis(aioredis.Redis):
         await super().aclose(close_connection_pool)
 
 
+class _ClusterNode(ClusterNode):
+    """A cluster node whose commands give their connection back when cancelled.
+
+    redis-py 5.3's `ClusterNode` returns a pipeline's connection (and a command's, if
+    cancelled while connecting) only when it completes: each command cut short by a
+    budget would leak one of the node's `max_connections`, until every call to the node
+    fails with ``MaxConnectionsError``. The connection disconnects itself when
+    interrupted, so handing it back is safe: its next use reconnects.
+    """
+
+    __slots__ = ()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        connection = self.acquire_connection()
+        try:
+            await connection.send_packed_command(connection.pack_command(*args), False)
+            return await self.parse_response(connection, args[0], **kwargs)
+        finally:
+            self._free.append(connection)
+
+    async def execute_pipeline(self, commands: list[PipelineCommand]) -> bool:
+        connection = self.acquire_connection()
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands(cmd.args for cmd in commands), False
+            )
+            failed = False
+            for cmd in commands:
+                try:
+                    cmd.result = await self.parse_response(connection, cmd.args[0], **cmd.kwargs)
+                except Exception as exc:  # redis-py's own rule: the error is the reply
+                    cmd.result = exc
+                    failed = True
+            return failed
+        finally:
+            self._free.append(connection)
+
+
+class _GuardedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline whose `execute` obeys its client's latch and the budget."""
+
+    _client: _GuardedCluster
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        client = self._client
+        return await _guarded(  # type: ignore[no-any-return]
+            client.outage,
+            client._ping_primaries,
+            lambda: super(_GuardedClusterPipeline, self).execute(
+                raise_on_error, allow_redirections
+            ),
+        )
+
+
+class _GuardedCluster(RedisCluster):
+    """A Redis Cluster client with the outage latch and budgets.
+
+    One latch for the whole client: a command that runs out of its budget does not
+    say which node hung (a batch spans several, and redis-py may have refreshed the
+    slot map on the way), so the latch's PING goes to every primary and clears only
+    when all answer; while one primary hangs, commands to the others fail fast too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = RedisOutage()
+        self._adopt_nodes()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await _guarded(
+            self.outage,
+            self._ping_primaries,
+            lambda: super(_GuardedCluster, self).execute_command(*args, **kwargs),
+        )
+
+    async def initialize(self) -> RedisCluster:
+        if not self._initialize:  # the slot map is known: nothing to wait for
+            return self
+        await _guarded(self.outage, self._ping_primaries, self._learn_slots)
+        return self
+
+    async def _learn_slots(self) -> None:
+        await super().initialize()
+        self._adopt_nodes()
+
+    def _adopt_nodes(self) -> None:
+        # redis-py builds its nodes itself; same slots, so the class can be swapped.
+        manager = self.nodes_manager
+        for node in (*manager.nodes_cache.values(), *manager.startup_nodes.values()):
+            if type(node) is ClusterNode:
+                node.__class__ = _ClusterNode
+
+    async def _ping_primaries(self) -> object:
+        """The latch's probe: PING every primary of the slot map (learnt first if
+        needed); a timeout from any of them is no answer.
+
+        A refused connection is an answer: that node is dead, not hung, so commands
+        to it fail fast by themselves, and redis-py then learns the slot map again
+        (the dead primary's replica may have taken over its slots)."""
+        try:
+            await self._learn_slots()
+        except rex.RedisError:
+            raise
+        except Exception as exc:  # RedisClusterException: no node gave the slot map
+            raise rex.ConnectionError(str(exc)) from exc
+        primaries = self.get_primaries()
+        if not primaries:
+            raise rex.ConnectionError("no primary in the slot map")
+        replies = await asyncio.gather(
+            *(node.execute_command("PING") for node in primaries), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, (rex.TimeoutError, TimeoutError)):
+                raise reply
+        return replies
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # its refusals of both arguments
+        # redis-py's cluster classes never set the `connection_pool` their base declares.
+        return _GuardedClusterPipeline(self)  # type: ignore[abstract]
+
+    async def aclose(self) -> None:
+        await self.outage.aclose()
+        await super().aclose()
+
+
 class _SentinelMaster(_GuardedRedis):
     """A Sentinel-managed master client that also closes its Sentinel connections."""
 
@@ -269,7 +401,7 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
         "health_check_interval": 30,
     }
     if settings.mode == "cluster":
-        cluster: RedisCluster = RedisCluster(
+        cluster: RedisCluster = _GuardedCluster(  # type: ignore[abstract]
             startup_nodes=[ClusterNode(host, port) for host, port in settings.hosts],
             max_connections=settings.max_connections,
             # A bounded number of slot-map refreshes, then a clear error.
