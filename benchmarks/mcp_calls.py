@@ -2,6 +2,9 @@
 three replicas behind HAProxy, in the same run, with Redis round trips per call.
 
 * ``plain SDK, 1 replica``     the SDK's own Streamable HTTP app (sessions in memory)
+* ``plain SDK, 1 replica, in-memory events``  the same with an in-memory EventStore:
+                               the SDK's own resumability (its priming event, event
+                               ids), the like-for-like row for the servers with events
 * ``mcp_app, 1 replica, resumable=False``  sessions in Redis, SSE events not (the
                                plain SDK keeps no events either: the like-for-like row)
 * ``mcp_app, 1 replica``       the same server through `mcp_app` (sessions and events in Redis)
@@ -173,6 +176,15 @@ def main(count: int, clients: int, rounds: int) -> None:
 #: (server, tool) -> one (calls/s, round trips/call, event writes/call, CPU ms/call) per round.
 Rows = dict[tuple[str, str], list[tuple[float, float, float, float]]]
 PLAIN = ("plain SDK, 1 replica", "echo")
+PLAIN_EVENTS = ("plain SDK, 1 replica, in-memory events", "echo")
+
+
+def like_for_like(name: str) -> tuple[str, str]:
+    """The plain SDK row a row compares with: the one that keeps events as that row does."""
+    keeps_events = name == PLAIN_EVENTS[0] or (
+        name.startswith("mcp_app") and "resumable=False" not in name
+    )
+    return PLAIN_EVENTS if keeps_events else PLAIN
 
 
 async def measure_all(
@@ -183,11 +195,13 @@ async def measure_all(
     rows: Rows = {}
     async with (
         served(plain_app()) as plain,
+        served(plain_app(resumable=True)) as plain_events,
         served(roaming_app(settings, resumable=False)) as bare,
         served(roaming_app(settings)) as one,
     ):
         configs: list[tuple[str, str, tuple[str, ...]]] = [
             (PLAIN[0], plain, ("echo",)),
+            (PLAIN_EVENTS[0], plain_events, ("echo",)),
             ("mcp_app, 1 replica, resumable=False", bare, ("echo", "bump")),
             ("mcp_app, 1 replica", one, ("echo", "bump")),
             ("mcp_app, 3 replicas + HAProxy", three, ("echo", "bump")),
@@ -203,23 +217,29 @@ async def measure_all(
 
 
 def report(rows: Rows, count: int, clients: int, rounds: int) -> None:
-    """The rows as a Markdown table: median rates, median per-round ratios to the plain SDK,
+    """The rows as a Markdown table: median rates, median per-round ratios to the plain SDK
+    (without events) and to the plain SDK that keeps events as the row does ("alike"),
     and for the servers in this process its CPU per call (clients and server together)
-    with the plain SDK's CPU per call over it, which load on a shared machine moves less
-    than the rates."""
+    with the alike plain SDK's CPU per call over it, which load on a shared machine moves
+    less than the rates."""
     base = [run[0] for run in rows[PLAIN]]
-    base_cpu = [run[3] for run in rows[PLAIN]]
     print(f"{count} calls, {clients} clients calling concurrently, {rounds} rounds\n")
     print(
-        "| server | tool | calls/s | vs plain | CPU ms/call | plain's CPU over it"
-        " | Redis RT/call | event writes/call |"
+        "| server | tool | calls/s | vs plain | vs plain keeping events alike | CPU ms/call"
+        " | alike plain's CPU over it | Redis RT/call | event writes/call |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (name, tool), runs in rows.items():
         rate = statistics.median(run[0] for run in runs)
         ratio = statistics.median(run[0] / b for run, b in zip(runs, base, strict=True))
+        alike_runs = rows[like_for_like(name)]
+        alike_ratio = statistics.median(
+            run[0] / b[0] for run, b in zip(runs, alike_runs, strict=True)
+        )
         cpu = statistics.median(run[3] for run in runs)
-        cpu_ratio = statistics.median(b / run[3] for run, b in zip(runs, base_cpu, strict=True))
+        cpu_ratio = statistics.median(
+            b[3] / run[3] for run, b in zip(runs, alike_runs, strict=True)
+        )
         trips = statistics.median(run[1] for run in runs)
         events = statistics.median(run[2] for run in runs)
         rt = "n/a (other processes)" if trips != trips else f"{trips:.2f}"
@@ -227,7 +247,8 @@ def report(rows: Rows, count: int, clients: int, rounds: int) -> None:
         cp = "n/a" if cpu != cpu else f"{cpu:.2f}"
         cr = "n/a" if cpu_ratio != cpu_ratio else f"{cpu_ratio:.2f}"
         print(
-            f"| {name} | {tool} | {rate:.0f} | {ratio:.2f} | {cp} | {cr} | {rt} | {ev} |",
+            f"| {name} | {tool} | {rate:.0f} | {ratio:.2f} | {alike_ratio:.2f} | {cp} | {cr}"
+            f" | {rt} | {ev} |",
             flush=True,
         )
 
