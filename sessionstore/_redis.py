@@ -16,7 +16,8 @@ that wait. Two guards bound that, for standalone, Sentinel and Cluster clients:
   trips it; while it is tripped,
   commands fail at once (without queueing on the pool) until a background
   PING gets an answer. On a cluster the latch covers the whole client and its
-  PING goes to every primary: it clears only when all of them answer.
+  PING goes to every primary of the slot map, learnt afresh each time (so a
+  failover of the hung primary is followed): it clears only when all of them answer.
 """
 
 from __future__ import annotations
@@ -340,18 +341,22 @@ class _GuardedCluster(RedisCluster):
                 node.__class__ = _ClusterNode
 
     async def _ping_primaries(self) -> object:
-        """The latch's probe: PING every primary of the slot map (learnt first if
-        needed); a timeout from any of them is no answer.
+        """The latch's probe: learn the slot map afresh, then PING every primary of it;
+        a timeout from any of them is no answer.
 
-        A refused connection is an answer: that node is dead, not hung, so commands
-        to it fail fast by themselves, and redis-py then learns the slot map again
-        (the dead primary's replica may have taken over its slots)."""
+        Afresh, so that a hung primary whose replica the cluster promoted drops out of
+        the map and the latch clears without it. A refused connection is an answer:
+        that node is dead, not hung, so commands to it fail fast by themselves."""
+        await self._answering_first()
         try:
-            await self._learn_slots()
+            # Forced: new node objects for every node, the old ones disconnected (no
+            # command reaches them while the latch is tripped).
+            await self.nodes_manager.initialize()
         except rex.RedisError:
             raise
         except Exception as exc:  # RedisClusterException: no node gave the slot map
             raise rex.ConnectionError(str(exc)) from exc
+        self._adopt_nodes()
         primaries = self.get_primaries()
         if not primaries:
             raise rex.ConnectionError("no primary in the slot map")
@@ -362,6 +367,30 @@ class _GuardedCluster(RedisCluster):
             if isinstance(reply, (rex.TimeoutError, TimeoutError)):
                 raise reply
         return replies
+
+    async def _answering_first(self) -> None:
+        """Order the startup nodes by their answers to a PING sent to all at once, those
+        that have not answered by the first answer last, so the slot map is asked of a
+        node that answers: a hung startup node would keep its CLUSTER SLOTS waiting
+        until the probe's timeout, and the probe would never reach the next node."""
+        manager = self.nodes_manager
+        pings = {
+            asyncio.ensure_future(node.execute_command("PING")): node
+            for node in manager.startup_nodes.values()
+        }
+        answered: list[ClusterNode] = []
+        pending = set(pings)
+        try:
+            while pending and not answered:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                answered += [pings[ping] for ping in pings if ping in done and not ping.exception()]
+        finally:  # the probe's timeout included: the cancelled PINGs give their connection back
+            for ping in pending:
+                ping.cancel()
+            await asyncio.gather(*pings, return_exceptions=True)
+        if answered:
+            rest = [node for node in pings.values() if node not in answered]
+            manager.startup_nodes = {node.name: node for node in (*answered, *rest)}
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None

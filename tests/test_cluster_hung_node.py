@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 
@@ -227,3 +228,90 @@ async def test_a_hung_primary_that_dies_clears_the_latch(
     assert isinstance(error, rex.ConnectionError), error
     assert "not answering" not in str(error)
     assert took < SOCKET_TIMEOUT_SECONDS / 4, took
+
+
+@pytest.fixture
+async def replicated() -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
+    """A private cluster of 3 masters with a replica each, and a client of it."""
+    with LocalCluster(3, replicas=1) as local:
+        settings = RedisSettings.from_dsn(
+            local.url,
+            socket_timeout=timedelta(seconds=SOCKET_TIMEOUT_SECONDS),
+            max_connections=MAX_CONNECTIONS,
+        )
+        client = create_client(settings)
+        assert isinstance(client, RedisCluster)
+        await client.initialize()
+        try:
+            yield local, client
+        finally:
+            await client.aclose()
+
+
+async def test_a_hung_primary_failed_over_clears_the_latch(
+    replicated: tuple[LocalCluster, RedisCluster],
+) -> None:
+    """A primary that hangs for good (the first startup node, too) and whose replica the
+    cluster promotes: the latch, tripped by a budgeted command to its slots, clears by
+    itself while the old primary is still stopped, and the client serves its slots from
+    the promoted replica, data included. Its probes learnt a fresh slot map each time
+    without keeping the connections of the node objects they replaced."""
+    local, client = replicated
+    victim = local.nodes[0]
+    assert victim.process is not None
+    promoted = next(
+        node for node in local.nodes if local.master_of(node) is victim and node is not victim
+    )
+    healthy = local.nodes[1]
+    hung_key = _key_on(client, victim)
+    await client.set(hung_key, "kept")
+    # The replica has the write before its primary hangs.
+    assert (
+        await client.execute_command(
+            "WAIT", 1, 5000, target_nodes=client.get_node_from_key(hung_key)
+        )
+        == 1
+    )
+    outage = client.outage  # type: ignore[attr-defined]
+    checker = aioredis.Redis(port=healthy.port, decode_responses=True)
+
+    async def failed_over() -> bool:
+        lines = (await checker.execute_command("CLUSTER", "NODES")).splitlines()
+        flags = {line.split()[1].split("@")[0]: line.split()[2] for line in lines}
+        return (
+            "fail" in flags[f"127.0.0.1:{victim.port}"]
+            and "master" in flags[f"127.0.0.1:{promoted.port}"]
+        )
+
+    async def serves() -> bool:
+        try:
+            with command_budget(BUDGET_SECONDS):
+                return await client.get(hung_key) == "kept"
+        except (rex.ConnectionError, rex.TimeoutError):
+            return False
+
+    os.kill(victim.process.pid, signal.SIGSTOP)
+    try:
+        with command_budget(BUDGET_SECONDS):
+            _, error = await _took(lambda: client.get(hung_key))
+        assert isinstance(error, rex.TimeoutError), error
+        assert outage.down
+        await eventually(failed_over, timeout=60, interval=0.1)
+        promoted_seen = time.monotonic()
+        await eventually(serves, timeout=30, interval=0.05)
+        print(
+            f"\nfailover: served from the promoted replica "
+            f"{time.monotonic() - promoted_seen:.3f}s after the cluster showed it as master"
+        )
+        assert victim.process.poll() is None  # still there, still stopped
+        assert not outage.down
+        assert client.get_node_from_key(hung_key).port == promoted.port
+
+        async def few_connections() -> bool:
+            clients = (await checker.execute_command("CLIENT", "LIST")).splitlines()
+            return len(clients) <= MAX_CONNECTIONS + 1  # the checker's own
+
+        await eventually(few_connections, timeout=10)
+    finally:
+        os.kill(victim.process.pid, signal.SIGCONT)
+        await checker.aclose()

