@@ -314,6 +314,8 @@ class _GuardedCluster(RedisCluster):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outage = RedisOutage()
+        #: The probe's PINGs given up on (referenced until they end).
+        self._stray_pings: set[asyncio.Future[Any]] = set()
         self._adopt_nodes()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -384,13 +386,22 @@ class _GuardedCluster(RedisCluster):
             while pending and not answered:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 answered += [pings[ping] for ping in pings if ping in done and not ping.exception()]
-        finally:  # the probe's timeout included: the cancelled PINGs give their connection back
+        finally:  # the probe's timeout included
             for ping in pending:
+                # Not waited for: on Python 3.11 redis-py's write (asyncio.wait_for) can
+                # lose a cancellation, and the PING then waits for its reply. It ends
+                # when the forced refresh disconnects the node objects it replaces.
                 ping.cancel()
-            await asyncio.gather(*pings, return_exceptions=True)
+                self._stray_pings.add(ping)
+                ping.add_done_callback(self._forget_ping)
         if answered:
             rest = [node for node in pings.values() if node not in answered]
             manager.startup_nodes = {node.name: node for node in (*answered, *rest)}
+
+    def _forget_ping(self, ping: asyncio.Future[Any]) -> None:
+        self._stray_pings.discard(ping)
+        if not ping.cancelled():
+            ping.exception()  # retrieved, so that asyncio does not log it
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
