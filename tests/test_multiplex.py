@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.exceptions as rex
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import RedisSettings, create_client
 from sessionstore._redis import CommandSender, RedisClient, command_sender
+from tests.conftest import RoundTrips
 from tests.polling import eventually
 
 pytestmark = pytest.mark.standalone
@@ -57,6 +60,62 @@ async def test_a_caller_that_gives_up_leaves_the_others_in_step(redis: RedisClie
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(send([("EVAL", _SPIN, 0)]), 0.001)
     assert await send([("ECHO", "mine")]) == ["mine"]
+    assert await send([("ECHO", "next")]) == ["next"]
+
+
+async def test_calls_of_one_loop_iteration_go_out_in_one_write(
+    redis: RedisClient, round_trips: RoundTrips
+) -> None:
+    """Calls that start in the same loop iteration cost two socket writes, however
+    many they are: the first finds nothing in flight and writes at once, the others
+    are queued behind it and written together; each still gets its own replies."""
+    send = _sender(redis)
+    await send([("PING",)])
+    round_trips.reset()
+    calls = [asyncio.create_task(send([("ECHO", str(i)), ("ECHO", "x")])) for i in range(6)]
+    assert await asyncio.gather(*calls) == [[str(i), "x"] for i in range(6)]
+    assert round_trips.total == 2
+    assert await send([("ECHO", "alone")]) == ["alone"]
+    assert round_trips.total == 3  # a lone call: one write of its own
+
+
+async def test_a_failed_write_fails_every_call_queued_for_it(
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the one write of the queued calls fails, every call on the connection
+    fails with ``ConnectionError`` (the one already written too: nobody knows which
+    reply is whose), and the next call works on a new connection."""
+    send = _sender(redis)
+    (before,) = await send([("CLIENT", "ID")])
+    original = AbstractConnection.send_packed_command
+
+    async def failing(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        if b"boom" in command:
+            raise rex.ConnectionError("write failed")
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", failing)
+    calls = [asyncio.create_task(send([("ECHO", word)])) for word in ("first", "boom", "last")]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(result, rex.ConnectionError) for result in results), results
+    (after,) = await send([("CLIENT", "ID")])
+    assert after != before
+
+
+async def test_a_queued_caller_that_gives_up_leaves_the_others_in_step(
+    redis: RedisClient,
+) -> None:
+    """A caller cancelled after its commands were queued but before they were written
+    still has them written (its replies are read and dropped), so the calls around
+    it, and the next ones, get their own replies."""
+    send = _sender(redis)
+    await send([("PING",)])
+    calls = [asyncio.create_task(send([("ECHO", str(i))])) for i in range(3)]
+    # Runs after the three calls queued, before the flush at the next iteration.
+    asyncio.get_running_loop().call_soon(calls[1].cancel)
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] == ["0"] and results[2] == ["2"]
+    assert isinstance(results[1], asyncio.CancelledError)
     assert await send([("ECHO", "next")]) == ["next"]
 
 
