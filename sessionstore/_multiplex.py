@@ -9,9 +9,11 @@ commands went out (Redis answers the commands of one connection in order).
 Concurrent calls share the socket: at 32 at a time one read often brings
 back many calls' replies, and the calls that then go on in the same
 event-loop iteration write together (auto-pipelining): a call that finds
-nothing in flight writes at once; one that finds calls in flight queues its
-bytes, and one flush task, scheduled by the first of them, writes the whole
-queue in one socket write at the next iteration. One write instead of
+nothing in flight writes at once, unless the last read answered several
+calls (they resume together, so the others are about to write too); one that
+finds calls in flight queues its bytes, and one flush task, scheduled by the
+first of them, writes the whole queue in one socket write at the next
+iteration. A lone caller (c=1) never waits for a flush. One write instead of
 several saves syscalls and Redis wake-ups, and the queue keeps the write
 order equal to the order of the waiting calls.
 
@@ -76,6 +78,8 @@ class _Link:
     queued: list[bytes] = field(default_factory=list)
     #: The task that writes `queued` at the next loop iteration, while one is due.
     flush: asyncio.Task[None] | None = None
+    #: The last read answered several calls: they resume together, so a write is queued.
+    resuming: bool = False
     reader: asyncio.Task[None] | None = None
     #: While calls wait: when the socket timeout runs out without a byte from Redis.
     expect_by: float | None = None
@@ -141,15 +145,19 @@ class MultiplexedConnection:
         # Nothing awaits from here to the write, so the calls' writes are in the
         # order of the queue: the order their replies come back in.
         now = link.last_used = loop.time()
-        if link.waiting:
-            # Calls in flight: their replies come first anyway, so this write can
-            # wait for the others of this loop iteration and go out with them.
+        if link.waiting or link.resuming:
+            if not link.waiting and self._timeout is not None:
+                self._expect(link, now + self._timeout)
+            # Calls in flight (their replies come first anyway) or resumed with this
+            # one: this write waits for the others of this loop iteration and goes
+            # out with them.
             link.waiting.append(call)
             link.queued.append(packed)
             if link.flush is None:
                 link.flush = loop.create_task(self._flush(link))
             return await call.future
-        # Alone: written at once, so a lone caller pays no extra loop iteration.
+        # Alone, and no other call resumed with it: written at once, so a lone
+        # caller pays no extra loop iteration.
         if self._timeout is not None:
             self._expect(link, now + self._timeout)
         link.waiting.append(call)
@@ -164,6 +172,7 @@ class MultiplexedConnection:
         """Write the calls queued on `link` in this loop iteration, in one write;
         a failed write fails them all (and every other call on `link`)."""
         link.flush = None
+        link.resuming = False
         if link.dropped or not link.queued:
             return
         packed = b"".join(link.queued) if len(link.queued) > 1 else link.queued[0]
@@ -276,9 +285,12 @@ class MultiplexedConnection:
         waiting, stream, parser = link.waiting, link.stream, link.parser
         loop = asyncio.get_running_loop()
         timeout = self._timeout
+        answered = 0
         while True:
             reply = parser.gets()
             if reply is _INCOMPLETE:
+                link.resuming = answered > 1
+                answered = 0
                 data = await stream.read(_READ_SIZE)
                 if not data:
                     raise rex.ConnectionError("Connection closed by server.")
@@ -293,6 +305,7 @@ class MultiplexedConnection:
             call.replies.append(reply)
             if len(call.replies) == len(call.callbacks):
                 waiting.popleft()
+                answered += 1
                 if not waiting:
                     link.expect_by = None
                 _answer(call)

@@ -79,6 +79,27 @@ async def test_calls_of_one_loop_iteration_go_out_in_one_write(
     assert round_trips.total == 3  # a lone call: one write of its own
 
 
+async def test_calls_answered_by_one_read_write_together_again(
+    redis: RedisClient, round_trips: RoundTrips
+) -> None:
+    """Calls whose replies came in one read resume in the same loop iteration, so
+    their next writes go out as one, the first included: it finds nothing in flight,
+    but the others are about to write. (The three first calls are queued behind a
+    long script, so Redis answers them in one write.)"""
+    send = _sender(redis)
+    await send([("PING",)])
+    round_trips.reset()
+
+    async def twice(i: int) -> list[object]:
+        return [*(await send([("ECHO", f"a{i}")])), *(await send([("ECHO", f"b{i}")]))]
+
+    busy = asyncio.create_task(send([("EVAL", _SPIN, 0)]))
+    calls = [asyncio.create_task(twice(i)) for i in range(3)]
+    assert await asyncio.gather(*calls) == [[f"a{i}", f"b{i}"] for i in range(3)]
+    assert await busy == ["slow"]
+    assert round_trips.total == 3  # the script, the three first calls, the three next
+
+
 async def test_a_failed_write_fails_every_call_queued_for_it(
     redis: RedisClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
