@@ -1,5 +1,5 @@
 """MCP tool calls per second: the plain SDK on one replica beside `mcp_app` on one and on
-three replicas behind HAProxy, in the same run, with Redis round trips per call.
+three replicas behind HAProxy, in the same run, with Redis writes per call.
 
 * ``plain SDK, 1 replica``     the SDK's own Streamable HTTP app (sessions in memory)
 * ``plain SDK, 1 replica, in-memory events``  the same with an in-memory EventStore:
@@ -11,9 +11,10 @@ three replicas behind HAProxy, in the same run, with Redis round trips per call.
 * ``mcp_app, 3 replicas``      three uvicorn processes behind HAProxy (round robin,
                                no stickiness): every call may land on another replica
 
-The one-replica servers run in this process on uvicorn (so the Redis round trips of a
-call are counted here: every command or pipeline written is one, writes of nothing but
-events counted apart); the three replicas are child processes. Clients are the SDK's own
+The one-replica servers run in this process on uvicorn (so the Redis writes of a call
+are counted here: every socket write of commands is one, and concurrent calls whose
+writes the store's connection coalesces share one; writes of nothing but events counted
+apart); the three replicas are child processes. Clients are the SDK's own
 `Client` (handshake mode), ``--clients`` sessions calling concurrently. Every server is
 up for the whole run and the rows are measured in ``--rounds`` rounds, one after the
 other in each round, so a shared machine's load swings reach every row alike: a row
@@ -141,7 +142,7 @@ def three_replicas_behind_haproxy(url: str, prefix: str) -> Iterator[str]:
 async def run_calls(
     url: str, tool: str, count: int, clients: int
 ) -> tuple[float, float, float, float]:
-    """(calls/s, Redis round trips per call, event writes per call, CPU ms of this process
+    """(calls/s, Redis writes per call, event writes per call, CPU ms of this process
     per call) of `tool` on `url`."""
     arguments = {"text": "hi"} if tool == "echo" else {}
     async with AsyncExitStack() as stack:
@@ -226,7 +227,7 @@ def report(rows: Rows, count: int, clients: int, rounds: int) -> None:
     print(f"{count} calls, {clients} clients calling concurrently, {rounds} rounds\n")
     print(
         "| server | tool | calls/s | vs plain | vs plain keeping events alike | CPU ms/call"
-        " | alike plain's CPU over it | Redis RT/call | event writes/call |"
+        " | alike plain's CPU over it | Redis writes/call | event writes/call |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for (name, tool), runs in rows.items():
