@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -49,10 +50,10 @@ async def _took(call: Callable[[], Awaitable[Any]]) -> tuple[float, BaseExceptio
     return time.monotonic() - started, None
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
+@asynccontextmanager
+async def _private_cluster(replicas: int) -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
     """A private 3-master cluster (the shared one is never stopped) and a client of it."""
-    with LocalCluster(3) as local:
+    with LocalCluster(3, replicas=replicas) as local:
         settings = RedisSettings.from_dsn(
             local.url,
             socket_timeout=timedelta(seconds=SOCKET_TIMEOUT_SECONDS),
@@ -65,6 +66,13 @@ async def cluster() -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
             yield local, client
         finally:
             await client.aclose()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
+    """A private cluster of 3 masters and a client of it."""
+    async with _private_cluster(replicas=0) as made:
+        yield made
 
 
 def _key_on(client: RedisCluster, node: LocalRedis, *, on: bool = True) -> str:
@@ -233,19 +241,8 @@ async def test_a_hung_primary_that_dies_clears_the_latch(
 @pytest.fixture
 async def replicated() -> AsyncIterator[tuple[LocalCluster, RedisCluster]]:
     """A private cluster of 3 masters with a replica each, and a client of it."""
-    with LocalCluster(3, replicas=1) as local:
-        settings = RedisSettings.from_dsn(
-            local.url,
-            socket_timeout=timedelta(seconds=SOCKET_TIMEOUT_SECONDS),
-            max_connections=MAX_CONNECTIONS,
-        )
-        client = create_client(settings)
-        assert isinstance(client, RedisCluster)
-        await client.initialize()
-        try:
-            yield local, client
-        finally:
-            await client.aclose()
+    async with _private_cluster(replicas=1) as made:
+        yield made
 
 
 async def test_a_hung_primary_failed_over_clears_the_latch(
