@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -70,7 +70,7 @@ class Lease:
     #: The session's state to change during the request (only with ``read_session``):
     #: its changes are committed with the lease's return, in the same round trip.
     draft: SessionDraft | None = None
-    _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+    _renewer: Renewal | None = field(default=None, repr=False)
     #: The lease's member in the fleet-wide set (named after the id it was taken on).
     global_member: str = field(init=False, repr=False)
 
@@ -356,7 +356,6 @@ class TrackedLease:
         self._session_id = session_id
         self._kind = kind
         self.lease: Lease | None = None
-        self._timer: asyncio.TimerHandle | None = None
         #: Commands to send in the same round trip as the lease's return (say, the
         #: write of a response that must be stored once the request is done).
         self.riders: list[tuple[Arg, ...]] = []
@@ -365,16 +364,9 @@ class TrackedLease:
         lease = await self._tracker.take(
             self._session_id, self._kind, read_session=self._read_session
         )
-        # A timer, not a sleeping task: most requests end before the first renewal,
-        # and a timer costs a fraction of a task to start and to cancel.
-        self._timer = asyncio.get_running_loop().call_later(
-            self._tracker.lease_seconds / 3, self._start_renewing, lease
-        )
+        lease._renewer = Renewal(self._tracker.lease_seconds / 3, lambda: self._renew(lease))
         self.lease = lease
         return lease
-
-    def _start_renewing(self, lease: Lease) -> None:
-        lease._renewer = asyncio.create_task(self._renew_forever(lease))
 
     async def __aexit__(
         self,
@@ -385,10 +377,8 @@ class TrackedLease:
         lease = self.lease
         if lease is None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
         if lease._renewer is not None:
-            lease._renewer.cancel()
+            lease._renewer.stop()
         try:
             # The draft's changes are committed only when the body succeeded.
             await self._tracker.release(lease, commit=exc is None, riders=self.riders)
@@ -402,29 +392,27 @@ class TrackedLease:
                 exc_info=True,
             )
 
-    async def _renew_forever(self, lease: Lease) -> None:
-        """Renew now (the timer waited the first period), then every period."""
-        period = self._tracker.lease_seconds / 3
-        while True:
-            try:
-                await self._tracker.renew(lease)
-            except (SessionGone, SessionNotFound):
-                # The session ended while the connection was open: nothing to keep.
-                logger.info(
-                    "lease %s stops renewing: session %s ended",
-                    lease.lease_id,
-                    short_id(lease.session_id),
-                )
-                return
-            except SessionStoreError:
-                logger.warning(
-                    "lease %s of session %s could not be renewed",
-                    lease.lease_id,
-                    short_id(lease.session_id),
-                    exc_info=True,
-                )
-                return
-            await asyncio.sleep(period)
+    async def _renew(self, lease: Lease) -> bool:
+        """One renewal; False when there is nothing more to renew."""
+        try:
+            await self._tracker.renew(lease)
+        except (SessionGone, SessionNotFound):
+            # The session ended while the connection was open: nothing to keep.
+            logger.info(
+                "lease %s stops renewing: session %s ended",
+                lease.lease_id,
+                short_id(lease.session_id),
+            )
+            return False
+        except SessionStoreError:
+            logger.warning(
+                "lease %s of session %s could not be renewed",
+                lease.lease_id,
+                short_id(lease.session_id),
+                exc_info=True,
+            )
+            return False
+        return True
 
 
 class TrackedFleetLease:
@@ -445,20 +433,13 @@ class TrackedFleetLease:
         self._tracker = tracker
         #: The lease's member in the fleet-wide set while it is held.
         self.member: str | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._renewer: asyncio.Task[None] | None = None
+        self._renewer: Renewal | None = None
 
     async def __aenter__(self) -> TrackedFleetLease:
         if self._tracker.context.settings.max_requests_global > 0:
-            self.member = await self._tracker.take_fleet()
-            # A timer, not a sleeping task (see `TrackedLease`).
-            self._timer = asyncio.get_running_loop().call_later(
-                self._tracker.lease_seconds / 3, self._start_renewing, self.member
-            )
+            member = self.member = await self._tracker.take_fleet()
+            self._renewer = Renewal(self._tracker.lease_seconds / 3, lambda: self._renew(member))
         return self
-
-    def _start_renewing(self, member: str) -> None:
-        self._renewer = asyncio.create_task(self._renew_forever(member))
 
     async def __aexit__(
         self,
@@ -467,10 +448,8 @@ class TrackedFleetLease:
         tb: TracebackType | None,
     ) -> None:
         member, self.member = self.member, None
-        if self._timer is not None:
-            self._timer.cancel()
         if self._renewer is not None:
-            self._renewer.cancel()
+            self._renewer.stop()
         if member is None:
             return
         try:
@@ -482,16 +461,49 @@ class TrackedFleetLease:
                 "could not return fleet lease %s; it lapses at its deadline", member, exc_info=True
             )
 
-    async def _renew_forever(self, member: str) -> None:
-        """Renew now (the timer waited the first period), then every period."""
-        period = self._tracker.lease_seconds / 3
+    async def _renew(self, member: str) -> bool:
+        """One renewal; False when there is nothing more to renew."""
+        try:
+            await self._tracker.renew_fleet(member)
+        except SessionStoreError:
+            logger.warning("fleet lease %s could not be renewed", member, exc_info=True)
+            return False
+        return True
+
+
+class Renewal:
+    """Renews a held lease in the background: `renew` once every `period` seconds,
+    the first one period after it is made, until `renew` says False or `stop`.
+
+    Until the first renewal it is a timer, not a sleeping task: most requests end
+    before it, and a timer costs a fraction of a task to start and to cancel.
+    """
+
+    def __init__(self, period: float, renew: Callable[[], Awaitable[bool]]) -> None:
+        self._period = period
+        self._renew = renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(period, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        # Renew now (the timer waited the first period), then every period.
         while True:
-            try:
-                await self._tracker.renew_fleet(member)
-            except SessionStoreError:
-                logger.warning("fleet lease %s could not be renewed", member, exc_info=True)
+            if not await self._renew():
                 return
-            await asyncio.sleep(period)
+            await asyncio.sleep(self._period)
+
+    def done(self) -> bool:
+        """Whether renewing has ended (its `renew` said False, or it was stopped)."""
+        return self._task is not None and self._task.done()
+
+    def stop(self) -> None:
+        """Stop renewing (a renewal under way is cancelled)."""
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 def _returned(reply: list[Any]) -> bool:

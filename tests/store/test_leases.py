@@ -139,6 +139,29 @@ async def test_held_lease_is_renewed_while_the_body_runs(
         assert (await store.get(made.id)).active_requests == 1
 
 
+async def test_held_fleet_lease_is_renewed_and_returned(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """A long request of no session keeps its fleet-wide lease past several lease
+    periods (its deadline moves on), and gives it back when the block ends."""
+    store = _store(
+        redis, key_prefix, request_lease_ttl=timedelta(milliseconds=150), max_requests_global=2
+    )
+    fleet_key = store.keys.global_requests()
+    async with store.track_fleet_request() as held:
+        assert held.member is not None
+        member = held.member
+        first = await redis.zscore(fleet_key, member)
+        assert first is not None
+
+        async def renewed_twice() -> bool:
+            score = await redis.zscore(fleet_key, member)
+            return score is not None and score > first + 100
+
+        await eventually(renewed_twice, timeout=5)
+    assert await redis.zscore(fleet_key, member) is None
+
+
 async def test_a_lease_whose_session_ended_stops_renewing_quietly(
     redis: RedisClient, key_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
