@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .._log_filters import add_filter_once
+
 _ID = re.compile(r"\b([0-9]{1,5}\.[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{20}\b")
 #: The SDK loggers that may name a session id.
 SDK_LOGGERS = ("mcp.server.streamable_http", "mcp.server.streamable_http_manager")
@@ -29,6 +31,4 @@ class RedactSessionIds(logging.Filter):
 def redact_sdk_logs() -> None:
     """Install `RedactSessionIds` on the SDK's transport loggers (once)."""
     for name in SDK_LOGGERS:
-        sdk_logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSessionIds) for f in sdk_logger.filters):
-            sdk_logger.addFilter(RedactSessionIds())
+        add_filter_once(name, RedactSessionIds)

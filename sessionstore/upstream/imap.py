@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from aioimaplib import aioimaplib as _imap
 from pydantic import SecretStr
 
+from .._log_filters import add_filter_once
 from ..exceptions import InvalidInput
 from ._faults import ConnectionDropped, ReplyError, ServerBye
 from ._imap_client import EmailMetadata, ImapClient
@@ -63,13 +64,7 @@ class _ScrubLogin(logging.Filter):
         return True
 
 
-def _install_scrub() -> None:
-    target = logging.getLogger(_imap.__name__)
-    if not any(isinstance(f, _ScrubLogin) for f in target.filters):
-        target.addFilter(_ScrubLogin())
-
-
-_install_scrub()
+add_filter_once(_imap.__name__, _ScrubLogin)
 
 
 class _WatchedProtocol(_imap.IMAP4ClientProtocol):  # type: ignore[misc]

@@ -77,6 +77,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from .._log_filters import add_filter_once
 from ..exceptions import InvalidInput
 from ._classify import Action, Verdict
 from ._faults import ConnectionDropped
@@ -112,13 +113,7 @@ class _ShortenSessionIds(logging.Filter):
         return True
 
 
-def _install_shortener() -> None:
-    target = logging.getLogger(streamable_http_client.__module__)
-    if not any(isinstance(f, _ShortenSessionIds) for f in target.filters):
-        target.addFilter(_ShortenSessionIds())
-
-
-_install_shortener()
+add_filter_once(streamable_http_client.__module__, _ShortenSessionIds)
 
 
 class SessionTerminated(ConnectionDropped):
