@@ -6,9 +6,10 @@ store's own layout is written by the store; the alternatives are written with
 plain commands holding the same ids, deadlines and user ids, so only the shape
 differs:
 
-* the session record as the store writes it, without ``last_activity`` (it is
-  always ``idle_deadline - idle_timeout_ms``), and without ``version`` too (a
-  record without one is at version 1), for user ids of 4 to 40 characters;
+* the session record as the store writes it (no ``last_activity``: it is always
+  ``idle_deadline - idle_timeout_ms``; no ``version`` while it is 1), beside the
+  same record as earlier builds wrote it (both fields stored), for user ids of 4
+  to 40 characters;
 * the user index: a sorted set per user (the store's), one compact (listpack)
   sorted set per bucket of about 64 users with members
   ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
@@ -16,7 +17,12 @@ differs:
 * the expiry index: one sorted set per shard (the store's), and one set of session
   ids per shard and minute of deadline.
 
-    .venv/bin/python benchmarks/memory_layouts.py [--sessions 5000]
+    .venv/bin/python benchmarks/memory_layouts.py [--sessions 5000] [--prefix ss]
+
+The records' key prefix is random unless ``--prefix`` is given (the keys under it
+are dropped at the end: give ``ss`` only on a private Redis, as when
+``SESSIONSTORE_REDIS_URL`` is unset); a prefix longer than ``ss`` can put the
+record's key name in the next size class.
 """
 
 from __future__ import annotations
@@ -65,38 +71,36 @@ async def _create(
         await client.aclose()
 
 
-def record_sizes(url: str, raw: Redis, count: int) -> None:
-    """The record hash per session, as written and without `last_activity`."""
+def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
+    """The record hash per session, as earlier builds wrote it and as written."""
     print(
         "session record (hash), bytes per session:"
-        " as written / without last_activity / without last_activity and version"
+        " as earlier builds wrote it (last_activity, version) / as written"
     )
     for label, state in (("small", SMALL), ("10 x 50 B", LARGE)):
-        saved: dict[int, list[float]] = {1: [], 2: []}
+        saved: list[float] = []
         for user_chars in range(4, 41, 4):
-            prefix = "lay" + secrets.token_hex(3)
+            at = prefix or "lay" + secrets.token_hex(3)
             n = count // 10
-            asyncio.run(_create(url, prefix, n, user_chars, state))
-            pattern = f"{prefix}:{{*}}:session:*"
-            sizes = [_usage(raw, pattern) / n]
-            for left_out in (b"last_activity", b"version"):
-                _rewrite_without(raw, pattern, left_out)
-                sizes.append(_usage(raw, pattern) / n)
-            for step in saved:
-                saved[step].append(sizes[0] - sizes[step])
-            shown = " / ".join(f"{size:4.0f}" for size in sizes)
-            print(f"  {label:10} user id {user_chars:2} chars: {shown} B")
-            _drop(raw, prefix + ":*")
-        means = " / ".join(f"{statistics.mean(saved[step]):.0f}" for step in saved)
-        print(f"  {label:10} mean saving over these user ids: {means} B")
+            asyncio.run(_create(url, at, n, user_chars, state))
+            pattern = f"{at}:{{*}}:session:*"
+            written = _usage(raw, pattern) / n
+            _rewrite_as_earlier_builds(raw, pattern)
+            earlier = _usage(raw, pattern) / n
+            saved.append(earlier - written)
+            print(f"  {label:10} user id {user_chars:2} chars: {earlier:4.0f} / {written:4.0f} B")
+            _drop(raw, at + ":*")
+        print(f"  {label:10} mean saving over these user ids: {statistics.mean(saved):.0f} B")
 
 
-def _rewrite_without(raw: Redis, pattern: str, field: bytes) -> None:
-    """Write each record matching `pattern` again without `field` (a fresh listpack, as
-    a record written without it would have)."""
+def _rewrite_as_earlier_builds(raw: Redis, pattern: str) -> None:
+    """Write each record matching `pattern` again as earlier builds wrote it: with
+    `last_activity` and `version` (a fresh listpack, as such a write made)."""
     for key in raw.scan_iter(match=pattern, count=1000):
         fields = raw.hgetall(key)
-        del fields[field]
+        idle = int(fields[b"idle_deadline"]) - int(fields[b"idle_timeout_ms"])
+        fields.setdefault(b"last_activity", str(idle).encode())
+        fields.setdefault(b"version", b"1")
         ttl = raw.pttl(key)
         raw.delete(key)
         raw.hset(key, mapping=fields)  # type: ignore[arg-type]
@@ -141,11 +145,12 @@ def index_sizes(raw: Redis, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--prefix", help="the records' key prefix (default: a random one)")
     args = parser.parse_args()
     with redis_url() as url:
         raw = Redis.from_url(url)
         print(f"redis: {url}   {raw.info('server')['redis_version']}")
-        record_sizes(url, raw, args.sessions)
+        record_sizes(url, raw, args.sessions, args.prefix)
         index_sizes(raw, args.sessions)
         raw.close()
 

@@ -72,16 +72,18 @@ end
 -- Slide the idle deadline of an active session; keep its index entry and TTL in step
 -- (see `deadline_step`). f: the deadline fields from `record_state` (read here when
 -- nil); extra: more field/value pairs for the same HSET (a state write's attributes
--- and version).
+-- and version). The last activity is not stored: it is `idle_deadline -
+-- idle_timeout_ms`, which this write moves (a `last_activity` field that a record of an
+-- earlier build holds is left as it was; readers never read it).
 local function slide(k, session_id, now, grace_ms, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
   local idle_ms, absolute = tonumber(f[3]), tonumber(f[2])
   local idle = now + idle_ms
   local deadline = math.min(idle, absolute)
   if extra and #extra > 0 then
-    redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle, unpack(extra))
+    redis.call('HSET', k.record, 'idle_deadline', idle, unpack(extra))
   else
-    redis.call('HSET', k.record, 'last_activity', now, 'idle_deadline', idle)
+    redis.call('HSET', k.record, 'idle_deadline', idle)
   end
   local step = deadline_step(idle_ms)
   if math.floor(deadline / step) ~= math.floor(math.min(tonumber(f[1]), absolute) / step) then
@@ -93,17 +95,18 @@ end
 
 -- Write a new session record. spec: idle_ms, absolute_ms, grace_ms, user_id,
 -- conversation_id, metadata, resumed_from; state: flat {name, json, ...}.
--- Fields with nothing to say (an empty id or metadata, fence 0) are left out: readers
--- take a missing field as empty. The id is the key's; a record is active until its
--- deadlines say otherwise, so neither is stored in it.
+-- Fields with nothing to say (an empty id or metadata, fence 0, version 1) are left
+-- out: readers take a missing field as empty (a missing version as 1). The id is the
+-- key's; a record is active until its deadlines say otherwise, and its last activity is
+-- `idle_deadline - idle_timeout_ms`, so none of them is stored in it.
 local function write_session(k, session_id, now, spec, state)
   local absolute = now + spec.absolute_ms
   local idle = now + spec.idle_ms
   local deadline = math.min(idle, absolute)
   local bytes = 0
-  local fields = {'HSET', k.record, 'created_at', now, 'last_activity', now,
+  local fields = {'HSET', k.record, 'created_at', now,
     'idle_timeout_ms', spec.idle_ms, 'idle_deadline', idle, 'absolute_deadline', absolute,
-    'version', 1, 'state_count', #state / 2}
+    'state_count', #state / 2}
   for _, name in ipairs({'user_id', 'conversation_id', 'resumed_from'}) do
     if spec[name] and spec[name] ~= '' then
       fields[#fields + 1] = name

@@ -52,21 +52,22 @@ async def test_record_is_readable_with_redis_cli_field_names(
     store: SessionStore, redis: RedisClient
 ) -> None:
     """The hash has plain field names and one field per state attribute; fields with
-    nothing to say (no conversation, empty metadata, no lock yet) are left out."""
+    nothing to say (no conversation, empty metadata, no lock yet, version 1, the last
+    activity the deadline and timeout give) are left out."""
     made = await store.create(user_id="bob", state={"a": 1, "b": [1, 2]})
     key = store.session_keys(made.id).record
     fields = await redis.hgetall(key)
     for name in (
         "user_id",
         "created_at",
-        "last_activity",
+        "idle_timeout_ms",
         "idle_deadline",
         "absolute_deadline",
-        "version",
     ):
         assert name in fields
     assert fields["a:a"] == "1" and fields["a:b"] == "[1,2]"
-    assert not {"conversation_id", "metadata", "fence", "resumed_from"} & set(fields)
+    left_out = {"conversation_id", "metadata", "fence", "resumed_from", "last_activity", "version"}
+    assert not left_out & set(fields)
     ttl = await redis.pttl(key)
     assert ttl > 0, "every key has a TTL"
     await store.set_state(made.id, metadata={"client": "web"})
@@ -96,6 +97,75 @@ async def test_record_with_and_without_stored_last_activity_reads_the_same(
     assert stored == derived
     assert derived.last_activity == ms_to_datetime(idle)
     assert derived.idle_deadline - derived.last_activity == store.settings.idle_timeout
+
+
+async def test_new_record_leaves_out_last_activity_and_version(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A new record stores neither `last_activity` nor `version`, and no write other
+    than a state write adds them: it reads at version 1 with its last activity at the
+    latest touch, a compare-and-set write takes it from version 1 (storing 2), and a
+    lease's draft commit from there."""
+    made = await store.create(user_id="bob", state={"n": 1})
+    key = store.session_keys(made.id).record
+    await store.touch(made.id)
+    async with store.track_request(made.id):
+        pass
+    fields = await redis.hgetall(key)
+    assert not {"last_activity", "version"} & set(fields)
+    got = await store.get(made.id)
+    assert got.version == 1
+    assert got.last_activity == ms_to_datetime(
+        int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
+    )
+    assert got.last_activity > made.last_activity, "the touch and the lease moved it"
+    with pytest.raises(VersionConflict) as caught:
+        await store.set_state(made.id, {"n": 2}, expected_version=2)
+    assert caught.value.actual == 1
+    assert "version" not in await redis.hgetall(key), "a refused write stores nothing"
+    assert await store.set_state(made.id, {"n": 2}, expected_version=1) == 2
+    assert (await redis.hgetall(key))["version"] == "2"
+    async with store.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None and lease.session is not None
+        assert lease.session.version == 2
+        lease.draft["n"] = 3
+    got = await store.get(made.id)
+    assert (got.state, got.version) == ({"n": 3}, 3)
+    assert "last_activity" not in await redis.hgetall(key)
+
+
+async def test_record_with_last_activity_and_version_reads_and_writes_as_before(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record that stores both fields (as earlier builds wrote every record) is read
+    with the last activity its deadline gives, and its stored version is the
+    compare-and-set target of state writes and lease commits."""
+    made = await store.create(user_id="bob", state={"n": 1})
+    key = store.session_keys(made.id).record
+    created = (await redis.hgetall(key))["created_at"]
+    await redis.hset(key, mapping={"last_activity": created, "version": 4})
+    await store.touch(made.id)
+    got = await store.get(made.id)
+    fields = await redis.hgetall(key)
+    assert got.version == 4
+    assert got.last_activity == ms_to_datetime(
+        int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
+    )
+    assert got.idle_deadline - got.last_activity == store.settings.idle_timeout
+    with pytest.raises(VersionConflict) as caught:
+        await store.set_state(made.id, {"n": 2}, expected_version=1)
+    assert caught.value.actual == 4
+    assert await store.set_state(made.id, {"n": 2}, expected_version=4) == 5
+    async with store.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None and lease.session is not None
+        assert lease.session.version == 5
+        lease.draft["n"] = 3
+        del lease.draft["n"]
+        lease.draft["m"] = 1
+    got = await store.get(made.id)
+    assert (got.state, got.version) == ({"m": 1}, 6)
+    fields = await redis.hgetall(key)
+    assert (fields["version"], fields["state_count"]) == ("6", "1")
 
 
 async def test_record_without_version_is_at_version_one(
