@@ -2,20 +2,23 @@
 
 The store's hot path (script calls and the read's plain commands, none of
 which blocks) goes through one `MultiplexedConnection` per standalone or
-Sentinel client instead of redis-py's pool and pipeline: a call packs its
-commands with hiredis (C); one reader task per connection takes the replies
-off the socket with a hiredis reader and hands them out in the order the
-commands went out (Redis answers the commands of one connection in order).
-Concurrent calls share the socket: at 32 at a time one read often brings
-back many calls' replies, and the calls that then go on in the same
-event-loop iteration write together (auto-pipelining): a call that finds
-nothing in flight writes at once, unless the last read answered several
-calls (they resume together, so the others are about to write too); one that
-finds calls in flight queues its bytes, and one flush task, scheduled by the
-first of them, writes the whole queue in one socket write at the next
-iteration. A lone caller (c=1) never waits for a flush. One write instead of
-several saves syscalls and Redis wake-ups, and the queue keeps the write
-order equal to the order of the waiting calls.
+Sentinel client instead of redis-py's pipeline: a call packs its commands
+with hiredis (C) and writes them with redis-py's ``send_packed_command``;
+the replies are taken as they arrive by a protocol of ours installed on the
+connection's transport once redis-py has connected (``data_received`` feeds
+a hiredis reader and hands them out in the order the commands went out:
+Redis answers the commands of one connection in order), so a reply wakes its
+caller directly, not through a reader task first. Concurrent calls share the
+socket: at 32 at a time one read often brings back many calls' replies, and
+the calls that then go on in the same event-loop iteration write together
+(auto-pipelining): a call that finds nothing in flight writes at once,
+unless the last read answered several calls (they resume together, so the
+others are about to write too); one that finds calls in flight queues its
+bytes, and one flush task, scheduled by the first of them, writes the whole
+queue in one socket write at the next iteration. A lone caller (c=1) never
+waits for a flush. One write instead of several saves syscalls and Redis
+wake-ups, and the queue keeps the write order equal to the order of the
+waiting calls.
 
 Why not redis-py's pipeline, and what is still redis-py's: docs/development.md.
 The connection itself is a redis-py connection made by the client's own pool
@@ -29,10 +32,12 @@ bound caps the bytes queued for a flush or left in the socket's send buffer
 handshake included, is bounded by the connect and socket timeouts; while
 calls wait, a socket timeout without a byte from Redis fails them all with
 ``redis.exceptions.TimeoutError`` and drops the connection, and the next call
-connects again. A caller that gives up (a cancelled task, a request budget)
-leaves its replies to be read and dropped, so the others' stay in step. A
-``READONLY`` reply (a Sentinel master that became a replica) is answered and
-the connection dropped, so the next call looks the master up again.
+connects again; a connection that closes (Redis gone, the socket cut) fails
+the calls waiting on it with ``ConnectionError``. A caller that gives up (a
+cancelled task, a request budget) leaves its replies to be read and dropped,
+so the others' stay in step. A ``READONLY`` reply (a Sentinel master that
+became a replica) is answered and the connection dropped, so the next call
+looks the master up again.
 """
 
 from __future__ import annotations
@@ -53,8 +58,6 @@ Command = Sequence[Any]
 Callback = Callable[..., Any]
 #: What the hiredis reader answers while a reply is still incomplete.
 _INCOMPLETE = object()
-#: Bytes asked of the socket per read.
-_READ_SIZE = 65536
 
 
 @dataclass(slots=True)
@@ -71,8 +74,9 @@ class _Link:
     """One connection, its reply reader and the calls waiting for replies on it."""
 
     connection: AbstractConnection
-    stream: asyncio.StreamReader
+    transport: asyncio.Transport
     parser: Any  # hiredis.Reader (hiredis ships no type hints)
+    loop: asyncio.AbstractEventLoop
     waiting: deque[_Call] = field(default_factory=deque)
     #: Packed commands of calls in `waiting` that the flush task has still to write.
     queued: list[bytes] = field(default_factory=list)
@@ -80,14 +84,14 @@ class _Link:
     flush: asyncio.Task[None] | None = None
     #: The last read answered several calls: they resume together, so a write is queued.
     resuming: bool = False
-    reader: asyncio.Task[None] | None = None
     #: While calls wait: when the socket timeout runs out without a byte from Redis.
     expect_by: float | None = None
     #: The timer that checks `expect_by` (at most one, re-armed lazily).
     watchdog: asyncio.TimerHandle | None = None
-    timed_out: bool = False
     last_used: float = 0.0
     dropped: bool = False
+    #: The task that closes redis-py's side of the connection, once dropped.
+    closing: asyncio.Task[None] | None = None
 
 
 def pack(commands: Sequence[Command]) -> bytes:
@@ -164,7 +168,7 @@ class MultiplexedConnection:
         try:
             await link.connection.send_packed_command(packed, check_health=False)
         except BaseException as exc:
-            await self._drop(link, exc)
+            await _closed(self._drop(link, exc))
             raise
         return await call.future
 
@@ -180,7 +184,7 @@ class MultiplexedConnection:
         try:
             await link.connection.send_packed_command(packed, check_health=False)
         except Exception as exc:
-            await self._drop(link, exc)
+            await _closed(self._drop(link, exc))
 
     def _callback(self, name: str) -> Callback | None:
         try:
@@ -218,7 +222,7 @@ class MultiplexedConnection:
         """Not dropped, still connected, and (when the client asks for health checks)
         not idle longer than the health-check interval: a connection that sat idle
         may have been cut silently, so it is replaced rather than trusted."""
-        if link.dropped or not link.connection.is_connected or link.stream.at_eof():
+        if link.dropped or not link.connection.is_connected or link.transport.is_closing():
             return False
         return not (
             self._health_interval
@@ -233,7 +237,7 @@ class MultiplexedConnection:
             if current is not None and self._usable(current, loop):
                 return current
             if current is not None and not current.waiting:
-                await self._drop(current, rex.ConnectionError("connection replaced"))
+                await _closed(self._drop(current, rex.ConnectionError("connection replaced")))
             settings = {**self._pool.connection_kwargs, "socket_timeout": None}
             connection = self._pool.connection_class(**settings)
             try:
@@ -245,10 +249,29 @@ class MultiplexedConnection:
             except BaseException:
                 await connection.disconnect(nowait=True)
                 raise
-            link = _Link(connection, connection._reader, _reader_for(connection))  # type: ignore[arg-type]
-            link.reader = loop.create_task(self._read(link))
-            self._link = link
+            self._link = link = self._take_replies(connection, loop)
             return link
+
+    def _take_replies(
+        self, connection: AbstractConnection, loop: asyncio.AbstractEventLoop
+    ) -> _Link:
+        """Take the replies of a connection redis-py has just made (handshake done)
+        in a protocol of ours, installed on its transport (TLS included), so a reply
+        wakes its caller directly; redis-py's stream protocol stays behind it for
+        the writes' flow control and for what its writer checks."""
+        writer = connection._writer
+        stream = connection._reader
+        assert writer is not None and stream is not None  # connected
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)  # what open_connection makes
+        link = _Link(connection, transport, _reader_for(connection), loop)
+        transport.set_protocol(_Replies(self, link, transport.get_protocol()))
+        # Bytes the stream read ahead of the handshake's replies (none, as a rule).
+        left = bytes(stream._buffer)  # type: ignore[attr-defined]
+        stream._buffer.clear()  # type: ignore[attr-defined]
+        if left:
+            self._received(link, left)
+        return link
 
     def _expect(self, link: _Link, by: float | None) -> None:
         """Set when the calls waiting on `link` must have heard from Redis; the one
@@ -262,65 +285,55 @@ class MultiplexedConnection:
         link.watchdog = None
         if link.dropped or link.expect_by is None:
             return
-        if asyncio.get_running_loop().time() < link.expect_by:
+        if link.loop.time() < link.expect_by:
             self._expect(link, link.expect_by)
-        elif link.reader is not None:
-            link.timed_out = True
-            link.reader.cancel()
+        else:
+            self._drop(link, rex.TimeoutError("Timeout reading from Redis"))
 
-    async def _read(self, link: _Link) -> None:
-        """Take replies off the socket and hand them to the calls, in order, for as
-        long as the connection lives; a socket timeout while calls wait drops it."""
-        try:
-            await self._pump(link)
-        except asyncio.CancelledError:
-            if not link.timed_out:
-                await self._drop(link, rex.ConnectionError("Redis client closed"))
-                raise
-            await self._drop(link, rex.TimeoutError("Timeout reading from Redis"))
-        except Exception as exc:  # the connection failed, or hiredis could not parse
-            await self._drop(link, exc)
-
-    async def _pump(self, link: _Link) -> None:
-        waiting, stream, parser = link.waiting, link.stream, link.parser
-        loop = asyncio.get_running_loop()
-        timeout = self._timeout
+    def _received(self, link: _Link, data: bytes) -> None:
+        """Hand the replies in `data` to the waiting calls, in order (called by the
+        transport as bytes arrive: the caller's future is set without a task of ours
+        in between); a reply nobody asked for, a parse error or ``READONLY`` drops
+        the connection."""
+        waiting, parser = link.waiting, link.parser
+        parser.feed(data)
+        # Bytes came: the calls still waiting get a new socket timeout.
+        if waiting and self._timeout is not None:
+            link.expect_by = link.loop.time() + self._timeout
         answered = 0
-        while True:
-            reply = parser.gets()
-            if reply is _INCOMPLETE:
-                link.resuming = answered > 1
-                answered = 0
-                data = await stream.read(_READ_SIZE)
-                if not data:
-                    raise rex.ConnectionError("Connection closed by server.")
-                parser.feed(data)
-                # Bytes came: the calls still waiting get a new socket timeout.
-                if waiting and timeout is not None:
-                    link.expect_by = loop.time() + timeout
-                continue
-            if not waiting:
-                raise rex.ConnectionError("Redis sent a reply nobody asked for")
-            call = waiting[0]
-            call.replies.append(reply)
-            if len(call.replies) == len(call.callbacks):
-                waiting.popleft()
-                answered += 1
+        try:
+            while (reply := parser.gets()) is not _INCOMPLETE:
                 if not waiting:
-                    link.expect_by = None
-                _answer(call)
-                if self._slot_waiters:
-                    self._wake_one()
-            if isinstance(reply, rex.ReadOnlyError):
-                raise rex.ConnectionError("Redis is a replica now (READONLY)")
+                    raise rex.ConnectionError("Redis sent a reply nobody asked for")
+                call = waiting[0]
+                call.replies.append(reply)
+                if len(call.replies) == len(call.callbacks):
+                    waiting.popleft()
+                    answered += 1
+                    if not waiting:
+                        link.expect_by = None
+                    _answer(call)
+                    if self._slot_waiters:
+                        self._wake_one()
+                if isinstance(reply, rex.ReadOnlyError):
+                    raise rex.ConnectionError("Redis is a replica now (READONLY)")
+        except Exception as exc:  # hiredis could not parse, or a reply callback failed
+            self._drop(link, exc)
+            return
+        # Several calls answered by this read resume together: their writes are queued.
+        link.resuming = answered > 1
 
-    async def _drop(self, link: _Link, exc: BaseException) -> None:
+    def _drop(self, link: _Link, exc: BaseException) -> asyncio.Task[None] | None:
         """Fail every call waiting on `link` and close it (the next call connects
-        again): after a failed read or write nobody knows which reply is whose."""
+        again): after a failed read or write nobody knows which reply is whose.
+
+        Returns the task that closes redis-py's side of the connection, to be awaited
+        by callers that can (the transport's callbacks cannot), or None if `link` was
+        dropped already."""
         if self._link is link:
             self._link = None
         if link.dropped:
-            return
+            return None
         link.dropped = True
         waiting = list(link.waiting)
         link.waiting.clear()
@@ -332,18 +345,54 @@ class MultiplexedConnection:
             self._wake_one()
         if link.watchdog is not None:
             link.watchdog.cancel()
-        if link.reader is not None and link.reader is not asyncio.current_task():
-            link.reader.cancel()
-        await link.connection.disconnect(nowait=True)
+        link.transport.abort()  # replies still on their way are nobody's now
+        link.closing = link.loop.create_task(link.connection.disconnect(nowait=True))
+        return link.closing
 
     async def aclose(self) -> None:
         """Close the connection; calls still waiting fail with ``ConnectionError``."""
         link, self._link = self._link, None
         if link is None:
             return
-        await self._drop(link, rex.ConnectionError("Redis client closed"))
-        pending = [task for task in (link.reader, link.flush) if task is not None]
+        self._drop(link, rex.ConnectionError("Redis client closed"))
+        pending = [task for task in (link.closing, link.flush) if task is not None]
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Replies(asyncio.Protocol):
+    """The protocol of a multiplexed connection's transport: bytes that arrive go to
+    `MultiplexedConnection._received`; writing (pause and resume) and the end of the
+    connection are passed on to redis-py's stream protocol, so its writer's ``drain``
+    waits and fails as before."""
+
+    def __init__(
+        self, owner: MultiplexedConnection, link: _Link, streams: asyncio.BaseProtocol
+    ) -> None:
+        self._owner = owner
+        self._link = link
+        self._streams = streams
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._received(self._link, data)
+
+    def eof_received(self) -> None:
+        return None  # the transport closes itself, then connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._streams.connection_lost(exc)
+        self._owner._drop(self._link, exc or rex.ConnectionError("Connection closed by server."))
+
+    def pause_writing(self) -> None:
+        self._streams.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._streams.resume_writing()
+
+
+async def _closed(closing: asyncio.Task[None] | None) -> None:
+    """Wait for a dropped link's connection to be closed (None: closed by another)."""
+    if closing is not None:
+        await closing
 
 
 def _reader_for(connection: AbstractConnection) -> Any:

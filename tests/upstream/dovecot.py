@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from sessionstore.testing import free_port, wait_until
+from tests.certificates import self_signed
 
 _CONFIG = """\
 base_dir = {d}/run
@@ -96,7 +97,7 @@ class Dovecot:
         (self.directory / "passwd").write_text("".join(lines))
         ssl = "ssl = no"
         if tls:
-            self.certificate, key = _self_signed(self.directory)
+            self.certificate, key = self_signed(self.directory)
             ssl = f"ssl = yes\nssl_cert = <{self.certificate}\nssl_key = <{key}"
         self.config.write_text(
             _CONFIG.format(d=self.directory, port=self.port, tls_port=self.tls_port, ssl=ssl)
@@ -187,43 +188,3 @@ class Dovecot:
         """Stop and delete the directory."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A throw-away certificate for 127.0.0.1 and its key (PEM files)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
