@@ -184,6 +184,35 @@ async def test_a_connection_lost_mid_reply_fails_the_waiting_calls(
     assert after != before
 
 
+async def test_a_write_larger_than_the_socket_buffers_waits_for_the_socket(
+    redis: RedisClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command larger than the socket's buffers makes the transport pause writing:
+    the writer waits until the socket drains (the pause and resume reach redis-py's
+    writer through the replies' protocol) and the command is answered whole."""
+    send = command_sender(redis)
+    assert send is not None
+    await send([("PING",)])
+    pauses = 0
+    original = asyncio.StreamReaderProtocol.pause_writing
+
+    def counting(protocol: asyncio.StreamReaderProtocol) -> None:
+        nonlocal pauses
+        pauses += 1
+        original(protocol)
+
+    # redis-py's stream protocol is what its writer's drain waits on.
+    monkeypatch.setattr(asyncio.StreamReaderProtocol, "pause_writing", counting)
+    key, value = f"{key_prefix}:big", "v" * 30_000_000
+    assert await send([("SET", key, value), ("STRLEN", key), ("DEL", key)]) == [
+        True,
+        len(value),
+        1,
+    ]
+    assert pauses >= 1
+    assert await send([("ECHO", "next")]) == ["next"]
+
+
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """A private Redis that also listens with TLS: its TLS port and its certificate
@@ -222,3 +251,28 @@ async def test_calls_over_tls_get_their_own_replies(tls_redis: tuple[int, Path])
     finally:
         await multiplexed.aclose()
         await client.aclose()
+
+
+async def test_calls_over_a_unix_socket_get_their_own_replies(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A client on a Unix socket takes its replies the same way: concurrent calls each
+    get their own, and a reply larger than one read comes back whole."""
+    directory = tmp_path_factory.mktemp("unix-redis")
+    path = directory / "redis.sock"
+    with LocalRedis(directory=str(directory), extra=("--unixsocket", str(path))):
+        client = create_client(RedisSettings.from_dsn(f"unix://{path}"))
+        try:
+            send = command_sender(client)
+            assert send is not None
+            big = "z" * 300_000
+
+            async def one(i: int) -> list[object]:
+                return await send([("ECHO", f"{i}"), ("ECHO", big)])
+
+            replies = await asyncio.gather(*(one(i) for i in range(10)))
+            assert replies == [[f"{i}", big] for i in range(10)]
+            (info,) = await send([("CLIENT", "INFO")])
+            assert "flags=U" in info.split()  # Redis sees a Unix socket client
+        finally:
+            await client.aclose()
