@@ -7,9 +7,10 @@ plain commands holding the same ids, deadlines and user ids, so only the shape
 differs:
 
 * the session record as the store writes it (no ``last_activity``: it is always
-  ``idle_deadline - idle_timeout_ms``; no ``version`` while it is 1), beside the
-  same record as earlier builds wrote it (both fields stored), for user ids of 4
-  to 40 characters;
+  ``idle_deadline - idle_timeout_ms``; no ``version`` while it is 1; no
+  ``state_count`` / ``state_bytes`` while there is no attribute), beside the same
+  record as earlier builds wrote it (all four stored), for a small state, 10
+  attributes of 50 B and no state, and user ids of 4 to 40 characters;
 * the user index: a sorted set per user (the store's), one compact (listpack)
   sorted set per bucket of about 64 users with members
   ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
@@ -42,6 +43,8 @@ from sessionstore.settings import RedisSettings
 SHARDS = SessionSettings().shards
 SMALL = {"theme": "dark", "n": 1}
 LARGE = {f"attr{i}": "x" * 48 for i in range(10)}  # 50 bytes of JSON each
+#: What earlier builds stored in every record, with the value of a new one.
+EARLIER_BUILDS = {b"version": b"1", b"state_count": b"0", b"state_bytes": b"0"}
 
 
 def _usage(raw: Redis, pattern: str) -> int:
@@ -75,9 +78,14 @@ def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
     """The record hash per session, as earlier builds wrote it and as written."""
     print(
         "session record (hash), bytes per session:"
-        " as earlier builds wrote it (last_activity, version) / as written"
+        " as earlier builds wrote it (last_activity, version, state totals) / as written"
     )
-    for label, state in (("small", SMALL), ("10 x 50 B", LARGE)):
+    states: tuple[tuple[str, dict[str, object]], ...] = (
+        ("small", SMALL),
+        ("10 x 50 B", LARGE),
+        ("no state", {}),
+    )
+    for label, state in states:
         saved: list[float] = []
         for user_chars in range(4, 41, 4):
             at = prefix or "lay" + secrets.token_hex(3)
@@ -95,12 +103,14 @@ def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
 
 def _rewrite_as_earlier_builds(raw: Redis, pattern: str) -> None:
     """Write each record matching `pattern` again as earlier builds wrote it: with
-    `last_activity` and `version` (a fresh listpack, as such a write made)."""
+    `last_activity`, `version` and the state totals (a fresh listpack, as such a write
+    made)."""
     for key in raw.scan_iter(match=pattern, count=1000):
         fields = raw.hgetall(key)
         idle = int(fields[b"idle_deadline"]) - int(fields[b"idle_timeout_ms"])
         fields.setdefault(b"last_activity", str(idle).encode())
-        fields.setdefault(b"version", b"1")
+        for name, value in EARLIER_BUILDS.items():
+            fields.setdefault(name, value)
         ttl = raw.pttl(key)
         raw.delete(key)
         raw.hset(key, mapping=fields)  # type: ignore[arg-type]

@@ -95,8 +95,9 @@ end
 
 -- Write a new session record. spec: idle_ms, absolute_ms, grace_ms, user_id,
 -- conversation_id, metadata, resumed_from; state: flat {name, json, ...}.
--- Fields with nothing to say (an empty id or metadata, fence 0, version 1) are left
--- out: readers take a missing field as empty (a missing version as 1). The id is the
+-- Fields with nothing to say (an empty id or metadata, fence 0, version 1, the state's
+-- totals while it has no attribute) are left out: readers take a missing field as
+-- empty (a missing version as 1, missing totals as 0). The id is the
 -- key's; a record is active until its deadlines say otherwise, and its last activity is
 -- `idle_deadline - idle_timeout_ms`, so none of them is stored in it.
 local function write_session(k, session_id, now, spec, state)
@@ -105,8 +106,7 @@ local function write_session(k, session_id, now, spec, state)
   local deadline = math.min(idle, absolute)
   local bytes = 0
   local fields = {'HSET', k.record, 'created_at', now,
-    'idle_timeout_ms', spec.idle_ms, 'idle_deadline', idle, 'absolute_deadline', absolute,
-    'state_count', #state / 2}
+    'idle_timeout_ms', spec.idle_ms, 'idle_deadline', idle, 'absolute_deadline', absolute}
   for _, name in ipairs({'user_id', 'conversation_id', 'resumed_from'}) do
     if spec[name] and spec[name] ~= '' then
       fields[#fields + 1] = name
@@ -122,8 +122,11 @@ local function write_session(k, session_id, now, spec, state)
     fields[#fields + 1] = state[i + 1]
     bytes = bytes + string.len(state[i + 1])
   end
-  fields[#fields + 1] = 'state_bytes'
-  fields[#fields + 1] = bytes
+  if #state > 0 then
+    for _, v in ipairs({'state_count', #state / 2, 'state_bytes', bytes}) do
+      fields[#fields + 1] = v
+    end
+  end
   redis.call(unpack(fields))
   redis.call('PEXPIREAT', k.record,
              record_expires_at(deadline, deadline_step(spec.idle_ms), spec.grace_ms))
@@ -141,9 +144,11 @@ local function state_fields(first, n_set, n_del)
 end
 
 -- Check a state change against the limits; on success apply its deletions (HDEL) and
--- return the sets for the caller's HSET. f: an HMGET reply holding state_bytes,
--- state_count at f[at], f[at + 1], then the current values of `state_fields`.
--- Reply: {'ok', {field, value, ...}, bytes, count} | {'too_large', bytes} | {'too_many', count}
+-- return the sets for the caller's HSET, the new state_bytes and state_count among them
+-- (a missing total is 0: a state left without attributes drops both in its HDEL).
+-- f: an HMGET reply holding state_bytes, state_count at f[at], f[at + 1], then the
+-- current values of `state_fields`.
+-- Reply: {'ok', {field, value, ...}} | {'too_large', bytes} | {'too_many', count}
 local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   local bytes, count = tonumber(f[at] or 0), tonumber(f[at + 1] or 0)
   local sets, dels = {}, {}
@@ -164,8 +169,15 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   end
   if bytes > max_bytes then return {'too_large', bytes} end
   if count > max_count then return {'too_many', count} end
+  -- No attribute left (only deletions take the count to 0): the totals go with them.
+  if count > 0 then
+    for _, v in ipairs({'state_bytes', bytes, 'state_count', count}) do sets[#sets + 1] = v end
+  elseif #dels > 0 then
+    dels[#dels + 1] = 'state_bytes'
+    dels[#dels + 1] = 'state_count'
+  end
   if #dels > 0 then redis.call('HDEL', k.record, unpack(dels)) end
-  return {'ok', sets, bytes, count}
+  return {'ok', sets}
 end
 
 -- End a session: tombstone kept for retention_ms; record, leases, lock, upstream

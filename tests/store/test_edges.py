@@ -37,6 +37,58 @@ async def test_a_repeated_delete_name_is_subtracted_once(
     assert set((await small.get(made.id)).state) == {"b", "c", "d"}
 
 
+async def test_state_totals_are_left_out_while_no_attribute_is_held(
+    store: SessionStore, session_settings: SessionSettings
+) -> None:
+    """A session without state stores no state_count / state_bytes; they come with the
+    first attribute, go with the last one deleted (by a state write or a lease's draft
+    commit), and the limits hold all along."""
+    settings = session_settings.model_copy(update={"max_attributes": 2, "max_state_bytes": 100})
+    small = SessionStore(store.redis, settings)
+    made = await small.create(user_id="ida")
+    key = store.keys.session(made.id).record
+    totals = ("state_count", "state_bytes")
+    assert await store.redis.hmget(key, *totals) == [None, None]
+    await small.set_state(made.id, metadata={"m": 1}, delete=["absent"])
+    assert await store.redis.hmget(key, *totals) == [None, None]
+    await small.set_state(made.id, {"a": 1, "b": 22})
+    assert await store.redis.hmget(key, *totals) == ["2", "3"]
+    with pytest.raises(PayloadTooLarge):
+        await small.set_state(made.id, {"c": 3})
+    await small.set_state(made.id, delete=["a", "b"])
+    assert await store.redis.hmget(key, *totals) == [None, None]
+    async with small.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None
+        lease.draft["x"] = "y" * 90
+    assert await store.redis.hmget(key, *totals) == ["1", "92"]
+    with pytest.raises(PayloadTooLarge):
+        await small.set_state(made.id, {"z": "z" * 9})
+    async with small.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None
+        del lease.draft["x"]
+    assert await store.redis.hmget(key, *totals) == [None, None]
+    got = await small.get(made.id)
+    assert (got.state, got.metadata, got.version) == ({}, {"m": 1}, 6)
+
+
+async def test_a_record_with_state_totals_at_zero_is_written_as_before(
+    store: SessionStore, session_settings: SessionSettings
+) -> None:
+    """A record holding state_count / state_bytes at 0 (as earlier builds wrote every
+    record without state) counts from there."""
+    settings = session_settings.model_copy(update={"max_attributes": 1})
+    small = SessionStore(store.redis, settings)
+    made = await small.create()
+    key = store.keys.session(made.id).record
+    await store.redis.hset(key, mapping={"state_count": 0, "state_bytes": 0})
+    await small.set_state(made.id, metadata={"m": 1})
+    assert await store.redis.hmget(key, "state_count", "state_bytes") == ["0", "0"]
+    await small.set_state(made.id, {"a": 1})
+    assert await store.redis.hmget(key, "state_count", "state_bytes") == ["1", "1"]
+    with pytest.raises(PayloadTooLarge):
+        await small.set_state(made.id, {"b": 2})
+
+
 async def test_the_user_index_keeps_a_longer_lifetime(store: SessionStore) -> None:
     """A session created with a lifetime past the default stays listed for all of it."""
     lifetime = store.settings.absolute_lifetime * 3

@@ -39,8 +39,7 @@ if staged[1] ~= 'ok' then
 end
 version = version + 1
 for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
-for _, v in ipairs({'version', version, 'state_bytes', staged[3], 'state_count', staged[4]}) do
-  extra[#extra + 1] = v
-end
+extra[#extra + 1] = 'version'
+extra[#extra + 1] = version
 slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
 return {'ok', removed, version}

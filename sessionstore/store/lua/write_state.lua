@@ -22,9 +22,8 @@ local staged = stage_state(k, f, 6, 10, n_set, n_del, tonumber(ARGV[5]), tonumbe
 if staged[1] ~= 'ok' then return staged end
 version = version + 1
 local extra = staged[2]
-for _, v in ipairs({'version', version, 'state_bytes', staged[3], 'state_count', staged[4]}) do
-  extra[#extra + 1] = v
-end
+extra[#extra + 1] = 'version'
+extra[#extra + 1] = version
 if ARGV[7] == '{}' then
   redis.call('HDEL', k.record, 'metadata')  -- empty metadata is left out of the hash
 elseif ARGV[7] ~= '' then
