@@ -71,20 +71,32 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
     """Each hot script's first call (numkeys, keys, args) from real store operations."""
     seen: dict[str, tuple[Any, ...]] = {}
     by_sha = {script(name).sha: name for name in HOT}
-    client = store.redis
+    client: Any = store.redis
     send, queue = client.execute_command, Batch.script
+    multiplexed = getattr(client, "send_commands", None)
 
-    async def sending(*args: Any, **options: Any) -> Any:
+    def saw(args: tuple[Any, ...]) -> None:
         if args[0] == "EVALSHA" and args[1] in by_sha:
             seen.setdefault(by_sha[args[1]], args[2:])
+
+    async def sending(*args: Any, **options: Any) -> Any:
+        saw(args)
         return await send(*args, **options)
+
+    # A client of `create_client` sends the store's calls on its multiplexed connection.
+    async def sending_together(commands: list[tuple[Any, ...]]) -> Any:
+        for args in commands:
+            saw(args)
+        return await multiplexed(commands)
 
     def queued(batch: Batch, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
         picked = lua.keys_for(keys)
         seen.setdefault(lua.name, (len(picked), *picked, *args))
         return queue(batch, lua, keys, args)
 
-    client.execute_command = sending  # type: ignore[method-assign]
+    client.execute_command = sending
+    if multiplexed is not None:
+        client.send_commands = sending_together
     Batch.script = queued  # type: ignore[method-assign,assignment]
     try:
         made = await store.create(state={"theme": "dark", "n": 1})
@@ -94,7 +106,9 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
             assert lease.draft is not None
             lease.draft["n"] = 3
     finally:
-        client.execute_command = send  # type: ignore[method-assign]
+        client.execute_command = send
+        if multiplexed is not None:
+            client.send_commands = multiplexed
         Batch.script = queue  # type: ignore[method-assign]
     return {name: seen[name] for name in HOT}
 
