@@ -297,21 +297,23 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
         (
             f"{p}:{{N}}:upstreams:<id>",
             "hash",
-            "absolute deadline + sweep_grace",
+            "absolute deadline + sweep_grace; dropped with the session (its record's `extras`)",
             "upstream connection records, one JSON field per upstream (docs/upstream.md)",
             f"HGETALL {p}:{{N}}:upstreams:<id>",
         ),
         (
             f"{p}:{{N}}:mcp:<id>",
             "stream",
-            "~max events, the sessions' absolute_lifetime; dropped with the session",
+            "~max events, the sessions' absolute_lifetime; "
+            "dropped with the session (its record's `extras`)",
             "MCP SSE events of the session (sessionstore.mcp, docs/mcp.md): s stream id, m message",
             f"XREVRANGE {p}:{{N}}:mcp:<id> + - COUNT 10",
         ),
         (
             f"{p}:{{N}}:mcpget:<id>",
             "stream",
-            "~max events, the sessions' absolute_lifetime; dropped with the session",
+            "~max events, the sessions' absolute_lifetime; "
+            "dropped with the session (its record's `extras`)",
             "MCP events of the session's standalone GET stream (notifications): m message",
             f"XREVRANGE {p}:{{N}}:mcpget:<id> + - COUNT 10",
         ),

@@ -183,20 +183,26 @@ end
 -- End a session: tombstone kept for retention_ms; record, leases, lock, upstream
 -- records, MCP event streams and expiry entry dropped; counted; event emitted. All in the
 -- caller's script. known: the record's {user_id, conversation_id, created_at, metadata,
--- requests_until, conns_until, fence} when the caller has read them already. in_bulk:
--- the caller drops the expiry entry and counts the ending itself, once for a whole
--- batch (the sweep).
+-- requests_until, conns_until, fence, extras} when the caller has read them already.
+-- in_bulk: the caller drops the expiry entry and counts the ending itself, once for a
+-- whole batch (the sweep).
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
                            superseded_by, known, in_bulk)
   local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at',
-                                'metadata', 'requests_until', 'conns_until', 'fence')
+                                'metadata', 'requests_until', 'conns_until', 'fence', 'extras')
   -- Keys the record says cannot be there are not looked up (in a large keyspace every
   -- lookup is a cache miss): a lease set lives no longer than its latest lease
-  -- (`*_until`, its TTL), a lock key exists only once a lock was granted (`fence`).
-  -- Without a record (Redis dropped it) every key is dropped. A live record has no
-  -- tombstone, and the HSET below writes every tombstone field.
-  local gone = {'DEL', k.record, k.upstreams, k.mcp, k.mcpget}
+  -- (`*_until`, its TTL), a lock key exists only once a lock was granted (`fence`),
+  -- upstream records and MCP event streams only once `extras` was set (by the upstream
+  -- script's register and the MCP event store's first event). Without a record (Redis dropped it) every key is dropped. A live
+  -- record has no tombstone, and the HSET below writes every tombstone field.
+  local gone = {'DEL', k.record}
   local unknown = not f[3]
+  if unknown or f[8] then
+    gone[#gone + 1] = k.upstreams
+    gone[#gone + 1] = k.mcp
+    gone[#gone + 1] = k.mcpget
+  end
   if unknown or (f[5] and tonumber(f[5]) > now) then gone[#gone + 1] = k.requests end
   if unknown or (f[6] and tonumber(f[6]) > now) then gone[#gone + 1] = k.conns end
   if unknown or f[7] then gone[#gone + 1] = k.lock end

@@ -186,6 +186,23 @@ async def call(client: RedisClient, lua: LuaScript, keys: list[str], args: list[
             return await client.execute_command("EVAL", lua.source, len(keys), *keys, *args)
 
 
+@dataclass(frozen=True)
+class ScriptCall:
+    """One script call to be sent with other commands (`Batch.add`), e.g. a write that
+    rides with a lease's return.
+
+    .. versionadded:: 0.1
+    """
+
+    lua: LuaScript
+    keys: list[str]
+    args: list[Arg]
+
+
+#: What `Batch.add` queues: a plain command (its arguments) or a script call.
+BatchCall = tuple[Arg, ...] | ScriptCall
+
+
 class Batch:
     """Several script calls and commands sent together: one round trip per node.
 
@@ -205,6 +222,12 @@ class Batch:
         keys = lua.keys_for(keys)
         self._calls.append((lua, ("EVALSHA", lua.sha, len(keys), *keys, *args)))
         return len(self._calls) - 1
+
+    def add(self, call: BatchCall) -> int:
+        """Queue a script call or a plain command; returns its index in `execute`'s reply."""
+        if isinstance(call, ScriptCall):
+            return self.script(call.lua, call.keys, call.args)
+        return self.command(*call)
 
     def command(self, *args: Any, near: str | None = None) -> int:
         """Queue a plain command; returns its index in `execute`'s reply.

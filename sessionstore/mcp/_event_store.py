@@ -59,12 +59,13 @@ from pydantic import ValidationError
 
 from .. import SessionStore
 from .._redis import backend_errors
-from .._scripts import Arg
+from .._scripts import Arg, Batch, BatchCall, ScriptCall, ScriptLibrary
 from ..exceptions import SessionStoreError
 from ._metrics import McpMetrics
 from ._sdk import EventCallback, EventId, EventMessage, EventStore, StreamId
 
 logger = logging.getLogger("sessionstore.mcp")
+_scripts = ScriptLibrary("sessionstore.mcp")
 
 _EVENT_ID = re.compile(
     r"^([A-Za-z0-9_-]{8})\."
@@ -133,7 +134,7 @@ class RequestWrites:
     since_ms: int
     #: Commands sent with the request lease's return (`TrackedLease.riders`); None
     #: when there is no lease to ride with, or once it is being returned.
-    riders: list[tuple[Arg, ...]] | None = None
+    riders: list[BatchCall] | None = None
 
     def close(self) -> None:
         """The lease is being returned: later events are written on their own."""
@@ -206,6 +207,11 @@ class RedisEventStore(EventStore):
         #: The requests' events (and relayed answers) apart from the standalone stream's,
         #: so a tail of the one does not wake for the other.
         self._keys = {"r": keys.mcp_events, "g": keys.mcp_standalone}
+        self._record = keys.record
+        #: Whether this store's writes have marked the session's record (`extras`): its
+        #: first write does, through the `mcp_event` script, so ending the session drops
+        #: the streams; the later ones are plain XADD + PEXPIRE (the field stays).
+        self._marked = False
         self._tag = session_tag(session_id)
         self._max_events = max_events
         self._ttl_ms = int(store.settings.absolute_lifetime.total_seconds() * 1000)
@@ -233,6 +239,9 @@ class RedisEventStore(EventStore):
                 riders = stream.writes.riders if stream.writes is not None else None
                 if riders is not None:
                     riders.extend(self._commands(self._keys["r"], fields))
+                    # The mark rides in the same script as the entry: were the round
+                    # trip lost, a later write's stream lives to its TTL at most.
+                    self._marked = True
                     self._metrics.events_stored.inc()
                     return f"{self._tag}.f.{stream.nonce}"
         entry_id = await self._write(self._keys[kind], fields)
@@ -251,8 +260,13 @@ class RedisEventStore(EventStore):
         since = writes.since_ms if writes is not None else 0
         return f"{self._tag}.p.{since}.{nonce}"
 
-    def _commands(self, key: str, fields: dict[str, Arg]) -> list[tuple[Arg, ...]]:
+    def _commands(self, key: str, fields: dict[str, Arg]) -> list[BatchCall]:
+        """The write of one entry: the `mcp_event` script until the record is marked
+        (see `_marked`), then XADD + PEXPIRE; the entry id is the first reply."""
         pairs = [part for item in fields.items() for part in item]
+        if not self._marked:
+            args: list[Arg] = [self._max_events, self._ttl_ms, *pairs]
+            return [ScriptCall(_scripts("mcp_event"), [self._record, key], args)]
         return [
             ("XADD", key, "MAXLEN", "~", self._max_events, "*", *pairs),
             ("PEXPIRE", key, self._ttl_ms),
@@ -260,11 +274,12 @@ class RedisEventStore(EventStore):
 
     async def _write(self, key: str, fields: dict[str, Arg]) -> str:
         """Append one entry now (one round trip); returns its entry id."""
+        batch = Batch(self._store.redis)
+        for command in self._commands(key, fields):
+            batch.add(command)
         with backend_errors("storing an MCP event"):
-            async with self._store.redis.pipeline(transaction=False) as pipe:
-                for command in self._commands(key, fields):
-                    pipe.execute_command(*command)
-                entry_id, _ = await pipe.execute()
+            entry_id = (await batch.execute())[0]
+        self._marked = True
         self._metrics.events_stored.inc()
         return entry_id if isinstance(entry_id, str) else bytes(entry_id).decode()
 

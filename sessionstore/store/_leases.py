@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .._ids import short_id
-from .._scripts import Arg, Batch, call
+from .._scripts import Arg, Batch, BatchCall, call
 from .._time import to_ms
 from ..exceptions import (
     GlobalLimitExceeded,
@@ -204,7 +204,7 @@ class LeaseTracker:
         return reply
 
     async def release(
-        self, lease: Lease, *, commit: bool = False, riders: Sequence[tuple[Arg, ...]] = ()
+        self, lease: Lease, *, commit: bool = False, riders: Sequence[BatchCall] = ()
     ) -> None:
         """Return the lease: one round trip. Returning it twice is harmless.
 
@@ -241,7 +241,7 @@ class LeaseTracker:
         changes: tuple[list[str], list[str]] | None,
         *,
         global_too: bool = True,
-        riders: Sequence[tuple[Arg, ...]] = (),
+        riders: Sequence[BatchCall] = (),
     ) -> list[Any]:
         cfg = self.context.settings
         keys = self.context.keys.session(lease.session_id)
@@ -258,8 +258,8 @@ class LeaseTracker:
                 [self.context.keys.global_requests()],
                 ["release", lease.global_member],
             )
-        for command in riders:
-            batch.command(*command)
+        for rider in riders:
+            batch.add(rider)
         reply: list[Any] = (await batch.execute())[0]
         return reply
 
@@ -358,7 +358,7 @@ class TrackedLease:
         self.lease: Lease | None = None
         #: Commands to send in the same round trip as the lease's return (say, the
         #: write of a response that must be stored once the request is done).
-        self.riders: list[tuple[Arg, ...]] = []
+        self.riders: list[BatchCall] = []
 
     async def __aenter__(self) -> Lease:
         lease = await self._tracker.take(

@@ -11,6 +11,7 @@ from sessionstore import RedisClient, SessionStore
 from sessionstore.mcp import RedisEventStore
 from sessionstore.mcp._event_store import CURRENT_REQUEST, RequestWrites
 from sessionstore.mcp._sdk import EventMessage
+from tests.monitor import commands_run, naming
 
 
 def note(n: int) -> JSONRPCNotification:
@@ -143,3 +144,59 @@ async def test_ending_the_session_drops_its_stream(
     assert await redis.exists(keys.mcp_events, keys.mcp_standalone) == 2
     await getattr(store, ending)(session.id)
     assert await redis.exists(keys.mcp_events, keys.mcp_standalone) == 0
+
+
+async def test_only_a_stores_first_event_marks_the_record(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A store's first event of the session sets the record's `extras` (so ending the
+    session drops the streams); its later events are plain XADD + PEXPIRE, and a store on
+    another replica marks once more."""
+    session = await store.create()
+    record = store.keys.session(session.id).record
+    assert not await redis.hexists(record, "extras")
+    async with commands_run(redis) as seen:
+        events = RedisEventStore(store, session.id)
+        for n in range(3):
+            await events.store_event("1", note(n))
+        await events.store_event("_GET_stream", note(3))
+        await RedisEventStore(store, session.id).store_event("_GET_stream", note(4))
+    marks = [words for words in naming(seen, record) if words[0] == "HSET"]
+    assert marks == [["HSET", record, "extras", "1"]] * 2
+    assert len([words for words in seen if words[0] == "XADD"]) == 5
+    assert await redis.hget(record, "extras") == "1"
+
+
+async def test_a_first_event_riding_with_the_lease_return_marks_the_record(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A response that is the store's first event rides with the lease's return and
+    marks the record there."""
+    session = await store.create()
+    events = RedisEventStore(store, session.id)
+    tracked = store.track_request(session.id, read_session=True)
+    await tracked.__aenter__()
+    bound = CURRENT_REQUEST.set(RequestWrites(0, tracked.riders))
+    try:
+        await events.store_event("3", None)
+        await events.store_event("3", response(3))
+    finally:
+        CURRENT_REQUEST.reset(bound)
+    record = store.keys.session(session.id).record
+    assert not await redis.hexists(record, "extras")  # waits for the lease's return
+    await tracked.__aexit__(None, None, None)
+    assert await redis.hget(record, "extras") == "1"
+    assert await redis.xlen(store.keys.session(session.id).mcp_events) == 1
+
+
+async def test_an_event_of_an_ended_session_creates_no_record(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """The mark is written only into an existing record: an event stored after the session
+    ended leaves no record behind (its stream is left to its TTL)."""
+    session = await store.create()
+    await store.delete(session.id)
+    await RedisEventStore(store, session.id).store_event("1", note(1))
+    keys = store.keys.session(session.id)
+    assert not await redis.exists(keys.record)
+    assert await redis.pttl(keys.mcp_events) > 0

@@ -106,6 +106,24 @@ async def test_ended_session_refuses_writes_and_loses_its_records(store: Session
     assert await records.get(session.id, "mail") is None
 
 
+async def test_a_register_marks_the_record_and_a_refused_one_writes_nothing(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A register sets the record's `extras` (ending the session then drops the records
+    hash); a session without records has no such field, and a register refused for an
+    ended session creates neither a record nor a records hash."""
+    session, plain = await store.create(), await store.create()
+    records = UpstreamRecords(store)
+    await records.register(session.id, SPEC, REF)
+    assert await redis.hget(store.session_keys(session.id).record, "extras") == "1"
+    assert not await redis.hexists(store.session_keys(plain.id).record, "extras")
+    await store.delete(plain.id)
+    with pytest.raises(SessionClosed):
+        await records.register(plain.id, SPEC, REF)
+    keys = store.session_keys(plain.id)
+    assert await redis.exists(keys.record, keys.upstreams) == 0
+
+
 async def test_expired_session_takes_its_records(store: SessionStore) -> None:
     """Expiry (as the sweeper does it) deletes the upstream records with the session."""
     session = await store.create()

@@ -10,7 +10,12 @@ local now = now_ms()
 local state = record_state(old, now)
 if state ~= 'active' then return gone_reply(old, state) end
 if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
-for _, name in ipairs({'record', 'requests', 'conns', 'lock', 'upstreams'}) do
+-- Upstream records and MCP event streams exist only if the record says so (`extras`,
+-- see end_session); the field moves with the record.
+local extras = redis.call('HEXISTS', old.record, 'extras') == 1
+local moved = {'record', 'requests', 'conns', 'lock'}
+if extras then moved[#moved + 1] = 'upstreams' end
+for _, name in ipairs(moved) do
   if redis.call('EXISTS', old[name]) == 1 then redis.call('RENAME', old[name], new[name]) end
 end
 redis.call('HSET', new.record, 'rotated_from', old_id)
@@ -21,7 +26,7 @@ redis.call('ZREM', old.expiry, old_id)
 redis.call('ZADD', new.expiry, math.min(tonumber(f[4]), tonumber(f[5])), new_id)
 -- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.
-redis.call('DEL', old.tomb, old.mcp, old.mcpget)
+if extras then redis.call('DEL', old.mcp, old.mcpget) end
 redis.call('HSET', old.tomb, 'status', 'rotated', 'reason', 'rotated', 'ended_at', now,
   'user_id', user, 'conversation_id', conversation, 'created_at', f[3], 'metadata', '{}',
   'superseded_by', new_id)

@@ -28,11 +28,11 @@ for _, id in ipairs(due) do
   }
   -- One read of the record: its deadlines, what the tombstone keeps, which keys it has.
   local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata',
-                                'requests_until', 'conns_until', 'fence')
+                                'requests_until', 'conns_until', 'fence', 'extras')
   if state == 'overdue' then
     local reason = tonumber(f[2]) <= tonumber(f[1]) and 'lifetime' or 'idle'
     end_session(k, id, now, 'expired', 'expired', reason, retention, maxlen, '',
-                {f[4], f[5], f[6], f[7], f[8], f[9], f[10]}, true)
+                {f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]}, true)
     ended[#ended + 1] = id
     expired = expired + 1
   elseif state == 'active' then

@@ -1,6 +1,7 @@
 -- upstream: register, update or remove one upstream connection record of a session.
 -- A record is one JSON field (named after the upstream) of the session's upstreams
--- hash; end and sweep delete the hash with the session, rotate moves it. Writes to an
+-- hash; end and sweep delete the hash with the session (a register sets the record's
+-- `extras` field, which tells them to), rotate moves it. Writes to an
 -- ended session are refused, so a late reconnect job cannot resurrect its records.
 -- Times in the record are Redis time in ms. The hash lives until the session's
 -- absolute deadline + grace at most. A change of `state` emits an `upstream` event.
@@ -91,6 +92,9 @@ local encoded = string.sub(rest, 1, -2) .. ',"spec":' .. spec .. '}'
 if op == 'register' then redis.call('HINCRBY', k.stats, 'upstream_registered', 1) end
 if ARGV[9] == 'incr' then redis.call('HINCRBY', k.stats, 'upstream_failed_attempts', 1) end
 redis.call('HSET', k.upstreams, name, encoded)
+-- The record says the session has upstream records, so ending it drops them (see
+-- end_session); the record was checked above, so this HSET cannot create one.
+if op == 'register' then redis.call('HSET', k.record, 'extras', 1) end
 local absolute = redis.call('HGET', k.record, 'absolute_deadline')
 redis.call('PEXPIREAT', k.upstreams, tonumber(absolute) + tonumber(ARGV[4]))
 if record.state ~= old_state then
