@@ -2,7 +2,7 @@
 
 ``python -m tests.upstream.mcp_replica SETTINGS_JSON SESSION_ID SERVERS_JSON
 FALLBACKS_JSON SERVER TOOL`` prints ``{"upstream": ..., "skipped": [...], "value": ...}``
-or ``{"error": <type>, "reason": ...}`` as one JSON line.
+or ``{"error": <type>, "reason": ..., "message": ...}`` as one JSON line.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ async def call(argv: list[str]) -> dict[str, Any]:
             try:
                 served = await servers.call_tool(server, tool)
             except SessionStoreError as exc:
-                return {"error": type(exc).__name__, "reason": getattr(exc, "reason", None)}
+                return {
+                    "error": type(exc).__name__,
+                    "reason": getattr(exc, "reason", None),
+                    "message": str(exc),
+                }
             return {
                 "upstream": served.upstream,
                 "skipped": [list(s) for s in served.skipped],

@@ -48,9 +48,10 @@ BREAKER = {
 
 async def _other_replica(
     fields: dict[str, Any], session_id: str, servers: dict[str, Any], *, tool: str = "whoami"
-) -> Any:
+) -> dict[str, Any]:
     """One call of `tool` on ``weather`` (falling back to ``backup`` if it is a server)
-    from another process."""
+    from another process: its JSON reply (see `tests.upstream.mcp_replica`) and, under
+    ``log``, what it wrote to stderr."""
     argv = [
         json.dumps(fields, default=str),
         session_id,
@@ -69,7 +70,11 @@ async def _other_replica(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    reply: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # What the replica logged (its warnings say why a call was not served) shows
+    # beside its reply when an assertion on the reply fails.
+    reply["log"] = done.stderr[-2000:]
+    return reply
 
 
 async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
@@ -124,8 +129,8 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
                 _other_replica(fields, session.id, connections),
             )
             for other in others:
-                assert other["upstream"] == "backup"
-                assert other["skipped"] == [["weather", "breaker_open"]]
+                assert other.get("upstream") == "backup", other
+                assert other["skipped"] == [["weather", "breaker_open"]], other
             record = await pool.records.get(session.id, "weather")
             assert record is not None and record.state is UpstreamState.RECONNECTING
             given_up = record.attempts
@@ -156,7 +161,7 @@ async def test_breaker_opens_for_three_processes_jobs_back_off_and_calls_return(
             served = await servers.call_tool("weather", "whoami")
             assert served.upstream == "weather" and not served.fell_back
             other = await _other_replica(fields, session.id, connections)
-            assert other["upstream"] == "weather" and other["skipped"] == []
+            assert (other.get("upstream"), other.get("skipped")) == ("weather", []), other
     finally:
         await queue.aclose()
         weather.kill()
@@ -195,7 +200,7 @@ async def test_another_process_continues_the_upstream_session_from_the_record(
             record = await pool.records.get(session.id, "weather")
             assert record is not None and record.resume is not None
             other = await _other_replica(fields, session.id, connections, tool="counter")
-            assert other["value"] == {"result": 2}
+            assert other.get("value") == {"result": 2}, other
             seen = await servers.call_tool("weather", "sessions")
             assert seen.value.structured_content == {"result": 1}
     finally:
