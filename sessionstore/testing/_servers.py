@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import redis
 
@@ -145,15 +145,24 @@ class LocalRedis(_Local):
         ]
 
     def start(self) -> LocalRedis:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers as itself."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = spawn(self.command())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
-            wait_until(lambda: self._alive() and client.ping(), f"redis on port {self.port}")
+            wait_until(
+                lambda: self._alive() and self._answers(client), f"redis on port {self.port}"
+            )
         finally:
             client.close()
         return self
+
+    def _answers(self, client: redis.Redis) -> bool:
+        # Its own pid: another process's Redis on the port (one that drew the same
+        # port) answers too, until this one fails to bind and exits.
+        assert self.process is not None
+        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+        return bool(info["process_id"] == self.process.pid)
 
     def _alive(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -16,6 +16,7 @@ import pytest
 
 from sessionstore.testing import (
     ChildProcess,
+    LocalRedis,
     PortTaken,
     free_port,
     port_taken,
@@ -111,3 +112,28 @@ def test_port_taken_sees_a_listener_and_not_a_closed_port() -> None:
     finally:
         listener.close()
     assert not port_taken(port)
+
+
+def test_free_ports_lie_outside_the_ephemeral_range() -> None:
+    """Neither a drawn port nor its cluster bus port (+10000) is one the kernel may give
+    an outgoing connection as its local port (which would then hold it)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except OSError:
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here")
+    drawn = {free_port() for _ in range(200)}
+    inside = [p for p in drawn if low <= p <= high or low <= p + 10000 <= high]
+    assert inside == [], f"ports in the ephemeral range {low}-{high}: {inside}"
+
+
+def test_a_local_redis_is_ready_only_when_it_answers_as_itself() -> None:
+    """A second server on a port another Redis holds does not count as started because
+    the other one answers PING: its start fails (it could not bind)."""
+    first = LocalRedis().start()
+    second = LocalRedis(port=first.port)
+    try:
+        with pytest.raises(RuntimeError, match="redis server exited"):
+            second.start()
+    finally:
+        second.stop()
+        first.stop()

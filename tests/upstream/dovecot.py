@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ listen = 127.0.0.1
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
+# This instance's own greeting: whatever else answers on its port (another test run's
+# server that drew the same port) is told apart.
+login_greeting = {greeting}
 # The auth process cannot reach anvil's penalty socket, so it applies no auth penalty:
 # a login right after a failed one is not delayed by ~4 s.
 service anvil {{
@@ -85,6 +89,7 @@ class Dovecot:
         self.users = users
         self.process: subprocess.Popen[bytes] | None = None
         self.config = self.directory / "dovecot.conf"
+        self.greeting = f"sessionstore-test-{secrets.token_hex(6)}"
         nobody = pwd.getpwnam("nobody")
         for sub in ("run", "state", "home"):
             (self.directory / sub).mkdir()
@@ -100,11 +105,17 @@ class Dovecot:
             self.certificate, key = self_signed(self.directory)
             ssl = f"ssl = yes\nssl_cert = <{self.certificate}\nssl_key = <{key}"
         self.config.write_text(
-            _CONFIG.format(d=self.directory, port=self.port, tls_port=self.tls_port, ssl=ssl)
+            _CONFIG.format(
+                d=self.directory,
+                port=self.port,
+                tls_port=self.tls_port,
+                ssl=ssl,
+                greeting=self.greeting,
+            )
         )
 
     def start(self) -> Dovecot:
-        """Start in the foreground and wait until the port accepts connections."""
+        """Start in the foreground and wait until the port greets as this server."""
         (self.directory / "run" / "master.pid").unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [self.binary, "-F", "-c", str(self.config)],
@@ -122,7 +133,8 @@ class Dovecot:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"dovecot exited with {self.process.returncode}: {self.log()}")
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-            return sock.recv(64).startswith(b"* OK")
+            banner = sock.recv(512)
+        return banner.startswith(b"* OK") and self.greeting.encode() in banner
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL after 10 s; wait until the port closes.

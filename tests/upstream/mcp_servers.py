@@ -1,12 +1,12 @@
 """Real MCP servers for the upstream tests, written with the SDK's `MCPServer`.
 
 Run as a child process: ``python -m tests.upstream.mcp_servers
-stdio NAME`` (the stdio server) or ``... http NAME PORT`` (Streamable HTTP
-under uvicorn on 127.0.0.1; ``sse`` for the SSE transport; ``http-legacy``
-for a server whose ``server/discover`` offers only handshake revisions, as
-older servers answer). ``... silent PORT``
-accepts TCP connections and never answers (a server that never finishes the
-handshake); ``... silent-stdio`` reads stdin and never answers.
+stdio NAME`` (the stdio server) or ``... http NAME FD`` (Streamable HTTP
+under uvicorn on the listening socket FD, bound and handed over by the parent;
+``sse`` for the SSE transport; ``http-legacy`` for a server whose
+``server/discover`` offers only handshake revisions, as older servers answer).
+``... silent FD`` accepts TCP connections and never answers (a server that
+never finishes the handshake); ``... silent-stdio`` reads stdin and never answers.
 
 Tools:
 
@@ -145,20 +145,22 @@ def handshake_only(server: MCPServer) -> None:
     server._lowlevel_server.add_request_handler("server/discover", RequestParams, discover)
 
 
-def serve_http(name: str, port: int, *, sse: bool = False, legacy: bool = False) -> None:
-    """Streamable HTTP on 127.0.0.1:`port` (uvicorn), path /mcp; or SSE on /sse."""
+def serve_http(name: str, fd: int, *, sse: bool = False, legacy: bool = False) -> None:
+    """Streamable HTTP on the listening socket `fd` (uvicorn), path /mcp; or SSE on /sse."""
     import uvicorn
 
     server = build(name)
     if legacy:
         handshake_only(server)
     app = server.sse_app() if sse else server.streamable_http_app(json_response=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # Not uvicorn's own `fd` option: it takes the descriptor for a Unix socket.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
-def serve_silent(port: int) -> None:
-    """Accept TCP connections and never answer them."""
-    listener = socket.create_server(("127.0.0.1", port))
+def serve_silent(fd: int) -> None:
+    """Accept TCP connections on the listening socket `fd` and never answer them."""
+    listener = socket.socket(fileno=fd)
     held = []
     while True:
         conn, _ = listener.accept()
