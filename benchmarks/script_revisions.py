@@ -2,10 +2,11 @@
 
 The hot scripts' calls are captured once from real store operations (touch,
 a state write, a request lease that reads the session and commits a draft:
-lease, lease_release), then replayed many times with this checkout's script
-and with the revision's (each alone, and the lease's take and return one after
-the other, as a leased request makes them), pipelined (networking shared out), alternating round
-by round on one Redis, so both see the same machine load. ``--sweep-live N``
+lease, lease_release; and a plain tracked request: its lease neither reads nor
+commits), then replayed many times with this checkout's script and with the
+revision's (each alone, and each request's take and return one after the
+other, as a request makes them), pipelined (networking shared out), alternating
+round by round on one Redis, so both see the same machine load. ``--sweep-live N``
 also sweeps 10k due sessions, alternately with each version's sweep script, in
 a store of N live sessions (the sweep's cost per expired session should not
 depend on N); only the sweep is measured, not the loading of the due sessions.
@@ -47,6 +48,13 @@ from sessionstore.store._lua import script
 from sessionstore.testing import LocalRedis
 
 HOT = ("touch", "write_state", "lease", "lease_release")
+#: The rows beyond HOT: a plain tracked request's calls (label: script, which of its calls).
+PLAIN = {"lease, no read": ("lease", 1), "lease_release, no commit": ("lease_release", 1)}
+#: A request's take and return, by label.
+REQUESTS = {
+    "lease + lease_release": ("lease", "lease_release"),
+    "the same, no read, no commit": ("lease, no read", "lease_release, no commit"),
+}
 PIPELINE = 500
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,8 +76,9 @@ def at_revision(revision: str, name: str) -> LuaScript:
 
 
 async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
-    """Each hot script's first call (numkeys, keys, args) from real store operations."""
-    seen: dict[str, tuple[Any, ...]] = {}
+    """Each hot script's first call (numkeys, keys, args) from real store operations, and
+    the plain tracked request's (PLAIN), by label."""
+    seen: dict[str, list[tuple[Any, ...]]] = {name: [] for name in HOT}
     by_sha = {script(name).sha: name for name in HOT}
     client: Any = store.redis
     send, queue = client.execute_command, Batch.script
@@ -77,7 +86,7 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
 
     def saw(args: tuple[Any, ...]) -> None:
         if args[0] == "EVALSHA" and args[1] in by_sha:
-            seen.setdefault(by_sha[args[1]], args[2:])
+            seen[by_sha[args[1]]].append(args[2:])
 
     async def sending(*args: Any, **options: Any) -> Any:
         saw(args)
@@ -91,13 +100,15 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
 
     def queued(batch: Batch, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
         picked = lua.keys_for(keys)
-        seen.setdefault(lua.name, (len(picked), *picked, *args))
+        if lua.name in seen:
+            seen[lua.name].append((len(picked), *picked, *args))
         return queue(batch, lua, keys, args)
 
     client.execute_command = sending
     if multiplexed is not None:
-        client.send_commands = sending_together
-    Batch.script = queued  # type: ignore[method-assign,assignment]
+        client.send_commands = sending_together  # a batch's calls too
+    else:
+        Batch.script = queued  # type: ignore[method-assign,assignment]
     try:
         made = await store.create(state={"theme": "dark", "n": 1})
         await store.touch(made.id)
@@ -105,12 +116,15 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
         async with store.track_request(made.id, read_session=True) as lease:
             assert lease.draft is not None
             lease.draft["n"] = 3
+        async with store.track_request(made.id):
+            pass
     finally:
         client.execute_command = send
         if multiplexed is not None:
             client.send_commands = multiplexed
         Batch.script = queue  # type: ignore[method-assign]
-    return {name: seen[name] for name in HOT}
+    captured = {name: seen[name][0] for name in HOT}
+    return captured | {label: seen[name][at] for label, (name, at) in PLAIN.items()}
 
 
 async def redis_cpu(raw: Redis) -> float:
@@ -143,19 +157,21 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
     await store.load_scripts()
     captured = await capture(store)
     # Each script alone, then a request lease's whole life: the take (with the session
-    # read) and the return (with the draft's commit), as a request makes them, one after
-    # the other on the same session.
-    for names in [(name,) for name in HOT] + [("lease", "lease_release")]:
+    # read, or not) and the return (with the draft's commit, or not), as a request makes
+    # them, one after the other on the same session.
+    rows = {label: (label,) for label in (*HOT, *PLAIN)} | REQUESTS
+    for row, labels in rows.items():
         ways: list[list[tuple[str, tuple[Any, ...]]]] = [[], []]
-        for name in names:
+        for label in labels:
+            name = PLAIN[label][0] if label in PLAIN else label
             theirs, ours = at_revision(revision, name), script(name)
             for steps, lua in zip(ways, (theirs, ours), strict=True):
-                steps.append((await raw.script_load(lua.source), captured[name]))
+                steps.append((await raw.script_load(lua.source), captured[label]))
         figures: dict[str, list[float]] = {revision: [], "this": []}
         for _ in range(rounds):
             for way, steps in zip(figures, ways, strict=True):
                 figures[way].append(await replay(raw, steps, calls))
-        report(" + ".join(names), figures, "us per call" if len(names) == 1 else "us per request")
+        report(row, figures, "us per call" if len(labels) == 1 else "us per request")
     await client.aclose()
     await raw.aclose()
 

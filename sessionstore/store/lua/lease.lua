@@ -12,7 +12,14 @@ local now = now_ms()
 local kind = ARGV[2]
 local other = kind == 'requests' and 'conns' or 'requests'
 local reading = ARGV[8] == '1'
-local state, f = record_state(k, now, kind .. '_until', other .. '_until')
+-- The other kind's deadline only for the read (a field the record lacks costs a look
+-- through all of its fields).
+local state, f
+if reading then
+  state, f = record_state(k, now, kind .. '_until', other .. '_until')
+else
+  state, f = record_state(k, now, kind .. '_until')
+end
 if state ~= 'active' then return gone_reply(k, state) end
 local key = k[kind]
 local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])

@@ -18,14 +18,16 @@ local removed = redis.call('ZREM', key, ARGV[3])
 -- count (see lease.lua).
 local extra = {}
 if removed == 1 and redis.call('EXISTS', key) == 0 then extra = {ARGV[2] .. '_until', now} end
-local commit = #ARGV > 4
-local n_set, n_del = tonumber(ARGV[8] or 0), tonumber(ARGV[9] or 0)
-local fields = commit and state_fields(10, n_set, n_del) or {}
-local state, f = record_state(k, now, 'version', 'state_bytes', 'state_count', unpack(fields))
-if not commit then
+-- Without a commit only the deadlines are read: each field asked for costs a look
+-- through the record's fields (all of them for one it lacks, as `version` at first).
+if #ARGV == 4 then
+  local state, f = record_state(k, now)
   if state == 'active' then slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra) end
   return {'ok', removed}
 end
+local n_set, n_del = tonumber(ARGV[8]), tonumber(ARGV[9])
+local state, f = record_state(k, now, 'version', 'state_bytes', 'state_count',
+                              unpack(state_fields(10, n_set, n_del)))
 if state ~= 'active' then return gone_reply(k, state) end
 local version = tonumber(f[4] or 1)  -- a record without a version is at version 1
 if tonumber(ARGV[5]) ~= version then
