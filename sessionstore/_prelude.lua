@@ -144,8 +144,9 @@ local function state_fields(first, n_set, n_del)
 end
 
 -- Check a state change against the limits; on success apply its deletions (HDEL) and
--- return the sets for the caller's HSET, the new state_bytes and state_count among them
--- (a missing total is 0: a state left without attributes drops both in its HDEL).
+-- return the sets for the caller's HSET, with state_bytes and state_count where they
+-- change (a missing total is 0: a state left without attributes drops both in its
+-- HDEL).
 -- f: an HMGET reply holding state_bytes, state_count at f[at], f[at + 1], then the
 -- current values of `state_fields`.
 -- Reply: {'ok', {field, value, ...}} | {'too_large', bytes} | {'too_many', count}
@@ -171,7 +172,15 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   if count > max_count then return {'too_many', count} end
   -- No attribute left (only deletions take the count to 0): the totals go with them.
   if count > 0 then
-    for _, v in ipairs({'state_bytes', bytes, 'state_count', count}) do sets[#sets + 1] = v end
+    -- A total the change leaves as it was is not written again.
+    if bytes ~= tonumber(f[at] or 0) then
+      sets[#sets + 1] = 'state_bytes'
+      sets[#sets + 1] = bytes
+    end
+    if count ~= tonumber(f[at + 1] or 0) then
+      sets[#sets + 1] = 'state_count'
+      sets[#sets + 1] = count
+    end
   elseif #dels > 0 then
     dels[#dels + 1] = 'state_bytes'
     dels[#dels + 1] = 'state_count'

@@ -53,6 +53,10 @@ async def test_state_totals_are_left_out_while_no_attribute_is_held(
     assert await store.redis.hmget(key, *totals) == [None, None]
     await small.set_state(made.id, {"a": 1, "b": 22})
     assert await store.redis.hmget(key, *totals) == ["2", "3"]
+    await small.set_state(made.id, {"a": 2})  # the same size: the totals stay
+    assert await store.redis.hmget(key, *totals) == ["2", "3"]
+    await small.set_state(made.id, {"a": 10})
+    assert await store.redis.hmget(key, *totals) == ["2", "4"]
     with pytest.raises(PayloadTooLarge):
         await small.set_state(made.id, {"c": 3})
     await small.set_state(made.id, delete=["a", "b"])
@@ -68,7 +72,7 @@ async def test_state_totals_are_left_out_while_no_attribute_is_held(
         del lease.draft["x"]
     assert await store.redis.hmget(key, *totals) == [None, None]
     got = await small.get(made.id)
-    assert (got.state, got.metadata, got.version) == ({}, {"m": 1}, 6)
+    assert (got.state, got.metadata, got.version) == ({}, {"m": 1}, 8)
 
 
 async def test_a_record_with_state_totals_at_zero_is_written_as_before(
