@@ -203,8 +203,9 @@ local function end_session(k, session_id, now, status, event, reason, retention_
   -- lookup is a cache miss): a lease set lives no longer than its latest lease
   -- (`*_until`, its TTL), a lock key exists only once a lock was granted (`fence`),
   -- upstream records and MCP event streams only once `extras` was set (by the upstream
-  -- script's register and the MCP event store's first event). Without a record (Redis dropped it) every key is dropped. A live
-  -- record has no tombstone, and the HSET below writes every tombstone field.
+  -- script's register and the MCP event store's first event). Without a record (Redis
+  -- dropped it) every key is dropped. A live record has no tombstone, and the HSET
+  -- below writes every tombstone field.
   local gone = {'DEL', k.record}
   local unknown = not f[3]
   if unknown or f[8] then
