@@ -16,6 +16,10 @@ from .._ids import check_attribute
 from ..exceptions import InvalidInput, PayloadTooLarge
 from ..settings import SessionSettings
 
+#: `json.dumps` with these options builds an encoder on every call; one built once
+#: encodes the same (it keeps no state between calls) in about half the time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def encode_json(value: Any, what: str) -> str:
     """Compact JSON for `value`.
@@ -24,7 +28,7 @@ def encode_json(value: Any, what: str) -> str:
         InvalidInput: `value` is not JSON (NaN and infinities are refused too).
     """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} is not JSON-serialisable: {exc}") from exc
 

@@ -1,0 +1,162 @@
+"""Client cost per call of the store's hot calls, this checkout's package beside another
+git revision's, in one process.
+
+The revision's ``sessionstore`` package is extracted with ``git archive`` and imported
+under another name (``sessionstore_against``: the package imports itself relatively,
+and its script libraries are renamed with it), so both stores, each on a client of its
+own package, run in one process against one Redis, round by round (which goes first
+alternates), under the same machine load. Per call it prints the wall time and the
+process CPU time (``time.process_time``, which the machine's load inflates far less
+than wall time), medians and minimums over the rounds, and the ratio of the medians.
+
+    python benchmarks/store_revisions.py [--against main] [--calls 3000]
+        [--rounds 9] [--concurrency 1]
+
+Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import io
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from _common import redis_url
+
+import sessionstore
+
+ROOT = Path(__file__).resolve().parent.parent
+WARM_UP = 200
+AGAINST = "sessionstore_against"
+
+Op = Callable[[], Awaitable[object]]
+
+
+def at_revision(revision: str) -> ModuleType:
+    """The ``sessionstore`` package as `revision` has it, imported as `AGAINST`."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "sessionstore"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    base = Path(tempfile.mkdtemp(prefix="store-revision-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(base, filter="data")
+    package = base / AGAINST
+    (base / "sessionstore").rename(package)
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        renamed = text.replace('ScriptLibrary("sessionstore.', f'ScriptLibrary("{AGAINST}.')
+        if renamed != text:
+            path.write_text(renamed)
+    sys.path.insert(0, str(base))
+    return importlib.import_module(AGAINST)
+
+
+def hot_calls(
+    package: ModuleType, url: str, prefix: str
+) -> tuple[Any, Callable[[], Awaitable[dict[str, Op]]]]:
+    """A client of `package` and a coroutine that makes its store's session and calls."""
+    client = package.create_client(package.RedisSettings.from_dsn(url))
+    store = package.SessionStore(client, package.SessionSettings(key_prefix=prefix, shards=4))
+
+    async def prepare() -> dict[str, Op]:
+        await store.load_scripts()
+        sid = (await store.create(user_id="u1", state={"theme": "dark", "n": 0})).id
+
+        async def cycle() -> None:
+            session = await store.get(sid)
+            await store.set_state(sid, {"n": int(session.state["n"]) + 1})
+
+        async def track() -> None:
+            async with store.track_request(sid):
+                pass
+
+        return {
+            "get": lambda: store.get(sid),
+            "set_state (1 attribute)": lambda: store.set_state(sid, {"x": 1}),
+            "get + set_state": cycle,
+            "track_request (begin+end)": track,
+        }
+
+    return client, prepare
+
+
+async def per_call(op: Op, calls: int, concurrency: int) -> tuple[float, float]:
+    """(wall us, CPU us) per call of `calls` calls of `op`, `concurrency` at a time."""
+    for _ in range(WARM_UP):
+        await op()
+
+    async def runner(count: int) -> None:
+        for _ in range(count):
+            await op()
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(runner(calls // concurrency) for _ in range(concurrency)))
+    done = calls // concurrency * concurrency
+    return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
+
+
+async def run(url: str, against: str, calls: int, rounds: int, levels: list[int]) -> None:
+    old = at_revision(against)
+    this_client, this_prepare = hot_calls(sessionstore, url, "revthis")
+    old_client, old_prepare = hot_calls(old, url, "revold")
+    ways = {"this": await this_prepare(), against: await old_prepare()}
+    try:
+        for concurrency in levels:
+            figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            for round_ in range(rounds):
+                order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
+                for name in ways["this"]:
+                    for way in order:
+                        got = await per_call(ways[way][name], calls, concurrency)
+                        figures.setdefault((name, way), []).append(got)
+            report(concurrency, against, figures)
+    finally:
+        await this_client.aclose()
+        await old_client.aclose()
+
+
+def report(
+    concurrency: int, against: str, figures: dict[tuple[str, str], list[tuple[float, float]]]
+) -> None:
+    print(f"\nconcurrency {concurrency}   (per call: median / minimum over the rounds)")
+    print(f"{'call':28} {'package':12} {'wall us':>15} {'cpu us':>15} {'cpu ratio':>10}")
+    print("-" * 84)
+    for (name, way), values in figures.items():
+        wall = [w for w, _ in values]
+        cpu = [c for _, c in values]
+        ratio = ""
+        if way != "this":
+            this_cpu = statistics.median(c for _, c in figures[(name, "this")])
+            ratio = f"{this_cpu / statistics.median(cpu):.3f}"
+        print(
+            f"{name:28} {way:12} {statistics.median(wall):7.1f} /{min(wall):6.1f}"
+            f" {statistics.median(cpu):7.1f} /{min(cpu):6.1f} {ratio:>10}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="main")
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    with redis_url() as url:
+        asyncio.run(run(url, args.against, args.calls, args.rounds, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
