@@ -10,7 +10,10 @@ process CPU time (``time.process_time``, which the machine's load inflates far l
 than wall time), medians and minimums over the rounds, and the ratio of the medians.
 
     python benchmarks/store_revisions.py [--against main] [--calls 3000]
-        [--rounds 9] [--concurrency 1]
+        [--rounds 9] [--concurrency 1] [--budget SECONDS]
+
+``--budget``: each call runs under the package's own ``command_budget`` (as the
+server and the ASGI middleware run every request), set and reset per call.
 
 Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
 """
@@ -65,7 +68,7 @@ def at_revision(revision: str) -> ModuleType:
 
 
 def hot_calls(
-    package: ModuleType, url: str, prefix: str
+    package: ModuleType, url: str, prefix: str, budget: float | None = None
 ) -> tuple[Any, Callable[[], Awaitable[dict[str, Op]]]]:
     """A client of `package` and a coroutine that makes its store's session and calls."""
     client = package.create_client(package.RedisSettings.from_dsn(url))
@@ -83,12 +86,20 @@ def hot_calls(
             async with store.track_request(sid):
                 pass
 
-        return {
+        calls: dict[str, Op] = {
             "get": lambda: store.get(sid),
             "set_state (1 attribute)": lambda: store.set_state(sid, {"x": 1}),
             "get + set_state": cycle,
             "track_request (begin+end)": track,
         }
+        return calls if budget is None else {k: budgeted(v) for k, v in calls.items()}
+
+    def budgeted(op: Op) -> Op:
+        async def call() -> object:
+            with package.command_budget(budget):
+                return await op()
+
+        return call
 
     return client, prepare
 
@@ -108,10 +119,12 @@ async def per_call(op: Op, calls: int, concurrency: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
 
 
-async def run(url: str, against: str, calls: int, rounds: int, levels: list[int]) -> None:
+async def run(
+    url: str, against: str, calls: int, rounds: int, levels: list[int], budget: float | None
+) -> None:
     old = at_revision(against)
-    this_client, this_prepare = hot_calls(sessionstore, url, "revthis")
-    old_client, old_prepare = hot_calls(old, url, "revold")
+    this_client, this_prepare = hot_calls(sessionstore, url, "revthis", budget)
+    old_client, old_prepare = hot_calls(old, url, "revold", budget)
     ways = {"this": await this_prepare(), against: await old_prepare()}
     try:
         for concurrency in levels:
@@ -153,9 +166,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    parser.add_argument("--budget", type=float, default=None)
     args = parser.parse_args()
     with redis_url() as url:
-        asyncio.run(run(url, args.against, args.calls, args.rounds, args.concurrency))
+        asyncio.run(run(url, args.against, args.calls, args.rounds, args.concurrency, args.budget))
 
 
 if __name__ == "__main__":

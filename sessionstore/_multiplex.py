@@ -94,6 +94,44 @@ class _Link:
     closing: asyncio.Task[None] | None = None
 
 
+class _Deadline:
+    """A call's budget: one timer, armed when the call starts and cancelled when it
+    ends. While the caller awaits something of its own (a slot, connecting, its
+    write) the timer cancels the caller's task, as ``asyncio.timeout`` would; once
+    the call waits for its replies the timer fails the call's future instead (no
+    task cancelled and uncancelled), and the replies are dropped when they come."""
+
+    __slots__ = ("budget", "call", "cancelling", "expired", "interrupts", "task", "timer")
+
+    def __init__(self, call: _Call, budget: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.call = call
+        self.budget = budget
+        task = asyncio.current_task(loop)
+        assert task is not None  # execute runs in a task
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.interrupts = True
+        self.expired = False
+        self.timer = loop.call_at(loop.time() + budget, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.interrupts:
+            self.task.cancel()
+        elif not self.call.future.done():
+            self.call.future.set_exception(self.error())
+
+    def ended(self) -> bool:
+        """Whether the caller's task was cancelled by this budget alone (then the
+        cancellation is taken back, as ``asyncio.timeout`` does); stops the timer."""
+        self.timer.cancel()
+        return self.expired and self.task.uncancel() <= self.cancelling
+
+    def error(self) -> rex.TimeoutError:
+        """What a call past its budget fails with."""
+        return rex.TimeoutError(f"no answer from Redis within {self.budget:g}s")
+
+
 def pack(commands: Sequence[Command]) -> bytes:
     """The commands in the Redis protocol, as one byte string (hiredis packs in C)."""
     return b"".join([hiredis.pack_command(tuple(command)) for command in commands])
@@ -127,27 +165,58 @@ class MultiplexedConnection:
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._callback_cache: dict[str, Callback | None] = {}
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+    async def execute(self, commands: Sequence[Command], budget: float | None = None) -> list[Any]:
         """The replies to `commands`, written together: one round trip.
 
         An error reply is returned in its place as an exception instance (a
         ``ResponseError``), as redis-py's pipeline returns it with
-        ``raise_on_error=False``.
+        ``raise_on_error=False``. `budget`: seconds the whole call may take, the
+        wait for a slot and connecting included; past it the call fails and its
+        replies, if they come, are read and dropped.
 
         Raises:
             redis.exceptions.ConnectionError / TimeoutError: Redis could not be
-                reached, or did not answer within the socket timeout.
+                reached, or did not answer within the socket timeout or `budget`.
         """
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future(), [self._callback(command[0]) for command in commands])
         packed = pack(commands)
-        if self._link is not None and len(self._link.waiting) >= self._limit:
-            await self._wait_for_slot()
-        link = self._link
-        if link is None or not self._usable(link, loop):
-            link = await self._connect()
-        # Nothing awaits from here to the write, so the calls' writes are in the
-        # order of the queue: the order their replies come back in.
+        deadline = None if budget is None else _Deadline(call, budget, loop)
+        try:
+            if self._link is not None and len(self._link.waiting) >= self._limit:
+                await self._wait_for_slot()
+            link = self._link
+            if link is None or not self._usable(link, loop):
+                link = await self._connect()
+            if self._enqueue(link, call, packed, loop):
+                try:
+                    await link.connection.send_packed_command(packed, check_health=False)
+                except BaseException as exc:
+                    await _closed(self._drop(link, exc))
+                    raise
+        except asyncio.CancelledError:
+            if deadline is not None and deadline.ended():
+                raise deadline.error() from None
+            raise
+        except BaseException:
+            if deadline is not None:
+                deadline.timer.cancel()
+            raise
+        if deadline is None:
+            return await call.future
+        deadline.interrupts = False  # from here the timer fails the future instead
+        try:
+            return await call.future
+        finally:
+            deadline.timer.cancel()
+
+    def _enqueue(
+        self, link: _Link, call: _Call, packed: bytes, loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Put `call` in the calls waiting on `link`; True if the caller writes `packed`
+        at once, False if the flush task writes it at the next loop iteration. Nothing
+        awaits from here to the write, so the calls' writes are in the order of the
+        queue: the order their replies come back in."""
         now = link.last_used = loop.time()
         if link.waiting or link.resuming:
             if not link.waiting and self._timeout is not None:
@@ -159,18 +228,13 @@ class MultiplexedConnection:
             link.queued.append(packed)
             if link.flush is None:
                 link.flush = loop.create_task(self._flush(link))
-            return await call.future
+            return False
         # Alone, and no other call resumed with it: written at once, so a lone
         # caller pays no extra loop iteration.
         if self._timeout is not None:
             self._expect(link, now + self._timeout)
         link.waiting.append(call)
-        try:
-            await link.connection.send_packed_command(packed, check_health=False)
-        except BaseException as exc:
-            await _closed(self._drop(link, exc))
-            raise
-        return await call.future
+        return True
 
     async def _flush(self, link: _Link) -> None:
         """Write the calls queued on `link` in this loop iteration, in one write;

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from sessionstore import RedisSettings, create_client
-from sessionstore._redis import CommandSender, RedisClient, command_sender
+from sessionstore._redis import CommandSender, RedisClient, command_budget, command_sender
 from tests.conftest import RoundTrips
 from tests.polling import eventually
 
@@ -185,6 +185,59 @@ async def test_no_more_calls_in_flight_than_the_pool_allows(redis_url: str) -> N
         assert [await echo for echo in echoes] == [[str(i)] for i in range(5)]
     finally:
         await client.aclose()
+
+
+async def test_a_budget_that_runs_out_waiting_for_the_reply_fails_the_call_alone(
+    redis_url: str,
+) -> None:
+    """A call whose budget runs out while Redis works on it fails with the budget's
+    timeout and trips the latch; its reply, when it comes, is dropped, so the next
+    call on the connection gets its own."""
+    client = create_client(RedisSettings.from_dsn(redis_url))
+    try:
+        send = _sender(client)
+        await send([("PING",)])
+        link = client.multiplexed._link  # type: ignore[union-attr]
+        with command_budget(0.001), pytest.raises(rex.TimeoutError) as failed:
+            await send([("EVAL", _SPIN, 0)])
+        assert str(failed.value) == "no answer from Redis within 0.001s"
+        assert client.outage.trips == 1  # type: ignore[union-attr]
+        # Past the latch: the same connection, in step with Redis again.
+        multiplexed = client.multiplexed  # type: ignore[union-attr]
+        assert await multiplexed.execute([("ECHO", "mine")]) == ["mine"]
+        assert multiplexed._link is link
+        assert await multiplexed.execute([("ECHO", "next")], 5.0) == ["next"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_budget_that_runs_out_waiting_for_a_slot_fails_the_call_alone(
+    redis_url: str,
+) -> None:
+    """The wait for an in-flight slot counts in the budget: a call that cannot get one
+    in time fails with the budget's timeout, passes no slot on, and the call that held
+    the slot still gets its reply."""
+    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
+    try:
+        multiplexed = client.multiplexed  # type: ignore[union-attr]
+        await multiplexed.execute([("PING",)])
+        busy = asyncio.create_task(multiplexed.execute([("EVAL", _SPIN, 0)]))
+        link = multiplexed._link
+        assert link is not None
+        await eventually(lambda: _true(len(link.waiting) == 1), timeout=5.0, interval=0.001)
+        with pytest.raises(rex.TimeoutError) as failed:
+            await multiplexed.execute([("ECHO", "late")], 0.001)
+        assert str(failed.value) == "no answer from Redis within 0.001s"
+        assert len(link.waiting) == 1  # never written
+        assert await busy == ["slow"]
+        assert await multiplexed.execute([("ECHO", "after")], 5.0) == ["after"]
+        assert multiplexed._link is link
+    finally:
+        await client.aclose()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_a_connection_idle_past_the_health_check_interval_is_replaced(
