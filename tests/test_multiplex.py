@@ -236,6 +236,33 @@ async def test_a_budget_that_runs_out_waiting_for_a_slot_fails_the_call_alone(
         await client.aclose()
 
 
+async def test_a_caller_cancelled_within_its_budget_is_cancelled_not_timed_out(
+    redis_url: str,
+) -> None:
+    """A budgeted call whose task is cancelled while it waits for a slot ends
+    cancelled (the budget takes back only its own cancellation), and the call that
+    held the slot still gets its reply."""
+    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
+    try:
+        multiplexed = client.multiplexed  # type: ignore[union-attr]
+        await multiplexed.execute([("PING",)])
+        busy = asyncio.create_task(multiplexed.execute([("EVAL", _SPIN, 0)]))
+        link = multiplexed._link
+        assert link is not None
+        await eventually(lambda: _true(len(link.waiting) == 1), timeout=5.0, interval=0.001)
+        waiting = asyncio.create_task(multiplexed.execute([("ECHO", "never")], 5.0))
+        await eventually(
+            lambda: _true(len(multiplexed._slot_waiters) == 1), timeout=5.0, interval=0.001
+        )
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await busy == ["slow"]
+        assert await multiplexed.execute([("ECHO", "after")], 5.0) == ["after"]
+    finally:
+        await client.aclose()
+
+
 async def _true(value: bool) -> bool:
     return value
 
