@@ -24,13 +24,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import redis_url
+from _common import cost_per_call, redis_url
 from redis.asyncio import Redis
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
@@ -59,21 +58,6 @@ def at_revision(revision: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-async def per_call(op: Op, calls: int, concurrency: int) -> tuple[float, float]:
-    """(wall us, CPU us) per call of `calls` calls of `op`, `concurrency` at a time."""
-    for _ in range(WARM_UP):
-        await op()
-
-    async def runner(count: int) -> None:
-        for _ in range(count):
-            await op()
-
-    wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(runner(calls // concurrency) for _ in range(concurrency)))
-    done = calls // concurrency * concurrency
-    return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
 
 
 async def run(url: str, against: str, calls: int, rounds: int, levels: list[int]) -> None:
@@ -119,10 +103,12 @@ async def run(url: str, against: str, calls: int, rounds: int, levels: list[int]
                 for name, op in store_ops.items():
                     for way, multiplexed in ways.items():
                         client.multiplexed = multiplexed
-                        got = await per_call(op, calls, concurrency)
+                        got = await cost_per_call(op, calls, concurrency, warm_up=WARM_UP)
                         figures.setdefault((name, way), []).append(got)
                     if name in raw_ops:
-                        got = await per_call(raw_ops[name], calls, concurrency)
+                        got = await cost_per_call(
+                            raw_ops[name], calls, concurrency, warm_up=WARM_UP
+                        )
                         figures.setdefault((name, "redis-py"), []).append(got)
             report(concurrency, figures)
     finally:

@@ -29,13 +29,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import redis_url
+from _common import cost_per_call, redis_url
 
 import sessionstore
 
@@ -104,21 +103,6 @@ def hot_calls(
     return client, prepare
 
 
-async def per_call(op: Op, calls: int, concurrency: int) -> tuple[float, float]:
-    """(wall us, CPU us) per call of `calls` calls of `op`, `concurrency` at a time."""
-    for _ in range(WARM_UP):
-        await op()
-
-    async def runner(count: int) -> None:
-        for _ in range(count):
-            await op()
-
-    wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(runner(calls // concurrency) for _ in range(concurrency)))
-    done = calls // concurrency * concurrency
-    return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
-
-
 async def run(
     url: str, against: str, calls: int, rounds: int, levels: list[int], budget: float | None
 ) -> None:
@@ -133,7 +117,9 @@ async def run(
                 order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
                 for name in ways["this"]:
                     for way in order:
-                        got = await per_call(ways[way][name], calls, concurrency)
+                        got = await cost_per_call(
+                            ways[way][name], calls, concurrency, warm_up=WARM_UP
+                        )
                         figures.setdefault((name, way), []).append(got)
             report(concurrency, against, figures)
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -217,23 +219,15 @@ async def test_a_budget_that_runs_out_waiting_for_a_slot_fails_the_call_alone(
     """The wait for an in-flight slot counts in the budget: a call that cannot get one
     in time fails with the budget's timeout, passes no slot on, and the call that held
     the slot still gets its reply."""
-    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
-    try:
-        multiplexed = client.multiplexed  # type: ignore[union-attr]
-        await multiplexed.execute([("PING",)])
-        busy = asyncio.create_task(multiplexed.execute([("EVAL", _SPIN, 0)]))
+    async with _one_slot_held(redis_url) as (multiplexed, busy):
         link = multiplexed._link
-        assert link is not None
-        await eventually(lambda: _true(len(link.waiting) == 1), timeout=5.0, interval=0.001)
         with pytest.raises(rex.TimeoutError) as failed:
             await multiplexed.execute([("ECHO", "late")], 0.001)
         assert str(failed.value) == "no answer from Redis within 0.001s"
-        assert len(link.waiting) == 1  # never written
+        assert link is not None and len(link.waiting) == 1  # never written
         assert await busy == ["slow"]
         assert await multiplexed.execute([("ECHO", "after")], 5.0) == ["after"]
         assert multiplexed._link is link
-    finally:
-        await client.aclose()
 
 
 async def test_a_caller_cancelled_within_its_budget_is_cancelled_not_timed_out(
@@ -242,14 +236,7 @@ async def test_a_caller_cancelled_within_its_budget_is_cancelled_not_timed_out(
     """A budgeted call whose task is cancelled while it waits for a slot ends
     cancelled (the budget takes back only its own cancellation), and the call that
     held the slot still gets its reply."""
-    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
-    try:
-        multiplexed = client.multiplexed  # type: ignore[union-attr]
-        await multiplexed.execute([("PING",)])
-        busy = asyncio.create_task(multiplexed.execute([("EVAL", _SPIN, 0)]))
-        link = multiplexed._link
-        assert link is not None
-        await eventually(lambda: _true(len(link.waiting) == 1), timeout=5.0, interval=0.001)
+    async with _one_slot_held(redis_url) as (multiplexed, busy):
         waiting = asyncio.create_task(multiplexed.execute([("ECHO", "never")], 5.0))
         await eventually(
             lambda: _true(len(multiplexed._slot_waiters) == 1), timeout=5.0, interval=0.001
@@ -259,6 +246,23 @@ async def test_a_caller_cancelled_within_its_budget_is_cancelled_not_timed_out(
             await waiting
         assert await busy == ["slow"]
         assert await multiplexed.execute([("ECHO", "after")], 5.0) == ["after"]
+
+
+@asynccontextmanager
+async def _one_slot_held(
+    redis_url: str,
+) -> AsyncIterator[tuple[Any, asyncio.Task[list[Any]]]]:
+    """A multiplexed connection allowed one call in flight, and a slow call holding that
+    one slot (the task of the call, still waiting for its reply)."""
+    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
+    try:
+        multiplexed = client.multiplexed  # type: ignore[union-attr]
+        await multiplexed.execute([("PING",)])
+        busy = asyncio.create_task(multiplexed.execute([("EVAL", _SPIN, 0)]))
+        link = multiplexed._link
+        assert link is not None
+        await eventually(lambda: _true(len(link.waiting) == 1), timeout=5.0, interval=0.001)
+        yield multiplexed, busy
     finally:
         await client.aclose()
 
