@@ -31,9 +31,6 @@ class SessionStatus(StrEnum):
     ROTATED = "rotated"
 
 
-_ACTIVE, _EXPIRED = SessionStatus.ACTIVE, SessionStatus.EXPIRED
-
-
 def _opt(value: str | None) -> str | None:
     return value or None
 
@@ -106,19 +103,19 @@ class Session(BaseModel):
         state: dict[str, JsonValue] = {
             name[2:]: decode_json(value) for name, value in fields.items() if name[:2] == "a:"
         }
-        get = fields.get
         idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
         idle_timeout = timedelta(milliseconds=int(fields["idle_timeout_ms"]))
         idle_deadline = ms_to_datetime(idle_ms)
-        metadata = get("metadata")
+        overdue = now_ms >= min(idle_ms, absolute_ms)
+        metadata = fields.get("metadata")
         # A dict validated as a whole costs less than keyword arguments; the last
         # activity is the idle deadline less the timeout (exact: both are whole ms).
         return cls.model_validate(
             {
                 "id": session_id,
-                "status": _EXPIRED if now_ms >= min(idle_ms, absolute_ms) else _ACTIVE,
-                "user_id": get("user_id") or None,
-                "conversation_id": get("conversation_id") or None,
+                "status": SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE,
+                "user_id": _opt(fields.get("user_id")),
+                "conversation_id": _opt(fields.get("conversation_id")),
                 "created_at": ms_to_datetime(fields["created_at"]),
                 "last_activity": idle_deadline - idle_timeout,
                 "idle_timeout": idle_timeout,
@@ -126,12 +123,12 @@ class Session(BaseModel):
                 "absolute_deadline": ms_to_datetime(absolute_ms),
                 "metadata": json.loads(metadata) if metadata else {},
                 "state": state,
-                "version": int(get("version") or 1),
-                "fence": int(get("fence") or 0),
+                "version": int(fields.get("version") or 1),
+                "fence": int(fields.get("fence") or 0),
                 "connection_count": connections,
                 "active_requests": requests,
-                "resumed_from": get("resumed_from") or None,
-                "rotated_from": get("rotated_from") or None,
+                "resumed_from": _opt(fields.get("resumed_from")),
+                "rotated_from": _opt(fields.get("rotated_from")),
             }
         )
 
