@@ -218,14 +218,13 @@ class _GuardedRedis(aioredis.Redis):
     async def send_commands(self, commands: Sequence[Command]) -> list[Any]:
         """`commands` in one write on the multiplexed connection, under the latch and the
         budget; their replies, error replies as exception instances."""
+        # What `_guarded` does, without its two call layers, and with the budget kept by
+        # the multiplexed connection's own timer (cheaper than an `asyncio.timeout` per
+        # call: docs/development.md).
+        self.outage.check()
         budget = _command_budget.get()
         if budget is None:
-            # What `_guarded` does without a budget, without its two call layers.
-            self.outage.check()
             return await self.multiplexed.execute(commands)
-        # What `_guarded` does with one, the budget kept by the multiplexed connection's
-        # own timer (cheaper than an `asyncio.timeout` per call: docs/development.md).
-        self.outage.check()
         try:
             return await self.multiplexed.execute(commands, budget)
         except (rex.TimeoutError, TimeoutError):
