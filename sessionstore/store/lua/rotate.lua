@@ -7,30 +7,29 @@
 local old, new = session_keys(1), session_keys(12)
 local old_id, new_id = ARGV[1], ARGV[2]
 local now = now_ms()
-local state = record_state(old, now)
+-- One read of the record: its deadlines, what the tombstone keeps, and `extras`.
+local state, f = record_state(old, now, 'user_id', 'conversation_id', 'created_at', 'extras')
 if state ~= 'active' then return gone_reply(old, state) end
 if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
 -- Upstream records and MCP event streams exist only if the record says so (`extras`,
 -- see end_session); the field moves with the record.
-local extras = redis.call('HEXISTS', old.record, 'extras') == 1
+local extras = f[7]
 local moved = {'record', 'requests', 'conns', 'lock'}
 if extras then moved[#moved + 1] = 'upstreams' end
 for _, name in ipairs(moved) do
   if redis.call('EXISTS', old[name]) == 1 then redis.call('RENAME', old[name], new[name]) end
 end
 redis.call('HSET', new.record, 'rotated_from', old_id)
-local f = redis.call('HMGET', new.record, 'user_id', 'conversation_id', 'created_at',
-                     'idle_deadline', 'absolute_deadline')
-local user, conversation = f[1] or '', f[2] or ''
+local user, conversation = f[4] or '', f[5] or ''
 redis.call('ZREM', old.expiry, old_id)
-redis.call('ZADD', new.expiry, math.min(tonumber(f[4]), tonumber(f[5])), new_id)
+redis.call('ZADD', new.expiry, math.min(tonumber(f[1]), tonumber(f[2])), new_id)
 -- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.
 if extras then redis.call('DEL', old.mcp, old.mcpget) end
 redis.call('HSET', old.tomb, 'status', 'rotated', 'reason', 'rotated', 'ended_at', now,
-  'user_id', user, 'conversation_id', conversation, 'created_at', f[3], 'metadata', '{}',
+  'user_id', user, 'conversation_id', conversation, 'created_at', f[6], 'metadata', '{}',
   'superseded_by', new_id)
 redis.call('PEXPIRE', old.tomb, tonumber(ARGV[3]))
 redis.call('HINCRBY', old.stats, 'rotated', 1)
 emit(old.events, ARGV[4], 'rotated', old_id, now, {'new_session_id', new_id, 'user_id', user})
-return {'ok', user, tonumber(f[5])}
+return {'ok', user, tonumber(f[2])}
