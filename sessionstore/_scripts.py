@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from ._redis import RedisClient, backend_errors, command_sender, is_cluster
+from ._redis import CommandSender, RedisClient, backend_errors, command_sender, is_cluster
 
 Arg = str | int | float | bytes
 
@@ -216,6 +216,7 @@ class Batch:
         self._client = client
         self._calls: list[tuple[LuaScript | None, tuple[Any, ...]]] = []
         self._near: dict[int, str] = {}
+        self._rereads: list[int] = []
 
     def script(self, lua: LuaScript, keys: list[str], args: list[Arg]) -> int:
         """Queue a script call; returns its index in `execute`'s reply."""
@@ -229,16 +230,22 @@ class Batch:
             return self.script(call.lua, call.keys, call.args)
         return self.command(*call)
 
-    def command(self, *args: Any, near: str | None = None) -> int:
+    def command(self, *args: Any, near: str | None = None, reread: bool = False) -> int:
         """Queue a plain command; returns its index in `execute`'s reply.
 
         `near`: a key whose node a keyless command (TIME) is sent to on a cluster, so
         it rides in the same write as the commands on that key.
+        `reread`: a read that must see what the scripts queued before it did. A script
+        Redis did not know (NOSCRIPT: after a restart or failover) runs again after the
+        whole batch, so such a read is then sent again after it (a write never is).
         """
         self._calls.append((None, args))
+        index = len(self._calls) - 1
         if near is not None:
-            self._near[len(self._calls) - 1] = near
-        return len(self._calls) - 1
+            self._near[index] = near
+        if reread:
+            self._rereads.append(index)
+        return index
 
     async def execute(self) -> list[Any]:
         """Send everything; raise the first error other than NOSCRIPT."""
@@ -250,17 +257,26 @@ class Batch:
                 replies = await send([args for _, args in self._calls])
             else:
                 replies = await self._pipelined()
+            first_reload = len(replies)
             for index, reply in enumerate(replies):
                 lua, args = self._calls[index]
                 if isinstance(reply, rex.NoScriptError) and lua is not None:
-                    again = ("EVAL", lua.source, *args[2:])
-                    if send is not None:
-                        replies[index] = reply = (await send([again]))[0]
-                    else:
-                        replies[index] = reply = await self._client.execute_command(*again)
+                    first_reload = min(first_reload, index)
+                    replies[index] = reply = await self._again(send, "EVAL", lua.source, *args[2:])
                 if isinstance(reply, Exception):
                     raise reply
+            for index in self._rereads:
+                if index > first_reload:
+                    replies[index] = reply = await self._again(send, *self._calls[index][1])
+                    if isinstance(reply, Exception):
+                        raise reply
         return list(replies)
+
+    async def _again(self, send: CommandSender | None, *args: Any) -> Any:
+        """Send one command after the batch."""
+        if send is not None:
+            return (await send([args]))[0]
+        return await self._client.execute_command(*args)
 
     def __str__(self) -> str:
         """The scripts in the batch, for an error message (built only then)."""

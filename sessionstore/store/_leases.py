@@ -38,8 +38,9 @@ from ..exceptions import (
 from ._context import StoreContext
 from ._draft import SessionDraft
 from ._lua import script
-from ._models import Session
-from ._replies import raise_refusal
+from ._models import Session, Tombstone
+from ._read import decode_read, queue_read
+from ._replies import gone_error, raise_refusal
 from ._successors import follow_rotation
 
 logger = logging.getLogger("sessionstore.requests")
@@ -134,16 +135,16 @@ class LeaseTracker:
                 [self.context.keys.global_requests()],
                 ["take", lease.global_member, lease_ms, limit],
             )
+        # The session is read by a plain command after the script (see `_read`): if
+        # the script refused, its reply is not looked at.
+        record_at = batch.command("HGETALL", keys.record, reread=True) if read_session else -1
         replies = await batch.execute()
         local = replies[0]
         global_ok = not lease.global_lease or replies[1][0] == "ok"
         if local[0] == "ok" and global_ok:
             lease.live = int(local[1])
             if read_session:
-                lease.session = Session.from_reply(["record", *local[3:]])
-                lease.draft = SessionDraft(
-                    lease.session.state, lease.session.version, self.context.settings
-                )
+                await self._read_taken(lease, local, replies[record_at])
             return lease
         # Give back whichever half was granted, then say why.
         if local[0] == "ok":
@@ -155,6 +156,38 @@ class LeaseTracker:
         if local[0] == "limit":
             raise SessionLimitExceeded(session_id, self._limit(kind))
         raise_refusal(session_id, local)
+
+    async def _read_taken(self, lease: Lease, reply: list[Any], record: dict[str, str]) -> None:
+        """Fill in ``lease.session`` and ``lease.draft`` from the record read beside the
+        take (`reply`: the script's ``ok`` with the clock and live counts).
+
+        The read is not atomic with the take: in between, the session may have been
+        ended or rotated away (the record is not there). Then the lease is given back
+        (after a rotate it went with the record; the return follows it) and the take
+        fails as it would have a moment later.
+
+        Raises:
+            SessionGone / SessionNotFound: the session ended right after the take.
+        """
+        if not record:
+            session_id = lease.session_id
+            await self.release(lease)
+            batch = Batch(self.context.redis)
+            queue_read(batch, self.context.keys.session(session_id))
+            found = decode_read(session_id, await batch.execute())
+            if isinstance(found, Tombstone):
+                raise gone_error(session_id, found.status)
+            raise SessionNotFound(session_id)
+        lease.session = Session.from_record(
+            lease.session_id,
+            record,
+            now_ms=int(reply[3]),
+            requests=int(reply[4]),
+            connections=int(reply[5]),
+        )
+        lease.draft = SessionDraft(
+            lease.session.state, lease.session.version, self.context.settings
+        )
 
     async def renew(self, lease: Lease) -> None:
         """Push the lease's deadline out by another lease period.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -303,3 +304,34 @@ async def test_draft_refuses_bad_values_where_they_are_set(store: SessionStore) 
             lease.draft["b"] = "y" * 40
     got = await small.get(made.id)
     assert got.state == {} and got.active_requests == 0
+
+
+async def test_leased_read_of_a_session_ended_right_after_the_take(
+    redis: RedisClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is read by a plain command after the take's script, not atomically
+    with it: a session closed in between fails the take as closed, and the lease and
+    its fleet-wide half are given back."""
+    from sessionstore._scripts import Arg, Batch
+    from sessionstore.store._lua import script
+
+    store = _store(redis, key_prefix, max_requests_global=5)
+    made = await store.create()
+    keys = store.session_keys(made.id)
+    queue_command = Batch.command
+    closes = [made.id]
+
+    def close_before_the_read(batch: Batch, *args: object, **options: Any) -> int:
+        if args[:2] == ("HGETALL", keys.record) and closes:
+            closes.pop()
+            end_args: list[Arg] = [made.id, "closed", "deleted", "deleted", 60_000, 100]
+            batch.script(script("end"), keys.ordered(), end_args)
+        return queue_command(batch, *args, **options)
+
+    monkeypatch.setattr(Batch, "command", close_before_the_read)
+    with pytest.raises(SessionClosed):
+        async with store.track_request(made.id, read_session=True):
+            pass  # pragma: no cover
+    monkeypatch.undo()
+    assert await redis.zcard(store.keys.global_requests()) == 0
+    assert await redis.exists(keys.record, keys.requests) == 0

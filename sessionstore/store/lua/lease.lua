@@ -3,9 +3,10 @@
 -- Taking a lease is activity: the idle deadline slides.
 -- KEYS: record, tomb, requests, conns, expiry (of the session)
 -- ARGV: session_id, kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
---       grace_ms, mode ('take' | 'renew'), read ('1': also return the session record)
--- Reply: {'ok', live_leases, deadline[, now, live_requests, live_connections, session_id,
---         {field, value, ...}]}
+--       grace_ms, mode ('take' | 'renew'), read ('1': also return what a reader of the
+--       record needs beside it: the caller sends a plain HGETALL of the record right
+--       after this script, in the same round trip, see sessionstore/store/_read.py)
+-- Reply: {'ok', live_leases, deadline[, now, live_requests, live_connections]}
 --      | {'limit', live_leases} | {'lost'} | {'gone', ...} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
@@ -55,8 +56,9 @@ local later = not f[4] or tonumber(f[4]) < deadline
 if later then extra = {kind .. '_until', deadline} end
 slide(k, ARGV[1], now, tonumber(ARGV[6]), f, extra)
 if not reading then return {'ok', live, deadline} end
--- The caller wants the session too (a middleware): save it a second round trip.
+-- The caller reads the record itself (a plain HGETALL costs Redis far less than one
+-- in a script, whose fields pass through Lua twice); it needs the clock and counts.
 local others = live_leases(k[other], f[5], now)
 local requests = kind == 'requests' and live or others
 local conns = kind == 'conns' and live or others
-return {'ok', live, deadline, now, requests, conns, ARGV[1], redis.call('HGETALL', k.record)}
+return {'ok', live, deadline, now, requests, conns}
