@@ -16,7 +16,10 @@ differs:
   ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
   shard with members ``<user>|<session id>``;
 * the expiry index: one sorted set per shard (the store's), and one set of session
-  ids per shard and minute of deadline.
+  ids per shard and minute of deadline;
+* the keys of a session with a small state while it holds one request lease, and
+  after it returned it (with this checkout's package: run the file with another
+  revision's package on ``PYTHONPATH`` to compare layouts).
 
     .venv/bin/python benchmarks/memory_layouts.py [--sessions 5000] [--prefix ss]
 
@@ -117,6 +120,39 @@ def _rewrite_as_earlier_builds(raw: Redis, pattern: str) -> None:
         raw.pexpire(key, ttl)
 
 
+async def _lease_each(
+    url: str, prefix: str, count: int, raw: Redis, pattern: str
+) -> tuple[float, float]:
+    """Bytes per session of the keys matching `pattern` with one request lease held
+    on each of `count` new sessions, then after each was returned."""
+    client = create_client(RedisSettings.from_dsn(url))
+    store = SessionStore(client, SessionSettings(key_prefix=prefix))
+    try:
+        made = [
+            await store.create(user_id="u" + secrets.token_hex(4), state=SMALL)
+            for _ in range(count)
+        ]
+        leases = [await store.leases.take(session.id) for session in made]
+        held = _usage(raw, pattern) / count
+        for lease in leases:
+            await store.leases.release(lease)
+        returned = _usage(raw, pattern) / count
+    finally:
+        await client.aclose()
+    return held, returned
+
+
+def lease_sizes(url: str, raw: Redis, count: int) -> None:
+    """A small session's keys (record and any lease keys) with a lease held, and after."""
+    at = "lease" + secrets.token_hex(3)
+    n = count // 10
+    held, returned = asyncio.run(_lease_each(url, at, n, raw, f"{at}:{{*}}:*:*"))
+    print("\nsession keys (record and lease keys), small state, bytes per session")
+    print(f"  one request lease held:  {held:4.0f} B")
+    print(f"  after it was returned:   {returned:4.0f} B")
+    _drop(raw, at + ":*")
+
+
 def index_sizes(raw: Redis, count: int) -> None:
     """User and expiry index layouts holding `count` sessions of their own users."""
     prefix = "idx" + secrets.token_hex(3)
@@ -162,6 +198,7 @@ def main() -> None:
         print(f"redis: {url}   {raw.info('server')['redis_version']}")
         record_sizes(url, raw, args.sessions, args.prefix)
         index_sizes(raw, args.sessions)
+        lease_sizes(url, raw, args.sessions)
         raw.close()
 
 

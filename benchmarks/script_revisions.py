@@ -23,7 +23,13 @@ slid, nothing written).
     python benchmarks/script_revisions.py [--against main] [--calls 5000] [--rounds 5]
         [--sweep-live 1000000]
 
-The revision's scripts must take the same KEYS and ARGV as this checkout's.
+The revision's scripts must take the same ARGV as this checkout's; their KEYS are
+matched by name (the scripts' ``-- KEYS:`` headers), and a session key this checkout no
+longer has (the lease sorted sets of earlier builds) is named as those builds named it.
+The ``lease`` rows of this checkout include the plain HGETALL that the take sends
+right after the script when it reads the session (earlier builds read it inside), and
+a ``get`` row compares the plain commands of a read (not a script: its keys named as
+each revision's read names them).
 Uses SESSIONSTORE_REDIS_URL if set (not with --sweep-live), else starts a private server.
 """
 
@@ -43,7 +49,7 @@ from redis.asyncio import Redis
 from sweep_cost import drop_tombstones, load, wait_overdue
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client, sweep_store
-from sessionstore._scripts import Arg, Batch, LuaScript, _compose
+from sessionstore._scripts import _KEYS_HEADER, _SESSION_KEYS, Arg, Batch, LuaScript, _used_prelude
 from sessionstore.store._lua import script
 from sessionstore.testing import LocalRedis
 
@@ -59,20 +65,46 @@ PIPELINE = 500
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def at_revision(revision: str, name: str) -> LuaScript:
-    """The store script `name` as `revision` composes it (its prelude and its file)."""
+def show(revision: str, path: str) -> str:
+    """A file as `revision` has it."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
-    def show(path: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{revision}:{path}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
 
-    prelude, body = show("sessionstore/_prelude.lua"), show(f"sessionstore/store/lua/{name}.lua")
-    source, picks = _compose(name, prelude, "", body).source, script(name).key_picks
-    return LuaScript(name, source, picks)
+def at_revision(revision: str, name: str) -> tuple[LuaScript, list[str] | None]:
+    """The store script `name` as `revision` composes it (its prelude and its file), and
+    the session keys its header names (None: all of them)."""
+    prelude = show(revision, "sessionstore/_prelude.lua")
+    body = show(revision, f"sessionstore/store/lua/{name}.lua")
+    header = _KEYS_HEADER.search(body)
+    names = [n.strip() for n in header.group(1).split(",")] if header else None
+    declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
+    source = f"local SESSION_KEYS = {declared}\n" + _used_prelude(prelude, body) + "\n" + body
+    return LuaScript(name, source), names
+
+
+def key_names(lua: LuaScript) -> list[str]:
+    """The names of the session keys this checkout sends `lua`."""
+    if lua.key_picks is None:
+        return list(_SESSION_KEYS)
+    return [_SESSION_KEYS[i] for i in lua.key_picks]
+
+
+def renamed(call: tuple[Any, ...], ours: list[str], theirs: list[str] | None) -> tuple[Any, ...]:
+    """A captured call (numkeys, keys, args) of this checkout's script, with the keys a
+    script declaring `theirs` takes; one this checkout lacks is named after the record
+    (``...:session:<id>`` -> ``...:<name>:<id>``)."""
+    count = int(call[0])
+    keys, args = dict(zip(ours, call[1 : 1 + count], strict=True)), call[1 + count :]
+    if theirs is None or theirs == ours:
+        return call
+    record = keys["record"]
+    sent = [keys.get(n) or record.replace(":session:", f":{n}:") for n in theirs]
+    return (len(sent), *sent, *args)
 
 
 async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
@@ -132,15 +164,15 @@ async def redis_cpu(raw: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def replay(raw: Redis, steps: list[tuple[str, tuple[Any, ...]]], calls: int) -> float:
-    """Redis CPU us per replay of `steps` (EVALSHA sha with a call's keys and args, one
-    after the other)."""
+async def replay(raw: Redis, steps: list[tuple[Any, ...]], calls: int) -> float:
+    """Redis CPU us per replay of `steps` (commands: EVALSHA sha with a call's keys and
+    args, or plain ones, one after the other)."""
     before = await redis_cpu(raw)
     for _ in range(calls // PIPELINE):
         pipe = raw.pipeline(transaction=False)
         for _ in range(PIPELINE):
-            for sha, call in steps:
-                pipe.execute_command("EVALSHA", sha, *call)
+            for step in steps:
+                pipe.execute_command(*step)
         await pipe.execute(raise_on_error=False)
     return (await redis_cpu(raw) - before) * 1e6 / (calls // PIPELINE * PIPELINE)
 
@@ -160,20 +192,58 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
     # read, or not) and the return (with the draft's commit, or not), as a request makes
     # them, one after the other on the same session.
     rows = {label: (label,) for label in (*HOT, *PLAIN)} | REQUESTS
+    record = str(captured["touch"][1])
     for row, labels in rows.items():
-        ways: list[list[tuple[str, tuple[Any, ...]]]] = [[], []]
+        ways: list[list[tuple[Any, ...]]] = [[], []]
         for label in labels:
             name = PLAIN[label][0] if label in PLAIN else label
-            theirs, ours = at_revision(revision, name), script(name)
-            for steps, lua in zip(ways, (theirs, ours), strict=True):
-                steps.append((await raw.script_load(lua.source), captured[label]))
-        figures: dict[str, list[float]] = {revision: [], "this": []}
-        for _ in range(rounds):
-            for way, steps in zip(figures, ways, strict=True):
-                figures[way].append(await replay(raw, steps, calls))
-        report(row, figures, "us per call" if len(labels) == 1 else "us per request")
+            (theirs, their_keys), ours = at_revision(revision, name), script(name)
+            call = captured[label]
+            ways[0].append(
+                (
+                    "EVALSHA",
+                    await raw.script_load(theirs.source),
+                    *renamed(call, key_names(ours), their_keys),
+                )
+            )
+            ways[1].append(("EVALSHA", await raw.script_load(ours.source), *call))
+            if label == "lease":  # the take's read of the session, right after the script
+                ways[1].append(("HGETALL", record))
+        await compare(raw, row, ways, revision, calls, rounds, len(labels) == 1)
+    await compare(raw, "get", reads(revision, record), revision, calls, rounds, True)
     await client.aclose()
     await raw.aclose()
+
+
+def reads(revision: str, record: str) -> list[list[tuple[Any, ...]]]:
+    """The plain commands of a `get` as `revision` sends them, and as this checkout does."""
+    read = show(revision, "sessionstore/store/_read.py")
+    tomb = record.replace(":session:", ":tomb:")
+    ours: list[tuple[Any, ...]] = [("TIME",), ("HGETALL", record), ("HGETALL", tomb)]
+    theirs = list(ours)
+    if "keys.requests" in read:  # lease sets of their own
+        theirs[2:2] = [
+            ("ZRANGE", record.replace(":session:", f":{name}:"), 0, -1, "WITHSCORES")
+            for name in ("requests", "conns")
+        ]
+    return [theirs, ours]
+
+
+async def compare(
+    raw: Redis,
+    row: str,
+    ways: list[list[tuple[Any, ...]]],
+    revision: str,
+    calls: int,
+    rounds: int,
+    one: bool,
+) -> None:
+    """Replay both ways round by round, alternating, and report the medians."""
+    figures: dict[str, list[float]] = {revision: [], "this": []}
+    for _ in range(rounds):
+        for way, steps in zip(figures, ways, strict=True):
+            figures[way].append(await replay(raw, steps, calls))
+    report(row, figures, "us per call" if one else "us per request")
 
 
 async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> None:
@@ -185,7 +255,7 @@ async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> No
         ours = script("sweep")
         ways: dict[str, Callable[[], Awaitable[float]]] = {}
         figures: dict[str, list[float]] = {revision: [], "this": []}
-        for way, lua in zip(figures, (at_revision(revision, "sweep"), ours), strict=True):
+        for way, lua in zip(figures, (at_revision(revision, "sweep")[0], ours), strict=True):
             ways[way] = _sweep_with(store, lua, due)
         for _ in range(rounds):
             for way, sweep in ways.items():

@@ -30,10 +30,6 @@ class SessionKeys:
     record: str
     #: hash: tombstone of an expired, closed or rotated id
     tombstone: str
-    #: sorted set: request leases, member request id, score deadline (ms)
-    requests: str
-    #: sorted set: connection leases, member connection id, score deadline (ms)
-    connections: str
     #: hash: the session's lock (owner, fence)
     lock: str
     #: hash: upstream connection records, one field (JSON) per upstream name
@@ -49,12 +45,10 @@ class SessionKeys:
     events: str
 
     def ordered(self) -> list[str]:
-        """The eleven keys in the order every single-session script takes them."""
+        """The nine keys in the order every single-session script takes them."""
         return [
             self.record,
             self.tombstone,
-            self.requests,
-            self.connections,
             self.lock,
             self.upstreams,
             self.expiry,
@@ -87,7 +81,7 @@ class BreakerKeys:
 
 
 #: How many sessions' keys a key space keeps built. Building them takes about 3 us
-#: (the id's check and eleven names), and the calls of one request (a read, a write, a
+#: (the id's check and nine names), and the calls of one request (a read, a write, a
 #: lease's take and return) all name the same session. Bounded, and least recently used
 #: dropped first: ids come from clients, so a cache that kept every well-formed id ever
 #: presented would grow without limit (about 1 KB an id); 1024 is far more sessions
@@ -131,8 +125,6 @@ class KeySpace:
             for name in (
                 "session",
                 "tomb",
-                "requests",
-                "conns",
                 "lock",
                 "upstreams",
                 "mcp",
@@ -142,7 +134,7 @@ class KeySpace:
 
     def session_prefix_args(self, shard: int) -> list[str]:
         """The prefixes as the batch scripts (sweep, repair_sessions) take them in ARGV:
-        record, tomb, requests, conns, lock, upstreams, mcp events, mcp standalone events."""
+        record, tomb, lock, upstreams, mcp events, mcp standalone events."""
         return list(self.session_prefixes(shard).values())
 
     # -- per session -----------------------------------------------------------
@@ -165,8 +157,6 @@ class KeySpace:
             shard=shard,
             record=f"{tag}:session:{session_id}",
             tombstone=f"{tag}:tomb:{session_id}",
-            requests=f"{tag}:requests:{session_id}",
-            connections=f"{tag}:conns:{session_id}",
             lock=f"{tag}:lock:{session_id}",
             upstreams=f"{tag}:upstreams:{session_id}",
             mcp_events=f"{tag}:mcp:{session_id}",
@@ -279,7 +269,8 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"{p}:{{N}}:session:<id>",
             "hash",
             "deadline + sweep_grace",
-            "session record: plain fields, one a:<name> field per state attribute",
+            "session record: plain fields, one a:<name> field per state attribute, "
+            "one r:<lease>/c:<lease> field per request/connection lease",
             f"HGETALL {p}:{{N}}:session:<id>",
         ),
         (
@@ -288,20 +279,6 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "expired_retention",
             "tombstone of an expired/closed/rotated id (status, reason, superseded_by)",
             f"HGETALL {p}:{{N}}:tomb:<id>",
-        ),
-        (
-            f"{p}:{{N}}:requests:<id>",
-            "zset",
-            "longest lease",
-            "request leases: member lease id, score deadline ms",
-            f"ZRANGE {p}:{{N}}:requests:<id> 0 -1 WITHSCORES",
-        ),
-        (
-            f"{p}:{{N}}:conns:<id>",
-            "zset",
-            "longest lease",
-            "connection leases: member lease id, score deadline ms",
-            f"ZRANGE {p}:{{N}}:conns:<id> 0 -1 WITHSCORES",
         ),
         (
             f"{p}:{{N}}:lock:<id>",

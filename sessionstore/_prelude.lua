@@ -1,10 +1,9 @@
 -- sessionstore prelude: prepended to every script by sessionstore._scripts.
 --
 -- Time always comes from the Redis server (TIME), never from a replica's clock.
--- Single-session scripts take the session's eleven keys, in the order of
--- SessionKeys.ordered(): record, tomb, requests, conns, lock, upstreams,
--- expiry, stats, events, mcp, mcpget (the MCP event streams), or only those their
--- header names (see session_keys).
+-- Single-session scripts take the session's nine keys, in the order of
+-- SessionKeys.ordered(): record, tomb, lock, upstreams, expiry, stats, events, mcp,
+-- mcpget (the MCP event streams), or only those their header names (see session_keys).
 -- All share one hash tag, so each script stays on one Redis Cluster slot.
 
 local function now_ms()
@@ -17,9 +16,8 @@ end
 -- order (SESSION_KEYS, set by sessionstore._scripts); the others get all of them.
 local function session_keys(first)
   local k, i = {}, first or 1
-  for _, name in ipairs(SESSION_KEYS or {'record', 'tomb', 'requests', 'conns', 'lock',
-                                         'upstreams', 'expiry', 'stats', 'events', 'mcp',
-                                         'mcpget'}) do
+  for _, name in ipairs(SESSION_KEYS or {'record', 'tomb', 'lock', 'upstreams', 'expiry',
+                                         'stats', 'events', 'mcp', 'mcpget'}) do
     k[name] = KEYS[i]
     i = i + 1
   end
@@ -189,33 +187,30 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   return {'ok', sets}
 end
 
--- End a session: tombstone kept for retention_ms; record, leases, lock, upstream
--- records, MCP event streams and expiry entry dropped; counted; event emitted. All in the
--- caller's script. known: the record's {user_id, conversation_id, created_at, metadata,
--- requests_until, conns_until, fence, extras} when the caller has read them already.
+-- End a session: tombstone kept for retention_ms; record (its leases with it), lock,
+-- upstream records, MCP event streams and expiry entry dropped; counted; event emitted.
+-- All in the caller's script. known: the record's {user_id, conversation_id, created_at,
+-- metadata, fence, extras} when the caller has read them already.
 -- in_bulk: the caller drops the expiry entry and counts the ending itself, once for a
 -- whole batch (the sweep).
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
                            superseded_by, known, in_bulk)
   local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at',
-                                'metadata', 'requests_until', 'conns_until', 'fence', 'extras')
+                                'metadata', 'fence', 'extras')
   -- Keys the record says cannot be there are not looked up (in a large keyspace every
-  -- lookup is a cache miss): a lease set lives no longer than its latest lease
-  -- (`*_until`, its TTL), a lock key exists only once a lock was granted (`fence`),
+  -- lookup is a cache miss): a lock key exists only once a lock was granted (`fence`),
   -- upstream records and MCP event streams only once `extras` was set (by the upstream
   -- script's register and the MCP event store's first event). Without a record (Redis
   -- dropped it) every key is dropped. A live record has no tombstone, and the HSET
   -- below writes every tombstone field.
   local gone = {'DEL', k.record}
   local unknown = not f[3]
-  if unknown or f[8] then
+  if unknown or f[6] then
     gone[#gone + 1] = k.upstreams
     gone[#gone + 1] = k.mcp
     gone[#gone + 1] = k.mcpget
   end
-  if unknown or (f[5] and tonumber(f[5]) > now) then gone[#gone + 1] = k.requests end
-  if unknown or (f[6] and tonumber(f[6]) > now) then gone[#gone + 1] = k.conns end
-  if unknown or f[7] then gone[#gone + 1] = k.lock end
+  if unknown or f[5] then gone[#gone + 1] = k.lock end
   redis.call(unpack(gone))
   redis.call('HSET', k.tomb, 'status', status, 'reason', reason, 'ended_at', now,
     'user_id', f[1] or '', 'conversation_id', f[2] or '', 'created_at', f[3] or '',
@@ -228,31 +223,38 @@ local function end_session(k, session_id, now, status, event, reason, retention_
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})
 end
 
--- Live leases in a lease set. The record keeps `requests_until` / `conns_until`, the
--- latest deadline any lease of that kind was given: past it none can be live, so the
--- set is not asked (most reads happen outside any request).
-local function live_leases(key, until_ms, now)
-  if not until_ms or now >= tonumber(until_ms) then return 0 end
-  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+-- Request and connection leases are fields of the session record, `r:<lease id>` and
+-- `c:<lease id>`, each its deadline (ms), so they go wherever the record goes (rotate,
+-- end, Redis dropping it). `request_leases` / `conn_leases` count the fields of their
+-- kind the record holds (live or lapsed), and are there only while that is not 0: a take
+-- that finds none has nothing to reclaim or count.
+local LEASES = {requests = {'r:', 'request_leases'}, conns = {'c:', 'conn_leases'}}
+
+-- The lease fields of one kind (prefix) in the record: how many are live at `now`, and
+-- the names of the lapsed ones (a crashed holder's, never returned).
+local function lease_fields(k, prefix, now)
+  local live, lapsed, seen, cursor = 0, {}, {}, '0'
+  repeat
+    -- One call for a small record (a listpack is scanned whole); a large one in steps.
+    local r = redis.call('HSCAN', k.record, cursor, 'MATCH', prefix .. '*', 'COUNT', 1000)
+    cursor = r[1]
+    local flat = r[2]
+    for i = 1, #flat, 2 do
+      local name = flat[i]
+      if not seen[name] then  -- a scan of a large hash may return a field twice
+        seen[name] = true
+        if tonumber(flat[i + 1]) > now then live = live + 1 else lapsed[#lapsed + 1] = name end
+      end
+    end
+  until cursor == '0'
+  return live, lapsed
 end
 
--- The record's value of `name` in an HGETALL reply (false when absent).
-local function field_of(flat, name)
-  for i = 1, #flat, 2 do
-    if flat[i] == name then return flat[i + 1] end
-  end
-  return false
-end
-
--- A session record as a reply: {tag, now, live_requests, live_connections, session_id,
--- {field, value, ...}}. The hash comes back as Redis gave it (copying it field by field
--- into the reply would cost as much again). requests, conns: live counts the caller
--- already knows (nil: counted here).
-local function record_reply(k, now, tag, session_id, requests, conns)
-  local fields = redis.call('HGETALL', k.record)
-  requests = requests or live_leases(k.requests, field_of(fields, 'requests_until'), now)
-  conns = conns or live_leases(k.conns, field_of(fields, 'conns_until'), now)
-  return {tag, now, requests, conns, session_id, fields}
+-- A session record as a reply: {tag, now, session_id, {field, value, ...}}. The hash
+-- comes back as Redis gave it (copying it field by field into the reply would cost as
+-- much again); the reader counts the live leases in it against `now`.
+local function record_reply(k, now, tag, session_id)
+  return {tag, now, session_id, redis.call('HGETALL', k.record)}
 end
 
 -- Why an overdue session is due: its idle deadline or its absolute lifetime.

@@ -29,8 +29,6 @@ Arg = str | int | float | bytes
 _SESSION_KEYS = (
     "record",
     "tomb",
-    "requests",
-    "conns",
     "lock",
     "upstreams",
     "expiry",

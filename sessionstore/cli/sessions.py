@@ -126,7 +126,6 @@ def show(
             return found, {
                 "record": keys.record,
                 "tombstone": keys.tombstone,
-                "requests": keys.requests,
             }
 
     found, keys = run(body)

@@ -1,11 +1,13 @@
 """Request and connection tracking as leases with deadlines.
 
-A lease is a member of a sorted set scored by its deadline. Taking one
-reclaims lapsed leases first, so a crashed replica's requests stop counting
-after `request_lease_ttl`. A holder renews its lease in the background while
-it runs. With a global limit, the fleet-wide lease is taken in the same round
-trip (pipelined); if one of the two is refused the other is given back, so
-limits are never exceeded, though a refused request may briefly hold a slot.
+A lease is a field of the session record (``r:<lease id>`` for a request,
+``c:<lease id>`` for a connection) whose value is its deadline, so it goes
+wherever the record goes. Taking one reclaims lapsed leases first, so a
+crashed replica's requests stop counting after `request_lease_ttl`. A holder
+renews its lease in the background while it runs. With a global limit, the
+fleet-wide lease is taken in the same round trip (pipelined); if one of the
+two is refused the other is given back, so limits are never exceeded, though
+a refused request may briefly hold a slot.
 
 A lease held across a rotate moves with the session: its next renewal or its
 return finds the new id (`follow_rotation`, with the lease id as proof) and
@@ -178,13 +180,7 @@ class LeaseTracker:
             if isinstance(found, Tombstone):
                 raise gone_error(session_id, found.status)
             raise SessionNotFound(session_id)
-        lease.session = Session.from_record(
-            lease.session_id,
-            record,
-            now_ms=int(reply[3]),
-            requests=int(reply[4]),
-            connections=int(reply[5]),
-        )
+        lease.session = Session.from_record(lease.session_id, record, now_ms=int(reply[3]))
         lease.draft = SessionDraft(
             lease.session.state, lease.session.version, self.context.settings
         )

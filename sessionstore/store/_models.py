@@ -72,26 +72,11 @@ class Session(BaseModel):
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> Session:
-        """Build from a script's record reply:
-        ``[tag, now, requests, conns, session_id, [field, value, ...]]``."""
-        return cls.from_record(
-            str(reply[4]),
-            parse_pairs(reply[5]),
-            now_ms=int(reply[1]),
-            requests=int(reply[2]),
-            connections=int(reply[3]),
-        )
+        """Build from a script's record reply: ``[tag, now, session_id, [field, value, ...]]``."""
+        return cls.from_record(str(reply[2]), parse_pairs(reply[3]), now_ms=int(reply[1]))
 
     @classmethod
-    def from_record(
-        cls,
-        session_id: str,
-        fields: Mapping[str, str],
-        *,
-        now_ms: int,
-        requests: int,
-        connections: int,
-    ) -> Session:
+    def from_record(cls, session_id: str, fields: Mapping[str, str], *, now_ms: int) -> Session:
         """Build from a session hash (``HGETALL``) read at Redis time `now_ms`.
 
         Fields with nothing to say are left out of the hash and read as empty, and a
@@ -99,6 +84,9 @@ class Session(BaseModel):
         `last_activity` is ``idle_deadline - idle_timeout_ms`` (every write that moves
         one moves the other), so it is derived rather than read: records that still
         store it and records that do not read the same.
+        The request and connection leases are the record's ``r:``/``c:`` fields, each
+        its deadline: those still ahead of `now_ms` are live (a crashed holder's
+        lapsed ones stay until the next lease is taken, but do not count).
         """
         state: dict[str, JsonValue] = {
             name[2:]: decode_json(value) for name, value in fields.items() if name[:2] == "a:"
@@ -107,6 +95,7 @@ class Session(BaseModel):
         idle_timeout = timedelta(milliseconds=int(fields["idle_timeout_ms"]))
         idle_deadline = ms_to_datetime(idle_ms)
         overdue = now_ms >= min(idle_ms, absolute_ms)
+        requests, connections = live_leases(fields, now_ms)
         metadata = fields.get("metadata")
         # A dict validated as a whole costs less than keyword arguments; the last
         # activity is the idle deadline less the timeout (exact: both are whole ms).
@@ -220,6 +209,27 @@ class SweepResult(BaseModel):
     still_due: int
     #: Index entries of ids that had already ended (a tombstone was there), dropped.
     removed: int = 0
+
+
+#: The record's lease fields: ``r:<lease id>`` (request), ``c:<lease id>`` (connection),
+#: and how many of each kind it holds (there only while not 0), so that a record
+#: without leases is not looked through for them.
+REQUEST_LEASE, CONNECTION_LEASE = "r:", "c:"
+LEASE_COUNTS = ("request_leases", "conn_leases")
+
+
+def live_leases(fields: Mapping[str, str], now_ms: int) -> tuple[int, int]:
+    """The live request and connection leases in a session record at `now_ms`."""
+    if LEASE_COUNTS[0] not in fields and LEASE_COUNTS[1] not in fields:
+        return 0, 0
+    requests = connections = 0
+    for name, value in fields.items():
+        kind = name[:2]
+        if kind == REQUEST_LEASE:
+            requests += int(value) > now_ms
+        elif kind == CONNECTION_LEASE:
+            connections += int(value) > now_ms
+    return requests, connections
 
 
 def parse_pairs(flat: list[Any]) -> dict[str, str]:

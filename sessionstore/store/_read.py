@@ -1,9 +1,11 @@
 """Reading a session (or the tombstone of an ended id) with plain commands.
 
-A read changes nothing, so it needs no script: TIME, the record, both lease
-sets and the tombstone go out in one pipeline, one round trip. A script
-would cost Redis several times as much, because every field of the record
-would pass through Lua twice (into a Lua table, then into the reply).
+A read changes nothing, so it needs no script: TIME, the record (its request
+and connection leases are fields of it) and the tombstone go out in one
+pipeline, one round trip. A script would cost Redis several times as much,
+because every field of the record would pass through Lua twice (into a Lua
+table, then into the reply). The live leases are counted here, from the
+record's lease fields against Redis' clock.
 
 The commands are not atomic together, and need not be: each answers for
 itself, and no interleaving changes what the read says. A record ends by one
@@ -23,15 +25,13 @@ from .._scripts import Batch
 from ._models import Session, Tombstone
 
 #: Replies `queue_read` adds to a batch.
-READ_REPLIES = 5
+READ_REPLIES = 3
 
 
 def queue_read(batch: Batch, keys: SessionKeys) -> int:
     """Queue the read of one session; returns the index of its first reply."""
     first = batch.command("TIME", near=keys.record)
     batch.command("HGETALL", keys.record)
-    batch.command("ZRANGE", keys.requests, 0, -1, "WITHSCORES")
-    batch.command("ZRANGE", keys.connections, 0, -1, "WITHSCORES")
     batch.command("HGETALL", keys.tombstone)
     return first
 
@@ -42,20 +42,8 @@ def decode_read(session_id: str, replies: list[Any]) -> Session | Tombstone | No
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     record: dict[str, str] = replies[1]
     if record:
-        return Session.from_record(
-            session_id,
-            record,
-            now_ms=now_ms,
-            requests=_live(replies[2], now_ms),
-            connections=_live(replies[3], now_ms),
-        )
-    tomb: dict[str, str] = replies[4]
+        return Session.from_record(session_id, record, now_ms=now_ms)
+    tomb: dict[str, str] = replies[2]
     if tomb:
         return Tombstone.from_record(session_id, tomb)
     return None
-
-
-def _live(flat: list[Any], now_ms: int) -> int:
-    """Leases whose deadline (the score) is still ahead; lapsed ones of crashed
-    replicas stay in the set until the next lease is taken, but do not count."""
-    return sum(1 for i in range(1, len(flat), 2) if float(flat[i]) > now_ms)

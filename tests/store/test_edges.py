@@ -225,7 +225,9 @@ async def test_a_request_lease_follows_a_rotate(
         rotated = await store.rotate(made.id)
         await store.leases.renew(lease)
         assert lease.session_id == rotated.id, "renewal found the new id"
-    assert await redis.zcard(store.keys.session(rotated.id).requests) == 0
+    fields = await redis.hgetall(store.keys.session(rotated.id).record)
+    assert [name for name in fields if name.startswith("r:")] == []
+    assert "request_leases" not in fields
     assert await redis.zcard(store.keys.global_requests()) == 0
     async with store.track_request(rotated.id) as again:
         assert again.live == 1

@@ -80,3 +80,27 @@ async def test_a_session_with_upstreams_and_streams_drops_them(
         assert await redis.hget(store.session_keys(successor).record, "extras") == "1"
     else:
         assert deletes(seen, keys.record) == [[keys.record, *_extras(keys)]]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+async def test_held_leases_go_with_the_record(
+    store: SessionStore, redis: RedisClient, ending: str
+) -> None:
+    """Request and connection leases are fields of the record: ending a session that
+    holds some drops the record alone (no lease key is named), and rotate moves them
+    with the record to the new id."""
+    session = await store.create()
+    keys = store.session_keys(session.id)
+    request = await store.leases.take(session.id)
+    conn = await store.leases.take(session.id, "conns")
+    fields = [f"r:{request.lease_id}", f"c:{conn.lease_id}"]
+
+    async with commands_run(redis) as seen:
+        successor = await _end(store, session.id, ending)
+
+    assert not await redis.exists(keys.record)
+    if ending == "rotate":
+        moved = store.session_keys(successor).record
+        assert None not in await redis.hmget(moved, fields)
+    else:
+        assert deletes(seen, keys.record) == [[keys.record]]

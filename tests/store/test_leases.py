@@ -127,14 +127,14 @@ async def test_held_lease_is_renewed_while_the_body_runs(
     """A long request keeps its lease: after several lease periods it still counts."""
     store = _store(redis, key_prefix, request_lease_ttl=timedelta(milliseconds=150))
     made = await store.create()
-    requests_key = store.session_keys(made.id).requests
+    record = store.session_keys(made.id).record
     async with store.track_request(made.id) as lease:
-        first = await redis.zscore(requests_key, lease.lease_id)
+        first = await redis.hget(record, f"r:{lease.lease_id}")
         assert first is not None
 
         async def renewed_twice() -> bool:
-            score = await redis.zscore(requests_key, lease.lease_id)
-            return score is not None and score > first + 100
+            deadline = await redis.hget(record, f"r:{lease.lease_id}")
+            return deadline is not None and int(deadline) > int(first) + 100
 
         await eventually(renewed_twice, timeout=5)
         assert (await store.get(made.id)).active_requests == 1
@@ -334,4 +334,66 @@ async def test_leased_read_of_a_session_ended_right_after_the_take(
             pass  # pragma: no cover
     monkeypatch.undo()
     assert await redis.zcard(store.keys.global_requests()) == 0
-    assert await redis.exists(keys.record, keys.requests) == 0
+    assert await redis.exists(keys.record) == 0
+
+
+async def test_leases_are_record_fields_and_never_state(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A held lease is a field of the session record holding its deadline, with a count
+    of its kind; the state never shows either, and the last return drops both."""
+    made = await store.create(state={"n": 1})
+    record = store.session_keys(made.id).record
+    async with store.track_request(made.id) as request, store.track_connection(made.id) as conn:
+        fields = await redis.hgetall(record)
+        assert int(fields[f"r:{request.lease_id}"]) > int(fields["created_at"])
+        assert int(fields[f"c:{conn.lease_id}"]) > int(fields["created_at"])
+        assert (fields["request_leases"], fields["conn_leases"]) == ("1", "1")
+        got = await store.get(made.id)
+        assert got.state == {"n": 1}
+        assert (got.active_requests, got.connection_count) == (1, 1)
+    left = await redis.hgetall(record)
+    assert [n for n in left if n[:2] in ("r:", "c:") or n.endswith("_leases")] == []
+
+
+async def test_a_take_without_leases_held_scans_nothing(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """The common take (no lease of its kind held) neither scans the record nor counts;
+    with one held, the take looks through the lease fields to count them."""
+    from tests.monitor import commands_run
+
+    made = await store.create()
+    async with commands_run(redis) as alone, store.track_request(made.id):
+        pass
+    async with (
+        store.track_request(made.id),
+        commands_run(redis) as beside,
+        store.track_request(made.id) as second,
+    ):
+        assert second.live == 2
+    assert [c for c in alone if c[0] == "HSCAN"] == []
+    assert [c[0] for c in beside if c[0] == "HSCAN"] == ["HSCAN"]
+
+
+async def test_a_lapsed_lease_is_dropped_by_the_next_take(
+    redis: RedisClient, key_prefix: str
+) -> None:
+    """A crashed holder's lease (never returned) does not count once lapsed, and the
+    next take drops its field; the count follows."""
+    store = _store(redis, key_prefix, request_lease_ttl=timedelta(milliseconds=100))
+    made = await store.create()
+    record = store.session_keys(made.id).record
+    abandoned = await store.leases.take(made.id)
+
+    async def lapsed() -> bool:
+        return (await store.get(made.id)).active_requests == 0
+
+    await eventually(lapsed, timeout=5)
+    assert await redis.hexists(record, f"r:{abandoned.lease_id}")
+    lease = await store.leases.take(made.id)
+    assert lease.live == 1
+    assert not await redis.hexists(record, f"r:{abandoned.lease_id}")
+    assert await redis.hget(record, "request_leases") == "1"
+    await store.leases.release(lease)
+    assert await redis.hget(record, "request_leases") is None

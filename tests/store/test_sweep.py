@@ -168,23 +168,26 @@ async def test_a_lost_record_is_still_expired_and_announced(
     assert [(e.session_id, e.fields["reason"]) for e in expired] == [(made.id, "lost")]
 
 
-async def test_an_expired_session_leaves_no_lease_set_or_lock_behind(
+async def test_an_expired_session_leaves_no_lease_or_lock_behind(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """Leases still held and a lock still granted when the session comes due go with it;
-    a session that never had them expires all the same (its keys are not looked up)."""
+    """Leases still held (fields of the record) and a lock still granted when the
+    session comes due go with it; a session that never had them expires all the same
+    (its keys are not looked up)."""
     held = await store.create()
     plain = await store.create()
     keys = store.session_keys(held.id)
-    async with store.track_request(held.id), store.track_connection(held.id):
+    async with store.track_request(held.id) as request, store.track_connection(held.id) as conn:
         await store.lock(held.id).acquire()
-        assert await redis.exists(keys.requests, keys.connections, keys.lock) == 3
+        leases = [f"r:{request.lease_id}", f"c:{conn.lease_id}"]
+        assert None not in await redis.hmget(keys.record, leases)
+        assert await redis.exists(keys.lock) == 1
         await backdate(store, [held.id, plain.id], timedelta(seconds=1))
 
         report = await sweep_store(store)
 
         assert (report.expired, report.lost) == (2, 0)
-        assert await redis.exists(keys.requests, keys.connections, keys.lock, keys.record) == 0
+        assert await redis.exists(keys.lock, keys.record) == 0
     for made in (held, plain):
         tomb = await store.lookup(made.id)
         assert isinstance(tomb, Tombstone) and tomb.reason == "idle"

@@ -1,5 +1,5 @@
 -- end: expire or close (delete) one session now.
--- KEYS: the session's eleven keys
+-- KEYS: the session's nine keys
 -- ARGV: session_id, status ('expired' | 'closed'), event ('expired' | 'deleted'),
 --       reason, retention_ms, events_maxlen
 -- Reply: {'ok', user_id} | {'gone', status, superseded_by} (already ended) | {'missing'}

@@ -2,10 +2,10 @@
 -- rotated, for its holder only. The holder proves itself with the lease id or
 -- lock owner it holds: the successor is named only if that lease or lock sits
 -- on it (rotate moved it there), so an id alone never leads to a live session.
--- KEYS: the rotated session's eleven keys
+-- KEYS: the rotated session's nine keys
 -- ARGV: what ('requests' | 'conns' | 'lock'), token (lease id or lock owner),
---       then the shard's key prefixes for record, tomb, requests, conns, lock,
---       upstreams (successors share the shard, so every key shares its hash tag)
+--       then the shard's key prefixes for record, tomb, lock, upstreams
+--       (successors share the shard, so every key shares its hash tag)
 -- Reply: {'ok', session_id} | {'no'}
 local k = session_keys(1)
 local what, token = ARGV[1], ARGV[2]
@@ -16,10 +16,10 @@ for _ = 1, 8 do  -- a few rotations in a row; a longer chain is not followed
   local id = t[2]
   local held
   if what == 'lock' then
-    held = redis.call('HGET', ARGV[7] .. id, 'owner') == token
+    held = redis.call('HGET', ARGV[5] .. id, 'owner') == token
   else
-    local key = (what == 'requests') and ARGV[5] or ARGV[6]
-    held = redis.call('ZSCORE', key .. id, token) ~= false
+    -- The lease is a field of the record, which rotate moved under the new id.
+    held = redis.call('HEXISTS', ARGV[3] .. id, LEASES[what][1] .. token) == 1
   end
   if held then return {'ok', id} end
   tomb = ARGV[4] .. id

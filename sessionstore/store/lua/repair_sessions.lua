@@ -9,7 +9,7 @@
 -- Used only by the repair job (ids come from SCAN / ZSCAN of the same shard).
 -- KEYS: expiry, stats, events (of one shard)
 -- ARGV: retention_ms, events_maxlen, the shard's key prefixes for record, tomb,
---       requests, conns, lock, upstreams, mcp, mcpget (KeySpace.session_prefixes), then ids.
+--       lock, upstreams, mcp, mcpget (KeySpace.session_prefixes), then ids.
 --       Like sweep.lua, it appends ids to prefixes of its own shard's hash tag.
 -- Reply: {added, moved, removed, lost, then user_id, session_id, absolute_deadline, ...
 --         for every active record that has a user (for the user-index repair)}
@@ -18,12 +18,11 @@ local retention, maxlen = tonumber(ARGV[1]), ARGV[2]
 local now = now_ms()
 local added, moved, removed, lost = 0, 0, 0, 0
 local users = {}
-for i = 11, #ARGV do
+for i = 9, #ARGV do
   local id = ARGV[i]
   local k = {
-    record = ARGV[3] .. id, tomb = ARGV[4] .. id, requests = ARGV[5] .. id,
-    conns = ARGV[6] .. id, lock = ARGV[7] .. id, upstreams = ARGV[8] .. id, mcp = ARGV[9] .. id,
-    mcpget = ARGV[10] .. id,
+    record = ARGV[3] .. id, tomb = ARGV[4] .. id, lock = ARGV[5] .. id,
+    upstreams = ARGV[6] .. id, mcp = ARGV[7] .. id, mcpget = ARGV[8] .. id,
     expiry = expiry, stats = stats, events = events,
   }
   local score = redis.call('ZSCORE', expiry, id)

@@ -5,13 +5,12 @@
 --                       successor if one was already issued)
 --   closed / rotated -> refused: neither may be resumed
 -- Carried over to the new session: user_id, conversation_id, metadata. State is not.
--- KEYS: the old session's eleven keys, then the new session's eleven keys (same shard)
+-- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
 -- ARGV: old_id, new_id, grace_ms, idle_ms, absolute_ms, retention_ms, events_maxlen
--- Reply: {'active' | 'resumed', now, live_requests, live_connections, session_id,
---         {field, value, ...}}
+-- Reply: {'active' | 'resumed', now, session_id, {field, value, ...}}
 --      | {'superseded', successor_id}
 --      | {'gone', status, superseded_by} | {'missing'}
-local old, new = session_keys(1), session_keys(12)
+local old, new = session_keys(1), session_keys(10)
 local old_id, new_id = ARGV[1], ARGV[2]
 local grace, retention, maxlen = tonumber(ARGV[3]), tonumber(ARGV[6]), ARGV[7]
 local now = now_ms()

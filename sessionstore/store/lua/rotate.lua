@@ -1,10 +1,10 @@
 -- rotate: move an active session to a new id (session-fixation defence).
--- Same data, leases, lock and upstream records under the new id; the old id
+-- Same data (its leases with it), lock and upstream records under the new id; the old id
 -- answers `rotated` (superseded_by = new id) for the retention period.
--- KEYS: the old session's eleven keys, then the new session's eleven keys (same shard)
+-- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
 -- ARGV: old_id, new_id, retention_ms, events_maxlen
 -- Reply: {'ok', user_id, absolute_deadline} | {'exists'} | {'gone', ...} | {'missing'}
-local old, new = session_keys(1), session_keys(12)
+local old, new = session_keys(1), session_keys(10)
 local old_id, new_id = ARGV[1], ARGV[2]
 local now = now_ms()
 -- One read of the record: its deadlines, what the tombstone keeps, and `extras`.
@@ -14,7 +14,7 @@ if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
 -- Upstream records and MCP event streams exist only if the record says so (`extras`,
 -- see end_session); the field moves with the record.
 local extras = f[7]
-local moved = {'record', 'requests', 'conns', 'lock'}
+local moved = {'record', 'lock'}
 if extras then moved[#moved + 1] = 'upstreams' end
 for _, name in ipairs(moved) do
   if redis.call('EXISTS', old[name]) == 1 then redis.call('RENAME', old[name], new[name]) end

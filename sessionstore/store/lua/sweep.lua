@@ -4,7 +4,7 @@
 -- (or moved to its real deadline) by the script that handles it.
 -- KEYS: expiry, stats, events (of one shard)
 -- ARGV: batch, retention_ms, events_maxlen, then the shard's key prefixes for
---       record, tomb, requests, conns, lock, upstreams, mcp, mcpget (KeySpace.session_prefixes),
+--       record, tomb, lock, upstreams, mcp, mcpget (KeySpace.session_prefixes),
 --       then min_overdue_ms (optional, default 0: take entries due by at least this long;
 --       the aggressive start-up pass uses it for long-overdue sessions only).
 --       This is the one script that appends ids to key prefixes: the ids come from
@@ -15,24 +15,23 @@
 local expiry, stats, events = KEYS[1], KEYS[2], KEYS[3]
 local batch, retention, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
-local cutoff = now - (tonumber(ARGV[12]) or 0)
+local cutoff = now - (tonumber(ARGV[10]) or 0)
 local expired, lost, rescheduled, removed = 0, 0, 0, 0
 local ended = {}
 local due = redis.call('ZRANGEBYSCORE', expiry, '-inf', cutoff, 'LIMIT', 0, batch)
 for _, id in ipairs(due) do
   local k = {
-    record = ARGV[4] .. id, tomb = ARGV[5] .. id, requests = ARGV[6] .. id,
-    conns = ARGV[7] .. id, lock = ARGV[8] .. id, upstreams = ARGV[9] .. id, mcp = ARGV[10] .. id,
-    mcpget = ARGV[11] .. id,
+    record = ARGV[4] .. id, tomb = ARGV[5] .. id, lock = ARGV[6] .. id,
+    upstreams = ARGV[7] .. id, mcp = ARGV[8] .. id, mcpget = ARGV[9] .. id,
     expiry = expiry, stats = stats, events = events,
   }
   -- One read of the record: its deadlines, what the tombstone keeps, which keys it has.
   local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata',
-                                'requests_until', 'conns_until', 'fence', 'extras')
+                                'fence', 'extras')
   if state == 'overdue' then
     local reason = tonumber(f[2]) <= tonumber(f[1]) and 'lifetime' or 'idle'
     end_session(k, id, now, 'expired', 'expired', reason, retention, maxlen, '',
-                {f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]}, true)
+                {f[4], f[5], f[6], f[7], f[8], f[9]}, true)
     ended[#ended + 1] = id
     expired = expired + 1
   elseif state == 'active' then

@@ -9,7 +9,7 @@
 -- sessionstore/upstream/_totals.py): upstream_registered, upstream_removed,
 -- upstream_failed_attempts (each `attempts` increment), upstream_reconnected
 -- (reconnecting -> connected) and upstream_to_<state> (every change of state).
--- KEYS: the session's eleven keys
+-- KEYS: the session's nine keys
 -- ARGV: session_id, op ('register' | 'update' | 'remove'), name, grace_ms, events_maxlen,
 --       max_records, fields_json (register: the record; update: fields to set; remove: '{}'),
 --       stamp (comma-separated fields set to Redis time, '' = none),
