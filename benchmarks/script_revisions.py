@@ -13,15 +13,18 @@ depend on N); only the sweep is measured, not the loading of the due sessions.
 Redis CPU is INFO cpu (user + system) per call or per expired session.
 
 A script replayed on one session is a burst: within a step of the deadline
-(see the prelude's ``deadline_step``) a slide skips the index and TTL writes,
-so the ``touch`` and ``write_state`` rows are the cost of a burst's later
-requests; ``benchmarks/peers.py`` gives the cost of requests a second apart.
+(see the prelude's ``deadline_step``) a slide skips the index write, so the
+``touch`` and ``write_state`` rows are the cost of a burst's later requests.
+The ``, spaced`` rows replay each call on another of 500 sessions whose last
+activity is set ``--gap`` seconds back before each pipeline (outside the
+measured CPU): the cost of requests of a session that many seconds apart, as
+in ``benchmarks/peers.py``.
 The captured draft commit is replayed at a version that has moved on, so the
 ``lease_release`` rows are a refused commit (the lease returned, the deadline
 slid, nothing written).
 
     python benchmarks/script_revisions.py [--against main] [--calls 5000] [--rounds 5]
-        [--sweep-live 1000000]
+        [--gap 2] [--sweep-live 1000000]
 
 The revision's scripts must take the same ARGV as this checkout's; their KEYS are
 matched by name (the scripts' ``-- KEYS:`` headers), and a session key this checkout no
@@ -107,9 +110,9 @@ def renamed(call: tuple[Any, ...], ours: list[str], theirs: list[str] | None) ->
     return (len(sent), *sent, *args)
 
 
-async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
-    """Each hot script's first call (numkeys, keys, args) from real store operations, and
-    the plain tracked request's (PLAIN), by label."""
+async def capture(store: SessionStore) -> tuple[str, dict[str, tuple[Any, ...]]]:
+    """The session's id, and each hot script's first call (numkeys, keys, args) from real
+    store operations on it and the plain tracked request's (PLAIN), by label."""
     seen: dict[str, list[tuple[Any, ...]]] = {name: [] for name in HOT}
     by_sha = {script(name).sha: name for name in HOT}
     client: Any = store.redis
@@ -156,7 +159,7 @@ async def capture(store: SessionStore) -> dict[str, tuple[Any, ...]]:
             client.send_commands = multiplexed
         Batch.script = queue  # type: ignore[method-assign]
     captured = {name: seen[name][0] for name in HOT}
-    return captured | {label: seen[name][at] for label, (name, at) in PLAIN.items()}
+    return made.id, captured | {label: seen[name][at] for label, (name, at) in PLAIN.items()}
 
 
 async def redis_cpu(raw: Redis) -> float:
@@ -164,30 +167,95 @@ async def redis_cpu(raw: Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def replay(raw: Redis, steps: list[tuple[Any, ...]], calls: int) -> float:
-    """Redis CPU us per replay of `steps` (commands: EVALSHA sha with a call's keys and
-    args, or plain ones, one after the other)."""
-    before = await redis_cpu(raw)
-    for _ in range(calls // PIPELINE):
+class Spacing:
+    """Where a replay's calls go: all to the captured session (a burst), or each to
+    another of `sessions` (copies of it, each with its record key and the renames that
+    aim the captured commands at it: id and shard tag), whose last activity is set
+    `gap_ms` back before each pipeline."""
+
+    def __init__(
+        self,
+        sessions: list[tuple[str, list[tuple[str, str]]]] | None = None,
+        idle_ms: int = 0,
+        gap_ms: int = 0,
+    ) -> None:
+        self.sessions, self.idle_ms, self.gap_ms = sessions or [], idle_ms, gap_ms
+
+    def step_for(self, step: tuple[Any, ...], i: int) -> tuple[Any, ...]:
+        """The captured command `step` aimed at the i-th session of a pipeline."""
+        if not self.sessions:
+            return step
+        renames = self.sessions[i % len(self.sessions)][1]
+
+        def aimed(arg: Any) -> Any:
+            if isinstance(arg, str):
+                for old, new in renames:
+                    arg = arg.replace(old, new)
+            return arg
+
+        return tuple(aimed(a) for a in step)
+
+    async def set_back(self, raw: Redis) -> None:
+        """Each session's idle deadline as if its last request was `gap_ms` ago."""
+        if not self.sessions:
+            return
+        seconds, micros = await raw.time()
+        idle = seconds * 1000 + micros // 1000 + self.idle_ms - self.gap_ms
         pipe = raw.pipeline(transaction=False)
-        for _ in range(PIPELINE):
+        for record, _ in self.sessions:
+            pipe.hset(record, "idle_deadline", idle)
+        await pipe.execute()
+
+
+BURST = Spacing()
+
+
+def spaced_copies(store: SessionStore, captured_id: str, copies: list[str], gap: float) -> Spacing:
+    """A spacing over `copies` of the captured session, `gap` seconds apart."""
+    tag = f"{{{store.session_keys(captured_id).shard}}}"
+    sessions = [
+        (
+            store.session_keys(c).record,
+            [(captured_id, c), (tag, f"{{{store.session_keys(c).shard}}}")],
+        )
+        for c in copies
+    ]
+    idle_ms = round(store.settings.idle_timeout.total_seconds() * 1000)
+    return Spacing(sessions, idle_ms, round(gap * 1000))
+
+
+async def replay(
+    raw: Redis, steps: list[tuple[Any, ...]], calls: int, spacing: Spacing = BURST
+) -> float:
+    """Redis CPU us per replay of `steps` (commands: EVALSHA sha with a call's keys and
+    args, or plain ones, one after the other); the setting back of a spaced replay's
+    sessions is not counted."""
+    spent = 0.0
+    for _ in range(calls // PIPELINE):
+        await spacing.set_back(raw)
+        pipe = raw.pipeline(transaction=False)
+        for i in range(PIPELINE):
             for step in steps:
-                pipe.execute_command(*step)
+                pipe.execute_command(*spacing.step_for(step, i))
+        before = await redis_cpu(raw)
         await pipe.execute(raise_on_error=False)
-    return (await redis_cpu(raw) - before) * 1e6 / (calls // PIPELINE * PIPELINE)
+        spent += await redis_cpu(raw) - before
+    return spent * 1e6 / (calls // PIPELINE * PIPELINE)
 
 
 def report(label: str, figures: dict[str, list[float]], unit: str) -> None:
     theirs, ours = (statistics.median(v) for v in figures.values())
-    print(f"{label:30} {theirs:8.2f} {ours:8.2f} {unit:13} {ours / theirs:5.2f}")
+    print(f"{label:36} {theirs:8.2f} {ours:8.2f} {unit:14} {ours / theirs:5.2f}")
 
 
-async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
+async def hot_scripts(url: str, revision: str, calls: int, rounds: int, gap: float) -> None:
     client = create_client(RedisSettings.from_dsn(url))
     raw: Redis = Redis.from_url(url)
     store = SessionStore(client, SessionSettings(key_prefix="revs", max_requests_per_session=0))
     await store.load_scripts()
-    captured = await capture(store)
+    captured_id, captured = await capture(store)
+    copies = [(await store.create(state={"theme": "dark", "n": 1})).id for _ in range(PIPELINE)]
+    spaced = spaced_copies(store, captured_id, copies, gap)
     # Each script alone, then a request lease's whole life: the take (with the session
     # read, or not) and the return (with the draft's commit, or not), as a request makes
     # them, one after the other on the same session.
@@ -209,7 +277,9 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int) -> None:
             ways[1].append(("EVALSHA", await raw.script_load(ours.source), *call))
             if label == "lease":  # the take's read of the session, right after the script
                 ways[1].append(("HGETALL", record))
-        await compare(raw, row, ways, revision, calls, rounds, len(labels) == 1)
+        for suffix, spacing in (("", BURST), (", spaced", spaced)):
+            one = len(labels) == 1
+            await compare(raw, row + suffix, ways, revision, calls, rounds, one, spacing)
     await compare(raw, "get", reads(revision, record), revision, calls, rounds, True)
     await client.aclose()
     await raw.aclose()
@@ -237,12 +307,13 @@ async def compare(
     calls: int,
     rounds: int,
     one: bool,
+    spacing: Spacing = BURST,
 ) -> None:
     """Replay both ways round by round, alternating, and report the medians."""
     figures: dict[str, list[float]] = {revision: [], "this": []}
     for _ in range(rounds):
         for way, steps in zip(figures, ways, strict=True):
-            figures[way].append(await replay(raw, steps, calls))
+            figures[way].append(await replay(raw, steps, calls, spacing))
     report(row, figures, "us per call" if one else "us per request")
 
 
@@ -292,12 +363,15 @@ def main() -> None:
     parser.add_argument("--against", default="main", help="a git revision")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--gap", type=float, default=2.0, help="seconds between a spaced replay's requests"
+    )
     parser.add_argument("--sweep-live", type=int, nargs="*", default=[], metavar="N")
     args = parser.parse_args()
     print(f"Redis CPU, medians of {args.rounds} rounds: {args.against} beside this checkout")
-    print(f"{'script':30} {args.against:>8} {'this':>8} {'':13} ratio")
+    print(f"{'script':36} {args.against:>8} {'this':>8} {'':14} ratio")
     with redis_url() as url:
-        asyncio.run(hot_scripts(url, args.against, args.calls, args.rounds))
+        asyncio.run(hot_scripts(url, args.against, args.calls, args.rounds, args.gap))
     for live in args.sweep_live:
         asyncio.run(sweeps(args.against, live, args.rounds))
 
