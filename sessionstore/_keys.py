@@ -268,7 +268,7 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
         (
             f"{p}:{{N}}:session:<id>",
             "hash",
-            "deadline + sweep_grace",
+            "absolute deadline + sweep_grace (set at creation)",
             "session record: plain fields, one a:<name> field per state attribute, "
             "one r:<lease>/c:<lease> field per request/connection lease",
             f"HGETALL {p}:{{N}}:session:<id>",

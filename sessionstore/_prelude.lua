@@ -51,29 +51,23 @@ local function gone_reply(k, state)
   return {'missing'}
 end
 
--- The expiry index and the record's TTL follow a session's deadline in steps of this
--- many ms (a 64th of its idle timeout, at most a second), so the requests of one burst
--- move them once, not each. Within a step the record's deadline moves on exactly; the
--- index entry stays at an earlier deadline of the same step (a sweep or a count may
--- see the session due up to a step early: the sweep checks the record and puts the
--- entry at its deadline), and the TTL covers the step's last ms (`record_expires_at`).
+-- The expiry index follows a session's deadline in steps of this many ms (a 64th of its
+-- idle timeout, at most a second), so the requests of one burst move it once, not each.
+-- Within a step the record's deadline moves on exactly; the index entry stays at an
+-- earlier deadline of the same step (a sweep or a count may see the session due up to a
+-- step early: the sweep checks the record and puts the entry at its deadline).
 local function deadline_step(idle_ms)
   return math.max(1, math.min(1000, math.floor(idle_ms / 64)))
 end
 
--- When Redis may drop a record whose deadline is `deadline`: the sweep grace after
--- the last ms of the deadline's step, so no deadline of that step outlives it.
-local function record_expires_at(deadline, step, grace_ms)
-  return (math.floor(deadline / step) + 1) * step - 1 + grace_ms
-end
-
--- Slide the idle deadline of an active session; keep its index entry and TTL in step
--- (see `deadline_step`). f: the deadline fields from `record_state` (read here when
--- nil); extra: more field/value pairs for the same HSET (a state write's attributes
--- and version). The last activity is not stored: it is `idle_deadline -
--- idle_timeout_ms`, which this write moves (a `last_activity` field that a record of an
--- earlier build holds is left as it was; readers never read it).
-local function slide(k, session_id, now, grace_ms, f, extra)
+-- Slide the idle deadline of an active session; keep its index entry in step (see
+-- `deadline_step`). The record's TTL is not touched: it was set at creation from the
+-- absolute deadline, which never moves (see `write_session`). f: the deadline fields
+-- from `record_state` (read here when nil); extra: more field/value pairs for the same
+-- HSET (a state write's attributes and version). The last activity is not stored: it
+-- is `idle_deadline - idle_timeout_ms`, which this write moves (a `last_activity` field
+-- that a record of an earlier build holds is left as it was; readers never read it).
+local function slide(k, session_id, now, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
   local idle_ms, absolute = tonumber(f[3]), tonumber(f[2])
   local idle = now + idle_ms
@@ -86,7 +80,6 @@ local function slide(k, session_id, now, grace_ms, f, extra)
   local step = deadline_step(idle_ms)
   if math.floor(deadline / step) ~= math.floor(math.min(tonumber(f[1]), absolute) / step) then
     redis.call('ZADD', k.expiry, deadline, session_id)
-    redis.call('PEXPIREAT', k.record, record_expires_at(deadline, step, grace_ms))
   end
   return idle
 end
@@ -98,6 +91,11 @@ end
 -- empty (a missing version as 1, missing totals as 0). The id is the
 -- key's; a record is active until its deadlines say otherwise, and its last activity is
 -- `idle_deadline - idle_timeout_ms`, so none of them is stored in it.
+-- The record's TTL is its absolute deadline plus the sweep grace, set here once: no
+-- script moves the absolute deadline (rotate's RENAME keeps the TTL), so slides leave
+-- the TTL alone. The TTL is only the fallback for a record no worker sweeps (reads and
+-- the sweep go by the deadlines): such a record stays in Redis until its absolute
+-- deadline plus the grace, not its idle deadline plus the grace.
 local function write_session(k, session_id, now, spec, state)
   local absolute = now + spec.absolute_ms
   local idle = now + spec.idle_ms
@@ -126,8 +124,7 @@ local function write_session(k, session_id, now, spec, state)
     end
   end
   redis.call(unpack(fields))
-  redis.call('PEXPIREAT', k.record,
-             record_expires_at(deadline, deadline_step(spec.idle_ms), spec.grace_ms))
+  redis.call('PEXPIREAT', k.record, absolute + spec.grace_ms)
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('HINCRBY', k.stats, 'created', 1)
 end

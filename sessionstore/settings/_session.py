@@ -28,8 +28,9 @@ class SessionSettings(BaseModel):
     absolute_lifetime: Duration = timedelta(hours=24)
     #: Tombstones of expired, closed and rotated ids answer for this long.
     expired_retention: Duration = timedelta(hours=24)
-    #: An overdue session's record is kept this long for the sweeper to expire it
-    #: (and emit its event) after worker downtime; Redis drops it after that.
+    #: An overdue session's record is kept at least this long for the sweeper to
+    #: expire it (and emit its event) after worker downtime: Redis drops a record
+    #: this long after its absolute deadline (its TTL, set at creation).
     sweep_grace: Duration = timedelta(hours=24)
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     max_attribute_bytes: int = Field(default=64 * 1024, ge=2)

@@ -215,17 +215,63 @@ async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
     store: SessionStore, redis: RedisClient
 ) -> None:
     """Touches of one burst leave the index entry at or before the record's deadline, in
-    the same step (a 64th of the idle timeout, at most 1 s); the record's TTL still
-    covers the deadline plus the sweep grace, and repair finds nothing to move."""
+    the same step (a 64th of the idle timeout, at most 1 s); the record's TTL stays at
+    its absolute deadline plus the sweep grace, and repair finds nothing to move."""
     made = await store.create()
     keys = store.session_keys(made.id)
     step = 1000  # the default 30 minute idle timeout: a 64th is over a second
-    grace = store.settings.sweep_grace.total_seconds() * 1000
+    grace = round(store.settings.sweep_grace.total_seconds() * 1000)
+    absolute = int(await redis.hget(keys.record, "absolute_deadline"))
     for _ in range(5):
         await store.touch(made.id)
         deadline = round((await store.get(made.id)).expires_at.timestamp() * 1000)
         score = await redis.zscore(keys.expiry, made.id)
         assert score is not None and score <= deadline
         assert score // step == deadline // step
-        assert await redis.execute_command("PEXPIRETIME", keys.record) >= deadline + grace
+        assert await redis.execute_command("PEXPIRETIME", keys.record) == absolute + grace
     assert (await repair_store(store)).expiry_moved == 0
+
+
+async def test_the_record_ttl_is_set_once_from_the_absolute_deadline(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record expires in Redis at its absolute deadline plus the sweep grace, from its
+    creation on: touches, state writes, leases taken and returned, a rotate (the new id)
+    and a resume of an active session leave that expiry as it was, and a resumed
+    session's new record gets its own."""
+    grace = round(store.settings.sweep_grace.total_seconds() * 1000)
+
+    async def expiry_of(session_id: str) -> tuple[int, int]:
+        record = store.session_keys(session_id).record
+        absolute = int(await redis.hget(record, "absolute_deadline"))
+        return await redis.execute_command("PEXPIRETIME", record), absolute + grace
+
+    made = await store.create(user_id="bob", state={"n": 1})
+    ttl, wanted = await expiry_of(made.id)
+    assert ttl == wanted
+    await store.touch(made.id)
+    await store.set_state(made.id, {"n": 2})
+    async with store.track_request(made.id, read_session=True) as lease:
+        assert lease.draft is not None
+        lease.draft["n"] = 3
+    async with store.track_request(made.id):
+        pass
+    await store.resume(made.id)
+    assert await expiry_of(made.id) == (wanted, wanted)
+    rotated = await store.rotate(made.id)
+    assert await expiry_of(rotated.id) == (wanted, wanted)
+
+    short = await store.create(idle_timeout=DUE)
+
+    async def short_is_overdue() -> bool:
+        try:
+            await store.get(short.id)
+        except SessionExpired:
+            return True
+        return False
+
+    await eventually(short_is_overdue, timeout=10)
+    resumed = await store.resume(short.id)
+    assert resumed.id != short.id
+    ttl, wanted = await expiry_of(resumed.id)
+    assert ttl == wanted

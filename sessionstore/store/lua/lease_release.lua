@@ -47,22 +47,22 @@ if state ~= 'active' then
   return {'ok', removed}
 end
 if not committing then
-  slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
+  slide(k, ARGV[1], now, f, extra)
   return {'ok', removed}
 end
 local version = tonumber(f[6] or 1)  -- a record without a version is at version 1
 if tonumber(ARGV[5]) ~= version then
-  slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
+  slide(k, ARGV[1], now, f, extra)
   return {'version', version}
 end
 local staged = stage_state(k, f, 7, 10, n_set, n_del, tonumber(ARGV[6]), tonumber(ARGV[7]))
 if staged[1] ~= 'ok' then
-  slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
+  slide(k, ARGV[1], now, f, extra)
   return staged
 end
 version = version + 1
 for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
 extra[#extra + 1] = 'version'
 extra[#extra + 1] = version
-slide(k, ARGV[1], now, tonumber(ARGV[4]), f, extra)
+slide(k, ARGV[1], now, f, extra)
 return {'ok', removed, version}

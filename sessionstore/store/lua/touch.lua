@@ -6,4 +6,4 @@ local k = session_keys(1)
 local now = now_ms()
 local state, f = record_state(k, now)
 if state ~= 'active' then return gone_reply(k, state) end
-return {'ok', now, slide(k, ARGV[1], now, tonumber(ARGV[2]), f)}
+return {'ok', now, slide(k, ARGV[1], now, f)}

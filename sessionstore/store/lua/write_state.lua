@@ -30,5 +30,5 @@ elseif ARGV[7] ~= '' then
   extra[#extra + 1] = 'metadata'
   extra[#extra + 1] = ARGV[7]
 end
-slide(k, ARGV[1], now, tonumber(ARGV[2]), f, extra)
+slide(k, ARGV[1], now, f, extra)
 return {'ok', version, now}
