@@ -52,12 +52,12 @@ local function gone_reply(k, state)
 end
 
 -- The expiry index follows a session's deadline in steps of this many ms (a 64th of its
--- idle timeout, at most a second), so the requests of one burst move it once, not each.
--- Within a step the record's deadline moves on exactly; the index entry stays at an
--- earlier deadline of the same step (a sweep or a count may see the session due up to a
--- step early: the sweep checks the record and puts the entry at its deadline).
+-- idle timeout: 28 s at 30 minutes), so the requests of a session move it once a step,
+-- not each. Within a step the record's deadline moves on exactly; the index entry stays
+-- at an earlier deadline of the same step (a sweep or a count may see the session due up
+-- to a step early: the sweep checks the record and puts the entry at its deadline).
 local function deadline_step(idle_ms)
-  return math.max(1, math.min(1000, math.floor(idle_ms / 64)))
+  return math.max(1, math.floor(idle_ms / 64))
 end
 
 -- Slide the idle deadline of an active session; keep its index entry in step (see

@@ -215,11 +215,11 @@ async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
     store: SessionStore, redis: RedisClient
 ) -> None:
     """Touches of one burst leave the index entry at or before the record's deadline, in
-    the same step (a 64th of the idle timeout, at most 1 s); the record's TTL stays at
-    its absolute deadline plus the sweep grace, and repair finds nothing to move."""
+    the same step (a 64th of the idle timeout); the record's TTL stays at its absolute
+    deadline plus the sweep grace, and repair finds nothing to move."""
     made = await store.create()
     keys = store.session_keys(made.id)
-    step = 1000  # the default 30 minute idle timeout: a 64th is over a second
+    step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
     grace = round(store.settings.sweep_grace.total_seconds() * 1000)
     absolute = int(await redis.hget(keys.record, "absolute_deadline"))
     for _ in range(5):
