@@ -270,8 +270,7 @@ class SessionStore:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         keys = self.keys.session(session_id)
-        args: list[Arg] = [session_id, to_ms(self.settings.sweep_grace)]
-        reply = await call(self.redis, script("touch"), keys.ordered(), args)
+        reply = await call(self.redis, script("touch"), keys.ordered(), [session_id])
         if reply[0] != "ok":
             raise_refusal(session_id, reply)
         return ms_to_datetime(reply[2])
@@ -317,7 +316,6 @@ class SessionStore:
         keys = self.keys.session(session_id)
         args: list[Arg] = [
             session_id,
-            to_ms(cfg.sweep_grace),
             "" if expected_version is None else expected_version,
             "" if fence is None else fence,
             cfg.max_state_bytes,

@@ -1,6 +1,6 @@
 -- touch: slide an active session's idle deadline.
 -- KEYS: record, tomb, expiry (of the session)
--- ARGV: session_id, grace_ms
+-- ARGV: session_id
 -- Reply: {'ok', now, idle_deadline} | {'gone', status, superseded_by} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
