@@ -226,10 +226,29 @@ async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
         await store.touch(made.id)
         deadline = round((await store.get(made.id)).expires_at.timestamp() * 1000)
         score = await redis.zscore(keys.expiry, made.id)
-        assert score is not None and score <= deadline
+        assert score is not None and deadline - step < score <= deadline
         assert score // step == deadline // step
         assert await redis.execute_command("PEXPIRETIME", keys.record) == absolute + grace
     assert (await repair_store(store)).expiry_moved == 0
+
+
+async def test_a_slide_into_a_new_step_puts_the_index_entry_at_the_deadline(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """When a touch moves the deadline into another step (here: the record and its entry
+    set back by one step, as after a quiet spell), the entry goes to the record's new
+    deadline exactly, and the record's TTL still does not move."""
+    made = await store.create()
+    keys = store.session_keys(made.id)
+    step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
+    earlier = int(await redis.hget(keys.record, "idle_deadline")) - step
+    await redis.hset(keys.record, "idle_deadline", earlier)
+    await redis.zadd(keys.expiry, {made.id: earlier})
+    expires = await redis.execute_command("PEXPIRETIME", keys.record)
+    deadline = round((await store.touch(made.id)).timestamp() * 1000)
+    assert deadline // step != earlier // step
+    assert await redis.zscore(keys.expiry, made.id) == deadline
+    assert await redis.execute_command("PEXPIRETIME", keys.record) == expires
 
 
 async def test_the_record_ttl_is_set_once_from_the_absolute_deadline(
