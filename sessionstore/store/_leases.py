@@ -93,7 +93,6 @@ class LeaseTracker:
         cfg = context.settings
         self.lease_seconds = cfg.request_lease_ttl.total_seconds()
         self.lease_ms = to_ms(cfg.request_lease_ttl)
-        self.grace_ms = to_ms(cfg.sweep_grace)
 
     def _limit(self, kind: LeaseKind) -> int:
         return self.context.settings.max_requests_per_session if kind == "requests" else 0
@@ -125,7 +124,6 @@ class LeaseTracker:
             lease.lease_id,
             lease_ms,
             self._limit(kind),
-            self.grace_ms,
             "take",
             "1" if read_session else "0",
         ]
@@ -218,7 +216,6 @@ class LeaseTracker:
             lease.lease_id,
             lease_ms,
             0,
-            self.grace_ms,
             "renew",
             "0",
         ]
@@ -275,7 +272,7 @@ class LeaseTracker:
         cfg = self.context.settings
         keys = self.context.keys.session(lease.session_id)
         batch = Batch(self.context.redis)
-        args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id, self.grace_ms]
+        args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id]
         if changes is not None and lease.draft is not None:
             sets, deletes = changes
             args += [lease.draft.version, cfg.max_state_bytes, cfg.max_attributes]

@@ -4,7 +4,7 @@
 -- Taking a lease is activity: the idle deadline slides.
 -- KEYS: record, tomb, expiry (of the session)
 -- ARGV: session_id, kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
---       grace_ms, mode ('take' | 'renew'), read ('1': also return what a reader of the
+--       mode ('take' | 'renew'), read ('1': also return what a reader of the
 --       record needs beside it: the caller sends a plain HGETALL of the record right
 --       after this script, in the same round trip, see sessionstore/store/_read.py)
 -- Reply: {'ok', live_leases, deadline[, now]}
@@ -13,7 +13,7 @@ local k = session_keys(1)
 local now = now_ms()
 local prefix, counted = LEASES[ARGV[2]][1], LEASES[ARGV[2]][2]
 local field = prefix .. ARGV[3]
-local renewing = ARGV[7] == 'renew'
+local renewing = ARGV[6] == 'renew'
 -- The lease's own field only for a renewal (a field the record lacks costs a look
 -- through all of its fields, and a take's lease id is drawn fresh: never held yet).
 local state, f
@@ -45,7 +45,7 @@ if held > 0 then
 end
 live = live + 1
 slide(k, ARGV[1], now, f, {field, deadline, counted, live})
-if ARGV[8] ~= '1' then return {'ok', live, deadline} end
+if ARGV[7] ~= '1' then return {'ok', live, deadline} end
 -- The caller reads the record itself (a plain HGETALL costs Redis far less than one
 -- in a script, whose fields pass through Lua twice) and counts its leases against now.
 return {'ok', live, deadline, now}

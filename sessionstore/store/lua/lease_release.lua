@@ -3,7 +3,7 @@
 -- request's state changes are written in the same step, with compare-and-set on
 -- the version the request read (the lease is returned whatever the commit says).
 -- KEYS: record, tomb, expiry (of the session)
--- ARGV: session_id, kind ('requests' | 'conns'), lease_id, grace_ms,
+-- ARGV: session_id, kind ('requests' | 'conns'), lease_id,
 --       then optionally the commit: expected_version, max_state_bytes, max_attributes,
 --       n_set, n_del, n_set pairs (name, json), n_del names
 -- Reply: {'ok', removed (0 | 1)[, new_version]} (new_version with a commit)
@@ -13,8 +13,8 @@ local k = session_keys(1)
 local now = now_ms()
 local prefix, counted = LEASES[ARGV[2]][1], LEASES[ARGV[2]][2]
 local field = prefix .. ARGV[3]
-local committing = #ARGV > 4
-local n_set, n_del = tonumber(ARGV[8] or 0), tonumber(ARGV[9] or 0)
+local committing = #ARGV > 3
+local n_set, n_del = tonumber(ARGV[7] or 0), tonumber(ARGV[8] or 0)
 -- One read of the record: its deadlines, the lease count and the lease; with a commit
 -- also the version, the state totals and the changed attributes' values. Without one
 -- only these are asked for: each field costs a look through the record's fields (all
@@ -22,7 +22,7 @@ local n_set, n_del = tonumber(ARGV[8] or 0), tonumber(ARGV[9] or 0)
 local state, f
 if committing then
   state, f = record_state(k, now, counted, field, 'version', 'state_bytes', 'state_count',
-                          unpack(state_fields(10, n_set, n_del)))
+                          unpack(state_fields(9, n_set, n_del)))
 else
   state, f = record_state(k, now, counted, field)
 end
@@ -51,11 +51,11 @@ if not committing then
   return {'ok', removed}
 end
 local version = tonumber(f[6] or 1)  -- a record without a version is at version 1
-if tonumber(ARGV[5]) ~= version then
+if tonumber(ARGV[4]) ~= version then
   slide(k, ARGV[1], now, f, extra)
   return {'version', version}
 end
-local staged = stage_state(k, f, 7, 10, n_set, n_del, tonumber(ARGV[6]), tonumber(ARGV[7]))
+local staged = stage_state(k, f, 7, 9, n_set, n_del, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if staged[1] ~= 'ok' then
   slide(k, ARGV[1], now, f, extra)
   return staged
