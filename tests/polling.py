@@ -31,3 +31,19 @@ async def eventually(
                 raise error
             raise AssertionError(f"condition still false after {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def until_raises(
+    call: Callable[[], Awaitable[object]], error: type[BaseException], *, timeout: float = 10.0
+) -> None:
+    """Call `call` until it raises `error` (e.g. a session past its deadline answering
+    expired); fail after `timeout` seconds."""
+
+    async def raised() -> bool:
+        try:
+            await call()
+        except error:
+            return True
+        return False
+
+    await eventually(raised, timeout=timeout)

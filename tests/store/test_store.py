@@ -24,7 +24,7 @@ from sessionstore import (
     new_session_id,
 )
 from sessionstore._time import ms_to_datetime
-from tests.polling import eventually
+from tests.polling import eventually, until_raises
 
 SHORT = timedelta(milliseconds=150)
 
@@ -294,14 +294,7 @@ async def test_idle_session_expires_without_a_sweep(store: SessionStore) -> None
     """Past its idle deadline a session answers expired at once, before any sweep."""
     made = await store.create(idle_timeout=SHORT)
 
-    async def expired() -> bool:
-        try:
-            await store.get(made.id)
-        except SessionExpired:
-            return True
-        return False
-
-    await eventually(expired, timeout=5)
+    await until_raises(lambda: store.get(made.id), SessionExpired, timeout=5)
     looked = await store.lookup(made.id)
     assert looked.status is SessionStatus.EXPIRED
     with pytest.raises(SessionExpired):
@@ -313,14 +306,7 @@ async def test_absolute_lifetime_bounds_an_active_session(store: SessionStore) -
     made = await store.create(absolute_lifetime=timedelta(milliseconds=300))
     assert made.expires_at == made.absolute_deadline
 
-    async def expired_despite_touching() -> bool:
-        try:
-            await store.touch(made.id)
-        except SessionExpired:
-            return True
-        return False
-
-    await eventually(expired_despite_touching, timeout=5)
+    await until_raises(lambda: store.touch(made.id), SessionExpired, timeout=5)
 
 
 async def test_expire_now_then_resume_issues_a_linked_session(store: SessionStore) -> None:

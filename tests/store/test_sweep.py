@@ -20,7 +20,7 @@ from sessionstore import (
     sweep_store,
 )
 from tests.bulk import all_events, backdate, create_many, expired_per_session
-from tests.polling import eventually
+from tests.polling import eventually, until_raises
 
 DUE = timedelta(milliseconds=1)
 
@@ -282,14 +282,7 @@ async def test_the_record_ttl_is_set_once_from_the_absolute_deadline(
 
     short = await store.create(idle_timeout=DUE)
 
-    async def short_is_overdue() -> bool:
-        try:
-            await store.get(short.id)
-        except SessionExpired:
-            return True
-        return False
-
-    await eventually(short_is_overdue, timeout=10)
+    await until_raises(lambda: store.get(short.id), SessionExpired)
     resumed = await store.resume(short.id)
     assert resumed.id != short.id
     ttl, wanted = await expiry_of(resumed.id)
