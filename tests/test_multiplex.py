@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -55,14 +56,48 @@ async def test_an_error_reply_comes_back_in_its_place(redis: RedisClient, key_pr
     assert (await send([("TIME",)]))[0][0] > 0  # reply callbacks apply as in redis-py
 
 
-async def test_a_caller_that_gives_up_leaves_the_others_in_step(redis: RedisClient) -> None:
+@pytest.fixture
+async def patient_redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client whose socket timeout no loaded machine reaches while a test holds
+    Redis on purpose (the default's 2 s could drop the connection under it)."""
+    client = create_client(RedisSettings.from_dsn(redis_url, socket_timeout=timedelta(minutes=1)))
+    yield client
+    await client.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_in_step(
+    patient_redis: RedisClient, key_prefix: str
+) -> None:
     """A caller cancelled while Redis still works on its command does not shift the
-    replies: the next caller gets its own, not the abandoned one's."""
+    replies: the next caller gets its own, not the abandoned one's. (Redis "works" on
+    a BLPOP that this test releases once the caller gave up and the next call is
+    written behind it: no timing decides which happens first.)"""
+    redis, key = patient_redis, f"{key_prefix}:m:release"
     send = _sender(redis)
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(send([("EVAL", _SPIN, 0)]), 0.001)
-    assert await send([("ECHO", "mine")]) == ["mine"]
+    (mine,) = await send([("CLIENT", "ID")])
+    abandoned = asyncio.create_task(send([("BLPOP", key, 0)]))
+    await eventually(lambda: _client_of(redis, mine, lambda c: c["cmd"] == "blpop"))
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    after = asyncio.create_task(send([("ECHO", "mine")]))
+    # Written, and held by Redis behind the blocked BLPOP.
+    await eventually(lambda: _client_of(redis, mine, lambda c: int(c["qbuf"]) > 0))
+    assert await redis.rpush(key, "released") == 1
+    assert await after == ["mine"]
     assert await send([("ECHO", "next")]) == ["next"]
+    assert await redis.exists(key) == 0  # the abandoned BLPOP did take the value
+
+
+async def _client_of(
+    redis: RedisClient, client_id: int, matches: Callable[[dict[str, str]], bool]
+) -> bool:
+    """Whether Redis's CLIENT LIST entry of `client_id` (asked on a pooled connection,
+    not the multiplexed one) `matches`."""
+    line = await redis.execute_command("CLIENT", "LIST", "ID", client_id)
+    text = line.decode() if isinstance(line, bytes) else str(line)
+    fields = dict(field.split("=", 1) for field in text.split())
+    return matches(fields)
 
 
 async def test_calls_of_one_loop_iteration_go_out_in_one_write(
