@@ -29,7 +29,9 @@ HTTP or SSE (`McpTarget`). What the connector adds to the SDK, and why:
   protocol version and the initialize result (nothing secret); another
   process connects with it, sends the header and installs the result with
   ``ClientSession.adopt`` (no second handshake). If the upstream no longer
-  knows the session, the connector does the handshake after all.
+  knows the session, the connector does the handshake after all. Processes on
+  one session send at once, and the server tells its requests apart by their
+  JSON-RPC ids, so each connection's ids start at a random point.
 - **Either protocol era.** By default (`McpTarget.mode` ``legacy``) the
   connection does the ``initialize`` handshake; with ``auto`` it sends
   ``server/discover`` first and settles on the 2026-07-28 revision when the
@@ -53,6 +55,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -66,6 +69,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
@@ -286,10 +290,9 @@ class McpConnection:
                 group.start_soon(self._relay, read, relay_in)
                 session = await stack.enter_async_context(
                     ClientSession(
-                        relay_out,
-                        write,
                         read_timeout_seconds=self.call_timeout,
                         client_info=CLIENT_INFO,
+                        dispatcher=_SharedSessionDispatcher(relay_out, write),
                     )
                 )
                 try:
@@ -709,6 +712,22 @@ class McpConnector:
         for value in secret_values(secret):
             text = text.replace(value, "***")
         return text
+
+
+class _SharedSessionDispatcher(JSONRPCDispatcher[Any]):
+    """The SDK's JSON-RPC dispatcher, with request ids that start at a random point.
+
+    Several processes continue one upstream session (its ``Mcp-Session-Id`` travels
+    in the record's handoff), and the server tells the requests in flight on a
+    session apart by their ids alone: with every process counting from 1, two calls
+    at once would share an id and one would get the other's answer, or a 500
+    ("Session terminated before the request completed"). Random starts 2**52 wide
+    (ids stay exact in JSON) make a clash as good as impossible.
+    """
+
+    def __init__(self, read: Any, write: Any) -> None:
+        super().__init__(read, write)
+        self._next_id = secrets.randbelow(2**52)
 
 
 def _handoff_of(resume: Any) -> Handoff | None:

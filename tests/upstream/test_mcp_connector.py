@@ -132,6 +132,37 @@ async def test_streamable_http_calls_and_handoff_to_a_second_connection(
         await connector.close(first)
 
 
+async def test_connections_continuing_one_session_can_have_calls_in_flight_at_once(
+    connector: McpConnector, http_server: HttpServer
+) -> None:
+    """Processes that continue one upstream session from its handoff send their
+    requests on it at the same time; the server tells the requests apart by their
+    JSON-RPC ids, so a call of one is never answered (or failed) as another's. Here
+    one call is held on the server while another connection continues the session."""
+    spec = spec_of(http_server.connection())
+    first = await _connect(connector, spec)
+    handoff = connector.handoff(first)
+    second = await _connect(connector, spec, resume=handoff)
+    third = await _connect(connector, spec, resume=handoff)
+    try:
+        # The server holds this call for a while after counting it; nothing waits on
+        # the hold itself: the test only needs the call still in flight meanwhile.
+        held = asyncio.create_task(second.call_tool("append", {"item": "x", "delay": 3.0}))
+
+        async def held_in_flight() -> bool:
+            return (await first.call_tool("appended")).structured_content == {"result": 1}
+
+        await eventually(held_in_flight)
+        served = await third.call_tool("whoami")
+        assert not served.is_error and served.structured_content == {"result": "weather"}
+        answer = await held
+        assert not answer.is_error and answer.structured_content == {"result": 1}
+        assert (await third.call_tool("sessions")).structured_content == {"result": 1}
+    finally:
+        for conn in (third, second, first):
+            await connector.close(conn)
+
+
 async def test_a_session_the_upstream_forgot_gets_a_new_handshake(
     connector: McpConnector, http_server: HttpServer
 ) -> None:
