@@ -22,6 +22,10 @@ pytestmark = pytest.mark.standalone
 
 #: A script that keeps Redis busy long enough for a caller to give up on it.
 _SPIN = "for i = 1, 20000000 do end return 'slow'"
+#: The socket timeout of clients whose tests hold Redis on purpose (a script, a
+#: BLPOP): one no loaded machine reaches, where the default 2 s could drop the
+#: connection under the test.
+_PATIENT = timedelta(minutes=1)
 
 
 def _sender(redis: RedisClient) -> CommandSender:
@@ -58,9 +62,8 @@ async def test_an_error_reply_comes_back_in_its_place(redis: RedisClient, key_pr
 
 @pytest.fixture
 async def patient_redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    """A client whose socket timeout no loaded machine reaches while a test holds
-    Redis on purpose (the default's 2 s could drop the connection under it)."""
-    client = create_client(RedisSettings.from_dsn(redis_url, socket_timeout=timedelta(minutes=1)))
+    """A client with the `_PATIENT` socket timeout."""
+    client = create_client(RedisSettings.from_dsn(redis_url, socket_timeout=_PATIENT))
     yield client
     await client.aclose()
 
@@ -117,13 +120,13 @@ async def test_calls_of_one_loop_iteration_go_out_in_one_write(
 
 
 async def test_calls_answered_by_one_read_write_together_again(
-    redis: RedisClient, round_trips: RoundTrips
+    patient_redis: RedisClient, round_trips: RoundTrips
 ) -> None:
     """Calls whose replies came in one read resume in the same loop iteration, so
     their next writes go out as one, the first included: it finds nothing in flight,
     but the others are about to write. (The three first calls are queued behind a
     long script, so Redis answers them in one write.)"""
-    send = _sender(redis)
+    send = _sender(patient_redis)
     await send([("PING",)])
     round_trips.reset()
 
@@ -205,7 +208,9 @@ async def test_no_more_calls_in_flight_than_the_pool_allows(redis_url: str) -> N
     slot instead of being written, as they would wait for a pooled connection: a Redis
     that hangs is handed no more work than the pool would have let through. Once it
     answers, every call gets its own reply."""
-    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=2))
+    client = create_client(
+        RedisSettings.from_dsn(redis_url, max_connections=2, socket_timeout=_PATIENT)
+    )
     try:
         send = _sender(client)
         await send([("PING",)])
@@ -230,7 +235,7 @@ async def test_a_budget_that_runs_out_waiting_for_the_reply_fails_the_call_alone
     """A call whose budget runs out while Redis works on it fails with the budget's
     timeout and trips the latch; its reply, when it comes, is dropped, so the next
     call on the connection gets its own."""
-    client = create_client(RedisSettings.from_dsn(redis_url))
+    client = create_client(RedisSettings.from_dsn(redis_url, socket_timeout=_PATIENT))
     try:
         send = _sender(client)
         await send([("PING",)])
@@ -289,7 +294,9 @@ async def _one_slot_held(
 ) -> AsyncIterator[tuple[Any, asyncio.Task[list[Any]]]]:
     """A multiplexed connection allowed one call in flight, and a slow call holding that
     one slot (the task of the call, still waiting for its reply)."""
-    client = create_client(RedisSettings.from_dsn(redis_url, max_connections=1))
+    client = create_client(
+        RedisSettings.from_dsn(redis_url, max_connections=1, socket_timeout=_PATIENT)
+    )
     try:
         multiplexed = client.multiplexed  # type: ignore[union-attr]
         await multiplexed.execute([("PING",)])
