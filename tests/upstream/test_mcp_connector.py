@@ -133,12 +133,15 @@ async def test_streamable_http_calls_and_handoff_to_a_second_connection(
 
 
 async def test_connections_continuing_one_session_can_have_calls_in_flight_at_once(
-    connector: McpConnector, http_server: HttpServer
+    http_server: HttpServer,
 ) -> None:
     """Processes that continue one upstream session from its handoff send their
     requests on it at the same time; the server tells the requests apart by their
     JSON-RPC ids, so a call of one is never answered (or failed) as another's. Here
     one call is held on the server while another connection continues the session."""
+    # A call timeout well past the hold, so a loaded machine cannot time the held
+    # call out.
+    connector = McpConnector(call_timeout=30.0, connect_timeout=8.0)
     spec = spec_of(http_server.connection())
     first = await _connect(connector, spec)
     handoff = connector.handoff(first)
