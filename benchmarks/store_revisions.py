@@ -15,6 +15,11 @@ than wall time), medians and minimums over the rounds, and the ratio of the medi
 ``--budget``: each call runs under the package's own ``command_budget`` (as the
 server and the ASGI middleware run every request), set and reset per call.
 
+The last case is the counter route of ``peers.py`` (a Starlette route that
+increments a counter in the request's session draft) behind each package's own
+``SessionMiddleware``, one request through httpx's ASGI transport per call: the
+middleware's per-request Python beside the store's.
+
 Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
 """
 
@@ -34,7 +39,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 from _common import cost_per_call, redis_url
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import sessionstore
 
@@ -68,10 +78,15 @@ def at_revision(revision: str) -> ModuleType:
 
 def hot_calls(
     package: ModuleType, url: str, prefix: str, budget: float | None = None
-) -> tuple[Any, Callable[[], Awaitable[dict[str, Op]]]]:
-    """A client of `package` and a coroutine that makes its store's session and calls."""
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[dict[str, Op]]]]:
+    """A closer of `package`'s clients and a coroutine that makes its store's session
+    and calls."""
     client = package.create_client(package.RedisSettings.from_dsn(url))
-    store = package.SessionStore(client, package.SessionSettings(key_prefix=prefix, shards=4))
+    settings = package.SessionSettings(key_prefix=prefix, shards=4, max_requests_per_session=0)
+    store = package.SessionStore(client, settings)
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=counter_app(package, store)), base_url="http://bench"
+    )
 
     async def prepare() -> dict[str, Op]:
         await store.load_scripts()
@@ -85,11 +100,16 @@ def hot_calls(
             async with store.track_request(sid):
                 pass
 
+        async def route() -> None:
+            reply = await http.get("/counter", headers={"Mcp-Session-Id": sid})
+            assert reply.status_code in (200, 409), reply.text  # 409: concurrent drafts
+
         calls: dict[str, Op] = {
             "get": lambda: store.get(sid),
             "set_state (1 attribute)": lambda: store.set_state(sid, {"x": 1}),
             "get + set_state": cycle,
             "track_request (begin+end)": track,
+            "counter route (middleware)": route,
         }
         return calls if budget is None else {k: budgeted(v) for k, v in calls.items()}
 
@@ -100,15 +120,31 @@ def hot_calls(
 
         return call
 
-    return client, prepare
+    async def close() -> None:
+        await http.aclose()
+        await client.aclose()
+
+    return close, prepare
+
+
+def counter_app(package: ModuleType, store: Any) -> Any:
+    """The counter route of ``peers.py`` behind `package`'s own `SessionMiddleware`."""
+    asgi = importlib.import_module(f"{package.__name__}.asgi")
+
+    async def counter(request: Request) -> JSONResponse:
+        draft = request.state.session_draft
+        draft["n"] = n = draft.get("n", 0) + 1
+        return JSONResponse({"n": n})
+
+    return asgi.SessionMiddleware(Starlette(routes=[Route("/counter", counter)]), store)
 
 
 async def run(
     url: str, against: str, calls: int, rounds: int, levels: list[int], budget: float | None
 ) -> None:
     old = at_revision(against)
-    this_client, this_prepare = hot_calls(sessionstore, url, "revthis", budget)
-    old_client, old_prepare = hot_calls(old, url, "revold", budget)
+    this_close, this_prepare = hot_calls(sessionstore, url, "revthis", budget)
+    old_close, old_prepare = hot_calls(old, url, "revold", budget)
     ways = {"this": await this_prepare(), against: await old_prepare()}
     try:
         for concurrency in levels:
@@ -123,8 +159,8 @@ async def run(
                         figures.setdefault((name, way), []).append(got)
             report(concurrency, against, figures)
     finally:
-        await this_client.aclose()
-        await old_client.aclose()
+        await this_close()
+        await old_close()
 
 
 def report(
