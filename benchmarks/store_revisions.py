@@ -10,10 +10,11 @@ process CPU time (``time.process_time``, which the machine's load inflates far l
 than wall time), medians and minimums over the rounds, and the ratio of the medians.
 
     python benchmarks/store_revisions.py [--against main] [--calls 3000]
-        [--rounds 9] [--concurrency 1] [--budget SECONDS]
+        [--rounds 9] [--concurrency 1] [--budget SECONDS] [--only NAME]
 
 ``--budget``: each call runs under the package's own ``command_budget`` (as the
 server and the ASGI middleware run every request), set and reset per call.
+``--only``: just the calls whose name holds NAME.
 
 The last case is the counter route of ``peers.py`` (a Starlette route that
 increments a counter in the request's session draft) behind each package's own
@@ -140,7 +141,13 @@ def counter_app(package: ModuleType, store: Any) -> Any:
 
 
 async def run(
-    url: str, against: str, calls: int, rounds: int, levels: list[int], budget: float | None
+    url: str,
+    against: str,
+    calls: int,
+    rounds: int,
+    levels: list[int],
+    budget: float | None,
+    only: str = "",
 ) -> None:
     old = at_revision(against)
     this_close, this_prepare = hot_calls(sessionstore, url, "revthis", budget)
@@ -151,7 +158,7 @@ async def run(
             figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
             for round_ in range(rounds):
                 order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
-                for name in ways["this"]:
+                for name in [name for name in ways["this"] if only in name]:
                     for way in order:
                         got = await cost_per_call(
                             ways[way][name], calls, concurrency, warm_up=WARM_UP
@@ -189,9 +196,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
     parser.add_argument("--budget", type=float, default=None)
+    parser.add_argument("--only", default="", help="just the calls whose name holds this")
     args = parser.parse_args()
     with redis_url() as url:
-        asyncio.run(run(url, args.against, args.calls, args.rounds, args.concurrency, args.budget))
+        asyncio.run(
+            run(
+                url,
+                args.against,
+                args.calls,
+                args.rounds,
+                args.concurrency,
+                args.budget,
+                args.only,
+            )
+        )
 
 
 if __name__ == "__main__":
