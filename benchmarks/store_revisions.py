@@ -18,8 +18,9 @@ server and the ASGI middleware run every request), set and reset per call.
 
 The last case is the counter route of ``peers.py`` (a Starlette route that
 increments a counter in the request's session draft) behind each package's own
-``SessionMiddleware``, one request through httpx's ASGI transport per call: the
-middleware's per-request Python beside the store's.
+``SessionMiddleware``, called as an ASGI app (no HTTP client nor server, whose
+Python would dwarf the difference): the middleware's per-request Python beside
+the store's.
 
 Uses SESSIONSTORE_REDIS_URL if set, else starts a private server.
 """
@@ -40,7 +41,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
 from _common import cost_per_call, redis_url
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -85,9 +85,7 @@ def hot_calls(
     client = package.create_client(package.RedisSettings.from_dsn(url))
     settings = package.SessionSettings(key_prefix=prefix, shards=4, max_requests_per_session=0)
     store = package.SessionStore(client, settings)
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=counter_app(package, store)), base_url="http://bench"
-    )
+    app = counter_app(package, store)
 
     async def prepare() -> dict[str, Op]:
         await store.load_scripts()
@@ -101,9 +99,33 @@ def hot_calls(
             async with store.track_request(sid):
                 pass
 
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/counter",
+            "raw_path": b"/counter",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"bench"), (b"mcp-session-id", sid.encode())],
+            "client": ("127.0.0.1", 1),
+            "server": ("bench", 80),
+        }
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
         async def route() -> None:
-            reply = await http.get("/counter", headers={"Mcp-Session-Id": sid})
-            assert reply.status_code in (200, 409), reply.text  # 409: concurrent drafts
+            statuses: list[int] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            await app(dict(scope), receive, send)
+            assert statuses[0] in (200, 409), statuses  # 409: concurrent drafts
 
         calls: dict[str, Op] = {
             "get": lambda: store.get(sid),
@@ -121,11 +143,7 @@ def hot_calls(
 
         return call
 
-    async def close() -> None:
-        await http.aclose()
-        await client.aclose()
-
-    return close, prepare
+    return client.aclose, prepare
 
 
 def counter_app(package: ModuleType, store: Any) -> Any:
