@@ -30,9 +30,22 @@ class SessionDraft(MutableMapping[str, Any]):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, state: Mapping[str, Any], version: int, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        state: Mapping[str, Any],
+        version: int,
+        settings: SessionSettings,
+        *,
+        stored: Mapping[str, str] | None = None,
+    ) -> None:
+        """`stored`: the state's values as the record holds them (JSON text by
+        attribute name), when at hand: then they are not encoded again."""
         self._settings = settings
-        self._read = {name: encode_json(value, name) for name, value in state.items()}
+        self._read = (
+            dict(stored)
+            if stored is not None
+            else {name: encode_json(value, name) for name, value in state.items()}
+        )
         self._values: dict[str, Any] = dict(state)
         self._encoded: dict[str, str] = dict(self._read)
         #: The session version the request read: the compare-and-set target.

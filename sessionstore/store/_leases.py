@@ -178,9 +178,13 @@ class LeaseTracker:
             if isinstance(found, Tombstone):
                 raise gone_error(session_id, found.status)
             raise SessionNotFound(session_id)
-        lease.session = Session.from_record(lease.session_id, record, now_ms=int(reply[3]))
+        session = lease.session = Session.from_record(
+            lease.session_id, record, now_ms=int(reply[3])
+        )
+        # The record's own JSON of each attribute: what a change is compared with.
+        stored = {name[2:]: text for name, text in record.items() if name[:2] == "a:"}
         lease.draft = SessionDraft(
-            lease.session.state, lease.session.version, self.context.settings
+            session.state, session.version, self.context.settings, stored=stored
         )
 
     async def renew(self, lease: Lease) -> None:
