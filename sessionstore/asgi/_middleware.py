@@ -46,7 +46,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._redis import command_budget
+from .._redis import set_command_budget
 from ..exceptions import SessionExpired, SessionStoreError, VersionConflict
 from ..store import Lease, Session, SessionStore, TrackedLease
 from ._body import DEFAULT_BODY_LIMITS, BodyReadLimits, read_body
@@ -65,7 +65,7 @@ RENEWED_FROM = "session_renewed_from"
 RENEWED_HEADER = "Sessionstore-Renewed-From"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Opened:
     tracked: TrackedLease
     lease: Lease
@@ -77,7 +77,7 @@ class _Opened:
     replaced: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Incoming:
     session_id: str | None
     #: The id the request's cookie carried (validly signed), if any.
@@ -151,11 +151,15 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        with command_budget(self.redis_timeout):
+        # `command_budget`, without a generator-based context manager's call layers.
+        reset_budget = set_command_budget(self.redis_timeout)
+        try:
             if scope["path"] in self.exclude_paths:
                 await self.app(scope, receive, send)
             else:
                 await self._serve(scope, receive, send)
+        finally:
+            reset_budget()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: dict[str, Any] = scope.setdefault("state", {})
@@ -226,29 +230,29 @@ class SessionMiddleware:
         return store
 
     async def _open(self, store: SessionStore, session_id: str, websocket: bool) -> _Opened:
+        # A websocket is a long-lived connection: counted, not limited like requests.
+        # The lease's reply carries the session: one round trip in, one out.
+        track = store.track_connection if websocket else store.track_request
         try:
-            return await self._track(store, session_id, websocket)
+            tracked = track(session_id, read_session=True)
+            lease = await tracked.__aenter__()
         except SessionExpired:
             if not self.renew_expired:
                 raise
+        else:
+            assert lease.session is not None
+            return _Opened(tracked, lease, lease.session)
         successor = await store.resume(session_id)
-        opened = await self._track(store, successor.id, websocket)
+        tracked = track(successor.id, read_session=True)
+        lease = await tracked.__aenter__()
+        assert lease.session is not None
+        opened = _Opened(tracked, lease, lease.session)
         opened.renewed_from = session_id
         # Ids are bearer credentials: they stay out of the logs.
         logger.info(
             "an expired session was renewed (shard %d)", store.session_keys(successor.id).shard
         )
         return opened
-
-    @staticmethod
-    async def _track(store: SessionStore, session_id: str, websocket: bool) -> _Opened:
-        # A websocket is a long-lived connection: counted, not limited like requests.
-        # The lease's reply carries the session: one round trip in, one out.
-        track = store.track_connection if websocket else store.track_request
-        tracked = track(session_id, read_session=True)
-        lease = await tracked.__aenter__()
-        assert lease.session is not None
-        return _Opened(tracked, lease, lease.session)
 
     async def _commit(self, opened: _Opened) -> Problem | None:
         """Return the lease with the draft's changes; the problem to answer instead
@@ -319,16 +323,8 @@ class SessionMiddleware:
                         opened.replaced = True
                         await _send_problem(send, problem)
                         return
-                message.setdefault("headers", [])
-                headers = MutableHeaders(scope=message)
-                current = scope["state"].get(SESSION)
-                current_id = current.id if isinstance(current, Session) else None
-                if current_id is not None and current_id != incoming.session_id:
-                    headers[self.header] = current_id
-                if opened is not None and opened.renewed_from:
-                    headers[RENEWED_HEADER] = opened.renewed_from
-                self._write_cookie(headers, incoming, current_id)
-                if opened is not None and _bodiless(scope, message, headers):
+                self._write_session(scope, message, incoming, opened)
+                if opened is not None and _bodiless(scope, message):
                     # The client counts such a response done at its headers, before any
                     # body message: return the lease first, as for the last body message.
                     await self._close(opened, None)
@@ -337,6 +333,27 @@ class SessionMiddleware:
             await send(message)
 
         return send_with_session
+
+    def _write_session(
+        self, scope: Scope, start: Message, incoming: _Incoming, opened: _Opened | None
+    ) -> None:
+        """Write the session id (header, cookie) into the response's head when it changed."""
+        current = scope["state"].get(SESSION)
+        current_id = current.id if isinstance(current, Session) else None
+        renewed_from = opened.renewed_from if opened is not None else None
+        if (
+            current_id == incoming.session_id
+            and not renewed_from
+            and (self.cookie is None or incoming.from_header)
+        ):
+            return  # nothing to write, as for most responses: the head is left as it is
+        start.setdefault("headers", [])
+        headers = MutableHeaders(scope=start)
+        if current_id is not None and current_id != incoming.session_id:
+            headers[self.header] = current_id
+        if renewed_from:
+            headers[RENEWED_HEADER] = renewed_from
+        self._write_cookie(headers, incoming, current_id)
 
     def _write_cookie(
         self, headers: MutableHeaders, incoming: _Incoming, current: str | None
@@ -368,15 +385,16 @@ class SessionMiddleware:
         return receive_and_drain
 
 
-def _bodiless(scope: Scope, start: Message, headers: MutableHeaders) -> bool:
+def _bodiless(scope: Scope, start: Message) -> bool:
     """Whether a client takes this response as complete once its head arrives."""
     status = int(start["status"])
-    return (
-        scope.get("method") == "HEAD"
-        or status in (204, 304)
-        or 100 <= status < 200
-        or headers.get("content-length") == "0"
-    )
+    if scope.get("method") == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return True
+    # The first content-length, as `MutableHeaders.get` finds it (raw names are lower case).
+    for key, value in start.get("headers", ()):
+        if key == b"content-length":
+            return bool(value == b"0")
+    return False
 
 
 def _last_body(message: Message) -> bool:
