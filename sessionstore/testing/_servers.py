@@ -23,7 +23,7 @@ from typing import Any, Self
 import redis
 
 from ._ports import free_port
-from ._processes import spawn, wait_until
+from ._processes import PortTaken, spawn, wait_until
 
 _SLOTS = 16384
 
@@ -94,6 +94,10 @@ class _Local:
         self.stop()
 
 
+#: How many ports a server that drew its own tries before giving up.
+_BIND_ATTEMPTS = 3
+
+
 class LocalRedis(_Local):
     """One private Redis server on 127.0.0.1, a child process of this one.
 
@@ -113,6 +117,8 @@ class LocalRedis(_Local):
         extra: tuple[str, ...] = (),
     ) -> None:
         self.binary = find_server_binary()
+        #: Drawn here rather than given: `start` may draw another if it was taken.
+        self._drawn = port is None
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="sessionstore-redis-"))
@@ -145,8 +151,24 @@ class LocalRedis(_Local):
         ]
 
     def start(self) -> LocalRedis:
-        """Start the server and wait until it answers as itself."""
+        """Start the server and wait until it answers as itself.
+
+        A port drawn by `free_port` was free only a moment ago (another process, or
+        another node's cluster bus port drawn beside it, may bind it first): when the
+        server cannot bind it, it is started again on a newly drawn port.
+        """
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._drawn or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> LocalRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "server.log").unlink(missing_ok=True)  # an earlier try's
         self.process = spawn(self.command())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
@@ -168,7 +190,8 @@ class LocalRedis(_Local):
         if self.process is not None and self.process.poll() is not None:
             log = self.directory / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"redis server exited with {self.process.returncode}: {tail}")
+            failed = PortTaken if "Address already in use" in tail else RuntimeError
+            raise failed(f"redis server exited with {self.process.returncode}: {tail}")
         return True
 
     def stop(self, *, remove: bool = True) -> None:

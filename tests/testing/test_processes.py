@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from sessionstore.testing import (
     ChildProcess,
@@ -137,3 +138,28 @@ def test_a_local_redis_is_ready_only_when_it_answers_as_itself() -> None:
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_local_redis_whose_drawn_port_is_taken_starts_on_another() -> None:
+    """A server that drew its own port and finds it taken at start (another process, or
+    another cluster node's bus port drawn beside it, bound it first) starts on a newly
+    drawn port; one given its port still fails."""
+    server = LocalRedis()
+    taken = server.port
+    with socket.socket() as holder:
+        # Bound, not listening: the server's bind fails, and a probe is refused.
+        holder.bind(("127.0.0.1", taken))
+        try:
+            server.start()
+            assert server.port != taken
+            assert server.process is not None
+            info = redis.Redis(port=server.port).info("server")
+            assert info["process_id"] == server.process.pid
+        finally:
+            server.stop()
+        given = LocalRedis(port=taken)
+        try:
+            with pytest.raises(PortTaken, match="Address already in use"):
+                given.start()
+        finally:
+            given.stop()
