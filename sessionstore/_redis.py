@@ -88,11 +88,11 @@ def command_budget(seconds: float | None) -> Iterator[None]:
 
     .. versionadded:: 0.1
     """
-    token = _command_budget.set(seconds)
+    undo = set_command_budget(seconds)
     try:
         yield
     finally:
-        _command_budget.reset(token)
+        undo()
 
 
 def set_command_budget(seconds: float | None) -> Callable[[], None]:

@@ -41,7 +41,7 @@ from ._context import StoreContext
 from ._draft import SessionDraft
 from ._lua import script
 from ._models import Session, Tombstone
-from ._read import decode_read, queue_read
+from ._read import read_session
 from ._replies import gone_error, raise_refusal
 from ._successors import follow_rotation
 
@@ -159,7 +159,7 @@ class LeaseTracker:
 
     async def _read_taken(self, lease: Lease, reply: list[Any], record: dict[str, str]) -> None:
         """Fill in ``lease.session`` and ``lease.draft`` from the record read beside the
-        take (`reply`: the script's ``ok`` with the clock and live counts).
+        take (`reply`: the script's ``ok`` with the clock).
 
         The read is not atomic with the take: in between, the session may have been
         ended or rotated away (the record is not there). Then the lease is given back
@@ -172,9 +172,9 @@ class LeaseTracker:
         if not record:
             session_id = lease.session_id
             await self.release(lease)
-            batch = Batch(self.context.redis)
-            queue_read(batch, self.context.keys.session(session_id))
-            found = decode_read(session_id, await batch.execute())
+            found = await read_session(
+                self.context.redis, self.context.keys.session(session_id), session_id
+            )
             if isinstance(found, Tombstone):
                 raise gone_error(session_id, found.status)
             raise SessionNotFound(session_id)

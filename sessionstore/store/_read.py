@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._keys import SessionKeys
+from .._redis import RedisClient
 from .._scripts import Batch
 from ._models import Session, Tombstone
 
@@ -34,6 +35,15 @@ def queue_read(batch: Batch, keys: SessionKeys) -> int:
     batch.command("HGETALL", keys.record)
     batch.command("HGETALL", keys.tombstone)
     return first
+
+
+async def read_session(
+    redis: RedisClient, keys: SessionKeys, session_id: str
+) -> Session | Tombstone | None:
+    """The session, its tombstone, or None (neither), in one round trip of its own."""
+    batch = Batch(redis)
+    queue_read(batch, keys)
+    return decode_read(session_id, await batch.execute())
 
 
 def decode_read(session_id: str, replies: list[Any]) -> Session | Tombstone | None:

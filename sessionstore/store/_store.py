@@ -39,7 +39,7 @@ from ._lock import SessionLock
 from ._lua import script
 from ._models import Session, SessionCounts, SessionStatus, SweepResult, Tombstone
 from ._payload import encode_json, encode_metadata, encode_state
-from ._read import decode_read, queue_read
+from ._read import read_session
 from ._replies import gone_error, raise_refusal
 
 #: The longest idle timeout or lifetime a session may be given: longer is almost
@@ -143,9 +143,7 @@ class SessionStore:
         Raises:
             SessionNotFound: no session and no tombstone.
         """
-        batch = Batch(self.redis)
-        queue_read(batch, self.keys.session(session_id))
-        found = decode_read(session_id, await batch.execute())
+        found = await read_session(self.redis, self.keys.session(session_id), session_id)
         if found is None:
             raise SessionNotFound(session_id)
         if isinstance(found, Tombstone) and not with_successor:
