@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -88,3 +89,8 @@ async def cost_per_call(
     await asyncio.gather(*(runner(calls // concurrency) for _ in range(concurrency)))
     done = calls // concurrency * concurrency
     return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
+
+
+def median_and_min(samples: list[float]) -> str:
+    """``median / minimum`` of a figure's samples over the rounds, as the A/B tables print it."""
+    return f"{statistics.median(samples):7.1f} /{min(samples):6.1f}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import cost_per_call, redis_url
+from _common import cost_per_call, median_and_min, redis_url
 from redis.asyncio import Redis
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client
@@ -125,10 +124,7 @@ def report(concurrency: int, figures: dict[tuple[str, str], list[tuple[float, fl
     for (name, way), values in figures.items():
         wall = [w for w, _ in values]
         cpu = [c for _, c in values]
-        print(
-            f"{name:28} {way:12} {statistics.median(wall):7.1f} /{min(wall):6.1f}"
-            f" {statistics.median(cpu):7.1f} /{min(cpu):6.1f}"
-        )
+        print(f"{name:28} {way:12} {median_and_min(wall)} {median_and_min(cpu)}")
 
 
 def main() -> None:

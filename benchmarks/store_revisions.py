@@ -41,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import cost_per_call, redis_url
+from _common import cost_per_call, median_and_min, redis_url
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -201,10 +201,7 @@ def report(
         if way != "this":
             this_cpu = statistics.median(c for _, c in figures[(name, "this")])
             ratio = f"{this_cpu / statistics.median(cpu):.3f}"
-        print(
-            f"{name:28} {way:12} {statistics.median(wall):7.1f} /{min(wall):6.1f}"
-            f" {statistics.median(cpu):7.1f} /{min(cpu):6.1f} {ratio:>10}"
-        )
+        print(f"{name:28} {way:12} {median_and_min(wall)} {median_and_min(cpu)} {ratio:>10}")
 
 
 def main() -> None:
