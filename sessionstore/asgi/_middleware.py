@@ -76,6 +76,12 @@ class _Opened:
     #: The handler's response was replaced (its changes could not be committed).
     replaced: bool = False
 
+    @classmethod
+    def taken(cls, tracked: TrackedLease, lease: Lease) -> _Opened:
+        """The request's lease, taken with ``read_session`` (so it carries the session)."""
+        assert lease.session is not None
+        return cls(tracked, lease, lease.session)
+
 
 @dataclass(slots=True)
 class _Incoming:
@@ -235,18 +241,13 @@ class SessionMiddleware:
         track = store.track_connection if websocket else store.track_request
         try:
             tracked = track(session_id, read_session=True)
-            lease = await tracked.__aenter__()
+            return _Opened.taken(tracked, await tracked.__aenter__())
         except SessionExpired:
             if not self.renew_expired:
                 raise
-        else:
-            assert lease.session is not None
-            return _Opened(tracked, lease, lease.session)
         successor = await store.resume(session_id)
         tracked = track(successor.id, read_session=True)
-        lease = await tracked.__aenter__()
-        assert lease.session is not None
-        opened = _Opened(tracked, lease, lease.session)
+        opened = _Opened.taken(tracked, await tracked.__aenter__())
         opened.renewed_from = session_id
         # Ids are bearer credentials: they stay out of the logs.
         logger.info(
