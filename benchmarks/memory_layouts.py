@@ -6,11 +6,14 @@ store's own layout is written by the store; the alternatives are written with
 plain commands holding the same ids, deadlines and user ids, so only the shape
 differs:
 
-* the session record as the store writes it (no ``last_activity``: it is always
-  ``idle_deadline - idle_timeout_ms``; no ``version`` while it is 1; no
-  ``state_count`` / ``state_bytes`` while there is no attribute), beside the same
-  record as earlier builds wrote it (all four stored), for a small state, 10
-  attributes of 50 B and no state, and user ids of 4 to 40 characters;
+* the session record as the store writes it (short field names: ``created``,
+  ``idle_ms``, ``idle_end``, ``life_end``, ``attrs``, ``attr_bytes``; no
+  ``last_activity``: it is always ``idle_end - idle_ms``; no ``version`` while it
+  is 1; no ``attrs`` / ``attr_bytes`` while there is no attribute), beside the same
+  record as earlier builds wrote it (the long names ``created_at``,
+  ``idle_timeout_ms``, ``idle_deadline``, ``absolute_deadline``, ``state_count``,
+  ``state_bytes``, and all four stored), for a small state, 10 attributes of 50 B
+  and no state, and user ids of 4 to 40 characters;
 * the user index: a sorted set per user (the store's), one compact (listpack)
   sorted set per bucket of about 64 users with members
   ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
@@ -48,6 +51,15 @@ SMALL = {"theme": "dark", "n": 1}
 LARGE = {f"attr{i}": "x" * 48 for i in range(10)}  # 50 bytes of JSON each
 #: What earlier builds stored in every record, with the value of a new one.
 EARLIER_BUILDS = {b"version": b"1", b"state_count": b"0", b"state_bytes": b"0"}
+#: The long field names of earlier builds, by the short one that replaced them.
+LONG_NAMES = {
+    b"created": b"created_at",
+    b"idle_ms": b"idle_timeout_ms",
+    b"idle_end": b"idle_deadline",
+    b"life_end": b"absolute_deadline",
+    b"attrs": b"state_count",
+    b"attr_bytes": b"state_bytes",
+}
 
 
 def _usage(raw: Redis, pattern: str) -> int:
@@ -81,7 +93,8 @@ def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
     """The record hash per session, as earlier builds wrote it and as written."""
     print(
         "session record (hash), bytes per session:"
-        " as earlier builds wrote it (last_activity, version, state totals) / as written"
+        " as earlier builds wrote it (long field names, last_activity, version, state totals)"
+        " / as written"
     )
     states: tuple[tuple[str, dict[str, object]], ...] = (
         ("small", SMALL),
@@ -105,11 +118,11 @@ def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
 
 
 def _rewrite_as_earlier_builds(raw: Redis, pattern: str) -> None:
-    """Write each record matching `pattern` again as earlier builds wrote it: with
-    `last_activity`, `version` and the state totals (a fresh listpack, as such a write
-    made)."""
+    """Write each record matching `pattern` again as earlier builds wrote it: with the
+    long field names, `last_activity`, `version` and the state totals (a fresh
+    listpack, as such a write made)."""
     for key in raw.scan_iter(match=pattern, count=1000):
-        fields = raw.hgetall(key)
+        fields = {LONG_NAMES.get(name, name): value for name, value in raw.hgetall(key).items()}
         idle = int(fields[b"idle_deadline"]) - int(fields[b"idle_timeout_ms"])
         fields.setdefault(b"last_activity", str(idle).encode())
         for name, value in EARLIER_BUILDS.items():

@@ -37,10 +37,10 @@ async def run(url: str, ops: int, concurrency: int) -> None:
             mapping={
                 "id": i,
                 "user_id": "bench",
-                "created_at": 1,
+                "created": 1,
                 "last_activity": 1,
-                "idle_deadline": 2,
-                "absolute_deadline": 3,
+                "idle_end": 2,
+                "life_end": 3,
                 "version": 1,
             },
         )
@@ -51,7 +51,7 @@ async def run(url: str, ops: int, concurrency: int) -> None:
 
     async def raw_touch(i: int) -> None:
         pipe = client.pipeline(transaction=False)
-        pipe.hset(raw_keys[i], mapping={"last_activity": 2, "idle_deadline": 3})
+        pipe.hset(raw_keys[i], mapping={"last_activity": 2, "idle_end": 3})
         pipe.zadd(f"{prefix}raw:{{{i % 16}}}:expiry", {str(i): 3})
         pipe.pexpire(raw_keys[i], 3_600_000)
         await pipe.execute()

@@ -33,11 +33,12 @@ local function emit(stream, maxlen, kind, session_id, now, extra)
 end
 
 -- 'active', 'overdue' (a deadline passed, not yet swept), or false (no record); and
--- the record's {idle_deadline, absolute_deadline, idle_timeout_ms, extra...} from the
--- same HMGET, so a hot script reads its record once (`slide` takes them as they are).
+-- the record's {idle_end, life_end, idle_ms, extra...} from the same HMGET, so a hot
+-- script reads its record once (`slide` takes them as they are). A record of an earlier
+-- build, written with the long field names (`idle_deadline`, ...), has no `idle_end`:
+-- it reads as no record, and the sweep ends it as `lost` (docs/keys.md).
 local function record_state(k, now, ...)
-  local f = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline',
-                       'idle_timeout_ms', ...)
+  local f = redis.call('HMGET', k.record, 'idle_end', 'life_end', 'idle_ms', ...)
   if not f[1] then return false, f end
   if now >= math.min(tonumber(f[1]), tonumber(f[2])) then return 'overdue', f end
   return 'active', f
@@ -65,17 +66,16 @@ end
 -- absolute deadline, which never moves (see `write_session`). f: the deadline fields
 -- from `record_state` (read here when nil); extra: more field/value pairs for the same
 -- HSET (a state write's attributes and version). The last activity is not stored: it
--- is `idle_deadline - idle_timeout_ms`, which this write moves (a `last_activity` field
--- that a record of an earlier build holds is left as it was; readers never read it).
+-- is `idle_end - idle_ms`, which this write moves.
 local function slide(k, session_id, now, f, extra)
-  f = f or redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'idle_timeout_ms')
+  f = f or redis.call('HMGET', k.record, 'idle_end', 'life_end', 'idle_ms')
   local idle_ms, absolute = tonumber(f[3]), tonumber(f[2])
   local idle = now + idle_ms
   local deadline = math.min(idle, absolute)
   if extra and #extra > 0 then
-    redis.call('HSET', k.record, 'idle_deadline', idle, unpack(extra))
+    redis.call('HSET', k.record, 'idle_end', idle, unpack(extra))
   else
-    redis.call('HSET', k.record, 'idle_deadline', idle)
+    redis.call('HSET', k.record, 'idle_end', idle)
   end
   local step = deadline_step(idle_ms)
   if math.floor(deadline / step) ~= math.floor(math.min(tonumber(f[1]), absolute) / step) then
@@ -90,7 +90,7 @@ end
 -- totals while it has no attribute) are left out: readers take a missing field as
 -- empty (a missing version as 1, missing totals as 0). The id is the
 -- key's; a record is active until its deadlines say otherwise, and its last activity is
--- `idle_deadline - idle_timeout_ms`, so none of them is stored in it.
+-- `idle_end - idle_ms`, so none of them is stored in it.
 -- The record's TTL is its absolute deadline plus the sweep grace, set here once: no
 -- script moves the absolute deadline (rotate's RENAME keeps the TTL), so slides leave
 -- the TTL alone. The TTL is only the fallback for a record no worker sweeps (reads and
@@ -101,8 +101,8 @@ local function write_session(k, session_id, now, spec, state)
   local idle = now + spec.idle_ms
   local deadline = math.min(idle, absolute)
   local bytes = 0
-  local fields = {'HSET', k.record, 'created_at', now,
-    'idle_timeout_ms', spec.idle_ms, 'idle_deadline', idle, 'absolute_deadline', absolute}
+  local fields = {'HSET', k.record, 'created', now,
+    'idle_ms', spec.idle_ms, 'idle_end', idle, 'life_end', absolute}
   for _, name in ipairs({'user_id', 'conversation_id', 'resumed_from'}) do
     if spec[name] and spec[name] ~= '' then
       fields[#fields + 1] = name
@@ -119,7 +119,7 @@ local function write_session(k, session_id, now, spec, state)
     bytes = bytes + string.len(state[i + 1])
   end
   if #state > 0 then
-    for _, v in ipairs({'state_count', #state / 2, 'state_bytes', bytes}) do
+    for _, v in ipairs({'attrs', #state / 2, 'attr_bytes', bytes}) do
       fields[#fields + 1] = v
     end
   end
@@ -139,10 +139,10 @@ local function state_fields(first, n_set, n_del)
 end
 
 -- Check a state change against the limits; on success apply its deletions (HDEL) and
--- return the sets for the caller's HSET, with state_bytes and state_count where they
+-- return the sets for the caller's HSET, with attr_bytes and attrs where they
 -- change (a missing total is 0: a state left without attributes drops both in its
 -- HDEL).
--- f: an HMGET reply holding state_bytes, state_count at f[at], f[at + 1], then the
+-- f: an HMGET reply holding attr_bytes, attrs at f[at], f[at + 1], then the
 -- current values of `state_fields`.
 -- Reply: {'ok', {field, value, ...}} | {'too_large', bytes} | {'too_many', count}
 local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
@@ -169,16 +169,16 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   if count > 0 then
     -- A total the change leaves as it was is not written again.
     if bytes ~= tonumber(f[at] or 0) then
-      sets[#sets + 1] = 'state_bytes'
+      sets[#sets + 1] = 'attr_bytes'
       sets[#sets + 1] = bytes
     end
     if count ~= tonumber(f[at + 1] or 0) then
-      sets[#sets + 1] = 'state_count'
+      sets[#sets + 1] = 'attrs'
       sets[#sets + 1] = count
     end
   elseif #dels > 0 then
-    dels[#dels + 1] = 'state_bytes'
-    dels[#dels + 1] = 'state_count'
+    dels[#dels + 1] = 'attr_bytes'
+    dels[#dels + 1] = 'attrs'
   end
   if #dels > 0 then redis.call('HDEL', k.record, unpack(dels)) end
   return {'ok', sets}
@@ -186,20 +186,21 @@ end
 
 -- End a session: tombstone kept for retention_ms; record (its leases with it), lock,
 -- upstream records, MCP event streams and expiry entry dropped; counted; event emitted.
--- All in the caller's script. known: the record's {user_id, conversation_id, created_at,
+-- All in the caller's script. known: the record's {user_id, conversation_id, created,
 -- metadata, fence, extras} when the caller has read them already.
 -- in_bulk: the caller drops the expiry entry and counts the ending itself, once for a
 -- whole batch (the sweep).
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
                            superseded_by, known, in_bulk)
-  local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created_at',
+  local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created',
                                 'metadata', 'fence', 'extras')
   -- Keys the record says cannot be there are not looked up (in a large keyspace every
   -- lookup is a cache miss): a lock key exists only once a lock was granted (`fence`),
   -- upstream records and MCP event streams only once `extras` was set (by the upstream
   -- script's register and the MCP event store's first event). Without a record (Redis
   -- dropped it) every key is dropped. A live record has no tombstone, and the HSET
-  -- below writes every tombstone field.
+  -- below writes every tombstone field (the tombstone keeps the long names: its
+  -- `created_at` is the record's `created`).
   local gone = {'DEL', k.record}
   local unknown = not f[3]
   if unknown or f[6] then
@@ -256,7 +257,7 @@ end
 
 -- Why an overdue session is due: its idle deadline or its absolute lifetime.
 local function overdue_reason(k)
-  local d = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline')
+  local d = redis.call('HMGET', k.record, 'idle_end', 'life_end')
   if tonumber(d[2]) <= tonumber(d[1]) then return 'lifetime' end
   return 'idle'
 end

@@ -1,4 +1,5 @@
-"""Creating many sessions fast, and reading back what the streams say happened.
+"""Creating many sessions fast, reading back what the streams say happened, and
+records as earlier builds wrote them.
 
 `create_many` pipelines the real ``create`` script (as `SessionStore.create`
 calls it), thousands per round trip, instead of awaiting thousands of calls.
@@ -85,5 +86,26 @@ async def backdate(store: SessionStore, session_ids: list[str], by: timedelta) -
     deadline = int(seconds) * 1000 + int(micros) // 1000 - int(by.total_seconds() * 1000)
     for session_id in session_ids:
         keys = store.session_keys(session_id)
-        await redis.hset(keys.record, "idle_deadline", deadline)
+        await redis.hset(keys.record, "idle_end", deadline)
         await redis.zadd(keys.expiry, {session_id: deadline})
+
+
+#: The long field names of earlier builds, by the short name that replaced each.
+LONG_NAMES = {
+    "created": "created_at",
+    "idle_ms": "idle_timeout_ms",
+    "idle_end": "idle_deadline",
+    "life_end": "absolute_deadline",
+    "attrs": "state_count",
+    "attr_bytes": "state_bytes",
+}
+
+
+async def write_with_long_names(redis: RedisClient, record: str) -> dict[str, str]:
+    """Write the session record `record` again as earlier builds named its fields
+    (LONG_NAMES); returns the fields now stored."""
+    fields = await redis.hgetall(record)
+    assert set(LONG_NAMES) <= set(fields), "a record with state has every short name"
+    await redis.delete(record)
+    await redis.hset(record, mapping={LONG_NAMES.get(n, n): v for n, v in fields.items()})
+    return await redis.hgetall(record)

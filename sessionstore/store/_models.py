@@ -81,9 +81,10 @@ class Session(BaseModel):
 
         Fields with nothing to say are left out of the hash and read as empty, and a
         record without a `version` is at version 1.
-        `last_activity` is ``idle_deadline - idle_timeout_ms`` (every write that moves
-        one moves the other), so it is derived rather than read: records that still
-        store it and records that do not read the same.
+        The field names are short (docs/keys.md): ``created``, ``idle_ms`` (the idle
+        timeout), ``idle_end`` and ``life_end`` (the idle and absolute deadlines).
+        `last_activity` is ``idle_end - idle_ms`` (every write that moves one moves
+        the other), so it is derived rather than stored.
         The request and connection leases are the record's ``r:``/``c:`` fields, each
         its deadline: those still ahead of `now_ms` are live (a crashed holder's
         lapsed ones stay until the next lease is taken, but do not count).
@@ -91,10 +92,10 @@ class Session(BaseModel):
         state: dict[str, JsonValue] = {
             name[2:]: decode_json(value) for name, value in fields.items() if name[:2] == "a:"
         }
-        idle_ms, absolute_ms = int(fields["idle_deadline"]), int(fields["absolute_deadline"])
-        idle_timeout = timedelta(milliseconds=int(fields["idle_timeout_ms"]))
-        idle_deadline = ms_to_datetime(idle_ms)
-        overdue = now_ms >= min(idle_ms, absolute_ms)
+        idle_end, life_end = int(fields["idle_end"]), int(fields["life_end"])
+        idle_timeout = timedelta(milliseconds=int(fields["idle_ms"]))
+        idle_deadline = ms_to_datetime(idle_end)
+        overdue = now_ms >= min(idle_end, life_end)
         requests, connections = live_leases(fields, now_ms)
         metadata = fields.get("metadata")
         # A dict validated as a whole costs less than keyword arguments; the last
@@ -105,11 +106,11 @@ class Session(BaseModel):
                 "status": SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE,
                 "user_id": _opt(fields.get("user_id")),
                 "conversation_id": _opt(fields.get("conversation_id")),
-                "created_at": ms_to_datetime(fields["created_at"]),
+                "created_at": ms_to_datetime(fields["created"]),
                 "last_activity": idle_deadline - idle_timeout,
                 "idle_timeout": idle_timeout,
                 "idle_deadline": idle_deadline,
-                "absolute_deadline": ms_to_datetime(absolute_ms),
+                "absolute_deadline": ms_to_datetime(life_end),
                 "metadata": json.loads(metadata) if metadata else {},
                 "state": state,
                 "version": int(fields.get("version") or 1),

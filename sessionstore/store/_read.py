@@ -51,7 +51,9 @@ def decode_read(session_id: str, replies: list[Any]) -> Session | Tombstone | No
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     record: dict[str, str] = replies[1]
-    if record:
+    # A record without `idle_end` is an earlier build's, with the long field names: it
+    # is not read, so it answers as no record (docs/keys.md).
+    if "idle_end" in record:
         return Session.from_record(session_id, record, now_ms=now_ms)
     tomb: dict[str, str] = replies[2]
     if tomb:

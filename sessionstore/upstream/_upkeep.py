@@ -75,8 +75,7 @@ async def ended_sessions(store: SessionStore, session_ids: Iterable[str]) -> lis
     batch = Batch(store.redis)
     batch.command("TIME")
     for session_id in ids:
-        batch.command("HMGET", store.keys.session(session_id).record, "idle_deadline",
-                      "absolute_deadline")  # fmt: skip
+        batch.command("HMGET", store.keys.session(session_id).record, "idle_end", "life_end")
     replies = await batch.execute()
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000

@@ -12,11 +12,14 @@ from sessionstore import (
     InvalidInput,
     LockNotOwned,
     PayloadTooLarge,
+    RedisClient,
+    SessionNotFound,
     SessionSettings,
     SessionStore,
 )
 from sessionstore.store import StoreContext
 from sessionstore.store._users import list_sessions
+from tests.bulk import write_with_long_names
 
 
 async def test_a_repeated_delete_name_is_subtracted_once(
@@ -27,9 +30,7 @@ async def test_a_repeated_delete_name_is_subtracted_once(
     small = SessionStore(store.redis, settings)
     made = await small.create(state={"a": 1, "b": 2})
     await small.set_state(made.id, delete=["a", "a", "a", "a", "a"])
-    fields = await store.redis.hmget(
-        store.keys.session(made.id).record, "state_count", "state_bytes"
-    )
+    fields = await store.redis.hmget(store.keys.session(made.id).record, "attrs", "attr_bytes")
     assert fields == ["1", "1"], "one attribute of one byte is left"
     await small.set_state(made.id, {"c": 3, "d": 4})
     with pytest.raises(PayloadTooLarge):
@@ -47,7 +48,7 @@ async def test_state_totals_are_left_out_while_no_attribute_is_held(
     small = SessionStore(store.redis, settings)
     made = await small.create(user_id="ida")
     key = store.keys.session(made.id).record
-    totals = ("state_count", "state_bytes")
+    totals = ("attrs", "attr_bytes")
     assert await store.redis.hmget(key, *totals) == [None, None]
     await small.set_state(made.id, metadata={"m": 1}, delete=["absent"])
     assert await store.redis.hmget(key, *totals) == [None, None]
@@ -84,13 +85,35 @@ async def test_a_record_with_state_totals_at_zero_is_written_as_before(
     small = SessionStore(store.redis, settings)
     made = await small.create()
     key = store.keys.session(made.id).record
-    await store.redis.hset(key, mapping={"state_count": 0, "state_bytes": 0})
+    await store.redis.hset(key, mapping={"attrs": 0, "attr_bytes": 0})
     await small.set_state(made.id, metadata={"m": 1})
-    assert await store.redis.hmget(key, "state_count", "state_bytes") == ["0", "0"]
+    assert await store.redis.hmget(key, "attrs", "attr_bytes") == ["0", "0"]
     await small.set_state(made.id, {"a": 1})
-    assert await store.redis.hmget(key, "state_count", "state_bytes") == ["1", "1"]
+    assert await store.redis.hmget(key, "attrs", "attr_bytes") == ["1", "1"]
     with pytest.raises(PayloadTooLarge):
         await small.set_state(made.id, {"b": 2})
+
+
+async def test_a_record_with_the_long_field_names_reads_as_not_found(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record written with the long field names of earlier builds is not read: every
+    reader answers SessionNotFound (no KeyError) and changes nothing."""
+    made = await store.create(user_id="bob", state={"n": 1, "m": 2})
+    key = store.session_keys(made.id).record
+    written = await write_with_long_names(redis, key)
+    for call in (
+        lambda: store.get(made.id),
+        lambda: store.touch(made.id),
+        lambda: store.set_state(made.id, {"n": 3}),
+        lambda: store.rotate(made.id),
+    ):
+        with pytest.raises(SessionNotFound):
+            await call()
+    with pytest.raises(SessionNotFound):
+        async with store.track_request(made.id, read_session=True):
+            pass
+    assert await redis.hgetall(key) == written
 
 
 async def test_the_user_index_keeps_a_longer_lifetime(store: SessionStore) -> None:

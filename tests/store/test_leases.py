@@ -346,8 +346,8 @@ async def test_leases_are_record_fields_and_never_state(
     record = store.session_keys(made.id).record
     async with store.track_request(made.id) as request, store.track_connection(made.id) as conn:
         fields = await redis.hgetall(record)
-        assert int(fields[f"r:{request.lease_id}"]) > int(fields["created_at"])
-        assert int(fields[f"c:{conn.lease_id}"]) > int(fields["created_at"])
+        assert int(fields[f"r:{request.lease_id}"]) > int(fields["created"])
+        assert int(fields[f"c:{conn.lease_id}"]) > int(fields["created"])
         assert (fields["request_leases"], fields["conn_leases"]) == ("1", "1")
         got = await store.get(made.id)
         assert got.state == {"n": 1}

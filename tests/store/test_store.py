@@ -59,10 +59,10 @@ async def test_record_is_readable_with_redis_cli_field_names(
     fields = await redis.hgetall(key)
     for name in (
         "user_id",
-        "created_at",
-        "idle_timeout_ms",
-        "idle_deadline",
-        "absolute_deadline",
+        "created",
+        "idle_ms",
+        "idle_end",
+        "life_end",
     ):
         assert name in fields
     assert fields["a:a"] == "1" and fields["a:b"] == "[1,2]"
@@ -89,7 +89,7 @@ async def test_record_with_and_without_stored_last_activity_reads_the_same(
     await store.touch(made.id)
     key = store.session_keys(made.id).record
     fields = await redis.hgetall(key)
-    idle = int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
+    idle = int(fields["idle_end"]) - int(fields["idle_ms"])
     await redis.hset(key, "last_activity", idle)
     stored = await store.get(made.id)
     await redis.hdel(key, "last_activity")
@@ -115,9 +115,7 @@ async def test_new_record_leaves_out_last_activity_and_version(
     assert not {"last_activity", "version"} & set(fields)
     got = await store.get(made.id)
     assert got.version == 1
-    assert got.last_activity == ms_to_datetime(
-        int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
-    )
+    assert got.last_activity == ms_to_datetime(int(fields["idle_end"]) - int(fields["idle_ms"]))
     assert got.last_activity >= made.last_activity
     with pytest.raises(VersionConflict) as caught:
         await store.set_state(made.id, {"n": 2}, expected_version=2)
@@ -142,15 +140,13 @@ async def test_record_with_last_activity_and_version_reads_and_writes_as_before(
     compare-and-set target of state writes and lease commits."""
     made = await store.create(user_id="bob", state={"n": 1})
     key = store.session_keys(made.id).record
-    created = (await redis.hgetall(key))["created_at"]
+    created = (await redis.hgetall(key))["created"]
     await redis.hset(key, mapping={"last_activity": created, "version": 4})
     await store.touch(made.id)
     got = await store.get(made.id)
     fields = await redis.hgetall(key)
     assert got.version == 4
-    assert got.last_activity == ms_to_datetime(
-        int(fields["idle_deadline"]) - int(fields["idle_timeout_ms"])
-    )
+    assert got.last_activity == ms_to_datetime(int(fields["idle_end"]) - int(fields["idle_ms"]))
     assert got.idle_deadline - got.last_activity == store.settings.idle_timeout
     with pytest.raises(VersionConflict) as caught:
         await store.set_state(made.id, {"n": 2}, expected_version=1)
@@ -165,7 +161,7 @@ async def test_record_with_last_activity_and_version_reads_and_writes_as_before(
     got = await store.get(made.id)
     assert (got.state, got.version) == ({"m": 1}, 6)
     fields = await redis.hgetall(key)
-    assert (fields["version"], fields["state_count"]) == ("6", "1")
+    assert (fields["version"], fields["attrs"]) == ("6", "1")
 
 
 async def test_record_without_version_is_at_version_one(

@@ -19,7 +19,13 @@ from sessionstore import (
     repair_store,
     sweep_store,
 )
-from tests.bulk import all_events, backdate, create_many, expired_per_session
+from tests.bulk import (
+    all_events,
+    backdate,
+    create_many,
+    expired_per_session,
+    write_with_long_names,
+)
 from tests.polling import eventually, until_raises
 
 DUE = timedelta(milliseconds=1)
@@ -168,6 +174,26 @@ async def test_a_lost_record_is_still_expired_and_announced(
     assert [(e.session_id, e.fields["reason"]) for e in expired] == [(made.id, "lost")]
 
 
+async def test_a_record_with_the_long_field_names_is_swept_as_lost(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """A record of an earlier build (long field names, not read) is ended as `lost`
+    when its expiry entry comes due: its keys dropped, a tombstone and an event."""
+    made = await store.create(user_id="lou", state={"n": 1})
+    keys = store.session_keys(made.id)
+    await write_with_long_names(redis, keys.record)
+    await redis.zadd(keys.expiry, {made.id: 1})
+
+    report = await sweep_store(store)
+
+    assert (report.expired, report.lost) == (1, 1)
+    assert not await redis.exists(keys.record)
+    tomb = await store.lookup(made.id)
+    assert isinstance(tomb, Tombstone) and tomb.reason == "lost"
+    expired = [e for e in await all_events(redis, store) if e.kind == "expired"]
+    assert [(e.session_id, e.fields["reason"]) for e in expired] == [(made.id, "lost")]
+
+
 async def test_an_expired_session_leaves_no_lease_or_lock_behind(
     store: SessionStore, redis: RedisClient
 ) -> None:
@@ -221,7 +247,7 @@ async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
     keys = store.session_keys(made.id)
     step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
     grace = round(store.settings.sweep_grace.total_seconds() * 1000)
-    absolute = int(await redis.hget(keys.record, "absolute_deadline"))
+    absolute = int(await redis.hget(keys.record, "life_end"))
     for _ in range(5):
         await store.touch(made.id)
         deadline = round((await store.get(made.id)).expires_at.timestamp() * 1000)
@@ -241,8 +267,8 @@ async def test_a_slide_into_a_new_step_puts_the_index_entry_at_the_deadline(
     made = await store.create()
     keys = store.session_keys(made.id)
     step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
-    earlier = int(await redis.hget(keys.record, "idle_deadline")) - step
-    await redis.hset(keys.record, "idle_deadline", earlier)
+    earlier = int(await redis.hget(keys.record, "idle_end")) - step
+    await redis.hset(keys.record, "idle_end", earlier)
     await redis.zadd(keys.expiry, {made.id: earlier})
     expires = await redis.execute_command("PEXPIRETIME", keys.record)
     deadline = round((await store.touch(made.id)).timestamp() * 1000)
@@ -262,7 +288,7 @@ async def test_the_record_ttl_is_set_once_from_the_absolute_deadline(
 
     async def expiry_of(session_id: str) -> tuple[int, int]:
         record = store.session_keys(session_id).record
-        absolute = int(await redis.hget(record, "absolute_deadline"))
+        absolute = int(await redis.hget(record, "life_end"))
         return await redis.execute_command("PEXPIRETIME", record), absolute + grace
 
     made = await store.create(user_id="bob", state={"n": 1})

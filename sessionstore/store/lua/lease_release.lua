@@ -21,7 +21,7 @@ local n_set, n_del = tonumber(ARGV[7] or 0), tonumber(ARGV[8] or 0)
 -- of them for one it lacks, as `version` at first).
 local state, f
 if committing then
-  state, f = record_state(k, now, counted, field, 'version', 'state_bytes', 'state_count',
+  state, f = record_state(k, now, counted, field, 'version', 'attr_bytes', 'attrs',
                           unpack(state_fields(9, n_set, n_del)))
 else
   state, f = record_state(k, now, counted, field)

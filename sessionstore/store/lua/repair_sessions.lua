@@ -11,7 +11,7 @@
 -- ARGV: retention_ms, events_maxlen, the shard's key prefixes for record, tomb,
 --       lock, upstreams, mcp, mcpget (KeySpace.session_prefixes), then ids.
 --       Like sweep.lua, it appends ids to prefixes of its own shard's hash tag.
--- Reply: {added, moved, removed, lost, then user_id, session_id, absolute_deadline, ...
+-- Reply: {added, moved, removed, lost, then user_id, session_id, life_end, ...
 --         for every active record that has a user (for the user-index repair)}
 local expiry, stats, events = KEYS[1], KEYS[2], KEYS[3]
 local retention, maxlen = tonumber(ARGV[1]), ARGV[2]
@@ -26,8 +26,7 @@ for i = 9, #ARGV do
     expiry = expiry, stats = stats, events = events,
   }
   local score = redis.call('ZSCORE', expiry, id)
-  local d = redis.call('HMGET', k.record, 'idle_deadline', 'absolute_deadline', 'user_id',
-                       'idle_timeout_ms')
+  local d = redis.call('HMGET', k.record, 'idle_end', 'life_end', 'user_id', 'idle_ms')
   if d[1] and d[2] then
     local deadline = math.min(tonumber(d[1]), tonumber(d[2]))
     -- In step: at the deadline, or at an earlier one of the same step (see deadline_step).

@@ -3,12 +3,12 @@
 -- answers `rotated` (superseded_by = new id) for the retention period.
 -- KEYS: the old session's nine keys, then the new session's nine keys (same shard)
 -- ARGV: old_id, new_id, retention_ms, events_maxlen
--- Reply: {'ok', user_id, absolute_deadline} | {'exists'} | {'gone', ...} | {'missing'}
+-- Reply: {'ok', user_id, life_end} | {'exists'} | {'gone', ...} | {'missing'}
 local old, new = session_keys(1), session_keys(10)
 local old_id, new_id = ARGV[1], ARGV[2]
 local now = now_ms()
 -- One read of the record: its deadlines, what the tombstone keeps, and `extras`.
-local state, f = record_state(old, now, 'user_id', 'conversation_id', 'created_at', 'extras')
+local state, f = record_state(old, now, 'user_id', 'conversation_id', 'created', 'extras')
 if state ~= 'active' then return gone_reply(old, state) end
 if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
 -- Upstream records and MCP event streams exist only if the record says so (`extras`,

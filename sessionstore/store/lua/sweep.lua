@@ -26,7 +26,7 @@ for _, id in ipairs(due) do
     expiry = expiry, stats = stats, events = events,
   }
   -- One read of the record: its deadlines, what the tombstone keeps, which keys it has.
-  local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created_at', 'metadata',
+  local state, f = record_state(k, now, 'user_id', 'conversation_id', 'created', 'metadata',
                                 'fence', 'extras')
   if state == 'overdue' then
     local reason = tonumber(f[2]) <= tonumber(f[1]) and 'lifetime' or 'idle'

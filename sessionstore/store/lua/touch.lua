@@ -1,7 +1,7 @@
 -- touch: slide an active session's idle deadline.
 -- KEYS: record, tomb, expiry (of the session)
 -- ARGV: session_id
--- Reply: {'ok', now, idle_deadline} | {'gone', status, superseded_by} | {'missing'}
+-- Reply: {'ok', now, idle_end} | {'gone', status, superseded_by} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
 local state, f = record_state(k, now)

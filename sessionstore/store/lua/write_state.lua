@@ -11,7 +11,7 @@ local now = now_ms()
 local n_set, n_del = tonumber(ARGV[7]), tonumber(ARGV[8])
 -- One read of the record: deadlines, version, fence, the state's size and the values
 -- being replaced.
-local state, f = record_state(k, now, 'version', 'fence', 'state_bytes', 'state_count',
+local state, f = record_state(k, now, 'version', 'fence', 'attr_bytes', 'attrs',
                               unpack(state_fields(9, n_set, n_del)))
 if state ~= 'active' then return gone_reply(k, state) end
 -- A record without a version is at version 1.

@@ -95,7 +95,7 @@ redis.call('HSET', k.upstreams, name, encoded)
 -- The record says the session has upstream records, so ending it drops them (see
 -- end_session); the record was checked above, so this HSET cannot create one.
 if op == 'register' then redis.call('HSET', k.record, 'extras', 1) end
-local absolute = redis.call('HGET', k.record, 'absolute_deadline')
+local absolute = redis.call('HGET', k.record, 'life_end')
 redis.call('PEXPIREAT', k.upstreams, tonumber(absolute) + tonumber(ARGV[4]))
 if record.state ~= old_state then
   if op == 'update' then
