@@ -32,7 +32,9 @@ longer has (the lease sorted sets of earlier builds) is named as those builds na
 The ``lease`` rows include the plain HGETALL that the take sends right after the
 script when it reads the session (builds that read it inside the script send none), and
 a ``get`` row compares the plain commands of a read (not a script: its keys named as
-each revision's read names them).
+each revision's read names them). Before each round the records replayed on get the
+field names of the revision replayed (the long ones of builds before the short names,
+outside the measured CPU), in the order the store wrote them.
 Uses SESSIONSTORE_REDIS_URL if set (not with --sweep-live), else starts a private server.
 """
 
@@ -65,6 +67,32 @@ REQUESTS = {
     "the same, no read, no commit": ("lease, no read", "lease_release, no commit"),
 }
 PIPELINE = 500
+#: This checkout's record field names and the long ones of the builds before them.
+LONG_NAMES = {
+    "created": "created_at",
+    "idle_ms": "idle_timeout_ms",
+    "idle_end": "idle_deadline",
+    "life_end": "absolute_deadline",
+    "attrs": "state_count",
+    "attr_bytes": "state_bytes",
+}
+#: Write a record (KEYS[1]) again with its fields renamed (ARGV: from, to, ...), in
+#: the same order and with the same TTL.
+RENAME_FIELDS = """
+local f = redis.call('HGETALL', KEYS[1])
+if #f == 0 then return 0 end
+local ttl, to = redis.call('PTTL', KEYS[1]), {}
+for i = 1, #ARGV, 2 do to[ARGV[i]] = ARGV[i + 1] end
+local args = {'HSET', KEYS[1]}
+for i = 1, #f, 2 do
+  args[#args + 1] = to[f[i]] or f[i]
+  args[#args + 1] = f[i + 1]
+end
+redis.call('DEL', KEYS[1])
+redis.call(unpack(args))
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,6 +116,39 @@ def at_revision(revision: str, name: str) -> tuple[LuaScript, list[str] | None]:
     declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
     source = f"local SESSION_KEYS = {declared}\n" + _used_prelude(prelude, body) + "\n" + body
     return LuaScript(name, source), names
+
+
+def field_names(revision: str) -> dict[str, str]:
+    """How `revision` names the record fields this checkout names (keys of LONG_NAMES)."""
+    if "'idle_end'" in show(revision, "sessionstore/_prelude.lua"):
+        return {name: name for name in LONG_NAMES}
+    return dict(LONG_NAMES)
+
+
+class Layout:
+    """The records a replay runs on, and each way's field names (revision's, this one's)."""
+
+    def __init__(self, records: list[str], ways: list[dict[str, str]]) -> None:
+        self.records, self.ways = records, ways
+
+    async def apply(self, raw: Redis, way: int) -> None:
+        """Give every record the field names of `way` (whichever names it has now)."""
+        names = self.ways[way]
+        renames = [
+            (other, names[ours])
+            for ours, long in LONG_NAMES.items()
+            for other in (ours, long)
+            if other != names[ours]
+        ]
+        flat = [name for pair in renames for name in pair]
+        pipe = raw.pipeline(transaction=False)
+        for record in self.records:
+            pipe.eval(RENAME_FIELDS, 1, record, *flat)
+        await pipe.execute()
+
+    def idle_end(self, way: int) -> str:
+        """The idle deadline's field name in `way`."""
+        return self.ways[way]["idle_end"]
 
 
 def key_names(lua: LuaScript) -> list[str]:
@@ -195,15 +256,16 @@ class Spacing:
 
         return tuple(aimed(a) for a in step)
 
-    async def set_back(self, raw: Redis) -> None:
-        """Each session's idle deadline as if its last request was `gap_ms` ago."""
+    async def set_back(self, raw: Redis, idle_end: str) -> None:
+        """Each session's idle deadline (field `idle_end`) as if its last request was
+        `gap_ms` ago."""
         if not self.sessions:
             return
         seconds, micros = await raw.time()
         idle = seconds * 1000 + micros // 1000 + self.idle_ms - self.gap_ms
         pipe = raw.pipeline(transaction=False)
         for record, _ in self.sessions:
-            pipe.hset(record, "idle_deadline", idle)
+            pipe.hset(record, idle_end, idle)
         await pipe.execute()
 
 
@@ -225,14 +287,18 @@ def spaced_copies(store: SessionStore, captured_id: str, copies: list[str], gap:
 
 
 async def replay(
-    raw: Redis, steps: list[tuple[Any, ...]], calls: int, spacing: Spacing = BURST
+    raw: Redis,
+    steps: list[tuple[Any, ...]],
+    calls: int,
+    idle_end: str,
+    spacing: Spacing = BURST,
 ) -> float:
     """Redis CPU us per replay of `steps` (commands: EVALSHA sha with a call's keys and
-    args, or plain ones, one after the other); the setting back of a spaced replay's
-    sessions is not counted."""
+    args, or plain ones, one after the other) on records naming the idle deadline
+    `idle_end`; the setting back of a spaced replay's sessions is not counted."""
     spent = 0.0
     for _ in range(calls // PIPELINE):
-        await spacing.set_back(raw)
+        await spacing.set_back(raw, idle_end)
         pipe = raw.pipeline(transaction=False)
         for i in range(PIPELINE):
             for step in steps:
@@ -261,6 +327,10 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int, gap: flo
     # them, one after the other on the same session.
     rows = {label: (label,) for label in (*HOT, *PLAIN)} | REQUESTS
     record = str(captured["touch"][1])
+    layout = Layout(
+        [record, *(store.session_keys(c).record for c in copies)],
+        [field_names(revision), {name: name for name in LONG_NAMES}],
+    )
     for row, labels in rows.items():
         ways: list[list[tuple[Any, ...]]] = [[], []]
         for label in labels:
@@ -281,8 +351,8 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int, gap: flo
                     ways[0].append(("HGETALL", record))  # the revision reads it so too
         for suffix, spacing in (("", BURST), (", spaced", spaced)):
             one = len(labels) == 1
-            await compare(raw, row + suffix, ways, revision, calls, rounds, one, spacing)
-    await compare(raw, "get", reads(revision, record), revision, calls, rounds, True)
+            await compare(raw, row + suffix, ways, revision, calls, rounds, one, layout, spacing)
+    await compare(raw, "get", reads(revision, record), revision, calls, rounds, True, layout)
     await client.aclose()
     await raw.aclose()
 
@@ -309,13 +379,16 @@ async def compare(
     calls: int,
     rounds: int,
     one: bool,
+    layout: Layout,
     spacing: Spacing = BURST,
 ) -> None:
-    """Replay both ways round by round, alternating, and report the medians."""
+    """Replay both ways round by round, alternating, each on records laid out with its
+    field names, and report the medians."""
     figures: dict[str, list[float]] = {revision: [], "this": []}
     for _ in range(rounds):
-        for way, steps in zip(figures, ways, strict=True):
-            figures[way].append(await replay(raw, steps, calls, spacing))
+        for i, (way, steps) in enumerate(zip(figures, ways, strict=True)):
+            await layout.apply(raw, i)
+            figures[way].append(await replay(raw, steps, calls, layout.idle_end(i), spacing))
     report(row, figures, "us per call" if one else "us per request")
 
 
@@ -328,8 +401,10 @@ async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> No
         ours = script("sweep")
         ways: dict[str, Callable[[], Awaitable[float]]] = {}
         figures: dict[str, list[float]] = {revision: [], "this": []}
-        for way, lua in zip(figures, (at_revision(revision, "sweep")[0], ours), strict=True):
-            ways[way] = _sweep_with(store, lua, due)
+        scripts = (at_revision(revision, "sweep")[0], ours)
+        names = (field_names(revision), {name: name for name in LONG_NAMES})
+        for way, lua, fields in zip(figures, scripts, names, strict=True):
+            ways[way] = _sweep_with(store, lua, due, fields)
         for _ in range(rounds):
             for way, sweep in ways.items():
                 figures[way].append(await sweep() * 1e6 / due)
@@ -337,12 +412,17 @@ async def sweeps(revision: str, live: int, rounds: int, due: int = 10_000) -> No
         await store.redis.aclose()
 
 
-def _sweep_with(store: SessionStore, lua: LuaScript, due: int) -> Callable[[], Awaitable[float]]:
-    """Load `due` sessions, let them come due, sweep them with `lua` as the sweep script:
-    the Redis CPU seconds of the sweep (the loading and the waiting left out)."""
+def _sweep_with(
+    store: SessionStore, lua: LuaScript, due: int, fields: dict[str, str]
+) -> Callable[[], Awaitable[float]]:
+    """Load `due` sessions (their records with the field names `fields`), let them come
+    due, sweep them with `lua` as the sweep script: the Redis CPU seconds of the sweep
+    (the loading, the renaming and the waiting left out)."""
 
     async def sweep() -> float:
         ids = await load(store, due, timedelta(milliseconds=1))
+        records = [store.keys.session(session_id).record for session_id in ids]
+        await Layout(records, [fields]).apply(store.redis, 0)  # type: ignore[arg-type]
         await wait_overdue(store, due)
         kept = script("sweep")
         script._cache["sweep"] = lua  # the sweep loop calls script("sweep")
