@@ -2,17 +2,20 @@
 
 httpx's ASGITransport sends no lifespan events and no lifespan state, so
 `serving` runs the lifespan protocol itself (as uvicorn does), copies the
-state into each request scope, and shuts the app down on exit.
+state into each request scope, and shuts the app down on exit. `Uvicorn` serves an
+app over real sockets in the same event loop, on a port the kernel chose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -84,3 +87,34 @@ async def serving(
         # A test may have stopped the app itself, to watch the drain.
         if not lifespan.stopped:
             await lifespan.stop()
+
+
+class Uvicorn:
+    """An app served by uvicorn in this event loop on 127.0.0.1, on a port the kernel
+    chose when this object bound its socket.
+
+    A port drawn free and bound later can be taken in between (by another test's
+    server, or a cluster node's bus port); a socket bound here, and handed to uvicorn
+    as it is, cannot."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", **options}))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Serve, and return once uvicorn says it has started."""
+        self._task = asyncio.create_task(self.server.serve(sockets=[self.socket]))
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # re-raise why it did not start
+                raise AssertionError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop serving (uvicorn lets open requests finish) and close the socket."""
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.socket.close()

@@ -3,34 +3,28 @@ sharing one Redis, and an SDK client whose requests go to each replica in turn."
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
-import uvicorn
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 
 from sessionstore import Settings
 from sessionstore.mcp import RoamingSessionManager, mcp_app
-from sessionstore.testing import free_port
+from tests.serving import Uvicorn
 
 
-class Replica:
-    """One `mcp_app` served by uvicorn on a free port of 127.0.0.1."""
+class Replica(Uvicorn):
+    """One `mcp_app` served by uvicorn on 127.0.0.1 (on a port the kernel chose)."""
 
     def __init__(self, app: Starlette, *, front: Any = None) -> None:
         """`front`: an ASGI app wrapping `app` to serve instead (e.g. an auth layer)."""
+        super().__init__(front or app)
         self.app = app
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(front or app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -41,18 +35,6 @@ class Replica:
         manager = self.app.state.mcp_manager
         assert isinstance(manager, RoamingSessionManager)
         return manager
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self.task.done():
-                self.task.result()
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self.task is not None:
-            await self.task
 
 
 @asynccontextmanager

@@ -12,15 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from sessionstore import Settings
 from sessionstore._ids import session_id_pattern
 from sessionstore.server import create_app
-from sessionstore.testing import free_port
-from tests.polling import eventually
-from tests.serving import serving
+from tests.serving import Uvicorn, serving
 
 pytestmark = pytest.mark.standalone
 
@@ -159,20 +156,13 @@ async def _boom() -> None:
 
 @pytest.fixture
 async def served_port(redis_url: str, key_prefix: str) -> AsyncIterator[int]:
-    """A replica with one route that fails, served by uvicorn on a free port."""
+    """A replica with one route that fails, served by uvicorn on 127.0.0.1."""
     app = create_app(settings_for(redis_url, key_prefix))
     app.add_api_route("/boom", _boom)
-    config = uvicorn.Config(app, port=free_port(), log_level="critical", ws="none")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        return server.started
-
-    await eventually(started, timeout=30)
-    yield config.port
-    server.should_exit = True
-    await task
+    server = Uvicorn(app, log_level="critical", ws="none")
+    await server.start()
+    yield server.port
+    await server.stop()
 
 
 async def _exchange(
