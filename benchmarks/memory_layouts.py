@@ -14,10 +14,13 @@ differs:
   ``idle_timeout_ms``, ``idle_deadline``, ``absolute_deadline``, ``state_count``,
   ``state_bytes``, and all four stored), for a small state, 10 attributes of 50 B
   and no state, and user ids of 4 to 40 characters;
-* the user index: a sorted set per user (the store's), one compact (listpack)
-  sorted set per bucket of about 64 users with members
-  ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and one sorted set per
-  shard with members ``<user>|<session id>``;
+* the user index: the store's fixed set of hashes (field the user id, value its
+  session ids), the same with each id's deadline beside it, a sorted set per
+  user (earlier builds), one compact (listpack) sorted set per bucket of about 64
+  users with members ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and
+  one sorted set per shard with members ``<user>|<session id>``; at 5000, 100k and
+  500k sessions (``--index-sessions``), of users with one session and of users
+  with 1 to 4;
 * the expiry index: one sorted set per shard (the store's), and one set of session
   ids per shard and minute of deadline;
 * the keys of a session with a small state while it holds one request lease, and
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import secrets
 import statistics
 
@@ -43,6 +47,7 @@ from _common import redis_url
 from redis import Redis
 
 from sessionstore import SessionSettings, SessionStore
+from sessionstore._keys import USER_INDEX_HASHES, KeySpace
 from sessionstore._redis import create_client
 from sessionstore.settings import RedisSettings
 
@@ -166,16 +171,19 @@ def lease_sizes(url: str, raw: Redis, count: int) -> None:
     _drop(raw, at + ":*")
 
 
-def index_sizes(raw: Redis, count: int) -> None:
-    """User and expiry index layouts holding `count` sessions of their own users."""
+def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> None:
+    """User and expiry index layouts holding `count` sessions, of users with between
+    `per_user[0]` and `per_user[1]` sessions each."""
     prefix = "idx" + secrets.token_hex(3)
+    space = KeySpace(prefix, SHARDS)
     now = 1_800_000_000_000
     sessions = []
-    for i in range(count):
-        shard = i % SHARDS
-        session_id = f"{shard}.{secrets.token_urlsafe(18)}"
+    while len(sessions) < count:
         user = "user" + secrets.token_hex(4)
-        sessions.append((shard, session_id, user, now + secrets.randbelow(1_800_000)))
+        for _ in range(min(random.randint(*per_user), count - len(sessions))):
+            shard = len(sessions) % SHARDS
+            session_id = f"{shard}.{secrets.token_urlsafe(18)}"
+            sessions.append((shard, session_id, user, now + secrets.randbelow(1_800_000)))
     buckets = max(1, count // 64)
     pipe = raw.pipeline(transaction=False)
     for shard, session_id, user, deadline in sessions:
@@ -187,30 +195,76 @@ def index_sizes(raw: Redis, count: int) -> None:
         minute = deadline // 60_000
         pipe.sadd(f"{prefix}:{{{shard}}}:due:{minute}", session_id)
     pipe.execute()
+    _write_user_hashes(raw, space, sessions, with_deadlines=False)
+    _write_user_hashes(raw, KeySpace(prefix + "dl", SHARDS), sessions, with_deadlines=True)
+    hashes = f"{USER_INDEX_HASHES} hashes"
     rows = [
-        ("user index, a sorted set per user (the store's)", f"{prefix}:peruser:*"),
+        (f"user index, the store's: {hashes}, field user, value its ids", f"{prefix}:users:*"),
+        ("user index, the same with each id's deadline (base 36)", f"{prefix}dl:users:*"),
+        ("user index, a sorted set per user (earlier builds)", f"{prefix}:peruser:*"),
         (f"user index, a listpack sorted set per bucket ({buckets} buckets)", f"{prefix}:bucket:*"),
         ("user index, a sorted set per shard", f"{prefix}:{{*}}:users"),
         ("expiry index, a sorted set per shard (the store's)", f"{prefix}:{{*}}:expiry"),
         ("expiry index, a set per shard and minute", f"{prefix}:{{*}}:due:*"),
     ]
-    print(f"\nindexes, bytes per session ({count} sessions, {SHARDS} shards, own users)")
+    users = len({user for _, _, user, _ in sessions})
+    print(
+        f"\nindexes, bytes per session ({count} sessions of {users} users with"
+        f" {per_user[0]}-{per_user[1]} each, {SHARDS} shards)"
+    )
     for label, pattern in rows:
-        keys = sum(1 for _ in raw.scan_iter(match=pattern, count=1000))
-        print(f"  {label:62} {_usage(raw, pattern) / count:6.0f} B   ({keys} keys)")
-    _drop(raw, prefix + ":*")
+        found = list(raw.scan_iter(match=pattern, count=1000))
+        compact = sum(1 for key in found if raw.object("encoding", key) in (b"listpack",))
+        print(
+            f"  {label:66} {_usage(raw, pattern) / count:6.1f} B"
+            f"   ({len(found)} keys, {compact} listpack)"
+        )
+    _drop(raw, prefix + "*")
+
+
+def _write_user_hashes(
+    raw: Redis, space: KeySpace, sessions: list[tuple[int, str, str, int]], *, with_deadlines: bool
+) -> None:
+    """The user index as the store writes it (ids of a user oldest first, space-separated),
+    or with each id's absolute deadline beside it, to see what pruning by time would cost."""
+    values: dict[str, list[str]] = {}
+    for _, session_id, user, deadline in sessions:
+        entry = f"{session_id}:{_base36(deadline)}" if with_deadlines else session_id
+        values.setdefault(user, []).append(entry)
+    pipe = raw.pipeline(transaction=False)
+    for user, ids in values.items():
+        pipe.hset(space.user_index(user), user, " ".join(ids))
+    pipe.execute()
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while number:
+        number, digit = divmod(number, 36)
+        out = digits[digit] + out
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--prefix", help="the records' key prefix (default: a random one)")
+    parser.add_argument(
+        "--index-sessions",
+        type=int,
+        nargs="+",
+        default=[5000, 100_000, 500_000],
+        help="sessions for the index layouts (each also with users of 1-4 sessions)",
+    )
     args = parser.parse_args()
     with redis_url() as url:
         raw = Redis.from_url(url)
         print(f"redis: {url}   {raw.info('server')['redis_version']}")
         record_sizes(url, raw, args.sessions, args.prefix)
-        index_sizes(raw, args.sessions)
+        for count in args.index_sessions:
+            index_sizes(raw, count)
+            index_sizes(raw, count, per_user=(1, 4))
         lease_sizes(url, raw, args.sessions)
         raw.close()
 

@@ -355,8 +355,8 @@ def _kind(rest: str) -> str | None:
         return "value"  # a starsessions key: prefix + session id
     if parts[1] == "star":
         return None
-    if parts[1] == "user":
-        return "user index"
+    if parts[1] == "users":
+        return "user index"  # the shared hashes hold only this run's users
     kind = parts[2]
     return None if kind in ("events", "stats") else kind
 

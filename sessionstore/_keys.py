@@ -14,6 +14,7 @@ and appends session ids read from the expiry index of the same shard.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -87,6 +88,22 @@ class BreakerKeys:
 #: presented would grow without limit (about 1 KB an id); 1024 is far more sessions
 #: than one process has requests in flight.
 SESSION_KEYS_KEPT = 1024
+
+
+#: How many hashes the user index is spread over: a user's entry is one field of
+#: ``<prefix>:users:{<k>}``, k = CRC-32 of the user id modulo this. Fixed, not a setting:
+#: a hash of up to 512 fields of at most 64 B stays listpack-encoded (about 45 B per
+#: user of one session), a larger one costs about 82 B per such user, and each hash
+#: costs about 80 B of its own. 1024 hashes keep the listpack up to about 400k users,
+#: cost 60 B per user at 5000 (docs/performance.md) and spread over any Cluster.
+#: Changing it moves every user's entry: the repair job rebuilds the index.
+USER_INDEX_HASHES = 1024
+
+
+def user_index_hash(user_id: str) -> int:
+    """Which of the `USER_INDEX_HASHES` hashes holds `user_id`'s entry (stable across
+    processes and releases, unlike ``hash()``)."""
+    return zlib.crc32(user_id.encode()) % USER_INDEX_HASHES
 
 
 class KeySpace:
@@ -173,12 +190,18 @@ class KeySpace:
         return f"{self.prefix}:mcp:subscriptions"
 
     def user_index(self, user_id: str) -> str:
-        """Sorted set: a user's session ids scored by absolute deadline; pruned on read."""
-        return f"{self.prefix}:user:{check_name(user_id, 'user_id')}"
+        """Hash holding `user_id`'s entry: field the user id, value the user's session
+        ids separated by spaces, oldest first (shared with the users of the same
+        `user_index_hash`).
 
-    def user_index_pattern(self) -> str:
-        """SCAN pattern of all user indexes (used only by the repair job)."""
-        return f"{self.prefix}:user:*"
+        Raises:
+            InvalidInput: the user id has characters outside the allowed set.
+        """
+        return self.user_index_at(user_index_hash(check_name(user_id, "user_id")))
+
+    def user_index_at(self, k: int) -> str:
+        """The `k`-th hash of the user index (0 <= k < `USER_INDEX_HASHES`)."""
+        return f"{self.prefix}:users:{{{k}}}"
 
     def global_requests(self) -> str:
         """Sorted set: every request lease in the fleet, for the global limit."""
@@ -332,11 +355,12 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"XREVRANGE {p}:{{N}}:events + - COUNT 10",
         ),
         (
-            f"{p}:user:<user_id>",
-            "zset",
-            "latest absolute deadline",
-            "user index (a hint, pruned on read): session id scored by absolute deadline",
-            f"ZRANGE {p}:user:<user_id> 0 -1 WITHSCORES",
+            f"{p}:users:{{<k>}}",
+            "hash",
+            "none (entries leave with their sessions; the repair job drops strays)",
+            f"user index (a hint), {USER_INDEX_HASHES} hashes, k = crc32(user id) mod "
+            f"{USER_INDEX_HASHES}: field user id, value its session ids, space-separated",
+            f"HGET {p}:users:{{<k>}} <user_id>",
         ),
         (
             f"{p}:{{global}}:requests",

@@ -7,14 +7,27 @@ import json
 import typer
 
 from .._environment import Settings
-from .._keys import describe_layout
+from .._keys import KeySpace, describe_layout
+from ..exceptions import InvalidInput
+from ._support import fail
 
 
 def print_layout(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    user: str | None = typer.Option(
+        None, "--user", help="Print only the redis-cli line that reads this user's index entry."
+    ),
 ) -> None:
     """Print every key the store writes: pattern, type, TTL and a redis-cli line."""
     settings = Settings()
+    if user is not None:
+        keys = KeySpace(settings.session.key_prefix, settings.session.shards)
+        try:
+            key = keys.user_index(user)
+        except InvalidInput as error:
+            fail(str(error), 2)
+        typer.echo(f"HGET '{key}' '{user}'")
+        return
     rows = describe_layout(settings.session.key_prefix)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -7,15 +7,17 @@ What can drift, and what cannot:
   evicted under ``maxmemory`` or deleted by hand leaves an entry that counts as
   live; an entry removed by hand leaves a record no sweep will reach. The
   store's counts come from this index (ZCOUNT), so repairing it repairs them.
-- The user index lives in another slot and is written after the session's own
-  script (create, rotate, resume): a crash or a failed call between the two
-  leaves an id missing from it, or a stale one in it.
+- The user index lives in other slots and is written after the session's own
+  script (create, rotate, resume, end, the sweep): a crash or a failed call
+  between the two leaves an id missing from it, or a stale one in it; so does
+  a record Redis evicted. Its hashes have no TTL: this job is what drops the
+  ids of users who never come back whose sessions ended without their entry.
 - The stats hash holds lifetime counters bumped inside each transition's
   script; they cannot disagree with the transitions and cannot be recounted
   from records (ended sessions leave only tombstones), so repair leaves them.
 
 Repair walks the records (SCAN) and the expiry index (ZSCAN) of each shard,
-then every user index (SCAN): O(all sessions), which is why only the repair
+then every hash of the user index (HSCAN): O(all sessions), which is why only the repair
 job does it. Every fix is decided atomically by a script on the current
 state, so repair may run beside live traffic and beside other repairs. A run
 stops at its time budget and returns a cursor to continue from.
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from .._ids import session_shard
+from .._keys import USER_INDEX_HASHES
 from .._redis import backend_errors
 from .._scripts import Arg, Batch, call
 from .._time import to_ms
@@ -51,6 +54,7 @@ class RepairReport(BaseModel):
 
     records_scanned: int = 0
     index_entries_scanned: int = 0
+    #: Users' entries read from the user index.
     user_indexes_scanned: int = 0
     #: Live records that had no expiry-index entry (never swept, not counted).
     expiry_added: int = 0
@@ -214,61 +218,71 @@ async def _fix_sessions(store: StoreContext, shard: int, ids: list[str], run: _R
         ("expiry_added", "expiry_moved", "expiry_removed", "lost_expired"), reply, strict=False
     ):
         run.counts[name] += int(value)
-    by_user: dict[str, list[Arg]] = defaultdict(lambda: ["add"])
-    for i in range(4, len(reply), 3):
-        by_user[str(reply[i])] += [str(reply[i + 1]), int(reply[i + 2])]
+    by_user: dict[str, list[Arg]] = defaultdict(list)
+    for i in range(4, len(reply), 3):  # user id, session id, absolute deadline (unused)
+        by_user[str(reply[i])].append(str(reply[i + 1]))
     if by_user:
         calls = Batch(store.redis)
-        for user, pairs in by_user.items():
-            calls.script(script("repair_user_index"), [store.keys.user_index(user)], pairs)
+        for user, added in by_user.items():
+            key = store.keys.user_index(user)
+            calls.script(script("user_index"), [key], ["add", user, *added])
         run.counts["user_index_added"] += sum(int(n) for n in await calls.execute())
 
 
 async def _repair_user_indexes(
     store: StoreContext, inner: str, batch: int, run: _Run
 ) -> str | None:
-    """Drop user-index entries of sessions without a record; returns a cursor if out of time."""
-    nodes: list[ClusterNode | None] = [None]
-    if isinstance(store.redis, RedisCluster):
-        await store.redis.initialize()
-        primaries: list[ClusterNode] = store.redis.get_primaries()
-        nodes = [*sorted(primaries, key=lambda node: node.name)]
-    node_index, _, position = (inner or "0:0").partition(":")
-    if not node_index.isdigit() or not position.isdigit():
+    """Drop user-index ids of sessions without a record, hash by hash (HSCAN); returns
+    a cursor if out of time."""
+    at, _, position = (inner or "0:0").partition(":")
+    if not at.isdigit() or not position.isdigit():
         raise InvalidInput("not a repair cursor")
-    index, cursor = int(node_index), int(position)
-    while index < len(nodes):
-        cursor, keys = await _scan_page(
-            store, cursor, store.keys.user_index_pattern(), batch, nodes[index]
-        )
-        run.counts["user_indexes_scanned"] += len(keys)
-        for key in keys:
-            await _prune_user_index(store, key, run)
+    k, cursor = int(at), int(position)
+    while k < USER_INDEX_HASHES:
+        key = store.keys.user_index_at(k)
+        with backend_errors("HSCAN"):
+            cursor, entries = await store.redis.hscan(key, cursor, count=batch)
+        run.counts["user_indexes_scanned"] += len(entries)
+        if entries:
+            await _prune_user_entries(store, key, entries, run)
         if cursor == 0:
-            index += 1
-        if index < len(nodes) and run.out_of_time():
-            return f"{index}:{cursor}"
+            k += 1
+        if k < USER_INDEX_HASHES and run.out_of_time():
+            return f"{k}:{cursor}"
     return None
 
 
-async def _prune_user_index(store: StoreContext, key: str, run: _Run) -> None:
-    with backend_errors("ZRANGE"):
-        members: list[str] = await store.redis.zrange(key, 0, -1)
-    stale: list[Arg] = []
-    valid: list[str] = []
-    for member in members:
-        try:
-            session_shard(member, store.keys.shards)
-        except InvalidSessionId:
-            stale.append(member)  # not an id this store issues: it can only be junk
-        else:
-            valid.append(member)
+async def _prune_user_entries(
+    store: StoreContext, key: str, entries: dict[str, str], run: _Run
+) -> None:
+    """Drop, from one hash's `entries` (user id: ids), the ids whose record is gone."""
+    stale = await _stale_ids(store, entries)
+    if stale:
+        calls = Batch(store.redis)
+        for user, ids in stale.items():
+            calls.script(script("user_index"), [key], ["remove", user, *ids])
+        run.counts["user_index_removed"] += sum(int(n) for n in await calls.execute())
+
+
+async def _stale_ids(store: StoreContext, entries: dict[str, str]) -> dict[str, list[str]]:
+    """Per user, the ids that are no session id or whose record is gone (one EXISTS
+    each, pipelined)."""
+    stale: dict[str, list[str]] = defaultdict(list)
+    valid: list[tuple[str, str]] = []
+    for user, value in entries.items():
+        for member in str(value).split():
+            try:
+                session_shard(member, store.keys.shards)
+            except InvalidSessionId:
+                stale[user].append(member)  # not an id this store issues: it can only be junk
+            else:
+                valid.append((user, member))
     if valid:
         calls = Batch(store.redis)
-        for member in valid:
+        for _, member in valid:
             calls.command("EXISTS", store.keys.session(member).record)
         exists: list[Any] = await calls.execute()
-        stale += [m for m, found in zip(valid, exists, strict=True) if not int(found)]
-    if stale:
-        removed = await call(store.redis, script("repair_user_index"), [key], ["remove", *stale])
-        run.counts["user_index_removed"] += int(removed)
+        for (user, member), found in zip(valid, exists, strict=True):
+            if not int(found):
+                stale[user].append(member)
+    return stale

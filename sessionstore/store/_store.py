@@ -155,7 +155,10 @@ class SessionStore:
 
         The user index is only a hint: every id in it is read back, and ids of
         ended sessions are dropped from the index as they are found; `limit`
-        counts live sessions (``limit=0`` returns none).
+        counts live sessions (``limit=0`` returns none). The index keeps a
+        user's ids in creation order (a rotated id keeps its place, a resumed
+        one goes last) and the first `limit` live ones are returned, ordered by
+        deadline: the oldest deadlines whenever the sessions share a lifetime.
 
         Raises:
             InvalidInput: `limit` is not a non-negative integer.
@@ -218,7 +221,7 @@ class SessionStore:
             batch = Batch(self.redis)
             batch.script(script("create"), keys.ordered(), [session_id, *args])
             if user:
-                _users.queue_add(self.context, batch, user, session_id, lifetime_ms)
+                _users.queue_add(self.context, batch, user, session_id)
             reply = (await batch.execute())[0]
             if reply[0] == "ok":
                 now = ms_to_datetime(reply[1])

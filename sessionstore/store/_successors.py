@@ -17,7 +17,7 @@ from typing import Literal
 
 from .._ids import new_session_id
 from .._scripts import Arg, call
-from .._time import datetime_to_ms, to_ms
+from .._time import to_ms
 from ..exceptions import SessionExpired, SessionStoreError
 from . import _users
 from ._context import StoreContext
@@ -54,8 +54,7 @@ async def resume(store: StoreContext, session_id: str) -> Session:
         if reply[0] == "resumed":
             session = Session.from_reply(reply)
             if session.user_id:
-                deadline_ms = datetime_to_ms(session.absolute_deadline)
-                await _users.move(store, session.user_id, session_id, new_id, deadline_ms)
+                await _users.move(store, session.user_id, session_id, new_id)
             return session
         raise_refusal(session_id, reply)
     raise SessionStoreError("could not draw an unused session id")
@@ -76,7 +75,7 @@ async def rotate(store: StoreContext, session_id: str) -> str:
         reply = await call(store.redis, script("rotate"), old.ordered() + new.ordered(), args)
         if reply[0] == "ok":
             if reply[1]:
-                await _users.move(store, str(reply[1]), session_id, new_id, int(reply[2]))
+                await _users.move(store, str(reply[1]), session_id, new_id)
             return new_id
         if reply[0] != "exists":
             raise_refusal(session_id, reply)

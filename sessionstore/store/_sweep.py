@@ -3,6 +3,10 @@
 One ``sweep`` script (``lua/sweep.lua``) expires up to a batch of one shard's
 due head atomically: each expired session gets its tombstone, loses its
 leases, lock and upstream records, is counted and emits an ``expired`` event.
+The user index is in other slots: the script names the users of the sessions
+it expired, and their entries are dropped right after (`ended_users`), one
+pipelined round trip per round that expired any (a crash in between leaves
+ids the next reader or the repair job drops).
 `sweep_shard` runs it once; `sweep_store` sweeps the whole store.
 
 One round of `sweep_store` sends one ``sweep`` script per shard that still
@@ -25,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from .._scripts import Arg, Batch, call
 from .._time import ms_to_datetime, to_ms
 from ..exceptions import InvalidInput
+from . import _users
 from ._context import HasStoreContext, StoreContext
 from ._lua import script
 from ._models import SweepResult
@@ -44,6 +49,11 @@ def sweep_call(
     ]
     keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
     return keys, args
+
+
+def ended_users(reply: list[Any]) -> list[tuple[str, str]]:
+    """(user id, session id) of the sessions a ``sweep`` reply expired that had a user."""
+    return [(str(reply[i]), str(reply[i + 1])) for i in range(7, len(reply) - 1, 2)]
 
 
 def sweep_result(shard: int, reply: list[Any]) -> SweepResult:
@@ -73,7 +83,9 @@ async def sweep_shard(
     """
     overdue_ms = int(min_overdue.total_seconds() * 1000)
     keys, args = sweep_call(store, shard, batch=batch, min_overdue_ms=overdue_ms)
-    return sweep_result(shard, await call(store.redis, script("sweep"), keys, args))
+    reply = await call(store.redis, script("sweep"), keys, args)
+    await _users.remove_ended(store, ended_users(reply))
+    return sweep_result(shard, reply)
 
 
 #: Why a sweep run ended.
@@ -141,8 +153,10 @@ class _Run:
             budget -= size
             calls.script(script("sweep"), *self._call(shard, size))
         handled_before = self.handled
-        for shard, reply in zip(allotted, await calls.execute(), strict=True):
+        replies = await calls.execute()
+        for shard, reply in zip(allotted, replies, strict=True):
             self._add(shard, reply)
+        await _users.remove_ended(self.store, [e for r in replies for e in ended_users(r)])
         self.rounds += 1
         return self.handled - handled_before
 

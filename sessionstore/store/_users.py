@@ -1,98 +1,131 @@
 """The user index: which sessions a user has, as a hint.
 
-One sorted set per user, scored by each session's own absolute deadline and
-pruned on every call. It lives in another Redis Cluster slot than the
-sessions, so it cannot be in their scripts: it is updated in the same
-pipeline (create) or right after (rotate, resume, delete, expire), read back
-against the session records (`list_sessions`), and rebuilt by the repair job
-when it drifts. It is never the source of truth.
+A user's entry is one field of a hash shared with the other users whose ids
+hash to it (`KeySpace.user_index`: a fixed number of hashes, so small ones
+stay compact and no operator sizes anything); its value is the user's session
+ids, oldest first. It lives in another Redis Cluster slot than the sessions,
+so it cannot be in their scripts: it is updated in the same pipeline (create)
+or right after (rotate, resume, delete, expire, the sweep), read back against
+the session records (`list_sessions`), and rebuilt by the repair job when it
+drifts. It is never the source of truth, and it has no TTL: an id leaves with
+its session, and the repair job drops the ids whose records are gone (a crash
+between a session's script and its index update, a record Redis evicted).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+
 from .._scripts import Batch, call
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, InvalidSessionId
 from ._context import StoreContext
 from ._lua import script
 from ._models import Session, SessionStatus
 from ._read import READ_REPLIES, decode_read, queue_read
 
-#: Index reads `list_sessions` makes at most before it answers with what it has
-#: (each drops the ended ids it met, so the next one reads further).
+#: Pages of ids `list_sessions` reads back at most before it answers with what it has
+#: (each page is one round trip; the ended ids met are dropped all the same).
 _MAX_LIST_PASSES = 8
 
 
-def queue_add(
-    store: StoreContext, batch: Batch, user_id: str, session_id: str, lifetime_ms: int
-) -> None:
-    """Queue the index entry for a new session on `batch` (no extra round trip).
-
-    `lifetime_ms` is the session's own absolute lifetime, so the entry lapses
-    with the session and not before.
-    """
-    batch.script(
-        script("user_index"), [store.keys.user_index(user_id)], ["add", session_id, lifetime_ms]
-    )
+def queue_add(store: StoreContext, batch: Batch, user_id: str, session_id: str) -> None:
+    """Queue the index entry for a new session on `batch` (no extra round trip)."""
+    key = store.keys.user_index(user_id)
+    batch.script(script("user_index"), [key], ["add", user_id, session_id])
 
 
-async def move(
-    store: StoreContext, user_id: str, old_id: str, new_id: str, deadline_ms: int
-) -> None:
-    """Replace `old_id` by `new_id` at the new session's absolute deadline (rotate, resume).
+async def move(store: StoreContext, user_id: str, old_id: str, new_id: str) -> None:
+    """Put `new_id` in `old_id`'s place (rotate, resume).
 
     The new id is added even when the old entry has gone meanwhile (a reader
-    pruned it between the session's script and this call).
+    dropped it between the session's script and this call).
     """
-    index = store.keys.user_index(user_id)
-    await call(store.redis, script("user_index"), [index], ["move", old_id, new_id, deadline_ms])
+    key = store.keys.user_index(user_id)
+    await call(store.redis, script("user_index"), [key], ["move", user_id, old_id, new_id])
 
 
 async def remove(store: StoreContext, user_id: str, session_id: str) -> None:
     """Drop an ended session's entry (delete, expire)."""
-    index = store.keys.user_index(user_id)
-    await call(store.redis, script("user_index"), [index], ["remove", session_id])
+    key = store.keys.user_index(user_id)
+    await call(store.redis, script("user_index"), [key], ["remove", user_id, session_id])
+
+
+async def remove_ended(store: StoreContext, ended: Iterable[tuple[str, str]]) -> None:
+    """Drop the entries of ended sessions, given as (user id, session id) pairs, in one
+    pipelined round trip (one script per user)."""
+    by_user: dict[str, list[str]] = defaultdict(list)
+    for user_id, session_id in ended:
+        by_user[user_id].append(session_id)
+    if not by_user:
+        return
+    batch = Batch(store.redis)
+    for user_id, ids in by_user.items():
+        key = store.keys.user_index(user_id)
+        batch.script(script("user_index"), [key], ["remove", user_id, *ids])
+    await batch.execute()
+
+
+async def indexed_ids(store: StoreContext, user_id: str) -> list[str]:
+    """The session ids in `user_id`'s entry, oldest first, as stored (ended ones too)."""
+    batch = Batch(store.redis)
+    batch.command("HGET", store.keys.user_index(user_id), user_id)
+    [value] = await batch.execute()
+    return str(value).split() if value else []
 
 
 async def list_sessions(store: StoreContext, user_id: str, *, limit: int) -> list[Session]:
     """Up to `limit` of the user's active sessions, oldest deadline first.
 
-    Index ids are read back against their records in one pipelined round
-    trip; ids of ended sessions are removed from the index as they are found,
-    and the next page is read until `limit` live sessions are found or the
-    index is exhausted.
+    The entry is read once; its ids are read back against their records, a
+    page of the ids still wanted at a time (one pipelined round trip each),
+    until `limit` live sessions are found or the entry is exhausted. Ids of
+    ended sessions are then dropped from the index in one more call. Ids are
+    read in the entry's order (creation; a rotated id keeps its place, a
+    resumed one goes last), so with more live sessions than `limit` the ones
+    returned are the first `limit` of that order: the oldest deadlines
+    whenever sessions share their lifetime.
 
     Raises:
         InvalidInput: `limit` is not a non-negative integer.
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidInput("limit must be a non-negative integer")
-    index = store.keys.user_index(user_id)
+    key = store.keys.user_index(user_id)
+    if limit == 0:
+        return []
+    ids = await indexed_ids(store, user_id)
     sessions: list[Session] = []
-    for _ in range(_MAX_LIST_PASSES):
-        wanted = limit - len(sessions)
-        if wanted <= 0:
-            break
-        # Live entries found so far stay in the index, ahead of the next page.
-        reply = await call(
-            store.redis, script("user_index"), [index], ["list", len(sessions), wanted]
-        )
-        ids = [str(i) for i in reply[1:]]
-        live, stale = await _read_back(store, ids)
+    stale: list[str] = []
+    read = passes = 0
+    while read < len(ids) and len(sessions) < limit and passes < _MAX_LIST_PASSES:
+        passes += 1
+        page = ids[read : read + limit - len(sessions)]
+        read += len(page)
+        live, ended = await _read_back(store, page)
         sessions += live
-        if stale:
-            await call(store.redis, script("user_index"), [index], ["remove", *stale])
-        if len(ids) < wanted or not stale:
-            break  # the index is exhausted, or this page was all live
-    return sessions
+        stale += ended
+    if stale:
+        await call(store.redis, script("user_index"), [key], ["remove", user_id, *stale])
+    return sorted(sessions, key=lambda session: session.absolute_deadline)
 
 
 async def _read_back(store: StoreContext, ids: list[str]) -> tuple[list[Session], list[str]]:
-    batch = Batch(store.redis)
+    live: list[Session] = []
+    stale: list[str] = []
+    readable = []
     for session_id in ids:
+        try:
+            store.keys.session(session_id)
+        except InvalidSessionId:
+            stale.append(session_id)  # not an id this store issues (written by hand)
+        else:
+            readable.append(session_id)
+    batch = Batch(store.redis)
+    for session_id in readable:
         queue_read(batch, store.keys.session(session_id))
-    replies = await batch.execute()
-    live, stale = [], []
-    for position, session_id in enumerate(ids):
+    replies = await batch.execute() if readable else []
+    for position, session_id in enumerate(readable):
         first = position * READ_REPLIES
         session = decode_read(session_id, replies[first : first + READ_REPLIES])
         if isinstance(session, Session) and session.status is SessionStatus.ACTIVE:

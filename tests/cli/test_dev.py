@@ -249,6 +249,8 @@ def test_dev_fleet_starts_its_printed_steps_work_and_ctrl_c_stops_everything(
             assert "hello from the dev fleet" in done.stdout
         if "HGETALL" in command and ":worker:" in command:
             assert workers[0][1] in done.stdout
+        if " HGET " in command and ":users:" in command:
+            assert demo.group(1) in done.stdout, "the demo user's index entry"
         if command.startswith("curl") and command.endswith("/breakers/demo:flaky"):
             assert '"state":"open"' in done.stdout, "tripped through the first replica"
 

@@ -223,3 +223,22 @@ def test_health_shows_breakers_and_upstream_counters(
     table = invoke({**env, "COLUMNS": "200"}, "health")
     assert "imap:imap.example.com:993 forced_open (force_open by ops)" in table.stdout
     assert "reconnect attempts: 1 failed" in table.stdout
+
+
+def test_keys_user_prints_the_line_that_reads_the_users_index_entry(
+    env: dict[str, str], redis_url: str, key_prefix: str
+) -> None:
+    """`sessionstore keys --user` names the hash and field of one user's entry (which
+    of the shared hashes is not guessable); a bad user id exits 2 with the reason."""
+    made = with_store(redis_url, key_prefix, lambda store: store.create(user_id="kit"))
+    printed = invoke(env, "keys", "--user", "kit")
+    assert printed.exit_code == 0, printed.output
+    command, key, field = printed.stdout.split()
+    assert command == "HGET" and field == "'kit'"
+
+    async def read(store: SessionStore) -> object:
+        return await store.redis.hget(key.strip("'"), "kit")
+
+    assert with_store(redis_url, key_prefix, read) == made.id
+    refused = invoke(env, "keys", "--user", "no spaces")
+    assert refused.exit_code == 2 and "user_id" in refused.output

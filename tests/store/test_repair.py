@@ -90,25 +90,21 @@ async def test_user_index_missing_and_stale_entries_are_fixed(
     index = store.keys.user_index("max")
     # The rotate script ran, the user-index update after it did not:
     new = await store.rotate(rotated_away.id)
-    await redis.zrem(index, new.id)
-    await redis.zadd(index, {rotated_away.id: 9_999_999_999_999})
-    await redis.zadd(index, {"not-a-session-id": 9_999_999_999_999})
+    await redis.hset(index, "max", f"{kept.id} {rotated_away.id} not-a-session-id")
 
     report = await repair_store(store)
 
     assert (report.user_index_added, report.user_index_removed) == (1, 2)
-    assert set(await redis.zrange(index, 0, -1)) == {kept.id, new.id}
+    assert await redis.hget(index, "max") == f"{kept.id} {new.id}", "kept in place, new last"
     assert {s.id for s in await store.list_for_user("max")} == {kept.id, new.id}
-    score = await redis.zscore(index, new.id)
-    assert score == new.absolute_deadline.timestamp() * 1000
-    assert await redis.pttl(index) > 0
+    assert await redis.pttl(index) == -1, "entries leave with their sessions, not by a TTL"
 
 
 async def test_a_second_run_finds_nothing_to_fix(store: SessionStore, redis: RedisClient) -> None:
     """Repair is idempotent: after one run, the next reports zero fixes."""
     made = await store.create(user_id="ned")
     await redis.zrem(store.session_keys(made.id).expiry, made.id)
-    await redis.delete(store.keys.user_index("ned"))
+    await redis.hdel(store.keys.user_index("ned"), "ned")
     first = await repair_store(store)
     second = await repair_store(store)
     assert (first.expiry_added, first.user_index_added) == (1, 1)
@@ -122,7 +118,7 @@ async def test_a_run_out_of_time_continues_from_its_cursor(
     ids = await create_many(store, 30, user_id="oli")
     for session_id in ids[:10]:
         await redis.zrem(store.session_keys(session_id).expiry, session_id)
-    await redis.delete(store.keys.user_index("oli"))
+    await redis.hdel(store.keys.user_index("oli"), "oli")
     ticks = itertools.count()
 
     total_added = total_user_added = runs = 0

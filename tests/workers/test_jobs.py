@@ -137,7 +137,7 @@ async def test_the_repair_job_fixes_drift(
 ) -> None:
     made = await store.create(user_id="pat")
     await redis.zrem(store.session_keys(made.id).expiry, made.id)
-    await redis.delete(store.keys.user_index("pat"))
+    await redis.hdel(store.keys.user_index("pat"), "pat")
     settings = _settings(store, backend_url, redis_url, worker_id="repairer")
 
     await run_burst(settings, [f"{store.keys.prefix}:repair_indexes"])

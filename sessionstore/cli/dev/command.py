@@ -32,6 +32,8 @@ from .fleet import DevFleet, RedisLines
 
 #: Idle timeout of the short-lived demo session: the worker expires it soon after.
 SHORT_IDLE_SECONDS = 10
+#: The user of the demo sessions (the printed lines list and read its index entry).
+DEMO_USER = "demo"
 
 
 def dev(
@@ -160,7 +162,7 @@ def _demo(fleet: DevFleet) -> tuple[str, str]:
     service = {"Authorization": f"Bearer {fleet.service_token}"}
     made = httpx.post(
         f"{first}/sessions",
-        json={"user_id": "demo", "state": {"greeting": "hello from the dev fleet"}},
+        json={"user_id": DEMO_USER, "state": {"greeting": "hello from the dev fleet"}},
         headers=service,
         timeout=5.0,
     )
@@ -169,7 +171,7 @@ def _demo(fleet: DevFleet) -> tuple[str, str]:
     httpx.get(f"{last}/sessions/{session_id}", headers=service, timeout=5.0).raise_for_status()
     short = httpx.post(
         f"{last}/sessions",
-        json={"user_id": "demo", "idle_timeout_seconds": SHORT_IDLE_SECONDS},
+        json={"user_id": DEMO_USER, "idle_timeout_seconds": SHORT_IDLE_SECONDS},
         headers=service,
         timeout=5.0,
     )
@@ -210,7 +212,8 @@ def _worker_lines(fleet: DevFleet, short_id: str, cli: RedisLines) -> list[str]:
 
 def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp: str) -> None:
     settings = fleet.settings
-    keys = KeySpace(settings.session.key_prefix, settings.session.shards).session(demo_id)
+    space = KeySpace(settings.session.key_prefix, settings.session.shards)
+    keys = space.session(demo_id)
     cli = fleet.redis_lines()
     if fleet.redis is not None:
         where = (
@@ -249,12 +252,13 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
             f"HGETALL '{keys.record}'",
             f"ZRANGE '{keys.expiry}' 0 -1 WITHSCORES",
             f"XREVRANGE '{keys.events}' + - COUNT 5",
+            f"HGET '{space.user_index(DEMO_USER)}' {DEMO_USER}",
         ),
         "",
         "Use the CLI against it:",
         *_path_line(),
         f"  export SESSIONSTORE_REDIS_URL={fleet.redis_url}",
-        "  sessionstore sessions list --user demo",
+        f"  sessionstore sessions list --user {DEMO_USER}",
         f"  sessionstore sessions show {demo_id}",
         "  sessionstore health",
         "",

@@ -9,7 +9,8 @@
 --       the aggressive start-up pass uses it for long-overdue sessions only).
 --       This is the one script that appends ids to key prefixes: the ids come from
 --       the same shard's index, so every key shares the shard's hash tag.
--- Reply: {expired, lost, rescheduled, still_due, now, oldest_deadline_or_'', removed}
+-- Reply: {expired, lost, rescheduled, still_due, now, oldest_deadline_or_'', removed,
+--         then user_id, session_id of every expired session that had a user}
 --        still_due counts entries due by at least min_overdue_ms after this batch;
 --        removed counts entries of ids that had already ended (tombstone present).
 local expiry, stats, events = KEYS[1], KEYS[2], KEYS[3]
@@ -17,7 +18,7 @@ local batch, retention, maxlen = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local cutoff = now - (tonumber(ARGV[10]) or 0)
 local expired, lost, rescheduled, removed = 0, 0, 0, 0
-local ended = {}
+local ended, users = {}, {}
 local due = redis.call('ZRANGEBYSCORE', expiry, '-inf', cutoff, 'LIMIT', 0, batch)
 for _, id in ipairs(due) do
   local k = {
@@ -34,6 +35,10 @@ for _, id in ipairs(due) do
                 {f[4], f[5], f[6], f[7], f[8], f[9]}, true)
     ended[#ended + 1] = id
     expired = expired + 1
+    if f[4] and f[4] ~= '' then  -- for the caller to drop from the user index
+      users[#users + 1] = f[4]
+      users[#users + 1] = id
+    end
   elseif state == 'active' then
     -- The entry lagged behind the record; put it back at the record's deadline.
     redis.call('ZADD', expiry, math.min(tonumber(f[1]), tonumber(f[2])), id)
@@ -56,4 +61,6 @@ end
 if expired > 0 then redis.call('HINCRBY', stats, 'expired', expired) end
 local still_due = redis.call('ZCOUNT', expiry, '-inf', cutoff)
 local oldest = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
-return {expired, lost, rescheduled, still_due, now, oldest[2] or '', removed}
+local reply = {expired, lost, rescheduled, still_due, now, oldest[2] or '', removed}
+for _, v in ipairs(users) do reply[#reply + 1] = v end
+return reply

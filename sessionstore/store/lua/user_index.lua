@@ -1,33 +1,58 @@
--- user_index: a user's session ids scored by absolute deadline (ms). Never the
--- source of truth: entries past their deadline are pruned on every call, ids of
--- ended sessions are dropped by the reader, and the repair job rebuilds it.
--- KEYS: the user's index
--- ARGV: mode, ...
---   'add', session_id, lifetime_ms        -> {'ok'}
---   'move', old_id, new_id, deadline_ms   -> {'ok'}   (rotate, resume: the new id at
---                                                      its deadline, whether or not
---                                                      the old entry is still there)
---   'remove', session_id...               -> {'ok'}
---   'list', offset, count                 -> {'ok', id, ...}
-local key, mode = KEYS[1], ARGV[1]
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if mode == 'add' then
-  redis.call('ZADD', key, now + tonumber(ARGV[3]), ARGV[2])
-elseif mode == 'move' then
-  redis.call('ZREM', key, ARGV[2])
-  if tonumber(ARGV[4]) > now then redis.call('ZADD', key, tonumber(ARGV[4]), ARGV[3]) end
-elseif mode == 'remove' then
-  for i = 2, #ARGV do redis.call('ZREM', key, ARGV[i]) end
-elseif mode == 'list' then
-  local first = tonumber(ARGV[2])
-  local reply = {'ok'}
-  for _, id in ipairs(redis.call('ZRANGE', key, first, first + tonumber(ARGV[3]) - 1)) do
-    reply[#reply + 1] = id
-  end
-  return reply
+-- user_index: one user's entry in the user index, a field of a hash it shares with the
+-- users of the same KeySpace.user_index hash; the value is the user's session ids,
+-- separated by spaces, oldest first. Never the source of truth: an entry leaves with its
+-- session (end, delete, rotate, resume, the sweep), readers drop ids of sessions they find
+-- ended, and the repair job adds missing ids and drops stray ones. A user with no id left
+-- has no field.
+-- KEYS: the user's index hash
+-- ARGV: mode, user_id, then
+--   'add', session_id...           ids not there yet go last (create, repair)
+--   'move', old_id, new_id         the new id takes the old one's place, or goes last
+--                                  when the old one has gone (rotate, resume)
+--   'remove', session_id...        (an ended session, ids a reader or repair found ended)
+-- Reply: number of ids added (add, move) or removed (remove)
+local key, mode, user = KEYS[1], ARGV[1], ARGV[2]
+local ids, at = {}, {}
+for id in string.gmatch(redis.call('HGET', key, user) or '', '%S+') do
+  ids[#ids + 1] = id
+  at[id] = #ids
 end
--- The index lives as long as its longest-lived entry.
-local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', key, tonumber(last[2])) end
-return {'ok'}
+local changed, dirty = 0, false
+if mode == 'add' then
+  for i = 3, #ARGV do
+    if not at[ARGV[i]] then
+      ids[#ids + 1] = ARGV[i]
+      at[ARGV[i]] = #ids
+      changed = changed + 1
+    end
+  end
+elseif mode == 'move' then
+  local old, new = ARGV[3], ARGV[4]
+  if at[new] then
+    if at[old] then
+      table.remove(ids, at[old])
+      dirty = true
+    end
+  elseif at[old] then
+    ids[at[old]] = new
+    changed = 1
+  else
+    ids[#ids + 1] = new
+    changed = 1
+  end
+elseif mode == 'remove' then
+  local gone = {}
+  for i = 3, #ARGV do gone[ARGV[i]] = true end
+  local kept = {}
+  for _, id in ipairs(ids) do
+    if gone[id] then changed = changed + 1 else kept[#kept + 1] = id end
+  end
+  ids = kept
+end
+if changed == 0 and not dirty then return 0 end
+if #ids == 0 then
+  redis.call('HDEL', key, user)
+else
+  redis.call('HSET', key, user, table.concat(ids, ' '))
+end
+return changed
