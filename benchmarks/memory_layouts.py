@@ -15,8 +15,9 @@ differs:
   ``state_bytes``, and all four stored), for a small state, 10 attributes of 50 B
   and no state, and user ids of 4 to 40 characters;
 * the user index: the store's fixed set of hashes (field the user id, value its
-  session ids), the same with each id's deadline beside it, a sorted set per
-  user (earlier builds), one compact (listpack) sorted set per bucket of about 64
+  session ids, or ``*`` and a sorted set of the user's own past 64 B), the same
+  with each id's deadline beside it, a sorted set per user (earlier builds), one
+  compact (listpack) sorted set per bucket of about 64
   users with members ``<user>|<deadline>|<session id>`` read by ZRANGEBYLEX, and
   one sorted set per shard with members ``<user>|<session id>``; at 5000, 100k and
   500k sessions (``--index-sessions``), of users with one session and of users
@@ -55,6 +56,8 @@ SHARDS = SessionSettings().shards
 SMALL = {"theme": "dark", "n": 1}
 LARGE = {f"attr{i}": "x" * 48 for i in range(10)}  # 50 bytes of JSON each
 #: What earlier builds stored in every record, with the value of a new one.
+#: The most a user's field of the user index holds before its ids get a set of their own.
+FIELD_BYTES = 64
 EARLIER_BUILDS = {b"version": b"1", b"state_count": b"0", b"state_bytes": b"0"}
 #: The long field names of earlier builds, by the short one that replaced them.
 LONG_NAMES = {
@@ -199,7 +202,7 @@ def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> N
     _write_user_hashes(raw, KeySpace(prefix + "dl", SHARDS), sessions, with_deadlines=True)
     hashes = f"{USER_INDEX_HASHES} hashes"
     rows = [
-        (f"user index, the store's: {hashes}, field user, value its ids", f"{prefix}:users:*"),
+        (f"user index, the store's: {hashes} (and a set per user of 3+)", f"{prefix}:users:*"),
         ("user index, the same with each id's deadline (base 36)", f"{prefix}dl:users:*"),
         ("user index, a sorted set per user (earlier builds)", f"{prefix}:peruser:*"),
         (f"user index, a listpack sorted set per bucket ({buckets} buckets)", f"{prefix}:bucket:*"),
@@ -233,7 +236,12 @@ def _write_user_hashes(
         values.setdefault(user, []).append(entry)
     pipe = raw.pipeline(transaction=False)
     for user, ids in values.items():
-        pipe.hset(space.user_index(user), user, " ".join(ids))
+        field = " ".join(ids)
+        if len(field) <= FIELD_BYTES:
+            pipe.hset(space.user_index(user), user, field)
+        else:  # as user_index.lua keeps a user with more: '*', and a sorted set of its own
+            pipe.hset(space.user_index(user), user, "*")
+            pipe.zadd(space.user_sessions(user), {i: n for n, i in enumerate(ids, 1)})
     pipe.execute()
 
 

@@ -191,13 +191,26 @@ class KeySpace:
 
     def user_index(self, user_id: str) -> str:
         """Hash holding `user_id`'s entry: field the user id, value the user's session
-        ids separated by spaces, oldest first (shared with the users of the same
-        `user_index_hash`).
+        ids separated by spaces, oldest first, while they fit in 64 bytes, else ``*``
+        (shared with the users of the same `user_index_hash`).
 
         Raises:
             InvalidInput: the user id has characters outside the allowed set.
         """
         return self.user_index_at(user_index_hash(check_name(user_id, "user_id")))
+
+    def user_sessions(self, user_id: str) -> str:
+        """Sorted set of a user whose ids do not fit in its `user_index` field: its
+        session ids scored by the order they came in (in the same slot as that hash).
+
+        Raises:
+            InvalidInput: the user id has characters outside the allowed set.
+        """
+        return f"{self.user_index(user_id)}:{user_id}"
+
+    def user_index_keys(self, user_id: str) -> list[str]:
+        """The two keys of `user_id`'s entry, as the ``user_index`` script takes them."""
+        return [self.user_index(user_id), self.user_sessions(user_id)]
 
     def user_index_at(self, k: int) -> str:
         """The `k`-th hash of the user index (0 <= k < `USER_INDEX_HASHES`)."""
@@ -361,6 +374,14 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"user index (a hint), {USER_INDEX_HASHES} hashes, k = crc32(user id) mod "
             f"{USER_INDEX_HASHES}: field user id, value its session ids, space-separated",
             f"HGET {p}:users:{{<k>}} <user_id>",
+        ),
+        (
+            f"{p}:users:{{<k>}}:<user_id>",
+            "zset",
+            "none (emptied with the user's sessions)",
+            "the session ids of a user with more than fit its user-index field (value *), "
+            "scored by the order they came in",
+            f"ZRANGE {p}:users:{{<k>}}:<user_id> 0 -1",
         ),
         (
             f"{p}:{{global}}:requests",

@@ -15,7 +15,7 @@ from ._support import fail
 def print_layout(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     user: str | None = typer.Option(
-        None, "--user", help="Print only the redis-cli line that reads this user's index entry."
+        None, "--user", help="Print only the redis-cli lines that read this user's index entry."
     ),
 ) -> None:
     """Print every key the store writes: pattern, type, TTL and a redis-cli line."""
@@ -23,10 +23,11 @@ def print_layout(
     if user is not None:
         keys = KeySpace(settings.session.key_prefix, settings.session.shards)
         try:
-            key = keys.user_index(user)
+            key, own = keys.user_index_keys(user)
         except InvalidInput as error:
             fail(str(error), 2)
         typer.echo(f"HGET '{key}' '{user}'")
+        typer.echo(f"ZRANGE '{own}' 0 -1    # when the HGET answers *")
         return
     rows = describe_layout(settings.session.key_prefix)
     if as_json:

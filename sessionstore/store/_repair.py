@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from .._ids import session_shard
+from .._ids import check_name, session_shard
 from .._keys import USER_INDEX_HASHES
 from .._redis import backend_errors
 from .._scripts import Arg, Batch, call
@@ -42,6 +42,7 @@ from .._time import to_ms
 from ..exceptions import InvalidInput, InvalidSessionId
 from ._context import HasStoreContext, StoreContext
 from ._lua import script
+from ._users import OWN_SET
 
 
 class RepairReport(BaseModel):
@@ -224,8 +225,8 @@ async def _fix_sessions(store: StoreContext, shard: int, ids: list[str], run: _R
     if by_user:
         calls = Batch(store.redis)
         for user, added in by_user.items():
-            key = store.keys.user_index(user)
-            calls.script(script("user_index"), [key], ["add", user, *added])
+            keys = store.keys.user_index_keys(user)
+            calls.script(script("user_index"), keys, ["add", user, *added])
         run.counts["user_index_added"] += sum(int(n) for n in await calls.execute())
 
 
@@ -255,22 +256,54 @@ async def _repair_user_indexes(
 async def _prune_user_entries(
     store: StoreContext, key: str, entries: dict[str, str], run: _Run
 ) -> None:
-    """Drop, from one hash's `entries` (user id: ids), the ids whose record is gone."""
-    stale = await _stale_ids(store, entries)
-    if stale:
+    """Drop, from one hash's `entries` (user id: its field), the ids whose record is
+    gone, and fields that name no user id (written by hand)."""
+    ids_of, junk = await _entry_ids(store, entries)
+    stale = await _stale_ids(store, ids_of)
+    if not stale and not junk:
+        return
+    calls = Batch(store.redis)
+    for user, ids in stale.items():
+        calls.script(script("user_index"), store.keys.user_index_keys(user), ["remove", user, *ids])
+    if junk:
+        calls.command("HDEL", key, *junk)
+    run.counts["user_index_removed"] += sum(int(n) for n in await calls.execute())
+
+
+async def _entry_ids(
+    store: StoreContext, entries: dict[str, str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """The ids of each user of `entries` (those in a user's own sorted set read in one
+    round trip), and the fields that name no user id."""
+    ids_of: dict[str, list[str]] = {}
+    junk: list[str] = []
+    owned: list[str] = []
+    for user, value in entries.items():
+        try:
+            check_name(user, "user_id")
+        except InvalidInput:
+            junk.append(user)
+        else:
+            if value == OWN_SET:
+                owned.append(user)
+            else:
+                ids_of[user] = str(value).split()
+    if owned:
         calls = Batch(store.redis)
-        for user, ids in stale.items():
-            calls.script(script("user_index"), [key], ["remove", user, *ids])
-        run.counts["user_index_removed"] += sum(int(n) for n in await calls.execute())
+        for user in owned:
+            calls.command("ZRANGE", store.keys.user_sessions(user), 0, -1)
+        for user, ids in zip(owned, await calls.execute(), strict=True):
+            ids_of[user] = [str(i) for i in ids]
+    return ids_of, junk
 
 
-async def _stale_ids(store: StoreContext, entries: dict[str, str]) -> dict[str, list[str]]:
+async def _stale_ids(store: StoreContext, ids_of: dict[str, list[str]]) -> dict[str, list[str]]:
     """Per user, the ids that are no session id or whose record is gone (one EXISTS
     each, pipelined)."""
     stale: dict[str, list[str]] = defaultdict(list)
     valid: list[tuple[str, str]] = []
-    for user, value in entries.items():
-        for member in str(value).split():
+    for user, ids in ids_of.items():
+        for member in ids:
             try:
                 session_shard(member, store.keys.shards)
             except InvalidSessionId:

@@ -3,8 +3,11 @@
 A user's entry is one field of a hash shared with the other users whose ids
 hash to it (`KeySpace.user_index`: a fixed number of hashes, so small ones
 stay compact and no operator sizes anything); its value is the user's session
-ids, oldest first. It lives in another Redis Cluster slot than the sessions,
-so it cannot be in their scripts: it is updated in the same pipeline (create)
+ids, oldest first, or, for a user with more than fit in 64 bytes, a mark
+that they are in a sorted set of the user's own in the same slot
+(`KeySpace.user_sessions`), so no call copies a long value. It lives in
+another Redis Cluster slot than the sessions, so it cannot be in their
+scripts: it is updated in the same pipeline (create)
 or right after (rotate, resume, delete, expire, the sweep), read back against
 the session records (`list_sessions`), and rebuilt by the repair job when it
 drifts. It is never the source of truth, and it has no TTL: an id leaves with
@@ -31,8 +34,8 @@ _MAX_LIST_PASSES = 8
 
 def queue_add(store: StoreContext, batch: Batch, user_id: str, session_id: str) -> None:
     """Queue the index entry for a new session on `batch` (no extra round trip)."""
-    key = store.keys.user_index(user_id)
-    batch.script(script("user_index"), [key], ["add", user_id, session_id])
+    keys = store.keys.user_index_keys(user_id)
+    batch.script(script("user_index"), keys, ["add", user_id, session_id])
 
 
 async def move(store: StoreContext, user_id: str, old_id: str, new_id: str) -> None:
@@ -41,14 +44,14 @@ async def move(store: StoreContext, user_id: str, old_id: str, new_id: str) -> N
     The new id is added even when the old entry has gone meanwhile (a reader
     dropped it between the session's script and this call).
     """
-    key = store.keys.user_index(user_id)
-    await call(store.redis, script("user_index"), [key], ["move", user_id, old_id, new_id])
+    keys = store.keys.user_index_keys(user_id)
+    await call(store.redis, script("user_index"), keys, ["move", user_id, old_id, new_id])
 
 
 async def remove(store: StoreContext, user_id: str, session_id: str) -> None:
     """Drop an ended session's entry (delete, expire)."""
-    key = store.keys.user_index(user_id)
-    await call(store.redis, script("user_index"), [key], ["remove", user_id, session_id])
+    keys = store.keys.user_index_keys(user_id)
+    await call(store.redis, script("user_index"), keys, ["remove", user_id, session_id])
 
 
 async def remove_ended(store: StoreContext, ended: Iterable[tuple[str, str]]) -> None:
@@ -61,16 +64,26 @@ async def remove_ended(store: StoreContext, ended: Iterable[tuple[str, str]]) ->
         return
     batch = Batch(store.redis)
     for user_id, ids in by_user.items():
-        key = store.keys.user_index(user_id)
-        batch.script(script("user_index"), [key], ["remove", user_id, *ids])
+        keys = store.keys.user_index_keys(user_id)
+        batch.script(script("user_index"), keys, ["remove", user_id, *ids])
     await batch.execute()
 
 
-async def indexed_ids(store: StoreContext, user_id: str) -> list[str]:
-    """The session ids in `user_id`'s entry, oldest first, as stored (ended ones too)."""
+#: What a user's field holds when its ids are in its own sorted set (user_index.lua).
+OWN_SET = "*"
+
+
+async def indexed_ids(store: StoreContext, user_id: str, *, first: int = -1) -> list[str]:
+    """The session ids in `user_id`'s entry, oldest first, as stored (ended ones too):
+    all of them, or at least the `first` ones when given. One round trip: the field and
+    the user's own sorted set are read together (one slot)."""
+    hash_key, own = store.keys.user_index_keys(user_id)
     batch = Batch(store.redis)
-    batch.command("HGET", store.keys.user_index(user_id), user_id)
-    [value] = await batch.execute()
+    batch.command("HGET", hash_key, user_id)
+    batch.command("ZRANGE", own, 0, first - 1 if first > 0 else -1)
+    value, in_own = await batch.execute()
+    if value == OWN_SET:
+        return [str(i) for i in in_own]
     return str(value).split() if value else []
 
 
@@ -91,10 +104,10 @@ async def list_sessions(store: StoreContext, user_id: str, *, limit: int) -> lis
     """
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidInput("limit must be a non-negative integer")
-    key = store.keys.user_index(user_id)
+    keys = store.keys.user_index_keys(user_id)
     if limit == 0:
         return []
-    ids = await indexed_ids(store, user_id)
+    ids = await indexed_ids(store, user_id, first=limit * _MAX_LIST_PASSES)
     sessions: list[Session] = []
     stale: list[str] = []
     read = passes = 0
@@ -106,7 +119,7 @@ async def list_sessions(store: StoreContext, user_id: str, *, limit: int) -> lis
         sessions += live
         stale += ended
     if stale:
-        await call(store.redis, script("user_index"), [key], ["remove", user_id, *stale])
+        await call(store.redis, script("user_index"), keys, ["remove", user_id, *stale])
     return sorted(sessions, key=lambda session: session.absolute_deadline)
 
 

@@ -233,8 +233,10 @@ def test_keys_user_prints_the_line_that_reads_the_users_index_entry(
     made = with_store(redis_url, key_prefix, lambda store: store.create(user_id="kit"))
     printed = invoke(env, "keys", "--user", "kit")
     assert printed.exit_code == 0, printed.output
-    command, key, field = printed.stdout.split()
+    entry, own = printed.stdout.splitlines()
+    command, key, field = entry.split()
     assert command == "HGET" and field == "'kit'"
+    assert own.startswith(f"ZRANGE {key[:-1]}:kit' 0 -1")
 
     async def read(store: SessionStore) -> object:
         return await store.redis.hget(key.strip("'"), "kit")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sessionstore import InvalidInput, SessionStore, sweep_store
+from sessionstore import InvalidInput, SessionStore, repair_store, sweep_store
 from sessionstore._keys import USER_INDEX_HASHES, user_index_hash
 from sessionstore._redis import is_cluster
 from sessionstore.store._users import indexed_ids
@@ -147,3 +147,45 @@ async def test_the_sweep_drops_the_entries_of_the_sessions_it_expired(
     assert await indexed_ids(store.context, "fay") == [kept.id]
     assert idle.id not in await indexed_ids(store.context, "fay")
     assert await store.redis.hexists(store.keys.user_index("gil"), "gil") == 0
+
+
+async def test_a_user_with_more_ids_than_fit_its_field_gets_a_sorted_set_of_its_own(
+    store: SessionStore,
+) -> None:
+    """Past two ids the field holds ``*`` and the ids move, in order, to the user's own
+    sorted set (so the shared hash keeps compact values and no call copies a long one);
+    rotate keeps an id's place there; with two left they go back to the field."""
+    key, own = store.keys.user_index_keys("hal")
+    made = [await store.create(user_id="hal") for _ in range(2)]
+    assert await store.redis.hget(key, "hal") == f"{made[0].id} {made[1].id}"
+    made += [await store.create(user_id="hal") for _ in range(3)]
+    assert await store.redis.hget(key, "hal") == "*"
+    assert await store.redis.object("encoding", key) == "listpack"
+    assert await store.redis.zrange(own, 0, -1) == [s.id for s in made]
+    rotated = await store.rotate(made[1].id)
+    order = [made[0].id, rotated.id, *(s.id for s in made[2:])]
+    assert await indexed_ids(store.context, "hal") == order
+    assert [s.id for s in await store.list_for_user("hal", limit=3)] == order[:3]
+    await store.delete(made[0].id)
+    await store.expire(made[2].id)
+    assert await indexed_ids(store.context, "hal") == [rotated.id, made[3].id, made[4].id]
+    await store.delete(made[3].id)
+    assert await store.redis.hget(key, "hal") == f"{rotated.id} {made[4].id}"
+    assert await store.redis.exists(own) == 0
+
+
+async def test_the_repair_job_prunes_a_users_own_set_and_junk_fields(
+    store: SessionStore,
+) -> None:
+    """Repair reads the ids of a user's own sorted set too, drops those whose record is
+    gone, and drops a field that names no user id."""
+    key, own = store.keys.user_index_keys("ivy")
+    made = [await store.create(user_id="ivy") for _ in range(4)]
+    for session in made[:2]:
+        await store.redis.delete(store.keys.session(session.id).record)
+    await store.redis.hset(key, "not a user", made[3].id)
+    report = await repair_store(store)
+    assert report.user_index_removed == 3
+    assert await indexed_ids(store.context, "ivy") == [made[2].id, made[3].id]
+    assert await store.redis.hexists(key, "not a user") == 0
+    assert await store.redis.exists(own) == 0, "back in the field with two left"
