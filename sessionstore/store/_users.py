@@ -60,13 +60,14 @@ async def remove_ended(store: StoreContext, ended: Iterable[tuple[str, str]]) ->
     by_user: dict[str, list[str]] = defaultdict(list)
     for user_id, session_id in ended:
         by_user[user_id].append(session_id)
-    if not by_user:
-        return
     batch = Batch(store.redis)
     for user_id, ids in by_user.items():
-        keys = store.keys.user_index_keys(user_id)
+        try:
+            keys = store.keys.user_index_keys(user_id)
+        except InvalidInput:
+            continue  # a record's user id written by hand: no entry can name it
         batch.script(script("user_index"), keys, ["remove", user_id, *ids])
-    await batch.execute()
+    await batch.execute()  # sends nothing when there is nothing to drop
 
 
 #: What a user's field holds when its ids are in its own sorted set (user_index.lua).

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sessionstore import InvalidInput, SessionStore, repair_store, sweep_store
+from sessionstore import InvalidInput, SessionStore, Tombstone, repair_store, sweep_store
 from sessionstore._keys import USER_INDEX_HASHES, user_index_hash
 from sessionstore._redis import is_cluster
 from sessionstore.store._users import indexed_ids
@@ -189,3 +189,19 @@ async def test_the_repair_job_prunes_a_users_own_set_and_junk_fields(
     assert await indexed_ids(store.context, "ivy") == [made[2].id, made[3].id]
     assert await store.redis.hexists(key, "not a user") == 0
     assert await store.redis.exists(own) == 0, "back in the field with two left"
+
+
+async def test_a_record_whose_user_id_was_written_by_hand_is_still_swept(
+    store: SessionStore,
+) -> None:
+    """The sweep expires a session whose record names a malformed user id (written by
+    hand) like any other: no entry can name that user, so there is nothing to drop."""
+    made = await store.create(user_id="jo", idle_timeout=DUE)
+    await store.redis.hset(store.keys.session(made.id).record, "user_id", "not a user")
+
+    async def overdue() -> bool:
+        return (await store.counts()).overdue == 1
+
+    await eventually(overdue)
+    assert (await sweep_store(store)).expired == 1
+    assert isinstance(await store.lookup(made.id), Tombstone)
