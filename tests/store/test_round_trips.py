@@ -8,13 +8,16 @@ under a global limit send to at most two nodes concurrently, one write each.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from sessionstore import SessionSettings, SessionStore
+from sessionstore import SessionSettings, SessionStore, sweep_store
 from sessionstore import SessionStore as Store
 from sessionstore._redis import is_cluster
 from tests.conftest import RoundTrips
+from tests.polling import eventually
 
 
 async def _warm(store: SessionStore) -> str:
@@ -133,3 +136,29 @@ async def test_a_leased_request_that_reads_and_changes_state_is_two_round_trips(
     assert len(round_trips.by_node) == 1
     got = await store.get(sid)
     assert got.state == {"n": 2} and got.active_requests == 0
+
+
+@pytest.mark.standalone
+async def test_a_sweep_round_that_expired_users_sessions_makes_one_more_round_trip(
+    store: SessionStore, round_trips: RoundTrips
+) -> None:
+    """A sweep round is one write of scripts; when it expired sessions that had a user,
+    their user-index entries (other slots than the shard's) are dropped in one more."""
+    await _warm(store)
+    await sweep_store(store)  # loads the sweep script
+    due = timedelta(milliseconds=1)
+
+    async def overdue(count: int) -> bool:
+        return (await store.counts()).overdue == count
+
+    await store.create(idle_timeout=due)
+    await eventually(lambda: overdue(1))
+    round_trips.reset()
+    assert (await sweep_store(store)).expired == 1
+    assert round_trips.total == 1, "no user: the round alone"
+    await store.create(user_id="ulf", idle_timeout=due)
+    await store.create(user_id="una", idle_timeout=due)
+    await eventually(lambda: overdue(2))
+    round_trips.reset()
+    assert (await sweep_store(store)).expired == 2
+    assert round_trips.total == 2, "the round, then both users' entries in one pipeline"
