@@ -12,9 +12,11 @@ a store of N live sessions (the sweep's cost per expired session should not
 depend on N); only the sweep is measured, not the loading of the due sessions.
 Redis CPU is INFO cpu (user + system) per call or per expired session.
 
-A script replayed on one session is a burst: within a step of the deadline
-(see the prelude's ``deadline_step``) a slide skips the index write, so the
-``touch`` and ``write_state`` rows are the cost of a burst's later requests.
+A script replayed on one session is a burst. Builds before the lazy expiry index
+moved the index entry once per step of the deadline (a 64th of the idle timeout),
+so there the burst rows are the cost of a burst's later requests and a ``--gap``
+above a step (28 s at the default 30 minutes) makes every spaced call write the
+index; now a slide never writes it.
 The ``, spaced`` rows replay each call on another of 500 sessions whose last
 activity is set ``--gap`` seconds back before each pipeline (outside the
 measured CPU): the cost of requests of a session that many seconds apart, as

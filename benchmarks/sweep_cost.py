@@ -14,11 +14,11 @@ server waits for a core is not counted).
     .venv/bin/python benchmarks/sweep_cost.py [--due 10000] [--repeats 5] [--early]
 
 With ``--early`` the sweeps meet no due session but `due` active ones whose index
-entries came due early (a slide moves the entry only once per step of the
-deadline, so an entry can be up to a step ahead of the record's deadline): each
-visit reads the record and puts the entry back at its deadline. The figures are
-then the cost of such a visit, which a session pays once at most on top of its
-expiry (when a sweep pass falls between its entry and its deadline).
+entries came due early (a slide never moves the entry, so the entry of a session
+that was active since it was written comes due before the record's deadline):
+each visit reads the record and puts the entry at its deadline. The figures are
+then the cost of such a visit, which a session kept active pays once per idle
+timeout of activity.
 
 Sessions are loaded with the real ``create`` script, pipelined in chunks. After
 each measured sweep the tombstones it wrote are dropped, so every repeat starts

@@ -123,7 +123,8 @@ class KeySpace:
         return f"{self.prefix}:{{{shard}}}"
 
     def expiry(self, shard: int) -> str:
-        """Sorted set: session ids of the shard scored by their next deadline (ms)."""
+        """Sorted set: session ids of the shard scored by a deadline (ms) at or before
+        their record's (the one written at create, resume, rotate or by the sweep)."""
         return f"{self.shard_tag(shard)}:expiry"
 
     def stats(self, shard: int) -> str:
@@ -350,7 +351,8 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"{p}:{{N}}:expiry",
             "zset",
             "bounded by live sessions of shard N",
-            "expiry index: session id scored by next deadline ms",
+            "expiry index: session id scored by its deadline ms when written "
+            "(never later than the record's; slides leave it)",
             f"ZRANGE {p}:{{N}}:expiry 0 9 WITHSCORES",
         ),
         (

@@ -52,34 +52,23 @@ local function gone_reply(k, state)
   return {'missing'}
 end
 
--- The expiry index follows a session's deadline in steps of this many ms (a 64th of its
--- idle timeout: 28 s at 30 minutes), so the requests of a session move it once a step,
--- not each. Within a step the record's deadline moves on exactly; the index entry stays
--- at an earlier deadline of the same step (a sweep or a count may see the session due up
--- to a step early: the sweep checks the record and puts the entry at its deadline).
-local function deadline_step(idle_ms)
-  return math.max(1, math.floor(idle_ms / 64))
-end
-
--- Slide the idle deadline of an active session; keep its index entry in step (see
--- `deadline_step`). The record's TTL is not touched: it was set at creation from the
--- absolute deadline, which never moves (see `write_session`). f: the deadline fields
--- from `record_state` (read here when nil); extra: more field/value pairs for the same
--- HSET (a state write's attributes and version). The last activity is not stored: it
--- is `idle_end - idle_ms`, which this write moves.
-local function slide(k, session_id, now, f, extra)
+-- Slide the idle deadline of an active session. The expiry index is not touched: a
+-- session's entry stays at the deadline it was written at (create, resume, rotate), so
+-- an active session's entry comes due before its deadline and the sweep, reading the
+-- record, puts it at the record's deadline then (sweep.lua): one sweep visit per idle
+-- timeout of activity instead of an index write on the request path. Nor is the
+-- record's TTL touched: it was set at creation from the absolute deadline, which never
+-- moves (see `write_session`). f: the deadline fields from `record_state` (read here
+-- when nil); extra: more field/value pairs for the same HSET (a state write's
+-- attributes and version). The last activity is not stored: it is `idle_end - idle_ms`,
+-- which this write moves.
+local function slide(k, now, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_end', 'life_end', 'idle_ms')
-  local idle_ms, absolute = tonumber(f[3]), tonumber(f[2])
-  local idle = now + idle_ms
-  local deadline = math.min(idle, absolute)
+  local idle = now + tonumber(f[3])
   if extra and #extra > 0 then
     redis.call('HSET', k.record, 'idle_end', idle, unpack(extra))
   else
     redis.call('HSET', k.record, 'idle_end', idle)
-  end
-  local step = deadline_step(idle_ms)
-  if math.floor(deadline / step) ~= math.floor(math.min(tonumber(f[1]), absolute) / step) then
-    redis.call('ZADD', k.expiry, deadline, session_id)
   end
   return idle
 end

@@ -1,7 +1,10 @@
 """Shard-wide counts: active, overdue and lifetime totals.
 
 Counts come from each shard's expiry index (ZCOUNT, O(log n)) and stats hash,
-read with one script per shard, all pipelined: O(shards), never SCAN.
+read with one script per shard, all pipelined: O(shards), never SCAN. The index
+is lazy (a slide leaves a session's entry where it was written), so a due entry
+may be an active session's until the next sweep pass moves it: `overdue` counts
+due entries, the records are not read (docs/workers.md).
 """
 
 from __future__ import annotations

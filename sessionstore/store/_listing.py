@@ -2,7 +2,10 @@
 
 * ``active`` and ``expired`` sessions that still have a record are read from
   the shards' expiry indexes (``ZRANGE ... BYSCORE LIMIT``): O(shards * log n
-  + limit), whatever the number of sessions.
+  + limit), whatever the number of sessions. An active session's entry comes
+  due before its deadline when the session slid since the entry was written
+  (slides leave the index alone; the next sweep pass moves it), so ``active``
+  also reads the due head and keeps the records that are active.
 * Ended ids (``expired`` after the sweep, ``closed``, ``rotated``) have only a
   tombstone, and no index points at tombstones. They are found through the
   shards' event streams (``expired``, ``deleted``, ``rotated`` events), read
@@ -64,24 +67,34 @@ async def _from_indexes(
     clocks = [int(reply[0]) for reply in await stats.execute()]
     ranges = Batch(store.redis)
     for shard, now in zip(shards, clocks, strict=True):
-        low, high = ("-inf", now) if overdue else (f"({now}", "+inf")
-        ranges.command(
-            "ZRANGE",
-            store.keys.expiry(shard),
-            low,
-            high,
-            "BYSCORE",
-            "LIMIT",
-            0,
-            limit,
-            "WITHSCORES",
-        )
+        bounds = [("-inf", now)] if overdue else [(f"({now}", "+inf"), ("-inf", now)]
+        for low, high in bounds:
+            ranges.command(
+                "ZRANGE",
+                store.keys.expiry(shard),
+                low,
+                high,
+                "BYSCORE",
+                "LIMIT",
+                0,
+                limit,
+                "WITHSCORES",
+            )
+    replies = await ranges.execute()
+    # Future entries first (their order is their deadline's), then the due head: active
+    # sessions whose entry a slide left behind, read to tell them from expired ones.
+    live: list[tuple[float, str]] = []
     due: list[tuple[float, str]] = []
-    for reply in await ranges.execute():
-        due += [(float(reply[i + 1]), str(reply[i])) for i in range(0, len(reply), 2)]
-    ids = [session_id for _, session_id in sorted(due)[:limit]]
+    for position, reply in enumerate(replies):
+        found = live if not overdue and position % 2 == 0 else due
+        found += [(float(reply[i + 1]), str(reply[i])) for i in range(0, len(reply), 2)]
+    ids = [session_id for _, session_id in sorted(live)[:limit] + sorted(due)[:limit]]
     wanted = SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE
-    return [s for s in await _read(store, ids) if s.status is wanted]
+    kept = [s for s in await _read(store, ids) if s.status is wanted]
+    if overdue:
+        return kept
+    active = sorted((s for s in kept if isinstance(s, Session)), key=lambda s: s.expires_at)
+    return list(active[:limit])
 
 
 async def _from_events(

@@ -177,11 +177,15 @@ class SessionCounts(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     at: datetime
-    #: Sessions whose deadlines are still ahead.
+    #: Sessions whose expiry-index entries are still ahead. A slide leaves the entry
+    #: where it was written, so a session that was active since counts as `overdue`
+    #: once that entry comes due, until the next sweep pass moves it (docs/workers.md).
     active: int
-    #: Sessions past a deadline that the sweeper has not expired yet.
+    #: Index entries that came due and that no sweep pass has handled yet: sessions past
+    #: a deadline, and active sessions whose entry a slide left behind.
     overdue: int
-    #: The oldest overdue deadline: how far the sweeper lags (None if none overdue).
+    #: The oldest due entry: how far the sweeper lags (None if none is due). Entries are
+    #: never later than their session's deadline, so it never reads low.
     oldest_overdue: datetime | None
     #: Lifetime counters: created, expired, closed, rotated, resumed.
     totals: dict[str, int]

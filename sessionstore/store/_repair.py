@@ -59,8 +59,8 @@ class RepairReport(BaseModel):
     user_indexes_scanned: int = 0
     #: Live records that had no expiry-index entry (never swept, not counted).
     expiry_added: int = 0
-    #: Expiry-index entries at a score other than the record's deadline (later than
-    #: it, or earlier than its step: see the prelude's deadline_step).
+    #: Expiry-index entries later than the record's deadline (an earlier one is where a
+    #: slide leaves it: the sweep moves it when it comes due, see the prelude's slide).
     expiry_moved: int = 0
     #: Expiry-index entries of ids that had already ended.
     expiry_removed: int = 0

@@ -19,6 +19,7 @@ from sessionstore import (
     repair_store,
     sweep_store,
 )
+from sessionstore.store import list_by_status
 from tests.bulk import (
     all_events,
     backdate,
@@ -237,43 +238,52 @@ async def test_single_shard_sweep_keeps_its_old_signature(
     assert (result.expired, result.still_due) == (2, 1)
 
 
-async def test_a_burst_moves_the_index_entry_within_the_deadlines_step(
+async def test_a_slide_leaves_the_index_entry_where_it_was_written(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """Touches of one burst leave the index entry at or before the record's deadline, in
-    the same step (a 64th of the idle timeout); the record's TTL stays at its absolute
-    deadline plus the sweep grace, and repair finds nothing to move."""
+    """Touches, state writes and leases move the record's deadline but not its index
+    entry, which stays at the deadline create wrote (never later than the record's);
+    the record's TTL stays at its absolute deadline plus the sweep grace, and repair
+    finds nothing to move."""
     made = await store.create()
     keys = store.session_keys(made.id)
-    step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
+    written = made.expires_at.timestamp() * 1000
     grace = round(store.settings.sweep_grace.total_seconds() * 1000)
     absolute = int(await redis.hget(keys.record, "life_end"))
-    for _ in range(5):
+    for _ in range(3):
         await store.touch(made.id)
-        deadline = round((await store.get(made.id)).expires_at.timestamp() * 1000)
-        score = await redis.zscore(keys.expiry, made.id)
-        assert score is not None and deadline - step < score <= deadline
-        assert score // step == deadline // step
+        await store.set_state(made.id, {"n": 1})
+        async with store.track_request(made.id):
+            pass
+        deadline = (await store.get(made.id)).expires_at.timestamp() * 1000
+        assert await redis.zscore(keys.expiry, made.id) == written <= deadline
         assert await redis.execute_command("PEXPIRETIME", keys.record) == absolute + grace
     assert (await repair_store(store)).expiry_moved == 0
 
 
-async def test_a_slide_into_a_new_step_puts_the_index_entry_at_the_deadline(
+async def test_an_entry_a_slide_left_behind_is_moved_by_the_next_sweep(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """When a touch moves the deadline into another step (here: the record and its entry
-    set back by one step, as after a quiet spell), the entry goes to the record's new
-    deadline exactly, and the record's TTL still does not move."""
+    """A session whose entry came due while it stayed active is listed as active, counted
+    as overdue until a sweep pass reads its record and puts the entry at its deadline,
+    and is not expired; the record's TTL does not move."""
     made = await store.create()
     keys = store.session_keys(made.id)
-    step = round(store.settings.idle_timeout.total_seconds() * 1000) // 64
-    earlier = int(await redis.hget(keys.record, "idle_end")) - step
-    await redis.hset(keys.record, "idle_end", earlier)
-    await redis.zadd(keys.expiry, {made.id: earlier})
+    seconds, _ = await redis.time()
+    await redis.zadd(keys.expiry, {made.id: (int(seconds) - 1) * 1000})  # written long ago
     expires = await redis.execute_command("PEXPIRETIME", keys.record)
-    deadline = round((await store.touch(made.id)).timestamp() * 1000)
-    assert deadline // step != earlier // step
+    deadline = (await store.touch(made.id)).timestamp() * 1000
+    assert await redis.zscore(keys.expiry, made.id) < deadline
+    assert (await store.counts()).overdue == 1
+    assert [s.id for s in await list_by_status(store, SessionStatus.ACTIVE)] == [made.id]
+
+    report = await sweep_store(store)
+
+    assert (report.rescheduled, report.expired) == (1, 0)
     assert await redis.zscore(keys.expiry, made.id) == deadline
+    counts = await store.counts()
+    assert (counts.active, counts.overdue) == (1, 0)
+    assert (await store.get(made.id)).status is SessionStatus.ACTIVE
     assert await redis.execute_command("PEXPIRETIME", keys.record) == expires
 
 

@@ -2,7 +2,7 @@
 -- A lease is a field of the session record (see LEASES in the prelude). Lapsed
 -- leases (of crashed replicas) are reclaimed by the next take, so they never count.
 -- Taking a lease is activity: the idle deadline slides.
--- KEYS: record, tomb, expiry (of the session)
+-- KEYS: record, tomb (of the session)
 -- ARGV: session_id, kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
 --       mode ('take' | 'renew'), read ('1': also return what a reader of the
 --       record needs beside it: the caller sends a plain HGETALL of the record right
@@ -29,7 +29,7 @@ local deadline = now + lease_ms
 if renewing then
   -- A lapsed lease is not revived: the next take reclaims it.
   if not f[5] or tonumber(f[5]) <= now then return {'lost'} end
-  slide(k, ARGV[1], now, f, {field, deadline})
+  slide(k, now, f, {field, deadline})
   return {'ok', held, deadline}
 end
 -- No lease of this kind in the record: nothing to reclaim or count (the common case).
@@ -44,7 +44,7 @@ if held > 0 then
   end
 end
 live = live + 1
-slide(k, ARGV[1], now, f, {field, deadline, counted, live})
+slide(k, now, f, {field, deadline, counted, live})
 if ARGV[7] ~= '1' then return {'ok', live, deadline} end
 -- The caller reads the record itself (a plain HGETALL costs Redis far less than one
 -- in a script, whose fields pass through Lua twice) and counts its leases against now.

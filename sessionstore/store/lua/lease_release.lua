@@ -2,7 +2,7 @@
 -- activity, so an active session's idle deadline slides. With a commit, the
 -- request's state changes are written in the same step, with compare-and-set on
 -- the version the request read (the lease is returned whatever the commit says).
--- KEYS: record, tomb, expiry (of the session)
+-- KEYS: record, tomb (of the session)
 -- ARGV: session_id, kind ('requests' | 'conns'), lease_id,
 --       then optionally the commit: expected_version, max_state_bytes, max_attributes,
 --       n_set, n_del, n_set pairs (name, json), n_del names
@@ -47,22 +47,22 @@ if state ~= 'active' then
   return {'ok', removed}
 end
 if not committing then
-  slide(k, ARGV[1], now, f, extra)
+  slide(k, now, f, extra)
   return {'ok', removed}
 end
 local version = tonumber(f[6] or 1)  -- a record without a version is at version 1
 if tonumber(ARGV[4]) ~= version then
-  slide(k, ARGV[1], now, f, extra)
+  slide(k, now, f, extra)
   return {'version', version}
 end
 local staged = stage_state(k, f, 7, 9, n_set, n_del, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if staged[1] ~= 'ok' then
-  slide(k, ARGV[1], now, f, extra)
+  slide(k, now, f, extra)
   return staged
 end
 version = version + 1
 for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
 extra[#extra + 1] = 'version'
 extra[#extra + 1] = version
-slide(k, ARGV[1], now, f, extra)
+slide(k, now, f, extra)
 return {'ok', removed, version}

@@ -1,7 +1,9 @@
 -- repair_sessions: put one shard's expiry index back in step with its session records.
 -- For each given id, decided atomically on what Redis holds now:
 --   a record               -> its index entry at the record's deadline (added, or moved
---                             unless it is in step with it: see deadline_step)
+--                             when it is later than the deadline; an earlier entry is
+--                             where a slide leaves it, and the sweep moves it: see
+--                             `slide`)
 --   no record, a tombstone -> a leftover index entry dropped (the id had ended)
 --   neither, but an entry  -> the record was lost (evicted, deleted by hand): the session
 --                             is ended as expired ('lost'), with tombstone, counter and
@@ -26,16 +28,14 @@ for i = 9, #ARGV do
     expiry = expiry, stats = stats, events = events,
   }
   local score = redis.call('ZSCORE', expiry, id)
-  local d = redis.call('HMGET', k.record, 'idle_end', 'life_end', 'user_id', 'idle_ms')
+  local d = redis.call('HMGET', k.record, 'idle_end', 'life_end', 'user_id')
   if d[1] and d[2] then
     local deadline = math.min(tonumber(d[1]), tonumber(d[2]))
-    -- In step: at the deadline, or at an earlier one of the same step (see deadline_step).
-    local step = deadline_step(tonumber(d[4] or 0))
     if not score then
       redis.call('ZADD', expiry, deadline, id)
       added = added + 1
-    elseif tonumber(score) > deadline
-        or math.floor(tonumber(score) / step) ~= math.floor(deadline / step) then
+    elseif tonumber(score) > deadline then
+      -- A later entry would expire the session late; an earlier one is lazy, not wrong.
       redis.call('ZADD', expiry, deadline, id)
       moved = moved + 1
     end

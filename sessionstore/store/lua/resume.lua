@@ -16,7 +16,7 @@ local grace, retention, maxlen = tonumber(ARGV[3]), tonumber(ARGV[6]), ARGV[7]
 local now = now_ms()
 local state, f = record_state(old, now)
 if state == 'active' then
-  slide(old, old_id, now, f)
+  slide(old, now, f)
   return record_reply(old, now, 'active', old_id)
 end
 if state == 'overdue' then

@@ -40,7 +40,8 @@ for _, id in ipairs(due) do
       users[#users + 1] = id
     end
   elseif state == 'active' then
-    -- The entry lagged behind the record; put it back at the record's deadline.
+    -- The entry was written at an earlier deadline and the session slid since (slides
+    -- leave the index alone): put it at the record's deadline.
     redis.call('ZADD', expiry, math.min(tonumber(f[1]), tonumber(f[2])), id)
     rescheduled = rescheduled + 1
   elseif redis.call('EXISTS', k.tomb) == 1 then

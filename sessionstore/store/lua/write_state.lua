@@ -1,6 +1,6 @@
 -- write_state: set and delete state attributes (and optionally replace metadata)
 -- atomically, with optional compare-and-set on version and a lock fence check.
--- KEYS: record, tomb, expiry (of the session)
+-- KEYS: record, tomb (of the session)
 -- ARGV: session_id, expected_version ('' = any), fence ('' = none),
 --       max_state_bytes, max_attributes, metadata_json ('' = unchanged),
 --       n_set, n_del, then n_set pairs (name, json), then n_del names
@@ -30,5 +30,5 @@ elseif ARGV[6] ~= '' then
   extra[#extra + 1] = 'metadata'
   extra[#extra + 1] = ARGV[6]
 end
-slide(k, ARGV[1], now, f, extra)
+slide(k, now, f, extra)
 return {'ok', version, now}
