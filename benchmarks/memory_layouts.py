@@ -22,8 +22,13 @@ differs:
   one sorted set per shard with members ``<user>|<session id>``; at 5000, 100k and
   500k sessions (``--index-sessions``), of users with one session and of users
   with 1 to 4;
-* the expiry index: one sorted set per shard (the store's), and one set of session
-  ids per shard and minute of deadline;
+* the expiry index: one sorted set per shard (the store's), one set of session
+  ids per shard and minute of deadline, and compact time buckets: per shard,
+  listpack sorted sets of at most 128 entries, each covering a span of deadlines
+  (2^20 ms at the top, halved level by level: an entry goes to the shallowest
+  bucket on its deadline's chain that is not full), with a hash of their counts
+  and a sorted set of them by start for the sweep; for deadlines spread over 30
+  minutes and for sessions created in a burst (deadlines within one second);
 * the keys of a session with a small state while it holds one request lease, and
   after it returned it (with this checkout's package: run the file with another
   revision's package on ``PYTHONPATH`` to compare layouts).
@@ -43,6 +48,7 @@ import asyncio
 import random
 import secrets
 import statistics
+from typing import Any
 
 from _common import redis_url
 from redis import Redis
@@ -174,6 +180,27 @@ def lease_sizes(url: str, raw: Redis, count: int) -> None:
     _drop(raw, at + ":*")
 
 
+#: Compact time buckets: the top span of deadlines, the deepest level, the entries a
+#: bucket holds at most (zset-max-listpack-entries).
+TOP_MS, LEVELS, FULL = 1 << 20, 20, 128
+
+
+def _time_buckets(pipe: Any, prefix: str, entries: list[tuple[int, str, int]]) -> None:
+    """Write `entries` (shard, session id, deadline) into compact time buckets."""
+    counts: dict[tuple[int, str], int] = {}
+    for shard, session_id, deadline in entries:
+        for level in range(LEVELS + 1):
+            width = TOP_MS >> level
+            bucket = f"{deadline - deadline % width}/{level}"
+            if counts.get((shard, bucket), 0) < FULL or level == LEVELS:
+                break
+        counts[(shard, bucket)] = counts.get((shard, bucket), 0) + 1
+        pipe.zadd(f"{prefix}:{{{shard}}}:tb:{bucket}", {session_id: deadline})
+    for (shard, bucket), n in counts.items():
+        pipe.hset(f"{prefix}:{{{shard}}}:tb", bucket, n)
+        pipe.zadd(f"{prefix}:{{{shard}}}:tborder", {bucket: int(bucket.split("/")[0])})
+
+
 def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> None:
     """User and expiry index layouts holding `count` sessions, of users with between
     `per_user[0]` and `per_user[1]` sessions each."""
@@ -197,6 +224,9 @@ def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> N
         pipe.zadd(f"{prefix}:{{{shard}}}:expiry", {session_id: deadline})
         minute = deadline // 60_000
         pipe.sadd(f"{prefix}:{{{shard}}}:due:{minute}", session_id)
+    _time_buckets(pipe, prefix + "spread", [(s, i, d) for s, i, _, d in sessions])
+    burst = [(s, i, now + n * 1000 // count) for n, (s, i, _, _) in enumerate(sessions)]
+    _time_buckets(pipe, prefix + "burst", burst)
     pipe.execute()
     _write_user_hashes(raw, space, sessions, with_deadlines=False)
     _write_user_hashes(raw, KeySpace(prefix + "dl", SHARDS), sessions, with_deadlines=True)
@@ -209,6 +239,8 @@ def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> N
         ("user index, a sorted set per shard", f"{prefix}:{{*}}:users"),
         ("expiry index, a sorted set per shard (the store's)", f"{prefix}:{{*}}:expiry"),
         ("expiry index, a set per shard and minute", f"{prefix}:{{*}}:due:*"),
+        ("expiry index, compact time buckets, deadlines over 30 min", f"{prefix}spread:*"),
+        ("expiry index, compact time buckets, a burst's (1 s)", f"{prefix}burst:*"),
     ]
     users = len({user for _, _, user, _ in sessions})
     print(

@@ -5,7 +5,9 @@
   + limit), whatever the number of sessions. An active session's entry comes
   due before its deadline when the session slid since the entry was written
   (slides leave the index alone; the next sweep pass moves it), so ``active``
-  also reads the due head and keeps the records that are active.
+  also reads the due head and keeps the records that are active, and
+  ``expired`` keeps the overdue records among the first `limit` due entries
+  of each shard (active ones among them are left out).
 * Ended ids (``expired`` after the sweep, ``closed``, ``rotated``) have only a
   tombstone, and no index points at tombstones. They are found through the
   shards' event streams (``expired``, ``deleted``, ``rotated`` events), read
