@@ -399,8 +399,9 @@ def _table(
 
 def own_sessions(op: Op, offset: int) -> Op:
     """`op` on sessions no other way touches: a session written by one way would be
-    written again a moment later by the next, a burst (see the prelude's deadline_step)
-    that a request of its own would not be."""
+    written again a moment later by the next, a burst, which builds before the lazy
+    expiry index wrote the index for once per step of the deadline where a request of
+    its own would write it (so revisions stay comparable)."""
     return shifted(op, offset)
 
 
@@ -446,7 +447,7 @@ async def run(url: str, ops: int, concurrencies: list[int], rounds: int, session
             for op in ways.values():
                 await measure(WARM_UP, concurrency, op)  # warm up
             # The warm-up and each round on sessions of their own, so no measured one is
-            # written twice in a moment (a burst, see the prelude's deadline_step).
+            # written twice in a moment (a burst: see own_sessions).
             for r in range(rounds):  # peers alternate, so both see the same machine load
                 for peer, op in ways.items():
                     at = WARM_UP + r * ops
