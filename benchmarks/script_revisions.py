@@ -21,12 +21,21 @@ The ``, spaced`` rows replay each call on another of 500 sessions whose last
 activity is set ``--gap`` seconds back before each pipeline (outside the
 measured CPU): the cost of requests of a session that many seconds apart, as
 in ``benchmarks/peers.py``.
+Every replay starts from sessions that hold none of the replayed leases: a take
+replayed alone takes its captured lease id again and again (from its second call
+on, beside itself: the path of overlapping requests), and would otherwise leave
+it held for the rows after it.
 The captured draft commit is replayed at a version that has moved on, so the
 ``lease_release`` rows are a refused commit (the lease returned, the deadline
 slid, nothing written).
 
     python benchmarks/script_revisions.py [--against main] [--calls 5000] [--rounds 5]
-        [--gap 2] [--sweep-live 1000000]
+        [--gap 2] [--one-by-one] [--sweep-live 1000000]
+
+``--one-by-one`` sends each replayed request as a request does at concurrency 1:
+its round trips one after the other (a script call with the plain commands after
+it), each waited for, so every call pays its own wake-up and cold caches as in
+``benchmarks/peers.py`` at c=1, instead of a share of a pipeline of 500.
 
 The revision's scripts must take the same ARGV as this checkout's; their KEYS are
 matched by name (the scripts' ``-- KEYS:`` headers), and a session key this checkout no
@@ -288,19 +297,64 @@ def spaced_copies(store: SessionStore, captured_id: str, copies: list[str], gap:
     return Spacing(sessions, idle_ms, round(gap * 1000))
 
 
+def lease_fields(captured: dict[str, tuple[Any, ...]]) -> list[str]:
+    """Every record field the captured takes' leases may leave: in the kind's slot (of
+    this checkout), in a field of their own, and the count of those."""
+    names = ["r", "request_leases"]
+    for label in ("lease", "lease, no read"):
+        call = captured[label]
+        names.append(f"r:{call[1 + int(call[0]) + 2]}")  # ARGV: session_id, kind, lease_id
+    return names
+
+
+async def clear_leases(raw: Redis, records: list[str], fields: list[str]) -> None:
+    """Drop the replayed leases from `records`, so that every replay starts from a
+    session holding none (a take replayed alone holds its lease id from its first call
+    on; without this, the rows after it would find it held and count it)."""
+    pipe = raw.pipeline(transaction=False)
+    for record in records:
+        pipe.hdel(record, *fields)
+    await pipe.execute()
+
+
+def round_trips(steps: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """`steps` as a request sends them: each script call in a round trip of its own,
+    with the plain commands after it (the take's read of the session)."""
+    trips: list[list[tuple[Any, ...]]] = []
+    for step in steps:
+        if step[0] == "EVALSHA" or not trips:
+            trips.append([])
+        trips[-1].append(step)
+    return trips
+
+
 async def replay(
     raw: Redis,
     steps: list[tuple[Any, ...]],
     calls: int,
     idle_end: str,
     spacing: Spacing = BURST,
+    one_by_one: bool = False,
 ) -> float:
     """Redis CPU us per replay of `steps` (commands: EVALSHA sha with a call's keys and
     args, or plain ones, one after the other) on records naming the idle deadline
-    `idle_end`; the setting back of a spaced replay's sessions is not counted."""
+    `idle_end`, pipelined by 500 or (`one_by_one`) in the request's own round trips,
+    one after the other as at concurrency 1; the setting back of a spaced replay's
+    sessions is not counted."""
     spent = 0.0
     for _ in range(calls // PIPELINE):
         await spacing.set_back(raw, idle_end)
+        if one_by_one:
+            trips = round_trips(steps)
+            before = await redis_cpu(raw)
+            for i in range(PIPELINE):
+                for trip in trips:
+                    pipe = raw.pipeline(transaction=False)
+                    for step in trip:
+                        pipe.execute_command(*spacing.step_for(step, i))
+                    await pipe.execute(raise_on_error=False)
+            spent += await redis_cpu(raw) - before
+            continue
         pipe = raw.pipeline(transaction=False)
         for i in range(PIPELINE):
             for step in steps:
@@ -316,7 +370,9 @@ def report(label: str, figures: dict[str, list[float]], unit: str) -> None:
     print(f"{label:36} {theirs:8.2f} {ours:8.2f} {unit:14} {ours / theirs:5.2f}")
 
 
-async def hot_scripts(url: str, revision: str, calls: int, rounds: int, gap: float) -> None:
+async def hot_scripts(
+    url: str, revision: str, calls: int, rounds: int, gap: float, one_by_one: bool = False
+) -> None:
     client = create_client(RedisSettings.from_dsn(url))
     raw: Redis = Redis.from_url(url)
     store = SessionStore(client, SessionSettings(key_prefix="revs", max_requests_per_session=0))
@@ -353,8 +409,22 @@ async def hot_scripts(url: str, revision: str, calls: int, rounds: int, gap: flo
                     ways[0].append(("HGETALL", record))  # the revision reads it so too
         for suffix, spacing in (("", BURST), (", spaced", spaced)):
             one = len(labels) == 1
-            await compare(raw, row + suffix, ways, revision, calls, rounds, one, layout, spacing)
-    await compare(raw, "get", reads(revision, record), revision, calls, rounds, True, layout)
+            fresh = (layout.records, lease_fields(captured))
+            await compare(
+                raw,
+                row + suffix,
+                ways,
+                revision,
+                calls,
+                rounds,
+                one,
+                layout,
+                spacing,
+                fresh,
+                one_by_one,
+            )
+    get = reads(revision, record)
+    await compare(raw, "get", get, revision, calls, rounds, True, layout, one_by_one=one_by_one)
     await client.aclose()
     await raw.aclose()
 
@@ -383,14 +453,20 @@ async def compare(
     one: bool,
     layout: Layout,
     spacing: Spacing = BURST,
+    fresh: tuple[list[str], list[str]] | None = None,
+    one_by_one: bool = False,
 ) -> None:
     """Replay both ways round by round, alternating, each on records laid out with its
-    field names, and report the medians."""
+    field names, and report the medians; with `fresh` (records, lease fields), each
+    replay starts without the replayed leases."""
     figures: dict[str, list[float]] = {revision: [], "this": []}
     for _ in range(rounds):
         for i, (way, steps) in enumerate(zip(figures, ways, strict=True)):
             await layout.apply(raw, i)
-            figures[way].append(await replay(raw, steps, calls, layout.idle_end(i), spacing))
+            if fresh is not None:
+                await clear_leases(raw, *fresh)
+            idle_end = layout.idle_end(i)
+            figures[way].append(await replay(raw, steps, calls, idle_end, spacing, one_by_one))
     report(row, figures, "us per call" if one else "us per request")
 
 
@@ -451,11 +527,18 @@ def main() -> None:
         "--gap", type=float, default=2.0, help="seconds between a spaced replay's requests"
     )
     parser.add_argument("--sweep-live", type=int, nargs="*", default=[], metavar="N")
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="each request's round trips one after the other (as at c=1), not pipelined",
+    )
     args = parser.parse_args()
     print(f"Redis CPU, medians of {args.rounds} rounds: {args.against} beside this checkout")
     print(f"{'script':36} {args.against:>8} {'this':>8} {'':14} ratio")
     with redis_url() as url:
-        asyncio.run(hot_scripts(url, args.against, args.calls, args.rounds, args.gap))
+        asyncio.run(
+            hot_scripts(url, args.against, args.calls, args.rounds, args.gap, args.one_by_one)
+        )
     for live in args.sweep_live:
         asyncio.run(sweeps(args.against, live, args.rounds))
 
