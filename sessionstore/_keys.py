@@ -307,7 +307,7 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             "hash",
             "absolute deadline + sweep_grace (set at creation)",
             "session record: plain fields, one a:<name> field per state attribute, "
-            "one r:<lease>/c:<lease> field per request/connection lease",
+            "request/connection leases in r/c (one at a time) and r:<lease>/c:<lease> fields",
             f"HGETALL {p}:{{N}}:session:<id>",
         ),
         (

@@ -11,6 +11,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A whole number as a redis.call argument. Redis 7.0 writes a Lua number argument out
+-- with "%.17g" (a float's conversion, a measurable part of a hot script's time); '%d'
+-- writes an integer's. (Lua's own `..` of a number is a float's "%.14g" as well.)
+local function whole(n)
+  return string.format('%d', n)
+end
+
 -- The session's keys by name. A script whose header names the keys it uses
 -- ("-- KEYS: record, tomb, expiry (of the session)") is sent only those, in that
 -- order (SESSION_KEYS, set by sessionstore._scripts); the others get all of them.
@@ -37,10 +44,12 @@ end
 -- script reads its record once (`slide` takes them as they are). A record of an earlier
 -- build, written with the long field names (`idle_deadline`, ...), has no `idle_end`:
 -- it reads as no record, and the sweep ends it as `lost` (docs/keys.md).
+-- The first three come as numbers, each converted once (a conversion is a strtod).
 local function record_state(k, now, ...)
   local f = redis.call('HMGET', k.record, 'idle_end', 'life_end', 'idle_ms', ...)
   if not f[1] then return false, f end
-  if now >= math.min(tonumber(f[1]), tonumber(f[2])) then return 'overdue', f end
+  f[1], f[2], f[3] = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  if now >= math.min(f[1], f[2]) then return 'overdue', f end
   return 'active', f
 end
 
@@ -66,9 +75,9 @@ local function slide(k, now, f, extra)
   f = f or redis.call('HMGET', k.record, 'idle_end', 'life_end', 'idle_ms')
   local idle = now + tonumber(f[3])
   if extra and #extra > 0 then
-    redis.call('HSET', k.record, 'idle_end', idle, unpack(extra))
+    redis.call('HSET', k.record, 'idle_end', whole(idle), unpack(extra))
   else
-    redis.call('HSET', k.record, 'idle_end', idle)
+    redis.call('HSET', k.record, 'idle_end', whole(idle))
   end
   return idle
 end
@@ -135,7 +144,8 @@ end
 -- current values of `state_fields`.
 -- Reply: {'ok', {field, value, ...}} | {'too_large', bytes} | {'too_many', count}
 local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
-  local bytes, count = tonumber(f[at] or 0), tonumber(f[at + 1] or 0)
+  local old_bytes, old_count = tonumber(f[at] or 0), tonumber(f[at + 1] or 0)
+  local bytes, count = old_bytes, old_count
   local sets, dels = {}, {}
   for i = 0, n_set - 1 do
     local old, value = f[at + 2 + i], ARGV[first + 1 + 2 * i]
@@ -157,13 +167,13 @@ local function stage_state(k, f, at, first, n_set, n_del, max_bytes, max_count)
   -- No attribute left (only deletions take the count to 0): the totals go with them.
   if count > 0 then
     -- A total the change leaves as it was is not written again.
-    if bytes ~= tonumber(f[at] or 0) then
+    if bytes ~= old_bytes then
       sets[#sets + 1] = 'attr_bytes'
-      sets[#sets + 1] = bytes
+      sets[#sets + 1] = whole(bytes)
     end
-    if count ~= tonumber(f[at + 1] or 0) then
+    if count ~= old_count then
       sets[#sets + 1] = 'attrs'
-      sets[#sets + 1] = count
+      sets[#sets + 1] = whole(count)
     end
   elseif #dels > 0 then
     dels[#dels + 1] = 'attr_bytes'
@@ -210,15 +220,31 @@ local function end_session(k, session_id, now, status, event, reason, retention_
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})
 end
 
--- Request and connection leases are fields of the session record, `r:<lease id>` and
--- `c:<lease id>`, each its deadline (ms), so they go wherever the record goes (rotate,
--- end, Redis dropping it). `request_leases` / `conn_leases` count the fields of their
--- kind the record holds (live or lapsed), and are there only while that is not 0: a take
--- that finds none has nothing to reclaim or count.
-local LEASES = {requests = {'r:', 'request_leases'}, conns = {'c:', 'conn_leases'}}
+-- Request and connection leases are fields of the session record, so they go wherever
+-- the record goes (rotate, end, Redis dropping it). A kind's first lease sits in its
+-- slot field, `r` / `c` = "<lease id> <deadline ms>", which its return empties ("") in
+-- the slide's HSET: the request of a session that holds one lease at a time takes and
+-- returns it without a call of its own. A lease taken while the slot's is live gets a
+-- field of its own, `r:<lease id>` / `c:<lease id>` = its deadline, and
+-- `request_leases` / `conn_leases` count those fields (live or lapsed), there only
+-- while that is not 0: a take that finds no count has no field to reclaim or count.
+-- A kind's ('requests' | 'conns') field prefix, count and slot (names returned, not a
+-- table of them: a table built by every call is garbage for every call).
+local function lease_names(kind)
+  if kind == 'requests' then return 'r:', 'request_leases', 'r' end
+  return 'c:', 'conn_leases', 'c'
+end
 
--- The lease fields of one kind (prefix) in the record: how many are live at `now`, and
--- the names of the lapsed ones (a crashed holder's, never returned).
+-- A slot's lease: its id and deadline, or nil and 0 for an empty (or missing) slot.
+local function slot_lease(value)
+  if not value or value == '' then return nil, 0 end
+  local gap = string.find(value, ' ', 1, true)
+  return string.sub(value, 1, gap - 1), tonumber(string.sub(value, gap + 1))
+end
+
+-- The `r:` / `c:` lease fields of one kind (prefix) in the record (not its slot): how
+-- many are live at `now`, and the names of the lapsed ones (a crashed holder's, never
+-- returned).
 local function lease_fields(k, prefix, now)
   local live, lapsed, seen, cursor = 0, {}, {}, '0'
   repeat

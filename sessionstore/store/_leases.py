@@ -1,9 +1,11 @@
 """Request and connection tracking as leases with deadlines.
 
-A lease is a field of the session record (``r:<lease id>`` for a request,
-``c:<lease id>`` for a connection) whose value is its deadline, so it goes
-wherever the record goes. Taking one reclaims lapsed leases first, so a
-crashed replica's requests stop counting after `request_lease_ttl`. A holder
+A lease is in the session record with its deadline, so it goes wherever the
+record goes: a kind's first lease in its slot (``r`` for a request, ``c`` for a
+connection, ``"<lease id> <deadline>"``), emptied by its return; one taken while
+the slot's is live in a field of its own (``r:<lease id>``, ``c:<lease id>``).
+Taking one reclaims lapsed leases first, so a crashed replica's requests stop
+counting after `request_lease_ttl`. A holder
 renews its lease in the background while it runs. With a global limit, the
 fleet-wide lease is taken in the same round trip (pipelined); if one of the
 two is refused the other is given back, so limits are never exceeded, though

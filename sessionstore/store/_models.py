@@ -85,9 +85,10 @@ class Session(BaseModel):
         timeout), ``idle_end`` and ``life_end`` (the idle and absolute deadlines).
         `last_activity` is ``idle_end - idle_ms`` (every write that moves one moves
         the other), so it is derived rather than stored.
-        The request and connection leases are the record's ``r:``/``c:`` fields, each
-        its deadline: those still ahead of `now_ms` are live (a crashed holder's
-        lapsed ones stay until the next lease is taken, but do not count).
+        The request and connection leases are the record's ``r``/``c`` slots and
+        ``r:``/``c:`` fields (`live_leases`), each with its deadline: those still
+        ahead of `now_ms` are live (a crashed holder's lapsed ones stay until the next
+        lease is taken, but do not count).
         """
         state: dict[str, JsonValue] = {
             name[2:]: decode_json(value) for name, value in fields.items() if name[:2] == "a:"
@@ -216,18 +217,22 @@ class SweepResult(BaseModel):
     removed: int = 0
 
 
-#: The record's lease fields: ``r:<lease id>`` (request), ``c:<lease id>`` (connection),
-#: and how many of each kind it holds (there only while not 0), so that a record
-#: without leases is not looked through for them.
+#: The record's lease fields: a kind's first lease in its slot, ``r`` (request) / ``c``
+#: (connection) = ``"<lease id> <deadline>"`` (``""`` once returned); a lease taken
+#: beside a live slot's in a field of its own, ``r:<lease id>`` / ``c:<lease id>`` = its
+#: deadline, with how many of those each kind has (there only while not 0), so that a
+#: record without them is not looked through for them.
+REQUEST_SLOT, CONNECTION_SLOT = "r", "c"
 REQUEST_LEASE, CONNECTION_LEASE = "r:", "c:"
 LEASE_COUNTS = ("request_leases", "conn_leases")
 
 
 def live_leases(fields: Mapping[str, str], now_ms: int) -> tuple[int, int]:
     """The live request and connection leases in a session record at `now_ms`."""
+    requests = _slot_live(fields.get(REQUEST_SLOT), now_ms)
+    connections = _slot_live(fields.get(CONNECTION_SLOT), now_ms)
     if LEASE_COUNTS[0] not in fields and LEASE_COUNTS[1] not in fields:
-        return 0, 0
-    requests = connections = 0
+        return requests, connections
     for name, value in fields.items():
         kind = name[:2]
         if kind == REQUEST_LEASE:
@@ -235,6 +240,13 @@ def live_leases(fields: Mapping[str, str], now_ms: int) -> tuple[int, int]:
         elif kind == CONNECTION_LEASE:
             connections += int(value) > now_ms
     return requests, connections
+
+
+def _slot_live(slot: str | None, now_ms: int) -> int:
+    """1 if a lease slot's value (``"<lease id> <deadline>"``) holds a live lease."""
+    if not slot:
+        return 0
+    return int(int(slot[slot.index(" ") + 1 :]) > now_ms)
 
 
 def parse_pairs(flat: list[Any]) -> dict[str, str]:

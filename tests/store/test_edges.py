@@ -248,6 +248,7 @@ async def test_a_request_lease_follows_a_rotate(
     fields = await redis.hgetall(store.keys.session(rotated.id).record)
     assert [name for name in fields if name.startswith("r:")] == []
     assert "request_leases" not in fields
+    assert not fields.get("r"), "the slot is empty"
     assert await redis.zcard(store.keys.global_requests()) == 0
     async with store.track_request(rotated.id) as again:
         assert again.live == 1

@@ -15,6 +15,7 @@ from sessionstore.mcp import RedisEventStore
 from sessionstore.upstream import StoredCredential, UpstreamRecords, UpstreamSpec
 from tests.bulk import backdate
 from tests.monitor import commands_run, deletes, naming
+from tests.store.lease_fields import lease_deadline
 
 ENDINGS = ["delete", "expire", "sweep", "resume", "rotate"]
 SPEC = UpstreamSpec(name="mail", host="imap.example.com", port=993, username="alice@example.com")
@@ -93,7 +94,6 @@ async def test_held_leases_go_with_the_record(
     keys = store.session_keys(session.id)
     request = await store.leases.take(session.id)
     conn = await store.leases.take(session.id, "conns")
-    fields = [f"r:{request.lease_id}", f"c:{conn.lease_id}"]
 
     async with commands_run(redis) as seen:
         successor = await _end(store, session.id, ending)
@@ -101,6 +101,7 @@ async def test_held_leases_go_with_the_record(
     assert not await redis.exists(keys.record)
     if ending == "rotate":
         moved = store.session_keys(successor).record
-        assert None not in await redis.hmget(moved, fields)
+        for lease in (request, conn):
+            assert await lease_deadline(redis, moved, lease) is not None
     else:
         assert deletes(seen, keys.record) == [[keys.record]]

@@ -20,6 +20,7 @@ from sessionstore import (
     SessionStore,
 )
 from tests.polling import eventually
+from tests.store.lease_fields import held_deadline, lease_deadline, lease_names
 
 
 def _store(redis: RedisClient, prefix: str, **changes: object) -> SessionStore:
@@ -129,12 +130,12 @@ async def test_held_lease_is_renewed_while_the_body_runs(
     made = await store.create()
     record = store.session_keys(made.id).record
     async with store.track_request(made.id) as lease:
-        first = await redis.hget(record, f"r:{lease.lease_id}")
+        first = await lease_deadline(redis, record, lease)
         assert first is not None
 
         async def renewed_twice() -> bool:
-            deadline = await redis.hget(record, f"r:{lease.lease_id}")
-            return deadline is not None and int(deadline) > int(first) + 100
+            deadline = await lease_deadline(redis, record, lease)
+            return deadline is not None and deadline > first + 100
 
         await eventually(renewed_twice, timeout=5)
         assert (await store.get(made.id)).active_requests == 1
@@ -340,60 +341,83 @@ async def test_leased_read_of_a_session_ended_right_after_the_take(
 async def test_leases_are_record_fields_and_never_state(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """A held lease is a field of the session record holding its deadline, with a count
-    of its kind; the state never shows either, and the last return drops both."""
+    """A held lease is in the session record with its deadline: a kind's first in its
+    slot, one taken beside it in a field of its own with a count of such fields; the
+    state never shows either, and the returns leave no lease and no count behind."""
     made = await store.create(state={"n": 1})
     record = store.session_keys(made.id).record
     async with store.track_request(made.id) as request, store.track_connection(made.id) as conn:
         fields = await redis.hgetall(record)
-        assert int(fields[f"r:{request.lease_id}"]) > int(fields["created"])
-        assert int(fields[f"c:{conn.lease_id}"]) > int(fields["created"])
-        assert (fields["request_leases"], fields["conn_leases"]) == ("1", "1")
+        assert fields["r"].startswith(f"{request.lease_id} ")
+        assert fields["c"].startswith(f"{conn.lease_id} ")
+        for lease in (request, conn):
+            assert (held_deadline(fields, lease) or 0) > int(fields["created"])
+        assert "request_leases" not in fields and "conn_leases" not in fields
+        async with store.track_request(made.id) as second, store.track_connection(made.id) as third:
+            fields = await redis.hgetall(record)
+            assert int(fields[f"r:{second.lease_id}"]) > int(fields["created"])
+            assert int(fields[f"c:{third.lease_id}"]) > int(fields["created"])
+            assert (fields["request_leases"], fields["conn_leases"]) == ("1", "1")
+            got = await store.get(made.id)
+            assert got.state == {"n": 1}
+            assert (got.active_requests, got.connection_count) == (2, 2)
         got = await store.get(made.id)
-        assert got.state == {"n": 1}
         assert (got.active_requests, got.connection_count) == (1, 1)
-    left = await redis.hgetall(record)
-    assert [n for n in left if n[:2] in ("r:", "c:") or n.endswith("_leases")] == []
+    assert lease_names(await redis.hgetall(record)) == []
 
 
-async def test_a_take_without_leases_held_scans_nothing(
+async def test_a_take_without_leases_in_fields_scans_nothing(
     store: SessionStore, redis: RedisClient
 ) -> None:
-    """The common take (no lease of its kind held) neither scans the record nor counts;
-    with one held, the take looks through the lease fields to count them."""
+    """The common take (no lease of its kind held, or only the slot's) neither scans the
+    record nor counts; with a lease held in a field of its own, the take looks through
+    the lease fields to count them."""
     from tests.monitor import commands_run
 
     made = await store.create()
     async with commands_run(redis) as alone, store.track_request(made.id):
         pass
-    async with (
-        store.track_request(made.id),
-        commands_run(redis) as beside,
-        store.track_request(made.id) as second,
-    ):
-        assert second.live == 2
+    async with store.track_request(made.id):
+        async with commands_run(redis) as beside_slot:
+            second = await store.leases.take(made.id)
+        async with commands_run(redis) as beside_field:
+            third = await store.leases.take(made.id)
+        assert (second.live, third.live) == (2, 3)
+        for lease in (second, third):
+            await store.leases.release(lease)
     assert [c for c in alone if c[0] == "HSCAN"] == []
-    assert [c[0] for c in beside if c[0] == "HSCAN"] == ["HSCAN"]
+    assert [c for c in beside_slot if c[0] == "HSCAN"] == []
+    assert [c[0] for c in beside_field if c[0] == "HSCAN"] == ["HSCAN"]
 
 
 async def test_a_lapsed_lease_is_dropped_by_the_next_take(
     redis: RedisClient, key_prefix: str
 ) -> None:
-    """A crashed holder's lease (never returned) does not count once lapsed, and the
-    next take drops its field; the count follows."""
+    """A crashed holder's leases (never returned) do not count once lapsed, and the
+    next take drops them: the slot's is overwritten, one in a field of its own deleted;
+    the count follows."""
     store = _store(redis, key_prefix, request_lease_ttl=timedelta(milliseconds=100))
     made = await store.create()
     record = store.session_keys(made.id).record
     abandoned = await store.leases.take(made.id)
+    beside = await store.leases.take(made.id)
+    assert await redis.hexists(record, f"r:{beside.lease_id}")
+    assert await redis.hget(record, "request_leases") == "1"
 
     async def lapsed() -> bool:
         return (await store.get(made.id)).active_requests == 0
 
     await eventually(lapsed, timeout=5)
-    assert await redis.hexists(record, f"r:{abandoned.lease_id}")
+    assert await lease_deadline(redis, record, abandoned) is not None
     lease = await store.leases.take(made.id)
     assert lease.live == 1
-    assert not await redis.hexists(record, f"r:{abandoned.lease_id}")
-    assert await redis.hget(record, "request_leases") == "1"
-    await store.leases.release(lease)
+    assert await lease_deadline(redis, record, abandoned) is None
+    assert not await redis.hexists(record, f"r:{beside.lease_id}")
+    assert await lease_deadline(redis, record, lease) is not None
     assert await redis.hget(record, "request_leases") is None
+    again = await store.leases.take(made.id)
+    assert await redis.hget(record, "request_leases") == "1"
+    await store.leases.release(again)
+    assert await redis.hget(record, "request_leases") is None
+    await store.leases.release(lease)
+    assert lease_names(await redis.hgetall(record)) == []

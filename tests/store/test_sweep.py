@@ -28,6 +28,7 @@ from tests.bulk import (
     write_with_long_names,
 )
 from tests.polling import eventually, until_raises
+from tests.store.lease_fields import lease_deadline
 
 DUE = timedelta(milliseconds=1)
 
@@ -206,8 +207,8 @@ async def test_an_expired_session_leaves_no_lease_or_lock_behind(
     keys = store.session_keys(held.id)
     async with store.track_request(held.id) as request, store.track_connection(held.id) as conn:
         await store.lock(held.id).acquire()
-        leases = [f"r:{request.lease_id}", f"c:{conn.lease_id}"]
-        assert None not in await redis.hmget(keys.record, leases)
+        for lease in (request, conn):
+            assert await lease_deadline(redis, keys.record, lease) is not None
         assert await redis.exists(keys.lock) == 1
         await backdate(store, [held.id, plain.id], timedelta(seconds=1))
 

@@ -18,8 +18,11 @@ for _ = 1, 8 do  -- a few rotations in a row; a longer chain is not followed
   if what == 'lock' then
     held = redis.call('HGET', ARGV[5] .. id, 'owner') == token
   else
-    -- The lease is a field of the record, which rotate moved under the new id.
-    held = redis.call('HEXISTS', ARGV[3] .. id, LEASES[what][1] .. token) == 1
+    -- The lease is in the record (its kind's slot or a field of its own), which rotate
+    -- moved under the new id.
+    local prefix, _, slot = lease_names(what)
+    local r = redis.call('HMGET', ARGV[3] .. id, slot, prefix .. token)
+    held = slot_lease(r[1]) == token or r[2] ~= false
   end
   if held then return {'ok', id} end
   tomb = ARGV[4] .. id

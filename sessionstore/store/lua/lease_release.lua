@@ -11,34 +11,34 @@
 --      | {'gone', ...} | {'missing'} (a commit refused; the lease is returned all the same)
 local k = session_keys(1)
 local now = now_ms()
-local prefix, counted = LEASES[ARGV[2]][1], LEASES[ARGV[2]][2]
-local field = prefix .. ARGV[3]
+local prefix, counted, slot = lease_names(ARGV[2])
+local lease_id = ARGV[3]
 local committing = #ARGV > 3
 local n_set, n_del = tonumber(ARGV[7] or 0), tonumber(ARGV[8] or 0)
--- One read of the record: its deadlines, the lease count and the lease; with a commit
--- also the version, the state totals and the changed attributes' values. Without one
--- only these are asked for: each field costs a look through the record's fields (all
--- of them for one it lacks, as `version` at first).
+-- One read of the record: its deadlines, the lease count and the kind's slot; with a
+-- commit also the version, the state totals and the changed attributes' values.
+-- Without one only these are asked for: each field costs a look through the record's
+-- fields (all of them for one it lacks, as `version` at first).
 local state, f
 if committing then
-  state, f = record_state(k, now, counted, field, 'version', 'attr_bytes', 'attrs',
+  state, f = record_state(k, now, counted, slot, 'version', 'attr_bytes', 'attrs',
                           unpack(state_fields(9, n_set, n_del)))
 else
-  state, f = record_state(k, now, counted, field)
+  state, f = record_state(k, now, counted, slot)
 end
 -- The lease goes whatever the session's state (a record Redis dropped took it along).
--- The last one of its kind takes the count with it, so the next take has nothing to
--- reclaim or count (see lease.lua).
+-- The slot's lease is returned by emptying the slot in the HSET below; a lease in a
+-- field of its own (taken beside the slot's) by an HDEL, which drops the count too,
+-- written again while other such fields are left (so the last one takes it along
+-- and the next take has nothing to reclaim or count, see lease.lua).
 local removed, extra = 0, {}
-if f[5] then
+if slot_lease(f[5]) == lease_id then
   removed = 1
-  local left = tonumber(f[4] or 1) - 1
-  if left > 0 then
-    redis.call('HDEL', k.record, field)
-    extra = {counted, left}
-  else
-    redis.call('HDEL', k.record, field, counted)
-  end
+  extra = {slot, ''}
+elseif f[4] then
+  removed = redis.call('HDEL', k.record, prefix .. lease_id, counted) - 1
+  local left = tonumber(f[4]) - removed
+  if left > 0 then extra = {counted, whole(left)} end
 end
 if state ~= 'active' then
   -- An overdue record does not slide; its count is kept right all the same.
@@ -63,6 +63,6 @@ end
 version = version + 1
 for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
 extra[#extra + 1] = 'version'
-extra[#extra + 1] = version
+extra[#extra + 1] = whole(version)
 slide(k, now, f, extra)
 return {'ok', removed, version}

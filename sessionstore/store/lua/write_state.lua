@@ -23,7 +23,7 @@ if staged[1] ~= 'ok' then return staged end
 version = version + 1
 local extra = staged[2]
 extra[#extra + 1] = 'version'
-extra[#extra + 1] = version
+extra[#extra + 1] = whole(version)
 if ARGV[6] == '{}' then
   redis.call('HDEL', k.record, 'metadata')  -- empty metadata is left out of the hash
 elseif ARGV[6] ~= '' then
