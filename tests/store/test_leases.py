@@ -421,3 +421,22 @@ async def test_a_lapsed_lease_is_dropped_by_the_next_take(
     assert await redis.hget(record, "request_leases") is None
     await store.leases.release(lease)
     assert lease_names(await redis.hgetall(record)) == []
+
+
+async def test_both_leases_of_a_kind_follow_a_rotate(
+    store: SessionStore, redis: RedisClient
+) -> None:
+    """The slot's lease and one in a field of its own both move with a rotate: each
+    holder renews and returns its own on the new id, which then holds none."""
+    made = await store.create()
+    first = await store.leases.take(made.id)
+    second = await store.leases.take(made.id)
+    rotated = await store.rotate(made.id)
+    for lease in (first, second):
+        await store.leases.renew(lease)
+        assert lease.session_id == rotated.id
+    assert (await store.get(rotated.id)).active_requests == 2
+    for lease in (first, second):
+        await store.leases.release(lease)
+    assert (await store.get(rotated.id)).active_requests == 0
+    assert lease_names(await redis.hgetall(store.session_keys(rotated.id).record)) == []
