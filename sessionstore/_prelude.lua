@@ -99,8 +99,8 @@ local function write_session(k, session_id, now, spec, state)
   local idle = now + spec.idle_ms
   local deadline = math.min(idle, absolute)
   local bytes = 0
-  local fields = {'HSET', k.record, 'created', now,
-    'idle_ms', spec.idle_ms, 'idle_end', idle, 'life_end', absolute}
+  local fields = {'HSET', k.record, 'created', whole(now),
+    'idle_ms', whole(spec.idle_ms), 'idle_end', whole(idle), 'life_end', whole(absolute)}
   for _, name in ipairs({'user_id', 'conversation_id', 'resumed_from'}) do
     if spec[name] and spec[name] ~= '' then
       fields[#fields + 1] = name
@@ -117,12 +117,12 @@ local function write_session(k, session_id, now, spec, state)
     bytes = bytes + string.len(state[i + 1])
   end
   if #state > 0 then
-    for _, v in ipairs({'attrs', #state / 2, 'attr_bytes', bytes}) do
+    for _, v in ipairs({'attrs', whole(#state / 2), 'attr_bytes', whole(bytes)}) do
       fields[#fields + 1] = v
     end
   end
   redis.call(unpack(fields))
-  redis.call('PEXPIREAT', k.record, absolute + spec.grace_ms)
+  redis.call('PEXPIREAT', k.record, whole(absolute + spec.grace_ms))
   redis.call('ZADD', k.expiry, deadline, session_id)
   redis.call('HINCRBY', k.stats, 'created', 1)
 end
