@@ -235,6 +235,11 @@ local function lease_names(kind)
   return 'c:', 'conn_leases', 'c'
 end
 
+-- A slot's value for a lease: "<lease id> <deadline ms>" (read back by `slot_lease`).
+local function slot_value(lease_id, deadline)
+  return string.format('%s %d', lease_id, deadline)
+end
+
 -- A slot's lease: its id and deadline, or nil and 0 for an empty (or missing) slot.
 local function slot_lease(value)
   if not value or value == '' then return nil, 0 end

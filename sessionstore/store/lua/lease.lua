@@ -32,7 +32,7 @@ if renewing then
   -- A lapsed lease is not revived: the next take reclaims it.
   if holder == lease_id then
     if holder_until <= now then return {'lost'} end
-    slide(k, now, f, {slot, string.format('%s %d', lease_id, deadline)})
+    slide(k, now, f, {slot, slot_value(lease_id, deadline)})
   else
     if not f[6] or tonumber(f[6]) <= now then return {'lost'} end
     slide(k, now, f, {prefix .. lease_id, whole(deadline)})
@@ -61,7 +61,7 @@ if in_slot then
   extra = {prefix .. lease_id, whole(deadline), counted, whole(live + 1)}
 else
   -- The slot is empty, or holds a crashed holder's lapsed lease, reclaimed by this write.
-  extra = {slot, string.format('%s %d', lease_id, deadline)}
+  extra = {slot, slot_value(lease_id, deadline)}
   if recount then
     extra[3] = counted
     extra[4] = whole(live)
