@@ -207,11 +207,17 @@ class KeySpace:
         Raises:
             InvalidInput: the user id has characters outside the allowed set.
         """
-        return f"{self.user_index(user_id)}:{user_id}"
+        return self.user_index_keys(user_id)[1]
 
     def user_index_keys(self, user_id: str) -> list[str]:
-        """The two keys of `user_id`'s entry, as the ``user_index`` script takes them."""
-        return [self.user_index(user_id), self.user_sessions(user_id)]
+        """The two keys of `user_id`'s entry, as the ``user_index`` script takes them:
+        `user_index` and `user_sessions` (the user id checked and hashed once).
+
+        Raises:
+            InvalidInput: the user id has characters outside the allowed set.
+        """
+        index = self.user_index(user_id)
+        return [index, f"{index}:{user_id}"]
 
     def user_index_at(self, k: int) -> str:
         """The `k`-th hash of the user index (0 <= k < `USER_INDEX_HASHES`)."""
