@@ -91,6 +91,25 @@ async def cost_per_call(
     return (time.perf_counter() - wall) / done * 1e6, (time.process_time() - cpu) / done * 1e6
 
 
+async def redis_cpu_seconds(redis: Any) -> float:
+    """The Redis server's CPU time so far (``INFO cpu``: user + system), in seconds."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def cost_per_call_with_server(
+    op: Callable[[], Awaitable[object]], calls: int, concurrency: int, *, warm_up: int, redis: Any
+) -> tuple[float, float, float]:
+    """`cost_per_call`'s figures and the Redis server's CPU us per call (networking
+    included), from ``INFO cpu`` of `redis`, a client of the server the calls go to."""
+    for _ in range(warm_up):
+        await op()
+    before = await redis_cpu_seconds(redis)
+    wall, cpu = await cost_per_call(op, calls, concurrency, warm_up=0)
+    done = calls // concurrency * concurrency
+    return wall, cpu, (await redis_cpu_seconds(redis) - before) / done * 1e6
+
+
 def median_and_min(samples: list[float]) -> str:
     """``median / minimum`` of a figure's samples over the rounds, as the A/B tables print it."""
     return f"{statistics.median(samples):7.1f} /{min(samples):6.1f}"

@@ -7,7 +7,10 @@ and its script libraries are renamed with it), so both stores, each on a client 
 own package, run in one process against one Redis, round by round (which goes first
 alternates), under the same machine load. Per call it prints the wall time and the
 process CPU time (``time.process_time``, which the machine's load inflates far less
-than wall time), medians and minimums over the rounds, and the ratio of the medians.
+than wall time) and the Redis server's CPU time (``INFO cpu`` deltas, networking
+included: at concurrency 1 what ``peers.py`` prints as Redis CPU per request), medians
+and minimums over the rounds, and the ratios of the medians. The leased request takes a
+request lease with the session read and commits a one-attribute draft on its return.
 
     python benchmarks/store_revisions.py [--against main] [--calls 3000]
         [--rounds 9] [--concurrency 1] [--budget SECONDS] [--only NAME]
@@ -41,7 +44,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _common import cost_per_call, median_and_min, redis_url
+from _common import cost_per_call_with_server, median_and_min, redis_url
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -132,6 +136,7 @@ def hot_calls(
             "set_state (1 attribute)": lambda: store.set_state(sid, {"x": 1}),
             "get + set_state": cycle,
             "track_request (begin+end)": track,
+            "leased request, a draft": leased_request(store, sid),
             "counter route (middleware)": route,
         }
         return calls if budget is None else {k: budgeted(v) for k, v in calls.items()}
@@ -144,6 +149,16 @@ def hot_calls(
         return call
 
     return client.aclose, prepare
+
+
+def leased_request(store: Any, sid: str) -> Op:
+    """A request lease that reads the session and commits a one-attribute draft."""
+
+    async def leased() -> None:
+        async with store.track_request(sid, read_session=True) as lease:
+            lease.draft["n"] = int(lease.draft.get("n", 0)) + 1
+
+    return leased
 
 
 def counter_app(package: ModuleType, store: Any) -> Any:
@@ -171,37 +186,48 @@ async def run(
     this_close, this_prepare = hot_calls(sessionstore, url, "revthis", budget)
     old_close, old_prepare = hot_calls(old, url, "revold", budget)
     ways = {"this": await this_prepare(), against: await old_prepare()}
+    raw: Redis = Redis.from_url(url)
     try:
         for concurrency in levels:
-            figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            figures: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
             for round_ in range(rounds):
                 order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
                 for name in [name for name in ways["this"] if only in name]:
                     for way in order:
-                        got = await cost_per_call(
-                            ways[way][name], calls, concurrency, warm_up=WARM_UP
+                        got = await cost_per_call_with_server(
+                            ways[way][name], calls, concurrency, warm_up=WARM_UP, redis=raw
                         )
                         figures.setdefault((name, way), []).append(got)
             report(concurrency, against, figures)
     finally:
         await this_close()
         await old_close()
+        await raw.aclose()
 
 
 def report(
-    concurrency: int, against: str, figures: dict[tuple[str, str], list[tuple[float, float]]]
+    concurrency: int,
+    against: str,
+    figures: dict[tuple[str, str], list[tuple[float, float, float]]],
 ) -> None:
     print(f"\nconcurrency {concurrency}   (per call: median / minimum over the rounds)")
-    print(f"{'call':28} {'package':12} {'wall us':>15} {'cpu us':>15} {'cpu ratio':>10}")
-    print("-" * 84)
+    print(
+        f"{'call':28} {'package':12} {'wall us':>15} {'cpu us':>15} {'cpu ratio':>10}"
+        f" {'redis us':>15} {'redis ratio':>12}"
+    )
+    print("-" * 113)
     for (name, way), values in figures.items():
-        wall = [w for w, _ in values]
-        cpu = [c for _, c in values]
-        ratio = ""
+        wall, cpu, server = ([v[i] for v in values] for i in range(3))
+        ratio = server_ratio = ""
         if way != "this":
-            this_cpu = statistics.median(c for _, c in figures[(name, "this")])
-            ratio = f"{this_cpu / statistics.median(cpu):.3f}"
-        print(f"{name:28} {way:12} {median_and_min(wall)} {median_and_min(cpu)} {ratio:>10}")
+            ours = figures[(name, "this")]
+            ratio = f"{statistics.median(v[1] for v in ours) / statistics.median(cpu):.3f}"
+            ours_server = statistics.median(v[2] for v in ours)
+            server_ratio = f"{ours_server / statistics.median(server):.3f}"
+        print(
+            f"{name:28} {way:12} {median_and_min(wall)} {median_and_min(cpu)} {ratio:>10}"
+            f" {median_and_min(server)} {server_ratio:>12}"
+        )
 
 
 def main() -> None:
