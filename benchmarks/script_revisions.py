@@ -37,9 +37,11 @@ its round trips one after the other (a script call with the plain commands after
 it), each waited for, so every call pays its own wake-up and cold caches as in
 ``benchmarks/peers.py`` at c=1, instead of a share of a pipeline of 500.
 
-The revision's scripts must take the same ARGV as this checkout's; their KEYS are
-matched by name (the scripts' ``-- KEYS:`` headers), and a session key this checkout no
-longer has (the lease sorted sets of earlier builds) is named as those builds named it.
+The revision's scripts must take the same ARGV as this checkout's, but for the session
+id that builds before the hot scripts dropped it take first (given to them from the
+record key); their KEYS are matched by name (the scripts' ``-- KEYS:`` headers), and a
+session key this checkout no longer has (the lease sorted sets of earlier builds) is
+named as those builds named it.
 The ``lease`` rows include the plain HGETALL that the take sends right after the
 script when it reads the session (builds that read it inside the script send none), and
 a ``get`` row compares the plain commands of a read (not a script: its keys named as
@@ -65,7 +67,15 @@ from redis.asyncio import Redis
 from sweep_cost import drop_tombstones, load, wait_overdue
 
 from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client, sweep_store
-from sessionstore._scripts import _KEYS_HEADER, _SESSION_KEYS, Arg, Batch, LuaScript, _used_prelude
+from sessionstore._scripts import (
+    _KEYS_HEADER,
+    _SESSION_KEYS,
+    Arg,
+    Batch,
+    LuaScript,
+    _compose,
+    _used_prelude,
+)
 from sessionstore.store._lua import script
 from sessionstore.testing import LocalRedis
 
@@ -124,6 +134,9 @@ def at_revision(revision: str, name: str) -> tuple[LuaScript, list[str] | None]:
     body = show(revision, f"sessionstore/store/lua/{name}.lua")
     header = _KEYS_HEADER.search(body)
     names = [n.strip() for n in header.group(1).split(",")] if header else None
+    if "SESSION_KEYS" not in prelude:  # a build that composes as this one does
+        return _compose(name, prelude, "", body), names
+    # Builds before each script had a session_keys of its own for its declared keys.
     declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
     source = f"local SESSION_KEYS = {declared}\n" + _used_prelude(prelude, body) + "\n" + body
     return LuaScript(name, source), names
@@ -169,17 +182,31 @@ def key_names(lua: LuaScript) -> list[str]:
     return [_SESSION_KEYS[i] for i in lua.key_picks]
 
 
-def renamed(call: tuple[Any, ...], ours: list[str], theirs: list[str] | None) -> tuple[Any, ...]:
+def renamed(
+    call: tuple[Any, ...], ours: list[str], theirs: list[str] | None, with_id: bool = False
+) -> tuple[Any, ...]:
     """A captured call (numkeys, keys, args) of this checkout's script, with the keys a
     script declaring `theirs` takes; one this checkout lacks is named after the record
-    (``...:session:<id>`` -> ``...:<name>:<id>``)."""
+    (``...:session:<id>`` -> ``...:<name>:<id>``). `with_id`: the revision's script
+    takes the session id as its first ARGV (builds before the hot scripts dropped it),
+    taken from the record key."""
     count = int(call[0])
     keys, args = dict(zip(ours, call[1 : 1 + count], strict=True)), call[1 + count :]
-    if theirs is None or theirs == ours:
-        return call
     record = keys["record"]
+    if with_id:
+        args = (record.rpartition(":")[2], *args)
+    if theirs is None or theirs == ours:
+        return (count, *call[1 : 1 + count], *args)
     sent = [keys.get(n) or record.replace(":session:", f":{n}:") for n in theirs]
     return (len(sent), *sent, *args)
+
+
+def takes_session_id(revision: str | None, name: str) -> bool:
+    """Whether `revision`'s script `name` (None: this checkout's) takes the session id as
+    its first ARGV."""
+    path = f"sessionstore/store/lua/{name}.lua"
+    source = (ROOT / path).read_text() if revision is None else show(revision, path)
+    return "-- ARGV: session_id" in source
 
 
 async def capture(store: SessionStore) -> tuple[str, dict[str, tuple[Any, ...]]]:
@@ -303,7 +330,7 @@ def lease_fields(captured: dict[str, tuple[Any, ...]]) -> list[str]:
     names = ["r", "request_leases"]
     for label in ("lease", "lease, no read"):
         call = captured[label]
-        names.append(f"r:{call[1 + int(call[0]) + 2]}")  # ARGV: session_id, kind, lease_id
+        names.append(f"r:{call[1 + int(call[0]) + 1]}")  # ARGV: kind, lease_id, ...
     return names
 
 
@@ -395,11 +422,12 @@ async def hot_scripts(
             name = PLAIN[label][0] if label in PLAIN else label
             (theirs, their_keys), ours = at_revision(revision, name), script(name)
             call = captured[label]
+            with_id = takes_session_id(revision, name) and not takes_session_id(None, name)
             ways[0].append(
                 (
                     "EVALSHA",
                     await raw.script_load(theirs.source),
-                    *renamed(call, key_names(ours), their_keys),
+                    *renamed(call, key_names(ours), their_keys, with_id),
                 )
             )
             ways[1].append(("EVALSHA", await raw.script_load(ours.source), *call))

@@ -18,13 +18,13 @@ local function whole(n)
   return string.format('%d', n)
 end
 
--- The session's keys by name. A script whose header names the keys it uses
--- ("-- KEYS: record, tomb, expiry (of the session)") is sent only those, in that
--- order (SESSION_KEYS, set by sessionstore._scripts); the others get all of them.
+-- The session's keys by name, all nine from KEYS[first]. A script whose header names the
+-- keys it uses ("-- KEYS: record, tomb, expiry (of the session)") is sent only those, in
+-- that order, and gets a session_keys of its own for them from sessionstore._scripts.
 local function session_keys(first)
   local k, i = {}, first or 1
-  for _, name in ipairs(SESSION_KEYS or {'record', 'tomb', 'lock', 'upstreams', 'expiry',
-                                         'stats', 'events', 'mcp', 'mcpget'}) do
+  for _, name in ipairs({'record', 'tomb', 'lock', 'upstreams', 'expiry', 'stats', 'events',
+                         'mcp', 'mcpget'}) do
     k[name] = KEYS[i]
     i = i + 1
   end

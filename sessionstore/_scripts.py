@@ -70,14 +70,15 @@ class LuaScript:
 _DEFINES = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 
 
-def _used_prelude(prelude: str, code: str) -> str:
+def _used_prelude(prelude: str, code: str, provided: frozenset[str] = frozenset()) -> str:
     """The prelude's definitions that `code` uses, directly or through one another, in
-    their order. Every EVALSHA runs its script's whole source, defining each helper
-    anew (a closure per helper per call), so a script carries only the ones it calls."""
+    their order, but for those `provided` otherwise. Every EVALSHA runs its script's
+    whole source, defining each helper anew (a closure per helper per call), so a script
+    carries only the ones it calls."""
     chunks = {}
     for chunk in prelude.split("\n\n"):
         defined = _DEFINES.search(chunk)
-        if defined:
+        if defined and defined.group(1) not in provided:
             chunks[defined.group(1)] = chunk
 
     def uses(text: str) -> set[str]:
@@ -91,17 +92,25 @@ def _used_prelude(prelude: str, code: str) -> str:
     return "\n\n".join(chunk for name, chunk in chunks.items() if name in needed)
 
 
+def _session_keys(names: list[str]) -> str:
+    """A script's own ``session_keys``, for the keys its header names: one table
+    constructor (the prelude's, for scripts that take all nine keys, fills a table in a
+    loop over the names, several times the Redis time)."""
+    fields = ", ".join(f"{name} = KEYS[first + {i}]" for i, name in enumerate(names))
+    return f"local function session_keys(first)\n  first = first or 1\n  return {{{fields}}}\nend\n"
+
+
 def _compose(name: str, prelude: str, helpers: str, body: str) -> LuaScript:
     """A script's source: the session keys it declares, the prelude helpers it uses,
     its family's helpers, its body."""
     header = _KEYS_HEADER.search(body)
-    names = [n.strip() for n in header.group(1).split(",")] if header else None
-    # The prelude's session_keys reads SESSION_KEYS (a script may read no undefined global).
-    declared = "{" + ", ".join(f"'{n}'" for n in names) + "}" if names else "nil"
-    used = _used_prelude(prelude, helpers + body)
-    source = f"local SESSION_KEYS = {declared}\n" + used + "\n" + helpers + body
-    picks = tuple(_SESSION_KEYS.index(n) for n in names) if names else None
-    return LuaScript(name, source, picks)
+    if header is None:
+        used = _used_prelude(prelude, helpers + body)
+        return LuaScript(name, used + "\n" + helpers + body)
+    names = [n.strip() for n in header.group(1).split(",")]
+    used = _used_prelude(prelude, helpers + body, provided=frozenset({"session_keys"}))
+    source = _session_keys(names) + used + "\n" + helpers + body
+    return LuaScript(name, source, tuple(_SESSION_KEYS.index(n) for n in names))
 
 
 def _prelude() -> str:

@@ -121,7 +121,6 @@ class LeaseTracker:
         lease_ms = self.lease_ms
         batch = Batch(self.context.redis)
         args: list[Arg] = [
-            session_id,
             kind,
             lease.lease_id,
             lease_ms,
@@ -141,15 +140,18 @@ class LeaseTracker:
         # the script refused, its reply is not looked at.
         record_at = batch.command("HGETALL", keys.record, reread=True) if read_session else -1
         replies = await batch.execute()
+        # A take's success is a number: the live leases, or with the read the clock.
         local = replies[0]
+        taken = not isinstance(local, list)
         global_ok = not lease.global_lease or replies[1][0] == "ok"
-        if local[0] == "ok" and global_ok:
-            lease.live = int(local[1])
+        if taken and global_ok:
             if read_session:
-                await self._read_taken(lease, local, replies[record_at])
+                await self._read_taken(lease, int(local), replies[record_at])
+            else:
+                lease.live = int(local)
             return lease
         # Give back whichever half was granted, then say why.
-        if local[0] == "ok":
+        if taken:
             lease.global_lease = False
             await self.release(lease)
             raise GlobalLimitExceeded(self.context.settings.max_requests_global)
@@ -159,9 +161,9 @@ class LeaseTracker:
             raise SessionLimitExceeded(session_id, self._limit(kind))
         raise_refusal(session_id, local)
 
-    async def _read_taken(self, lease: Lease, reply: list[Any], record: dict[str, str]) -> None:
-        """Fill in ``lease.session`` and ``lease.draft`` from the record read beside the
-        take (`reply`: the script's ``ok`` with the clock).
+    async def _read_taken(self, lease: Lease, now_ms: int, record: dict[str, str]) -> None:
+        """Fill in ``lease.session``, ``lease.draft`` and ``lease.live`` from the record
+        read beside the take (`now_ms`: Redis' clock at the take, the script's reply).
 
         The read is not atomic with the take: in between, the session may have been
         ended or rotated away (the record is not there). Then the lease is given back
@@ -180,9 +182,10 @@ class LeaseTracker:
             if isinstance(found, Tombstone):
                 raise gone_error(session_id, found.status)
             raise SessionNotFound(session_id)
-        session = lease.session = Session.from_record(
-            lease.session_id, record, now_ms=int(reply[3])
-        )
+        session = lease.session = Session.from_record(lease.session_id, record, now_ms=now_ms)
+        # The record holds this lease (read after the take), counted with the others.
+        live = session.active_requests if lease.kind == "requests" else session.connection_count
+        lease.live = live
         # The record's own JSON of each attribute: what a change is compared with.
         stored = {name[2:]: text for name, text in record.items() if name[:2] == "a:"}
         lease.draft = SessionDraft(
@@ -216,15 +219,7 @@ class LeaseTracker:
         keys = self.context.keys.session(lease.session_id)
         lease_ms = self.lease_ms
         batch = Batch(self.context.redis)
-        args: list[Arg] = [
-            lease.session_id,
-            lease.kind,
-            lease.lease_id,
-            lease_ms,
-            0,
-            "renew",
-            "0",
-        ]
+        args: list[Arg] = [lease.kind, lease.lease_id, lease_ms, 0, "renew", "0"]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
             batch.script(
@@ -262,7 +257,7 @@ class LeaseTracker:
             if commit and draft.changed:
                 changes = draft.changes()
         reply = await self._release(lease, changes, riders=riders)
-        if not _returned(reply) and await self._follow(lease):
+        if not _returned(reply, committing=changes is not None) and await self._follow(lease):
             reply = await self._release(lease, changes, global_too=False)
         if changes is not None:
             self._committed(lease, reply)
@@ -274,11 +269,12 @@ class LeaseTracker:
         *,
         global_too: bool = True,
         riders: Sequence[BatchCall] = (),
-    ) -> list[Any]:
+    ) -> Any:
+        """The lease_release reply: a number on success (see `_returned`), else a list."""
         cfg = self.context.settings
         keys = self.context.keys.session(lease.session_id)
         batch = Batch(self.context.redis)
-        args: list[Arg] = [lease.session_id, lease.kind, lease.lease_id]
+        args: list[Arg] = [lease.kind, lease.lease_id]
         if changes is not None and lease.draft is not None:
             sets, deletes = changes
             args += [lease.draft.version, cfg.max_state_bytes, cfg.max_attributes]
@@ -292,16 +288,15 @@ class LeaseTracker:
             )
         for rider in riders:
             batch.add(rider)
-        reply: list[Any] = (await batch.execute())[0]
-        return reply
+        return (await batch.execute())[0]
 
-    def _committed(self, lease: Lease, reply: list[Any]) -> None:
+    def _committed(self, lease: Lease, reply: Any) -> None:
         """Take the new version from a commit's reply, or raise why it was refused."""
         cfg = self.context.settings
         draft = lease.draft
-        if reply[0] == "ok":
-            if len(reply) > 2 and draft is not None:
-                draft.version = int(reply[2])
+        if not isinstance(reply, list) or reply[0] == "ok":
+            if draft is not None:
+                draft.version = int(reply if not isinstance(reply, list) else reply[2])
             return
         if reply[0] == "version":
             raise VersionConflict(lease.session_id, draft.version if draft else 0, int(reply[1]))
@@ -538,10 +533,14 @@ class Renewal:
             self._task.cancel()
 
 
-def _returned(reply: list[Any]) -> bool:
+def _returned(reply: Any, *, committing: bool) -> bool:
     """Whether a lease_release reply says the lease was found where it was looked for:
     not when nothing was removed, or when the record was not there (a commit's
-    ``gone``/``missing``): the session may have been rotated away."""
+    ``gone``/``missing``): the session may have been rotated away. A number is the
+    removed count (0 or 1) without a commit, the new version with one (the lease
+    removed)."""
+    if not isinstance(reply, list):
+        return committing or bool(int(reply))
     if reply[0] == "ok":
         return bool(int(reply[1]))
     return reply[0] not in ("gone", "missing")

@@ -271,10 +271,10 @@ class SessionStore:
             SessionGone / SessionNotFound: the session cannot be used.
         """
         keys = self.keys.session(session_id)
-        reply = await call(self.redis, script("touch"), keys.ordered(), [session_id])
-        if reply[0] != "ok":
+        reply = await call(self.redis, script("touch"), keys.ordered(), [])
+        if isinstance(reply, list):
             raise_refusal(session_id, reply)
-        return ms_to_datetime(reply[2])
+        return ms_to_datetime(reply)
 
     async def set_state(
         self,
@@ -316,7 +316,6 @@ class SessionStore:
                 raise InvalidInput(f"{name} must be a non-negative integer")
         keys = self.keys.session(session_id)
         args: list[Arg] = [
-            session_id,
             "" if expected_version is None else expected_version,
             "" if fence is None else fence,
             cfg.max_state_bytes,
@@ -328,9 +327,9 @@ class SessionStore:
             *deletes,
         ]
         reply = await call(self.redis, script("write_state"), keys.ordered(), args)
+        if not isinstance(reply, list):
+            return int(reply)  # the new version
         kind = reply[0]
-        if kind == "ok":
-            return int(reply[1])
         if kind == "version":
             raise VersionConflict(session_id, expected_version or 0, int(reply[1]))
         if kind == "fence":

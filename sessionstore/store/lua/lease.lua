@@ -4,17 +4,20 @@
 -- reclaimed by the next take, so they never count.
 -- Taking a lease is activity: the idle deadline slides.
 -- KEYS: record, tomb (of the session)
--- ARGV: session_id, kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
---       mode ('take' | 'renew'), read ('1': also return what a reader of the
---       record needs beside it: the caller sends a plain HGETALL of the record right
---       after this script, in the same round trip, see sessionstore/store/_read.py)
--- Reply: {'ok', live_leases, deadline[, now]}
+-- ARGV: kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
+--       mode ('take' | 'renew'), read ('1': the caller sends a plain HGETALL of the
+--       record right after this script, in the same round trip, and counts the live
+--       leases in it, see sessionstore/store/_read.py)
+-- Reply: a take's: the live leases of its kind, this one counted (with the read: the
+--        clock, now, which the caller reads the record against instead); numbers, which
+--        Redis sends on as they are, where a table is turned into an array element by
+--        element | a renewal's: {'ok', live_leases, deadline}
 --      | {'limit', live_leases} | {'lost'} | {'gone', ...} | {'missing'}
 local k = session_keys(1)
 local now = now_ms()
-local prefix, counted, slot = lease_names(ARGV[2])
-local lease_id = ARGV[3]
-local renewing = ARGV[6] == 'renew'
+local prefix, counted, slot = lease_names(ARGV[1])
+local lease_id = ARGV[2]
+local renewing = ARGV[5] == 'renew'
 -- The lease's own field only for a renewal (a field the record lacks costs a look
 -- through all of its fields, and a take's lease id is drawn fresh: never held yet).
 local state, f
@@ -24,7 +27,7 @@ else
   state, f = record_state(k, now, counted, slot)
 end
 if state ~= 'active' then return gone_reply(k, state) end
-local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease_ms, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local held = tonumber(f[4] or 0)
 local holder, holder_until = slot_lease(f[5])
 local deadline = now + lease_ms
@@ -68,8 +71,7 @@ else
   end
 end
 slide(k, now, f, extra)
-total = total + 1
-if ARGV[7] ~= '1' then return {'ok', total, deadline} end
+if ARGV[6] ~= '1' then return total + 1 end
 -- The caller reads the record itself (a plain HGETALL costs Redis far less than one
 -- in a script, whose fields pass through Lua twice) and counts its leases against now.
-return {'ok', total, deadline, now}
+return now

@@ -3,18 +3,21 @@
 -- request's state changes are written in the same step, with compare-and-set on
 -- the version the request read (the lease is returned whatever the commit says).
 -- KEYS: record, tomb (of the session)
--- ARGV: session_id, kind ('requests' | 'conns'), lease_id,
+-- ARGV: kind ('requests' | 'conns'), lease_id,
 --       then optionally the commit: expected_version, max_state_bytes, max_attributes,
 --       n_set, n_del, n_set pairs (name, json), n_del names
--- Reply: {'ok', removed (0 | 1)[, new_version]} (new_version with a commit)
+-- Reply: without a commit: removed (1, or 0: the lease was not there); with one:
+--        new_version when the lease was removed and the changes written, else
+--        {'ok', 0, new_version} (numbers, which Redis sends on as they are, where a
+--        table is turned into an array element by element)
 --      | {'version', actual} | {'too_large', bytes} | {'too_many', count}
 --      | {'gone', ...} | {'missing'} (a commit refused; the lease is returned all the same)
 local k = session_keys(1)
 local now = now_ms()
-local prefix, counted, slot = lease_names(ARGV[2])
-local lease_id = ARGV[3]
-local committing = #ARGV > 3
-local n_set, n_del = tonumber(ARGV[7] or 0), tonumber(ARGV[8] or 0)
+local prefix, counted, slot = lease_names(ARGV[1])
+local lease_id = ARGV[2]
+local committing = #ARGV > 2
+local n_set, n_del = tonumber(ARGV[6] or 0), tonumber(ARGV[7] or 0)
 -- One read of the record: its deadlines, the lease count and the kind's slot; with a
 -- commit also the version, the state totals and the changed attributes' values.
 -- Without one only these are asked for: each field costs a look through the record's
@@ -22,7 +25,7 @@ local n_set, n_del = tonumber(ARGV[7] or 0), tonumber(ARGV[8] or 0)
 local state, f
 if committing then
   state, f = record_state(k, now, counted, slot, 'version', 'attr_bytes', 'attrs',
-                          unpack(state_fields(9, n_set, n_del)))
+                          unpack(state_fields(8, n_set, n_del)))
 else
   state, f = record_state(k, now, counted, slot)
 end
@@ -44,18 +47,18 @@ if state ~= 'active' then
   -- An overdue record does not slide; its count is kept right all the same.
   if #extra > 0 then redis.call('HSET', k.record, unpack(extra)) end
   if committing then return gone_reply(k, state) end
-  return {'ok', removed}
+  return removed
 end
 if not committing then
   slide(k, now, f, extra)
-  return {'ok', removed}
+  return removed
 end
 local version = tonumber(f[6] or 1)  -- a record without a version is at version 1
-if tonumber(ARGV[4]) ~= version then
+if tonumber(ARGV[3]) ~= version then
   slide(k, now, f, extra)
   return {'version', version}
 end
-local staged = stage_state(k, f, 7, 9, n_set, n_del, tonumber(ARGV[5]), tonumber(ARGV[6]))
+local staged = stage_state(k, f, 7, 8, n_set, n_del, tonumber(ARGV[4]), tonumber(ARGV[5]))
 if staged[1] ~= 'ok' then
   slide(k, now, f, extra)
   return staged
@@ -65,4 +68,5 @@ for _, v in ipairs(staged[2]) do extra[#extra + 1] = v end
 extra[#extra + 1] = 'version'
 extra[#extra + 1] = whole(version)
 slide(k, now, f, extra)
-return {'ok', removed, version}
+if removed == 1 then return version end
+return {'ok', 0, version}
