@@ -120,14 +120,8 @@ class LeaseTracker:
         lease.global_lease = self._uses_global(kind)
         lease_ms = self.lease_ms
         batch = Batch(self.context.redis)
-        args: list[Arg] = [
-            kind,
-            lease.lease_id,
-            lease_ms,
-            self._limit(kind),
-            "take",
-            "1" if read_session else "0",
-        ]
+        mode = "read" if read_session else "take"
+        args: list[Arg] = [kind, lease.lease_id, lease_ms, self._limit(kind), mode]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
             limit = self.context.settings.max_requests_global
@@ -219,7 +213,7 @@ class LeaseTracker:
         keys = self.context.keys.session(lease.session_id)
         lease_ms = self.lease_ms
         batch = Batch(self.context.redis)
-        args: list[Arg] = [lease.kind, lease.lease_id, lease_ms, 0, "renew", "0"]
+        args: list[Arg] = [lease.kind, lease.lease_id, lease_ms, 0, "renew"]
         batch.script(script("lease"), keys.ordered(), args)
         if lease.global_lease:
             batch.script(

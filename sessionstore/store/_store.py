@@ -315,16 +315,22 @@ class SessionStore:
             if number is not None and (not isinstance(number, int) or number < 0):
                 raise InvalidInput(f"{name} must be a non-negative integer")
         keys = self.keys.session(session_id)
-        args: list[Arg] = [
+        # The options go last, each left out with those after it when not given.
+        options: list[Arg] = [
             "" if expected_version is None else expected_version,
             "" if fence is None else fence,
+            meta,
+        ]
+        while options and options[-1] == "":
+            options.pop()
+        args: list[Arg] = [
             cfg.max_state_bytes,
             cfg.max_attributes,
-            meta,
             len(sets) // 2,
             len(deletes),
             *sets,
             *deletes,
+            *options,
         ]
         reply = await call(self.redis, script("write_state"), keys.ordered(), args)
         if not isinstance(reply, list):

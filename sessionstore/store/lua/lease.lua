@@ -5,9 +5,9 @@
 -- Taking a lease is activity: the idle deadline slides.
 -- KEYS: record, tomb (of the session)
 -- ARGV: kind ('requests' | 'conns'), lease_id, lease_ms, limit (0 = none),
---       mode ('take' | 'renew'), read ('1': the caller sends a plain HGETALL of the
---       record right after this script, in the same round trip, and counts the live
---       leases in it, see sessionstore/store/_read.py)
+--       mode ('take' | 'read' | 'renew'; 'read' is a take whose caller sends a plain
+--       HGETALL of the record right after this script, in the same round trip, and
+--       counts the live leases in it, see sessionstore/store/_read.py)
 -- Reply: a take's: the live leases of its kind, this one counted (with the read: the
 --        clock, now, which the caller reads the record against instead); numbers, which
 --        Redis sends on as they are, where a table is turned into an array element by
@@ -71,7 +71,7 @@ else
   end
 end
 slide(k, now, f, extra)
-if ARGV[6] ~= '1' then return total + 1 end
+if ARGV[5] ~= 'read' then return total + 1 end
 -- The caller reads the record itself (a plain HGETALL costs Redis far less than one
 -- in a script, whose fields pass through Lua twice) and counts its leases against now.
 return now
