@@ -66,6 +66,8 @@ class LuaScript:
         return [keys[i] for i in self.key_picks]
 
 
+#: A Lua comment to the end of its line (no prelude string holds ``--``).
+_COMMENT = re.compile(r"--[^\n]*")
 #: The name a prelude definition (``local function name`` or ``local NAME =``) defines.
 _DEFINES = re.compile(r"^local (?:function )?(\w+)", re.MULTILINE)
 
@@ -82,7 +84,10 @@ def _used_prelude(prelude: str, code: str, provided: frozenset[str] = frozenset(
             chunks[defined.group(1)] = chunk
 
     def uses(text: str) -> set[str]:
-        return {word for word in re.findall(r"\w+", text) if word in chunks}
+        # Code only: a helper a comment names (`slide` refers to `write_session`) is
+        # not one the script runs.
+        code = _COMMENT.sub("", text)
+        return {word for word in re.findall(r"\w+", code) if word in chunks}
 
     needed = uses(code)
     frontier = set(needed)
