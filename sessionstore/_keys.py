@@ -6,9 +6,13 @@ tag ``{<shard>}``, so every transition of a session is one Lua script that is
 atomic on Redis Cluster too. ``docs/keys.md`` documents each key for operators;
 `describe_layout` prints the same table.
 
-Lua scripts never build key names themselves, with one documented exception:
-the batch sweep script is handed key *prefixes* built here (`SessionKeys.prefixes`)
-and appends session ids read from the expiry index of the same shard.
+Lua scripts never build key names themselves, with two documented exceptions:
+the batch scripts (sweep, repair) are handed key *prefixes* built here
+(`KeySpace.session_prefixes`) and append session ids read from the expiry index of
+the same shard; and the expiry index's helpers in the prelude name its counts hash
+and its buckets from its root (`KeySpace.expiry`), in the shapes of
+`KeySpace.expiry_counts` and `KeySpace.expiry_bucket`, since a bucket follows from
+a deadline that only the script knows.
 """
 
 from __future__ import annotations
@@ -123,8 +127,24 @@ class KeySpace:
         return f"{self.prefix}:{{{shard}}}"
 
     def expiry(self, shard: int) -> str:
-        """Sorted set: session ids of the shard scored by a deadline (ms) at or before
-        their record's (the one written at create, resume, rotate or by the sweep)."""
+        """Sorted set, the root of the shard's expiry index: the names of its time
+        buckets (``<level>:<start>``) scored by their start (ms). The scripts get this
+        key as ``expiry`` and name the others from it (docs/keys.md, "The expiry
+        index")."""
+        return f"{self.shard_tag(shard)}:due"
+
+    def expiry_counts(self, shard: int) -> str:
+        """Hash: the entries each time bucket of the shard's expiry index holds."""
+        return f"{self.expiry(shard)}:counts"
+
+    def expiry_bucket(self, shard: int, name: str) -> str:
+        """Sorted set: one time bucket (`name` ``<level>:<start>``) of the shard's expiry
+        index, session ids scored by the deadline (ms) their entry was written at."""
+        return f"{self.expiry(shard)}:{name}"
+
+    def legacy_expiry(self, shard: int) -> str:
+        """The sorted set development builds kept as the shard's whole expiry index
+        (the repair job deletes it, see docs/keys.md)."""
         return f"{self.shard_tag(shard)}:expiry"
 
     def stats(self, shard: int) -> str:
@@ -354,12 +374,27 @@ def describe_layout(prefix: str) -> list[dict[str, str]]:
             f"XREVRANGE {p}:{{N}}:mcpget:<id> + - COUNT 10",
         ),
         (
-            f"{p}:{{N}}:expiry",
+            f"{p}:{{N}}:due",
             "zset",
-            "bounded by live sessions of shard N",
-            "expiry index: session id scored by its deadline ms when written "
-            "(never later than the record's; slides leave it)",
-            f"ZRANGE {p}:{{N}}:expiry 0 9 WITHSCORES",
+            "bounded by the buckets of shard N (emptied ones leave)",
+            "expiry index of shard N: its time buckets <level>:<start> scored by start ms",
+            f"ZRANGE {p}:{{N}}:due 0 9 WITHSCORES",
+        ),
+        (
+            f"{p}:{{N}}:due:counts",
+            "hash",
+            "bounded by the buckets of shard N (emptied ones leave)",
+            "expiry index: entries held per time bucket (field <level>:<start>)",
+            f"HGETALL {p}:{{N}}:due:counts",
+        ),
+        (
+            f"{p}:{{N}}:due:<level>:<start>",
+            "zset",
+            "at most 128 entries (the deepest level: any); dropped when empty",
+            "expiry index time bucket: session ids whose entry deadline is in "
+            "[start, start + 4^(10-level) ms), scored by that deadline ms (never later "
+            "than the record's; slides leave it)",
+            f"ZRANGE {p}:{{N}}:due:<level>:<start> 0 -1 WITHSCORES",
         ),
         (
             f"{p}:{{N}}:stats",

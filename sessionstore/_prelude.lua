@@ -82,6 +82,201 @@ local function slide(k, now, f, extra)
   return idle
 end
 
+-- The shard's expiry index is compact time buckets (docs/keys.md, "The expiry index"):
+-- sorted sets of session ids scored by their entry's deadline, each covering a span
+-- of deadlines, at most `full` entries each so that Redis keeps them as listpacks
+-- (zset-max-listpack-entries). A level-0 bucket spans `top_ms`, each level a quarter
+-- of the one above (`split`), down to `levels` (1 ms); an entry goes to the shallowest
+-- bucket of its deadline's chain that is not full (the deepest takes any number).
+-- Quarters rather than halves: a chain of 11 buckets instead of 21 costs an index
+-- write half the names to build and look up, for 0-4 B more per entry (buckets a
+-- little less full: docs/performance.md). Beside them, the
+-- root (the key the scripts get as `expiry`, a sorted set of the buckets by start) and
+-- `<root>:counts` (a hash of their entry counts); a bucket that empties leaves both.
+-- These are the index's key names built here, from the root's: `<root>:counts` and
+-- `<root>:<level>:<start>` (the same shapes as KeySpace.expiry_counts / expiry_bucket).
+local INDEX_SHAPE = {top_ms = 1048576, split = 4, levels = 10, full = 128}
+
+-- The key of bucket `name` of the index `root`.
+local function index_key(root, name)
+  return root .. ':' .. name
+end
+
+-- The bucket names ("<level>:<start>") of `deadline`'s chain, shallowest first, and
+-- their starts.
+local function index_chain(deadline)
+  local names, starts, width = {}, {}, INDEX_SHAPE.top_ms
+  for level = 0, INDEX_SHAPE.levels do
+    local start = deadline - deadline % width
+    names[level + 1] = string.format('%d:%d', level, start)
+    starts[level + 1] = start
+    width = width / INDEX_SHAPE.split
+  end
+  return names, starts
+end
+
+-- Add `session_id` at `deadline` to the index `root`: to the shallowest bucket of the
+-- chain that is not full (the counts' HMGET, the ZADD, the count's HINCRBY; a new
+-- bucket also enters the root). Returns the bucket's name.
+local function index_add(root, session_id, deadline)
+  local names, starts = index_chain(deadline)
+  local counts = root .. ':counts'
+  local held = redis.call('HMGET', counts, unpack(names))
+  local at = #names
+  for i = 1, #names - 1 do
+    if (tonumber(held[i]) or 0) < INDEX_SHAPE.full then
+      at = i
+      break
+    end
+  end
+  if redis.call('ZADD', root .. ':' .. names[at], deadline, session_id) == 1 then
+    if redis.call('HINCRBY', counts, names[at], 1) == 1 then
+      redis.call('ZADD', root, starts[at], names[at])
+    end
+  end
+  return names[at]
+end
+
+-- Count `n` entries out of bucket `name` of the index `root` (its members already
+-- removed); a bucket left empty leaves the counts and the root (Redis drops its key).
+-- Returns whether it did.
+local function index_uncount(root, name, n)
+  if n == 0 then return false end
+  local counts = root .. ':counts'
+  if redis.call('HINCRBY', counts, name, -n) <= 0 then
+    redis.call('HDEL', counts, name)
+    redis.call('ZREM', root, name)
+    return true
+  end
+  return false
+end
+
+-- Take `session_id`'s entry, written at `deadline`, out of its bucket of the index
+-- `root`, leaving the count to the caller: the entry is in one of the chain's buckets
+-- that exist (a count in the hash), tried deepest first (an entry is most likely in the
+-- narrowest bucket that covers its deadline: each level up holds as many entries over
+-- twice the span). Returns the bucket's name, or nil when none held it (the entry is
+-- elsewhere: the sweep or repair drops it).
+local function index_take(root, session_id, deadline)
+  local names = index_chain(deadline)
+  local held = redis.call('HMGET', root .. ':counts', unpack(names))
+  for i = #names, 1, -1 do
+    if held[i] and redis.call('ZREM', root .. ':' .. names[i], session_id) == 1 then
+      return names[i]
+    end
+  end
+  return nil
+end
+
+-- The bucket of the index `root` that holds `session_id`'s entry written at `deadline`
+-- (looked up as `index_take` does, without taking it), or nil.
+local function index_find(root, session_id, deadline)
+  local names = index_chain(deadline)
+  local held = redis.call('HMGET', root .. ':counts', unpack(names))
+  for i = #names, 1, -1 do
+    if held[i] and redis.call('ZSCORE', root .. ':' .. names[i], session_id) then
+      return names[i]
+    end
+  end
+  return nil
+end
+
+-- Remove `session_id`'s entry from bucket `name` of the index `root`, if it is there.
+local function index_drop(root, name, session_id)
+  if redis.call('ZREM', root .. ':' .. name, session_id) == 1 then
+    index_uncount(root, name, 1)
+    return true
+  end
+  return false
+end
+
+-- The score of `session_id` in bucket `name` of the index `root` (a number), or nil.
+local function index_score(root, name, session_id)
+  return tonumber(redis.call('ZSCORE', root .. ':' .. name, session_id))
+end
+
+-- Remove `session_id`'s entry (see `index_take`) and count it out. Returns the bucket's
+-- name or nil.
+local function index_remove(root, session_id, deadline)
+  local name = index_take(root, session_id, deadline)
+  if name then index_uncount(root, name, 1) end
+  return name
+end
+
+-- Give `old_id`'s entry, written at `deadline`, to `new_id`: the same bucket, the same
+-- deadline, the same count. False when no bucket held it.
+local function index_rename(root, old_id, new_id, deadline)
+  local name = index_take(root, old_id, deadline)
+  if not name then return false end
+  redis.call('ZADD', root .. ':' .. name, deadline, new_id)
+  return true
+end
+
+-- The buckets of the index `root` that start at or before `cutoff`, in the order of
+-- their starts, `count` from rank `offset`: {name, start, name, start, ...}.
+local function index_buckets(root, cutoff, offset, count)
+  return redis.call('ZRANGE', root, '-inf', cutoff, 'BYSCORE', 'LIMIT', offset, count,
+                    'WITHSCORES')
+end
+
+-- The span of bucket `name` ("<level>:<start>"): its start and its last millisecond.
+local function index_span(name)
+  local colon = string.find(name, ':', 1, true)
+  local level, start = tonumber(string.sub(name, 1, colon - 1)), tonumber(string.sub(name, colon + 1))
+  return start, start + INDEX_SHAPE.top_ms / INDEX_SHAPE.split ^ level - 1
+end
+
+-- How many entries the index `root` holds (the sum of its counts).
+local function index_size(root)
+  local total = 0
+  for _, n in ipairs(redis.call('HVALS', root .. ':counts')) do total = total + tonumber(n) end
+  return total
+end
+
+-- Entries of the index `root` due at `cutoff` (score at or before it), and the oldest
+-- one's deadline (or nil): every bucket that ends by `cutoff` counts whole (its
+-- count), the ones that only start by then (at most one per level) by ZCOUNT; the
+-- oldest entry is the least head of the buckets that start before it (each bucket's
+-- entries are at or after its start).
+local function index_due(root, cutoff)
+  local due, oldest, offset = 0, nil, 0
+  local counts = root .. ':counts'
+  repeat
+    local page = index_buckets(root, cutoff, offset, 64)
+    local whole_due = {}
+    for i = 1, #page, 2 do
+      local name = page[i]
+      local start, last = index_span(name)
+      if last <= cutoff then
+        whole_due[#whole_due + 1] = name
+      else
+        due = due + redis.call('ZCOUNT', root .. ':' .. name, '-inf', cutoff)
+      end
+      if not oldest or start < oldest then
+        local head = tonumber(redis.call('ZRANGE', root .. ':' .. name, 0, 0, 'WITHSCORES')[2])
+        if head and head <= cutoff and (not oldest or head < oldest) then oldest = head end
+      end
+    end
+    if #whole_due > 0 then
+      for _, n in ipairs(redis.call('HMGET', counts, unpack(whole_due))) do
+        due = due + (tonumber(n) or 0)
+      end
+    end
+    offset = offset + #page / 2
+  until #page < 128
+  return due, oldest
+end
+
+-- The deadline a record's expiry entry was written at: its `due` field when the sweep
+-- or repair moved the entry, else the deadline create / resume wrote it at (the
+-- record's `created` + `idle_ms`, or `life_end` when earlier). Arguments as the record
+-- holds them (strings or nil); nil when the record has none of them.
+local function entry_deadline(due, created, idle_ms, life_end)
+  if due then return tonumber(due) end
+  if not (created and idle_ms and life_end) then return nil end
+  return math.min(tonumber(created) + tonumber(idle_ms), tonumber(life_end))
+end
+
 -- Write a new session record. spec: idle_ms, absolute_ms, grace_ms, user_id,
 -- conversation_id, metadata, resumed_from; state: flat {name, json, ...}.
 -- Fields with nothing to say (an empty id or metadata, fence 0, version 1, the state's
@@ -94,6 +289,8 @@ end
 -- the TTL alone. The TTL is only the fallback for a record no worker sweeps (reads and
 -- the sweep go by the deadlines): such a record stays in Redis until its absolute
 -- deadline plus the grace, not its idle deadline plus the grace.
+-- The expiry entry goes in at the record's deadline, which `entry_deadline` derives
+-- from the record as long as no `due` field says otherwise.
 local function write_session(k, session_id, now, spec, state)
   local absolute = now + spec.absolute_ms
   local idle = now + spec.idle_ms
@@ -123,7 +320,7 @@ local function write_session(k, session_id, now, spec, state)
   end
   redis.call(unpack(fields))
   redis.call('PEXPIREAT', k.record, whole(absolute + spec.grace_ms))
-  redis.call('ZADD', k.expiry, deadline, session_id)
+  index_add(k.expiry, session_id, deadline)
   redis.call('HINCRBY', k.stats, 'created', 1)
 end
 
@@ -186,13 +383,14 @@ end
 -- End a session: tombstone kept for retention_ms; record (its leases with it), lock,
 -- upstream records, MCP event streams and expiry entry dropped; counted; event emitted.
 -- All in the caller's script. known: the record's {user_id, conversation_id, created,
--- metadata, fence, extras} when the caller has read them already.
+-- metadata, fence, extras, idle_ms, life_end, due} when the caller has read them
+-- already (the last three find the expiry entry).
 -- in_bulk: the caller drops the expiry entry and counts the ending itself, once for a
--- whole batch (the sweep).
+-- whole batch (the sweep, repair).
 local function end_session(k, session_id, now, status, event, reason, retention_ms, maxlen,
                            superseded_by, known, in_bulk)
   local f = known or redis.call('HMGET', k.record, 'user_id', 'conversation_id', 'created',
-                                'metadata', 'fence', 'extras')
+                                'metadata', 'fence', 'extras', 'idle_ms', 'life_end', 'due')
   -- Keys the record says cannot be there are not looked up (in a large keyspace every
   -- lookup is a cache miss): a lock key exists only once a lock was granted (`fence`),
   -- upstream records and MCP event streams only once `extras` was set (by the upstream
@@ -214,7 +412,10 @@ local function end_session(k, session_id, now, status, event, reason, retention_
     'metadata', f[4] or '{}', 'superseded_by', superseded_by)
   redis.call('PEXPIRE', k.tomb, retention_ms)
   if not in_bulk then
-    redis.call('ZREM', k.expiry, session_id)
+    -- The entry is found from the deadline it was written at; without a record to say
+    -- it (Redis dropped it), it stays for the sweep, which ends the id as `lost`.
+    local deadline = entry_deadline(f[9], f[3], f[7], f[8])
+    if deadline then index_remove(k.expiry, session_id, deadline) end
     redis.call('HINCRBY', k.stats, status, 1)
   end
   emit(k.events, maxlen, event, session_id, now, {'reason', reason, 'user_id', f[1] or ''})

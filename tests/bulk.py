@@ -15,6 +15,7 @@ from sessionstore import Event, RedisClient, SessionStore, new_session_id
 from sessionstore._scripts import Arg, Batch
 from sessionstore.store._lua import script
 from sessionstore.store._payload import encode_metadata
+from tests.expiry_index import put_entries
 
 
 async def create_many(
@@ -80,14 +81,17 @@ def kinds_per_session(events: list[Event]) -> dict[str, Counter[str]]:
 
 async def backdate(store: SessionStore, session_ids: list[str], by: timedelta) -> None:
     """Make sessions due `by` ago, as after worker downtime: their record's idle
-    deadline and their expiry-index entry are moved back together."""
+    deadline and their expiry-index entry are moved back together (the record saying
+    where its entry is, as after the sweep moved it)."""
     redis = store.redis
     seconds, micros = await redis.time()
     deadline = int(seconds) * 1000 + int(micros) // 1000 - int(by.total_seconds() * 1000)
+    await put_entries(redis, store, dict.fromkeys(session_ids, deadline))
+    calls = Batch(redis)
     for session_id in session_ids:
-        keys = store.session_keys(session_id)
-        await redis.hset(keys.record, "idle_end", deadline)
-        await redis.zadd(keys.expiry, {session_id: deadline})
+        record = store.session_keys(session_id).record
+        calls.command("HSET", record, "idle_end", deadline, "due", deadline)
+    await calls.execute()
 
 
 #: The long field names of earlier builds, by the short name that replaced each.

@@ -1,7 +1,10 @@
 """Shard-wide counts: active, overdue and lifetime totals.
 
-Counts come from each shard's expiry index (ZCOUNT, O(log n)) and stats hash,
-read with one script per shard, all pipelined: O(shards), never SCAN. The index
+Counts come from each shard's expiry index and stats hash, read with one script
+per shard, all pipelined, never SCAN: the index's time buckets keep their counts
+in a hash, so a shard's entries are the sum of its counts, and the due ones the
+counts of the buckets that end by now plus a ZCOUNT of each bucket that covers
+now (at most one per level; docs/keys.md, "The expiry index"). The index
 is lazy (a slide leaves a session's entry where it was written), so a due entry
 may be an active session's until the next sweep pass moves it: `overdue` counts
 due entries, the records are not read (docs/workers.md).

@@ -1,8 +1,9 @@
 """Listing sessions by status, for operators, without SCAN.
 
 * ``active`` and ``expired`` sessions that still have a record are read from
-  the shards' expiry indexes (``ZRANGE ... BYSCORE LIMIT``): O(shards * log n
-  + limit), whatever the number of sessions. An active session's entry comes
+  the shards' expiry indexes (one ``index_entries`` script per shard: the earliest
+  entries of the time buckets on both sides of now), whatever the number of
+  sessions. An active session's entry comes
   due before its deadline when the session slid since the entry was written
   (slides leave the index alone; the next sweep pass moves it), so ``active``
   also reads the due head and keeps the records that are active, and
@@ -62,34 +63,17 @@ async def list_by_status(
 async def _from_indexes(
     store: StoreContext, *, overdue: bool, limit: int
 ) -> list[Session | Tombstone]:
-    shards = range(store.keys.shards)
-    stats = Batch(store.redis)
-    for shard in shards:
-        stats.script(script("shard_stats"), [store.keys.expiry(shard), store.keys.stats(shard)], [])
-    clocks = [int(reply[0]) for reply in await stats.execute()]
-    ranges = Batch(store.redis)
-    for shard, now in zip(shards, clocks, strict=True):
-        bounds = [("-inf", now)] if overdue else [(f"({now}", "+inf"), ("-inf", now)]
-        for low, high in bounds:
-            ranges.command(
-                "ZRANGE",
-                store.keys.expiry(shard),
-                low,
-                high,
-                "BYSCORE",
-                "LIMIT",
-                0,
-                limit,
-                "WITHSCORES",
-            )
-    replies = await ranges.execute()
+    entries = Batch(store.redis)
+    for shard in range(store.keys.shards):
+        entries.script(script("index_entries"), [store.keys.expiry(shard)], [limit])
     # Future entries first (their order is their deadline's), then the due head: active
     # sessions whose entry a slide left behind, read to tell them from expired ones.
     live: list[tuple[float, str]] = []
     due: list[tuple[float, str]] = []
-    for position, reply in enumerate(replies):
-        found = live if not overdue and position % 2 == 0 else due
-        found += [(float(reply[i + 1]), str(reply[i])) for i in range(0, len(reply), 2)]
+    for _now, ahead, behind in await entries.execute():
+        if not overdue:
+            live += [(float(ahead[i + 1]), str(ahead[i])) for i in range(0, len(ahead), 2)]
+        due += [(float(behind[i + 1]), str(behind[i])) for i in range(0, len(behind), 2)]
     ids = [session_id for _, session_id in sorted(live)[:limit] + sorted(due)[:limit]]
     wanted = SessionStatus.EXPIRED if overdue else SessionStatus.ACTIVE
     kept = [s for s in await _read(store, ids) if s.status is wanted]

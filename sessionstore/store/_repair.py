@@ -6,7 +6,9 @@ What can drift, and what cannot:
   so it drifts only when something outside the scripts touches Redis: a record
   evicted under ``maxmemory`` or deleted by hand leaves an entry that counts as
   live; an entry removed by hand leaves a record no sweep will reach. The
-  store's counts come from this index (ZCOUNT), so repairing it repairs them.
+  store's counts come from this index (its buckets' counts), so repairing it repairs
+  them. The single sorted set development builds kept per shard is deleted once the
+  records pass has indexed every live record in the buckets (docs/keys.md).
 - The user index lives in other slots and is written after the session's own
   script (create, rotate, resume, end, the sweep): a crash or a failed call
   between the two leaves an id missing from it, or a stale one in it; so does
@@ -16,11 +18,12 @@ What can drift, and what cannot:
   script; they cannot disagree with the transitions and cannot be recounted
   from records (ended sessions leave only tombstones), so repair leaves them.
 
-Repair walks the records (SCAN) and the expiry index (ZSCAN) of each shard,
-then every hash of the user index (HSCAN): O(all sessions), which is why only the repair
-job does it. Every fix is decided atomically by a script on the current
-state, so repair may run beside live traffic and beside other repairs. A run
-stops at its time budget and returns a cursor to continue from.
+Repair walks the expiry index (ZSCAN of its buckets, each bucket read whole) and
+the records (SCAN) of each shard, then every hash of the user index (HSCAN):
+O(all sessions), which is why only the repair job does it. Every fix is decided
+atomically by a script on the current state, so repair may run beside live
+traffic and beside other repairs. A run stops at its time budget and returns a
+cursor to continue from.
 """
 
 from __future__ import annotations
@@ -174,44 +177,78 @@ async def _shard_node(store: StoreContext, shard: int) -> ClusterNode | None:
 async def _repair_shard(
     store: StoreContext, shard: int, inner: str, batch: int, run: _Run
 ) -> str | None:
-    """Records first (SCAN), then the index (ZSCAN); returns the inner cursor if out of time."""
-    phase, _, position = (inner or "records:0").partition(":")
+    """The index's buckets first (ZSCAN of its root, then each bucket), then the records
+    (SCAN); returns the inner cursor if out of time. The index goes first so that an
+    entry in a place its record does not say is moved (or dropped) before the records
+    pass would add the record a second one."""
+    phase, _, position = (inner or "index:0").partition(":")
     if phase not in ("records", "index") or not position.isdigit():
         raise InvalidInput("not a repair cursor")
     cursor = int(position)
     prefix = store.keys.session_prefixes(shard)["session"]
     node = await _shard_node(store, shard)
     while True:
-        if phase == "records":
+        if phase == "index":
+            cursor, pairs = await _index_page(store, shard, cursor, batch)
+            run.counts["index_entries_scanned"] += len(pairs) // 2
+            for start in range(0, len(pairs), 2 * batch):
+                await _fix_sessions(store, shard, "index", pairs[start : start + 2 * batch], run)
+        else:
             cursor, keys = await _scan_page(
                 store, cursor, store.keys.session_pattern(shard), batch, node
             )
-            ids = [key[len(prefix) :] for key in keys]
+            ids: list[Arg] = [key[len(prefix) :] for key in keys]
             run.counts["records_scanned"] += len(ids)
-        else:
-            with backend_errors("ZSCAN"):
-                cursor, pairs = await store.redis.zscan(
-                    store.keys.expiry(shard), cursor, count=batch
-                )
-            ids = [member for member, _ in pairs]
-            run.counts["index_entries_scanned"] += len(ids)
-        if ids:
-            await _fix_sessions(store, shard, ids, run)
+            if ids:
+                await _fix_sessions(store, shard, "records", ids, run)
         if cursor == 0:
-            if phase == "index":
+            if phase == "records":
+                await _drop_legacy_index(store, shard)
                 return None
-            phase = "index"
+            phase = "records"
         if run.out_of_time():
             return f"{phase}:{cursor}"
 
 
-async def _fix_sessions(store: StoreContext, shard: int, ids: list[str], run: _Run) -> None:
+async def _index_page(
+    store: StoreContext, shard: int, cursor: int, batch: int
+) -> tuple[int, list[Arg]]:
+    """One ZSCAN page of the buckets of `shard`'s expiry index and, read in one round
+    trip, their entries: (next cursor, [session id, bucket name, ...])."""
+    with backend_errors("ZSCAN"):
+        cursor, buckets = await store.redis.zscan(
+            store.keys.expiry(shard), cursor, count=max(1, batch // 128)
+        )
+    names = [str(name) for name, _ in buckets]
+    if not names:
+        return cursor, []
+    calls = Batch(store.redis)
+    for name in names:
+        calls.command("ZRANGE", store.keys.expiry_bucket(shard, name), 0, -1)
+    pairs: list[Arg] = []
+    for name, members in zip(names, await calls.execute(), strict=True):
+        for member in members:
+            pairs += [str(member), name]
+    return cursor, pairs
+
+
+async def _drop_legacy_index(store: StoreContext, shard: int) -> None:
+    """Delete the single sorted set development builds kept as the shard's expiry
+    index: the records pass just indexed every live record in the buckets."""
+    with backend_errors("UNLINK"):
+        await store.redis.unlink(store.keys.legacy_expiry(shard))
+
+
+async def _fix_sessions(
+    store: StoreContext, shard: int, mode: str, items: list[Arg], run: _Run
+) -> None:
     cfg = store.settings
     args: list[Arg] = [
         to_ms(cfg.expired_retention),
         cfg.events_maxlen,
         *store.keys.session_prefix_args(shard),
-        *ids,
+        mode,
+        *items,
     ]
     keys = [store.keys.expiry(shard), store.keys.stats(shard), store.keys.events(shard)]
     reply = await call(store.redis, script("repair_sessions"), keys, args)

@@ -16,6 +16,7 @@ from sessionstore import (
     repair_store,
 )
 from tests.bulk import all_events, create_many
+from tests.expiry_index import drop_entry, entry, put_entry
 
 
 async def test_a_live_record_missing_from_the_expiry_index_is_put_back(
@@ -24,14 +25,13 @@ async def test_a_live_record_missing_from_the_expiry_index_is_put_back(
     """Without its entry a session is neither counted nor ever swept; repair adds it."""
     made = await store.create()
     others = await create_many(store, 5)
-    keys = store.session_keys(made.id)
-    await redis.zrem(keys.expiry, made.id)
+    await drop_entry(redis, store, made.id)
     assert (await store.counts()).active == 5
 
     report = await repair_store(store)
 
     assert (report.expiry_added, report.fixed, report.records_scanned) == (1, 1, 6)
-    assert await redis.zscore(keys.expiry, made.id) == made.expires_at.timestamp() * 1000
+    assert await entry(redis, store, made.id) == made.expires_at.timestamp() * 1000
     assert (await store.counts()).active == 1 + len(others)
 
 
@@ -40,19 +40,17 @@ async def test_an_entry_at_the_wrong_deadline_is_moved(
 ) -> None:
     """An entry far in the future would keep an idle session alive in the counts."""
     made = await store.create()
-    keys = store.session_keys(made.id)
-    await redis.zadd(keys.expiry, {made.id: 9_999_999_999_999})
+    await put_entry(redis, store, made.id, 9_999_999_999_999)
     report = await repair_store(store)
     assert (report.expiry_moved, report.fixed) == (1, 1)
-    assert await redis.zscore(keys.expiry, made.id) == made.expires_at.timestamp() * 1000
+    assert await entry(redis, store, made.id) == made.expires_at.timestamp() * 1000
 
 
 async def test_an_entry_of_an_ended_id_is_dropped(store: SessionStore, redis: RedisClient) -> None:
     """A closed session's id put back in the index (by hand) is not counted as live."""
     made = await store.create()
     await store.delete(made.id)
-    keys = store.session_keys(made.id)
-    await redis.zadd(keys.expiry, {made.id: 9_999_999_999_999})
+    await put_entry(redis, store, made.id, 9_999_999_999_999)
     assert (await store.counts()).active == 1
 
     report = await repair_store(store)
@@ -103,7 +101,7 @@ async def test_user_index_missing_and_stale_entries_are_fixed(
 async def test_a_second_run_finds_nothing_to_fix(store: SessionStore, redis: RedisClient) -> None:
     """Repair is idempotent: after one run, the next reports zero fixes."""
     made = await store.create(user_id="ned")
-    await redis.zrem(store.session_keys(made.id).expiry, made.id)
+    await drop_entry(redis, store, made.id)
     await redis.hdel(store.keys.user_index("ned"), "ned")
     first = await repair_store(store)
     second = await repair_store(store)
@@ -117,7 +115,7 @@ async def test_a_run_out_of_time_continues_from_its_cursor(
     """A zero budget stops after each page; following the cursors repairs everything."""
     ids = await create_many(store, 30, user_id="oli")
     for session_id in ids[:10]:
-        await redis.zrem(store.session_keys(session_id).expiry, session_id)
+        await drop_entry(redis, store, session_id)
     await redis.hdel(store.keys.user_index("oli"), "oli")
     ticks = itertools.count()
 

@@ -27,6 +27,7 @@ from tests.bulk import (
     expired_per_session,
     write_with_long_names,
 )
+from tests.expiry_index import entry, put_entry
 from tests.polling import eventually, until_raises
 from tests.store.lease_fields import lease_deadline
 
@@ -147,15 +148,14 @@ async def test_lagging_and_ended_index_entries_are_put_right(
     active = await store.create()
     ended = await store.create()
     await store.delete(ended.id)
-    keys, ended_keys = store.session_keys(active.id), store.session_keys(ended.id)
-    await redis.zadd(keys.expiry, {active.id: 1})
-    await redis.zadd(ended_keys.expiry, {ended.id: 1})
+    await put_entry(redis, store, active.id, 1)
+    await put_entry(redis, store, ended.id, 1)
 
     report = await sweep_store(store)
 
     assert (report.rescheduled, report.removed, report.expired) == (1, 1, 0)
-    assert await redis.zscore(keys.expiry, active.id) == active.expires_at.timestamp() * 1000
-    assert await redis.zscore(ended_keys.expiry, ended.id) is None
+    assert await entry(redis, store, active.id) == active.expires_at.timestamp() * 1000
+    assert await entry(redis, store, ended.id) is None
     assert (await store.get(active.id)).status is SessionStatus.ACTIVE
 
 
@@ -184,7 +184,7 @@ async def test_a_record_with_the_long_field_names_is_swept_as_lost(
     made = await store.create(user_id="lou", state={"n": 1})
     keys = store.session_keys(made.id)
     await write_with_long_names(redis, keys.record)
-    await redis.zadd(keys.expiry, {made.id: 1})
+    await put_entry(redis, store, made.id, 1)
 
     report = await sweep_store(store)
 
@@ -257,7 +257,7 @@ async def test_a_slide_leaves_the_index_entry_where_it_was_written(
         async with store.track_request(made.id):
             pass
         deadline = (await store.get(made.id)).expires_at.timestamp() * 1000
-        assert await redis.zscore(keys.expiry, made.id) == written <= deadline
+        assert await entry(redis, store, made.id) == written <= deadline
         assert await redis.execute_command("PEXPIRETIME", keys.record) == absolute + grace
     assert (await repair_store(store)).expiry_moved == 0
 
@@ -271,17 +271,17 @@ async def test_an_entry_a_slide_left_behind_is_moved_by_the_next_sweep(
     made = await store.create()
     keys = store.session_keys(made.id)
     seconds, _ = await redis.time()
-    await redis.zadd(keys.expiry, {made.id: (int(seconds) - 1) * 1000})  # written long ago
+    await put_entry(redis, store, made.id, (int(seconds) - 1) * 1000)  # written long ago
     expires = await redis.execute_command("PEXPIRETIME", keys.record)
     deadline = (await store.touch(made.id)).timestamp() * 1000
-    assert await redis.zscore(keys.expiry, made.id) < deadline
+    assert await entry(redis, store, made.id) < deadline
     assert (await store.counts()).overdue == 1
     assert [s.id for s in await list_by_status(store, SessionStatus.ACTIVE)] == [made.id]
 
     report = await sweep_store(store)
 
     assert (report.rescheduled, report.expired) == (1, 0)
-    assert await redis.zscore(keys.expiry, made.id) == deadline
+    assert await entry(redis, store, made.id) == deadline
     counts = await store.counts()
     assert (counts.active, counts.overdue) == (1, 0)
     assert (await store.get(made.id)).status is SessionStatus.ACTIVE

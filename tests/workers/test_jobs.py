@@ -19,6 +19,7 @@ from sessionstore import (
     list_workers,
 )
 from tests.bulk import all_events, backdate, create_many, expired_per_session
+from tests.expiry_index import drop_entry
 from tests.polling import eventually
 from workers.settings import build_worker_settings
 
@@ -136,7 +137,7 @@ async def test_the_repair_job_fixes_drift(
     store: SessionStore, redis: RedisClient, backend_url: str, redis_url: str, run_burst: RunWorker
 ) -> None:
     made = await store.create(user_id="pat")
-    await redis.zrem(store.session_keys(made.id).expiry, made.id)
+    await drop_entry(redis, store, made.id)
     await redis.hdel(store.keys.user_index("pat"), "pat")
     settings = _settings(store, backend_url, redis_url, worker_id="repairer")
 

@@ -251,6 +251,7 @@ def _print_guide(fleet: DevFleet, demo_id: str, short_id: str, failed: int, mcp:
             f"--scan --pattern '{settings.session.key_prefix}:*'",
             f"HGETALL '{keys.record}'",
             f"ZRANGE '{keys.expiry}' 0 -1 WITHSCORES",
+            f"HGETALL '{space.expiry_counts(keys.shard)}'",
             f"XREVRANGE '{keys.events}' + - COUNT 5",
             f"HGET '{space.user_index(DEMO_USER)}' {DEMO_USER}",
         ),

@@ -100,6 +100,7 @@ async def _tour(url: str, settings: Settings) -> None:
         say("\nlook at it with redis-cli (`sessionstore keys` lists every key pattern):")
         say(f"  {cli} -p {port} HGETALL '{keys.record}'")
         say(f"  {cli} -p {port} ZRANGE '{keys.expiry}' 0 -1 WITHSCORES")
+        say(f"  {cli} -p {port} HGETALL '{store.keys.expiry_counts(keys.shard)}'")
         say(f"  {cli} -p {port} XREVRANGE '{keys.events}' + - COUNT 5")
         say(f"  {cli} -p {port} HGET '{store.keys.user_index('alice')}' alice")
     finally:

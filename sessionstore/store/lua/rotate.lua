@@ -8,7 +8,7 @@ local old, new = session_keys(1), session_keys(10)
 local old_id, new_id = ARGV[1], ARGV[2]
 local now = now_ms()
 -- One read of the record: its deadlines, what the tombstone keeps, and `extras`.
-local state, f = record_state(old, now, 'user_id', 'conversation_id', 'created', 'extras')
+local state, f = record_state(old, now, 'user_id', 'conversation_id', 'created', 'extras', 'due')
 if state ~= 'active' then return gone_reply(old, state) end
 if redis.call('EXISTS', new.record, new.tomb) > 0 then return {'exists'} end
 -- Upstream records and MCP event streams exist only if the record says so (`extras`,
@@ -21,8 +21,13 @@ for _, name in ipairs(moved) do
 end
 redis.call('HSET', new.record, 'rotated_from', old_id)
 local user, conversation = f[4] or '', f[5] or ''
-redis.call('ZREM', old.expiry, old_id)
-redis.call('ZADD', new.expiry, math.min(tonumber(f[1]), tonumber(f[2])), new_id)
+-- The new id takes the old one's expiry entry, in the same bucket at the same deadline
+-- (the record, renamed, still says that deadline), so the bucket's count stays.
+local deadline = entry_deadline(f[8], f[6], f[3], f[2])
+if not (deadline and index_rename(old.expiry, old_id, new_id, deadline)) then
+  index_add(new.expiry, new_id, math.min(f[1], f[2]))
+  redis.call('HSET', new.record, 'due', whole(math.min(f[1], f[2])))
+end
 -- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.
 if extras then redis.call('DEL', old.mcp, old.mcpget) end
