@@ -22,13 +22,17 @@ differs:
   one sorted set per shard with members ``<user>|<session id>``; at 5000, 100k and
   500k sessions (``--index-sessions``), of users with one session and of users
   with 1 to 4;
-* the expiry index: one sorted set per shard (the store's), one set of session
-  ids per shard and minute of deadline, and compact time buckets: per shard,
-  listpack sorted sets of at most 128 entries, each covering a span of deadlines
-  (2^20 ms at the top, halved level by level: an entry goes to the shallowest
-  bucket on its deadline's chain that is not full), with a hash of their counts
-  and a sorted set of them by start for the sweep; for deadlines spread over 30
-  minutes and for sessions created in a burst (deadlines within one second);
+* everything the store keeps per session, written by the store: record, user
+  index and expiry index, for a small session and one of 10 x 50 B;
+* the expiry index: compact time buckets in the store's shape (per shard,
+  listpack sorted sets of at most 128 entries, each covering a span of deadlines,
+  2^20 ms at the top, quartered level by level: an entry goes to the shallowest
+  bucket on its deadline's chain that is not full, with a hash of their counts
+  and a sorted set of them by start for the sweep; written here with plain
+  commands), the same with spans halved level by level (a chain of 21 buckets
+  instead of 11), one sorted set per shard (earlier builds) and one set of session
+  ids per shard and minute of deadline; for deadlines spread over 30 minutes and
+  for sessions created in a burst (deadlines within one second);
 * the keys of a session with a small state while it holds one request lease, and
   after it returned it (with this checkout's package: run the file with another
   revision's package on ``PYTHONPATH`` to compare layouts).
@@ -101,6 +105,29 @@ async def _create(
             await store.create(user_id=user, state=state)
     finally:
         await client.aclose()
+
+
+def session_totals(url: str, raw: Redis, count: int, prefix: str | None) -> None:
+    """Bytes per session of everything the store keeps for it, as the store writes it:
+    record, user index, expiry index (its time buckets, their counts and their root),
+    for `count` sessions of their own users (user ids of 12 characters)."""
+    print(
+        f"\nthe store's keys per session ({count} sessions, each of its own user,"
+        " user ids of 12 characters): record + user index + expiry index = total"
+    )
+    for label, state in (("small", SMALL), ("10 x 50 B", LARGE)):
+        at = prefix or "tot" + secrets.token_hex(3)
+        asyncio.run(_create(url, at, count, 12, state))
+        record = _usage(raw, f"{at}:{{*}}:session:*") / count
+        users = _usage(raw, f"{at}:users:*") / count
+        expiry = _usage(raw, f"{at}:{{*}}:due*") / count
+        found = list(raw.scan_iter(match=f"{at}:{{*}}:due:*:*", count=1000))
+        compact = sum(1 for key in found if raw.object("encoding", key) == b"listpack")
+        print(
+            f"  {label:10} {record:4.0f} + {users:3.0f} + {expiry:3.0f} ="
+            f" {record + users + expiry:4.0f} B   ({len(found)} buckets, {compact} listpack)"
+        )
+        _drop(raw, at + ":*")
 
 
 def record_sizes(url: str, raw: Redis, count: int, prefix: str | None) -> None:
@@ -180,19 +207,27 @@ def lease_sizes(url: str, raw: Redis, count: int) -> None:
     _drop(raw, at + ":*")
 
 
-#: Compact time buckets: the top span of deadlines, the deepest level, the entries a
-#: bucket holds at most (zset-max-listpack-entries).
-TOP_MS, LEVELS, FULL = 1 << 20, 20, 128
+#: Compact time buckets as the store keeps them (the prelude's INDEX_SHAPE): the top
+#: span of deadlines, the split of a span from one level to the next, the deepest
+#: level, the entries a bucket holds at most (zset-max-listpack-entries).
+TOP_MS, SPLIT, LEVELS, FULL = 1 << 20, 4, 10, 128
 
 
-def _time_buckets(pipe: Any, prefix: str, entries: list[tuple[int, str, int]]) -> None:
-    """Write `entries` (shard, session id, deadline) into compact time buckets."""
+def _time_buckets(
+    pipe: Any,
+    prefix: str,
+    entries: list[tuple[int, str, int]],
+    split: int = SPLIT,
+    levels: int = LEVELS,
+) -> None:
+    """Write `entries` (shard, session id, deadline) into compact time buckets (by
+    default in the store's shape; `split` 2 and `levels` 20: halves, a chain of 21)."""
     counts: dict[tuple[int, str], int] = {}
     for shard, session_id, deadline in entries:
-        for level in range(LEVELS + 1):
-            width = TOP_MS >> level
+        for level in range(levels + 1):
+            width = TOP_MS // split**level
             bucket = f"{deadline - deadline % width}/{level}"
-            if counts.get((shard, bucket), 0) < FULL or level == LEVELS:
+            if counts.get((shard, bucket), 0) < FULL or level == levels:
                 break
         counts[(shard, bucket)] = counts.get((shard, bucket), 0) + 1
         pipe.zadd(f"{prefix}:{{{shard}}}:tb:{bucket}", {session_id: deadline})
@@ -223,10 +258,13 @@ def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> N
         pipe.zadd(f"{prefix}:{{{shard}}}:users", {f"{user}|{session_id}": deadline})
         pipe.zadd(f"{prefix}:{{{shard}}}:expiry", {session_id: deadline})
         minute = deadline // 60_000
-        pipe.sadd(f"{prefix}:{{{shard}}}:due:{minute}", session_id)
-    _time_buckets(pipe, prefix + "spread", [(s, i, d) for s, i, _, d in sessions])
+        pipe.sadd(f"{prefix}:{{{shard}}}:minute:{minute}", session_id)
+    spread = [(s, i, d) for s, i, _, d in sessions]
+    _time_buckets(pipe, prefix + "spread", spread)
     burst = [(s, i, now + n * 1000 // count) for n, (s, i, _, _) in enumerate(sessions)]
     _time_buckets(pipe, prefix + "burst", burst)
+    _time_buckets(pipe, prefix + "halfspread", spread, split=2, levels=20)
+    _time_buckets(pipe, prefix + "halfburst", burst, split=2, levels=20)
     pipe.execute()
     _write_user_hashes(raw, space, sessions, with_deadlines=False)
     _write_user_hashes(raw, KeySpace(prefix + "dl", SHARDS), sessions, with_deadlines=True)
@@ -237,10 +275,15 @@ def index_sizes(raw: Redis, count: int, per_user: tuple[int, int] = (1, 1)) -> N
         ("user index, a sorted set per user (earlier builds)", f"{prefix}:peruser:*"),
         (f"user index, a listpack sorted set per bucket ({buckets} buckets)", f"{prefix}:bucket:*"),
         ("user index, a sorted set per shard", f"{prefix}:{{*}}:users"),
-        ("expiry index, a sorted set per shard (the store's)", f"{prefix}:{{*}}:expiry"),
-        ("expiry index, a set per shard and minute", f"{prefix}:{{*}}:due:*"),
-        ("expiry index, compact time buckets, deadlines over 30 min", f"{prefix}spread:*"),
-        ("expiry index, compact time buckets, a burst's (1 s)", f"{prefix}burst:*"),
+        ("expiry index, a sorted set per shard (earlier builds)", f"{prefix}:{{*}}:expiry"),
+        ("expiry index, a set per shard and minute", f"{prefix}:{{*}}:minute:*"),
+        (
+            "expiry index, time buckets (the store's shape), deadlines over 30 min",
+            f"{prefix}spread:*",
+        ),
+        ("expiry index, time buckets (the store's shape), a burst's (1 s)", f"{prefix}burst:*"),
+        ("expiry index, time buckets of halving spans, over 30 min", f"{prefix}halfspread:*"),
+        ("expiry index, time buckets of halving spans, a burst's (1 s)", f"{prefix}halfburst:*"),
     ]
     users = len({user for _, _, user, _ in sessions})
     print(
@@ -301,6 +344,7 @@ def main() -> None:
     with redis_url() as url:
         raw = Redis.from_url(url)
         print(f"redis: {url}   {raw.info('server')['redis_version']}")
+        session_totals(url, raw, args.sessions, args.prefix)
         record_sizes(url, raw, args.sessions, args.prefix)
         for count in args.index_sessions:
             index_sizes(raw, count)

@@ -42,6 +42,8 @@ id that builds before the hot scripts dropped it take first (given to them from 
 record key); their KEYS are matched by name (the scripts' ``-- KEYS:`` headers), and a
 session key this checkout no longer has (the lease sorted sets of earlier builds) is
 named as those builds named it.
+The ``create`` and ``end`` rows create that many new sessions (a small state, their
+own users) and then delete them, each revision on a key prefix of its own.
 The ``lease`` rows include the plain HGETALL that the take sends right after the
 script when it reads the session (builds that read it inside the script send none), and
 a ``get`` row compares the plain commands of a read (not a script: its keys named as
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import statistics
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -66,7 +69,14 @@ from _common import redis_url
 from redis.asyncio import Redis
 from sweep_cost import drop_tombstones, load, wait_overdue
 
-from sessionstore import RedisSettings, SessionSettings, SessionStore, create_client, sweep_store
+from sessionstore import (
+    RedisSettings,
+    SessionSettings,
+    SessionStore,
+    create_client,
+    new_session_id,
+    sweep_store,
+)
 from sessionstore._scripts import (
     _KEYS_HEADER,
     _SESSION_KEYS,
@@ -546,6 +556,63 @@ def _sweep_with(
     return sweep
 
 
+async def create_and_end(url: str, revision: str, calls: int, rounds: int) -> None:
+    """Redis CPU per ``create`` and per ``end`` (a delete) of this checkout's scripts and
+    the revision's: each round creates `calls` new sessions (pipelined, ids drawn over
+    the 16 shards, a small state) and then ends them, each way on a key prefix of its
+    own (so each index holds only its own layout's entries), alternating."""
+    raw: Redis = Redis.from_url(url)
+    settings = {way: SessionSettings(key_prefix=f"ce{way}") for way in ("theirs", "ours")}
+    lua = {name: (at_revision(revision, name), script(name)) for name in ("create", "end")}
+    shas = {
+        (name, way): await raw.script_load(found.source)
+        for name, ((theirs, _), ours) in lua.items()
+        for way, found in (("theirs", theirs), ("ours", ours))
+    }
+    figures: dict[str, dict[str, list[float]]] = {name: {revision: [], "this": []} for name in lua}
+    for _ in range(rounds):
+        for way, label in (("theirs", revision), ("ours", "this")):
+            cfg = settings[way]
+            store = SessionStore(create_client(RedisSettings.from_dsn(url)), cfg)
+            ids = [new_session_id(secrets.randbelow(cfg.shards)) for _ in range(calls)]
+            spec = [
+                round(cfg.idle_timeout.total_seconds() * 1000),
+                round(cfg.absolute_lifetime.total_seconds() * 1000),
+                round(cfg.sweep_grace.total_seconds() * 1000),
+                cfg.events_maxlen,
+                "u" + secrets.token_hex(5),
+                "",
+                "{}",
+                "theme",
+                '"dark"',
+            ]
+            ending = ["closed", "deleted", "deleted", 60_000, cfg.events_maxlen]
+            for name, args in (("create", spec), ("end", ending)):
+                (_, their_keys), ours = lua[name]
+                spent = 0.0
+                for start in range(0, calls, PIPELINE):
+                    pipe = raw.pipeline(transaction=False)
+                    for session_id in ids[start : start + PIPELINE]:
+                        keys = store.keys.session(session_id).ordered()
+                        picked = ours.keys_for(keys)
+                        call = (len(picked), *picked, session_id, *args)
+                        if way == "theirs":
+                            call = renamed(call, key_names(ours), their_keys)
+                        pipe.execute_command("EVALSHA", shas[(name, way)], *call)
+                    before = await redis_cpu(raw)
+                    await pipe.execute()
+                    spent += await redis_cpu(raw) - before
+                figures[name][label].append(spent * 1e6 / calls)
+            await store.redis.aclose()
+            pattern = f"{cfg.key_prefix}:*"
+            keys = [key async for key in raw.scan_iter(match=pattern, count=1000)]
+            for start in range(0, len(keys), 500):
+                await raw.delete(*keys[start : start + 500])
+    for name, found in figures.items():
+        report(name, found, "us per call")
+    await raw.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", default="main", help="a git revision")
@@ -567,6 +634,7 @@ def main() -> None:
         asyncio.run(
             hot_scripts(url, args.against, args.calls, args.rounds, args.gap, args.one_by_one)
         )
+        asyncio.run(create_and_end(url, args.against, args.calls, args.rounds))
     for live in args.sweep_live:
         asyncio.run(sweeps(args.against, live, args.rounds))
 

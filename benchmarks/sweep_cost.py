@@ -111,24 +111,28 @@ async def redis_cpu(store: SessionStore) -> float:
 
 
 async def make_early(store: SessionStore, ids: list[str]) -> None:
-    """Put the index entries of the active sessions `ids` in the past."""
+    """Make the sessions `ids` (their entries due already) active for an hour: their
+    records' idle deadlines move, their index entries stay, as after slides."""
+    seconds, _ = await store.redis.time()
+    later = (int(seconds) + 3600) * 1000
     for start in range(0, len(ids), CHUNK):
         batch = Batch(store.redis)
         for session_id in ids[start : start + CHUNK]:
-            keys = store.keys.session(session_id)
-            batch.command("ZADD", keys.expiry, 1, session_id)
+            batch.command("HSET", store.keys.session(session_id).record, "idle_end", later)
         await batch.execute()
 
 
 async def drop_sessions(store: SessionStore, ids: list[str]) -> None:
-    """Drop the records and index entries of the active sessions `ids`."""
+    """End the active sessions `ids` (records and index entries), then drop their
+    tombstones."""
+    cfg = store.settings
     for start in range(0, len(ids), CHUNK):
         batch = Batch(store.redis)
         for session_id in ids[start : start + CHUNK]:
-            keys = store.keys.session(session_id)
-            batch.command("DEL", keys.record)
-            batch.command("ZREM", keys.expiry, session_id)
+            args: list[Arg] = [session_id, "closed", "deleted", "deleted", 1000, cfg.events_maxlen]
+            batch.script(script("end"), store.keys.session(session_id).ordered(), args)
         await batch.execute()
+    await drop_tombstones(store, ids)
 
 
 async def sweep_once(
@@ -137,7 +141,8 @@ async def sweep_once(
     """Load `due` sessions, let them come due, sweep them: (wall s, server s, Redis CPU s).
     Early: `due` active sessions whose entries came due early, each put back."""
     if early:
-        ids = await load(store, due, timedelta(hours=1))
+        ids = await load(store, due, timedelta(milliseconds=1))
+        await wait_overdue(store, due)
         await make_early(store, ids)
     else:
         ids = await load(store, due, timedelta(milliseconds=1))

@@ -2,7 +2,9 @@
 
 Runs every ``repair_interval`` on one worker of the fleet (arq de-duplicates
 cron runs). It fixes the expiry index of every shard (entries missing, at the
-wrong deadline, of ended ids, or of lost records) and every user index
+wrong deadline, of ended ids, or of lost records; a development build's single
+sorted set per shard is deleted once the shard's records are indexed in its time
+buckets) and every user index
 (missing and stale entries); see `sessionstore.repair_store`. A run that
 reaches its time budget queues a follow-up from where it stopped. What it
 fixed is logged, returned, and kept in the worker's heartbeat.
