@@ -368,6 +368,8 @@ def _kind(rest: str) -> str | None:
     if parts[1] == "users":
         return "user index"  # the shared hashes hold only this run's users
     kind = parts[2]
+    if kind == "due":
+        return "expiry index"  # its time buckets, their counts and their root
     return None if kind in ("events", "stats") else kind
 
 
