@@ -151,34 +151,33 @@ local function index_uncount(root, name, n)
   return false
 end
 
--- Take `session_id`'s entry, written at `deadline`, out of its bucket of the index
--- `root`, leaving the count to the caller: the entry is in one of the chain's buckets
--- that exist (a count in the hash), tried deepest first (an entry is most likely in the
--- narrowest bucket that covers its deadline: each level up holds as many entries over
--- twice the span). Returns the bucket's name, or nil when none held it (the entry is
--- elsewhere: the sweep or repair drops it).
-local function index_take(root, session_id, deadline)
+-- The bucket of the index `root` that holds `session_id`'s entry written at `deadline`,
+-- or nil when none does (the entry is elsewhere: the sweep or repair drops it). The
+-- entry is in one of the chain's buckets that exist (a count in the hash), tried
+-- deepest first (an entry is most likely in the narrowest bucket that covers its
+-- deadline: each level up holds as many entries over four times the span) with
+-- `probe`: 'ZREM' takes the entry out (leaving the count to the caller), 'ZSCORE'
+-- only looks.
+local function index_probe(root, session_id, deadline, probe)
   local names = index_chain(deadline)
   local held = redis.call('HMGET', root .. ':counts', unpack(names))
   for i = #names, 1, -1 do
-    if held[i] and redis.call('ZREM', root .. ':' .. names[i], session_id) == 1 then
-      return names[i]
+    if held[i] then
+      local found = redis.call(probe, root .. ':' .. names[i], session_id)
+      if found and found ~= 0 then return names[i] end
     end
   end
   return nil
 end
 
--- The bucket of the index `root` that holds `session_id`'s entry written at `deadline`
--- (looked up as `index_take` does, without taking it), or nil.
+-- Take `session_id`'s entry out of its bucket (see `index_probe`); the bucket's name.
+local function index_take(root, session_id, deadline)
+  return index_probe(root, session_id, deadline, 'ZREM')
+end
+
+-- The bucket that holds `session_id`'s entry, which stays there (see `index_probe`).
 local function index_find(root, session_id, deadline)
-  local names = index_chain(deadline)
-  local held = redis.call('HMGET', root .. ':counts', unpack(names))
-  for i = #names, 1, -1 do
-    if held[i] and redis.call('ZSCORE', root .. ':' .. names[i], session_id) then
-      return names[i]
-    end
-  end
-  return nil
+  return index_probe(root, session_id, deadline, 'ZSCORE')
 end
 
 -- Remove `session_id`'s entry from bucket `name` of the index `root`, if it is there.
