@@ -102,6 +102,11 @@ local function index_key(root, name)
   return root .. ':' .. name
 end
 
+-- The key of the counts hash of the index `root`.
+local function index_counts(root)
+  return root .. ':counts'
+end
+
 -- The bucket names ("<level>:<start>") of `deadline`'s chain, shallowest first, and
 -- their starts.
 local function index_chain(deadline)
@@ -120,7 +125,7 @@ end
 -- bucket also enters the root). Returns the bucket's name.
 local function index_add(root, session_id, deadline)
   local names, starts = index_chain(deadline)
-  local counts = root .. ':counts'
+  local counts = index_counts(root)
   local held = redis.call('HMGET', counts, unpack(names))
   local at = #names
   for i = 1, #names - 1 do
@@ -129,7 +134,7 @@ local function index_add(root, session_id, deadline)
       break
     end
   end
-  if redis.call('ZADD', root .. ':' .. names[at], deadline, session_id) == 1 then
+  if redis.call('ZADD', index_key(root, names[at]), deadline, session_id) == 1 then
     if redis.call('HINCRBY', counts, names[at], 1) == 1 then
       redis.call('ZADD', root, starts[at], names[at])
     end
@@ -137,12 +142,20 @@ local function index_add(root, session_id, deadline)
   return names[at]
 end
 
+-- Add `session_id`'s entry at `deadline`, one the record's fields do not derive (see
+-- `entry_deadline`), so the record `record` says it in its `due` field: the sweep's
+-- re-index, repair, a rotate with no entry to hand on.
+local function index_add_due(root, record, session_id, deadline)
+  index_add(root, session_id, deadline)
+  redis.call('HSET', record, 'due', whole(deadline))
+end
+
 -- Count `n` entries out of bucket `name` of the index `root` (its members already
 -- removed); a bucket left empty leaves the counts and the root (Redis drops its key).
 -- Returns whether it did.
 local function index_uncount(root, name, n)
   if n == 0 then return false end
-  local counts = root .. ':counts'
+  local counts = index_counts(root)
   if redis.call('HINCRBY', counts, name, -n) <= 0 then
     redis.call('HDEL', counts, name)
     redis.call('ZREM', root, name)
@@ -160,10 +173,10 @@ end
 -- only looks.
 local function index_probe(root, session_id, deadline, probe)
   local names = index_chain(deadline)
-  local held = redis.call('HMGET', root .. ':counts', unpack(names))
+  local held = redis.call('HMGET', index_counts(root), unpack(names))
   for i = #names, 1, -1 do
     if held[i] then
-      local found = redis.call(probe, root .. ':' .. names[i], session_id)
+      local found = redis.call(probe, index_key(root, names[i]), session_id)
       if found and found ~= 0 then return names[i] end
     end
   end
@@ -182,7 +195,7 @@ end
 
 -- Remove `session_id`'s entry from bucket `name` of the index `root`, if it is there.
 local function index_drop(root, name, session_id)
-  if redis.call('ZREM', root .. ':' .. name, session_id) == 1 then
+  if redis.call('ZREM', index_key(root, name), session_id) == 1 then
     index_uncount(root, name, 1)
     return true
   end
@@ -191,7 +204,7 @@ end
 
 -- The score of `session_id` in bucket `name` of the index `root` (a number), or nil.
 local function index_score(root, name, session_id)
-  return tonumber(redis.call('ZSCORE', root .. ':' .. name, session_id))
+  return tonumber(redis.call('ZSCORE', index_key(root, name), session_id))
 end
 
 -- Remove `session_id`'s entry (see `index_take`) and count it out. Returns the bucket's
@@ -207,7 +220,7 @@ end
 local function index_rename(root, old_id, new_id, deadline)
   local name = index_take(root, old_id, deadline)
   if not name then return false end
-  redis.call('ZADD', root .. ':' .. name, deadline, new_id)
+  redis.call('ZADD', index_key(root, name), deadline, new_id)
   return true
 end
 
@@ -228,7 +241,7 @@ end
 -- How many entries the index `root` holds (the sum of its counts).
 local function index_size(root)
   local total = 0
-  for _, n in ipairs(redis.call('HVALS', root .. ':counts')) do total = total + tonumber(n) end
+  for _, n in ipairs(redis.call('HVALS', index_counts(root))) do total = total + tonumber(n) end
   return total
 end
 
@@ -239,7 +252,7 @@ end
 -- entries are at or after its start).
 local function index_due(root, cutoff)
   local due, oldest, offset = 0, nil, 0
-  local counts = root .. ':counts'
+  local counts = index_counts(root)
   repeat
     local page = index_buckets(root, cutoff, offset, 64)
     local whole_due = {}
@@ -249,10 +262,10 @@ local function index_due(root, cutoff)
       if last <= cutoff then
         whole_due[#whole_due + 1] = name
       else
-        due = due + redis.call('ZCOUNT', root .. ':' .. name, '-inf', cutoff)
+        due = due + redis.call('ZCOUNT', index_key(root, name), '-inf', cutoff)
       end
       if not oldest or start < oldest then
-        local head = tonumber(redis.call('ZRANGE', root .. ':' .. name, 0, 0, 'WITHSCORES')[2])
+        local head = tonumber(redis.call('ZRANGE', index_key(root, name), 0, 0, 'WITHSCORES')[2])
         if head and head <= cutoff and (not oldest or head < oldest) then oldest = head end
       end
     end

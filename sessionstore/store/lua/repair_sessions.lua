@@ -46,12 +46,6 @@ local function read_record(k)
   return deadline, entry_deadline(d[6], d[4], d[5], d[2]) or deadline, d[3], d[2]
 end
 
--- Put the entry of `id` at the record's `deadline` and have the record say so.
-local function put(k, id, deadline)
-  index_add(expiry, id, deadline)
-  redis.call('HSET', k.record, 'due', whole(deadline))
-end
-
 if mode == 'records' then
   for i = 10, #ARGV do
     local id = ARGV[i]
@@ -59,7 +53,7 @@ if mode == 'records' then
     local deadline, written, user, life_end = read_record(k)
     if deadline then
       if not index_find(expiry, id, written) then
-        put(k, id, deadline)
+        index_add_due(expiry, k.record, id, deadline)
         added = added + 1
       end
       if user and user ~= '' and now < deadline then
@@ -82,7 +76,7 @@ else
           -- Later than the record's deadline it would expire the session late; outside
           -- its bucket's span no ending would find it.
           index_drop(expiry, bucket, id)
-          put(k, id, math.min(score, deadline))
+          index_add_due(expiry, k.record, id, math.min(score, deadline))
           moved = moved + 1
         elseif score ~= written then
           -- (A bucket holds the entries of its span, so one at `written` is on its chain.)

@@ -25,8 +25,7 @@ local user, conversation = f[4] or '', f[5] or ''
 -- (the record, renamed, still says that deadline), so the bucket's count stays.
 local deadline = entry_deadline(f[8], f[6], f[3], f[2])
 if not (deadline and index_rename(old.expiry, old_id, new_id, deadline)) then
-  index_add(new.expiry, new_id, math.min(f[1], f[2]))
-  redis.call('HSET', new.record, 'due', whole(math.min(f[1], f[2])))
+  index_add_due(new.expiry, new.record, new_id, math.min(f[1], f[2]))
 end
 -- The MCP event streams are not carried: a rotated id ends the MCP session (clients
 -- start a new one), so its events can never be asked for again.

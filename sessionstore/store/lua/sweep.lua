@@ -83,8 +83,7 @@ end
 -- The moved entries go in after the walk (their deadlines are ahead: none is due), and
 -- their records say where (`due`), so that ending them finds them.
 for i = 1, #later, 2 do
-  index_add(expiry, later[i], later[i + 1])
-  redis.call('HSET', ARGV[4] .. later[i], 'due', whole(later[i + 1]))
+  index_add_due(expiry, ARGV[4] .. later[i], later[i], later[i + 1])
 end
 if expired > 0 then redis.call('HINCRBY', stats, 'expired', expired) end
 local still_due, oldest = index_due(expiry, cutoff)
